@@ -1,0 +1,37 @@
+"""screener: active learning for stable crystals at SCAN accuracy.
+
+Importing :mod:`screener` has no side effects and does not import torch; the public API is resolved lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; resolved on first access so `screener --help` stays fast.
+_LAZY = {
+    "ScreenerError": "screener.errors",
+    "InvalidInputError": "screener.errors",
+    "InvalidStructureError": "screener.errors",
+    "read_structures": "screener.structures",
+    "StructureRecord": "screener.structures",
+    "build_graph": "screener.graphs",
+    "build_graphs": "screener.graphs",
+    "CrystalGraph": "screener.graphs",
+    "GraphBatch": "screener.graphs",
+    "collate_graphs": "screener.graphs",
+    "CGATConfig": "screener.cgat",
+    "CGAT": "screener.cgat",
+    "CGATEnsemble": "screener.cgat",
+    "train_ensemble": "screener.cgat",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'screener' has no attribute {name!r}")
