@@ -1,0 +1,228 @@
+"""Policy presets: :class:`PolicyConfig` and :func:`load_policy` (YAML files in the repository's ``policies/``).
+
+A name such as ``scaling-law`` resolves to ``<dir>/scaling-law.yaml`` in, in order, the folders listed in the
+environment variable ``SCREENER_POLICY_PATH`` (``os.pathsep``-separated), ``./policies`` of the working directory and
+the ``policies/`` folder of the screener source tree. When none holds the file (an installed wheel, for instance),
+the four built-in presets fall back to their defaults in :data:`BUILTIN_POLICIES` (with the default prior).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from screener.errors import InvalidInputError
+from screener.policies.acquisition import AcquisitionKind
+from screener.policies.scaling_law import ScalingLawPrior
+
+__all__ = [
+    "AcquisitionConfig",
+    "ExploitationConfig",
+    "PolicyConfig",
+    "PolicyKind",
+    "BUILTIN_POLICIES",
+    "load_policy",
+    "list_policies",
+    "policy_dirs",
+    "save_policy",
+]
+
+logger = logging.getLogger(__name__)
+
+PolicyKind = Literal["scaling-law", "random", "scan-only", "pbe-then-scan"]
+
+
+class AcquisitionConfig(BaseModel):
+    """Which acquisition function ranks the candidates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: AcquisitionKind = Field("probability-stable", description="probability-stable, lcb or expected-improvement.")
+    threshold_ev_per_atom: float = Field(0.0, description="E_hull counted as stable (probability-stable, EI).")
+    kappa: float = Field(1.0, ge=0, description="Width factor of the lower confidence bound (lcb).")
+    std_floor_ev_per_atom: float = Field(1e-3, gt=0, description="Smallest ensemble std used.")
+
+
+class ExploitationConfig(BaseModel):
+    """SCAN confirmations of candidates the model already thinks are stable."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(
+        0.25, ge=0, le=1, description="Share of the round budget reserved for confirming likely-stable candidates."
+    )
+    min_probability_stable: float = Field(0.5, ge=0, le=1, description="P(stable) a candidate needs to be confirmed.")
+
+
+class PolicyConfig(BaseModel):
+    """A budget and acquisition policy (one YAML file in ``policies/``).
+
+    ``batch_size`` sets the round budget in SCAN-calculation equivalents: a round may spend at most
+    ``batch_size`` times the median SCAN cost of the open candidates (or ``round_budget_cpu_hours`` when given), and
+    never more than the campaign's remaining budget.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Preset name (file stem).")
+    kind: PolicyKind = Field(description="scaling-law, random, scan-only or pbe-then-scan.")
+    description: str = Field("", description="One line for users.")
+    acquisition: AcquisitionConfig = Field(default_factory=AcquisitionConfig)
+    max_per_chemsys: int | None = Field(3, ge=1, description="Diversity cap: candidates per chemical system per "
+                                        "round and fidelity (null: no cap).")
+    batch_size: int = Field(20, ge=1, description="Round budget in SCAN-calculation equivalents.")
+    round_budget_cpu_hours: float | None = Field(None, gt=0, description="Fixed round budget (overrides batch_size).")
+    max_calculations_per_round: int | None = Field(None, ge=1, description="Hard cap on calculations per round.")
+    cost_ratio_scan_to_pbe: float | None = Field(
+        None, gt=0, description="Override: SCAN cost = ratio x PBE cost of each candidate (null: the back-end's).",
+    )
+    exploitation: ExploitationConfig = Field(default_factory=ExploitationConfig)
+    pbe_fraction: float = Field(
+        0.0, ge=0, le=1, description="Fixed share of the round budget for PBE (pbe-then-scan, random)."
+    )
+    floor: bool = Field(False, description="Fit the scaling law with an irreducible error floor.")
+    priors: ScalingLawPrior = Field(default_factory=ScalingLawPrior, description="Prior on the scaling-law slopes.")
+    min_points_for_fit: int = Field(
+        2, ge=1, description="Learning-curve points needed before the campaign's own fit is used (else prior only)."
+    )
+    seed: int = Field(0, description="Seed of the random policy (combined with the round index).")
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> PolicyConfig:
+        if self.kind == "pbe-then-scan" and not 0.0 < self.pbe_fraction < 1.0:
+            raise ValueError("pbe-then-scan needs 0 < pbe_fraction < 1")
+        return self
+
+
+#: Defaults of the four presets; the YAML files in ``policies/`` are the editable copies.
+BUILTIN_POLICIES: dict[str, PolicyConfig] = {
+    "scaling-law": PolicyConfig(
+        name="scaling-law",
+        kind="scaling-law",
+        description="Split each round between SCAN and PBE by the fitted scaling law; confirm likely-stable "
+        "candidates with SCAN.",
+    ),
+    "random": PolicyConfig(
+        name="random",
+        kind="random",
+        description="Baseline: random candidates, computed with SCAN.",
+        max_per_chemsys=None,
+        exploitation=ExploitationConfig(fraction=0.0),
+    ),
+    "scan-only": PolicyConfig(
+        name="scan-only",
+        kind="scan-only",
+        description="Greedy: the whole budget buys SCAN calculations of the best-ranked candidates.",
+        exploitation=ExploitationConfig(fraction=0.0),
+    ),
+    "pbe-then-scan": PolicyConfig(
+        name="pbe-then-scan",
+        kind="pbe-then-scan",
+        description="Fixed split: screen with PBE, confirm the best PBE-screened candidates with SCAN.",
+        pbe_fraction=0.5,
+        exploitation=ExploitationConfig(fraction=0.0),
+    ),
+}
+
+
+def policy_dirs() -> list[Path]:
+    """Folders searched for ``<name>.yaml``, in order."""
+    dirs = [Path(p) for p in os.environ.get("SCREENER_POLICY_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "policies")
+    dirs.append(Path(__file__).resolve().parents[2] / "policies")
+    seen: list[Path] = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+def list_policies() -> list[str]:
+    """Names of the presets that :func:`load_policy` can resolve."""
+    names = set(BUILTIN_POLICIES)
+    for d in policy_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "(top level)"
+        parts.append(f"field '{loc}': {err.get('msg', 'invalid')}")
+    more = "" if len(exc.errors()) <= 5 else f" (and {len(exc.errors()) - 5} more)"
+    return "; ".join(parts) + more
+
+
+def _load_yaml(path: Path) -> PolicyConfig:
+    import yaml  # pyyaml; imported here so importing screener stays light
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read policy file {path}: {exc.strerror or exc}") from None
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidInputError(f"policy file {path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"policy file {path} must hold a mapping of fields, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    try:
+        return PolicyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInputError(f"policy file {path}: {_format_validation_error(exc)}") from None
+
+
+def load_policy(path_or_name: str | os.PathLike[str] | PolicyConfig) -> PolicyConfig:
+    """Load a policy from a YAML file or by preset name.
+
+    Parameters
+    ----------
+    path_or_name : str, path or PolicyConfig
+        A path to a ``.yaml``/``.yml`` file, or a preset name (``scaling-law``, ``random``, ``scan-only``,
+        ``pbe-then-scan`` or any ``<name>.yaml`` in :func:`policy_dirs`). A PolicyConfig is returned unchanged.
+
+    Returns
+    -------
+    PolicyConfig
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown name, unreadable file, invalid YAML or invalid fields (the message names the file and the field).
+    """
+    if isinstance(path_or_name, PolicyConfig):
+        return path_or_name
+    text = os.fspath(path_or_name)
+    path = Path(text)
+    if path.suffix in {".yaml", ".yml"} or os.sep in text or path.is_file():
+        if not path.is_file():
+            raise InvalidInputError(f"policy file {path} does not exist")
+        return _load_yaml(path)
+    for d in policy_dirs():
+        candidate = d / f"{text}.yaml"
+        if candidate.is_file():
+            return _load_yaml(candidate)
+    if text in BUILTIN_POLICIES:
+        logger.info("policy file %s.yaml not found in %s; using built-in defaults", text, policy_dirs())
+        return BUILTIN_POLICIES[text]
+    raise InvalidInputError(f"unknown policy {text!r}; choose one of {list_policies()} or give a path to a YAML file")
+
+
+def save_policy(policy: PolicyConfig, path: str | os.PathLike[str]) -> Path:
+    """Write a policy as YAML (e.g. with measured priors from a world build); returns the path."""
+    import yaml
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    return out
