@@ -40,13 +40,351 @@ def _main_options(
 
 
 # ---- model commands (issue: foundation and CGAT) -------------------------------------------------------------------
-# (train, predict)
+# (train, predict, demo)
+
+
+def _epoch_progress(n_members: int, n_epochs: int | None):
+    """Rich progress bars, one per ensemble member; returns (progress, callback(k, record))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+    )
+    tasks: dict[int, int] = {}
+
+    def callback(k: int, record: dict) -> None:
+        if k not in tasks:
+            tasks[k] = progress.add_task(f"member {k}", total=record.get("epochs") or n_epochs)
+        if record.get("member_done"):
+            progress.update(tasks[k], completed=record["epoch"], total=record["epoch"])
+            return
+        val = record.get("val_mae")
+        text = f"member {k}  train MAE {record['train_mae']:.4f}" + (f"  val MAE {val:.4f}" if val == val else "")
+        progress.update(tasks[k], completed=record["epoch"], total=record["epochs"], description=text)
+
+    return progress, callback
+
+
+def _command_line(name: str, *parts: tuple[str, object]) -> str:
+    import shlex
+
+    words = ["screener", name]
+    for flag, value in parts:
+        if value is None or value is False:
+            continue
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                words += [flag, str(v)] if flag else [str(v)]
+        else:
+            words += [flag, str(value)] if flag else [str(value)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+@app.command()
+def train(
+    data: Annotated[list[Path], typer.Option("--data", help="Labelled structure files/folders (any readable format).")],
+    target: Annotated[str, typer.Option(help="Label to learn, e.g. formation_energy_per_atom or e_form.")],
+    out: Annotated[Path, typer.Option("--out", help="Ensemble folder to write (re-running resumes it).")],
+    preset: Annotated[str, typer.Option(help="Architecture/training preset: small (CPU, seconds) or paper.")] = "paper",
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: preset's).")] = None,
+    ensemble: Annotated[int, typer.Option("--ensemble", help="Ensemble members K.")] = 5,
+    init: Annotated[Optional[Path], typer.Option(help="Checkpoint (model or ensemble folder) to start from.")] = None,
+    transfer: Annotated[Optional[str], typer.Option(help="Transfer mode with --init: full or head.")] = None,
+    keep_normalization: Annotated[
+        bool, typer.Option("--keep-normalization", help="Keep the checkpoint's target mean/std.")
+    ] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip invalid structures (reported).")] = False,
+    seed: Annotated[int, typer.Option(help="Base seed; member k uses seed + k.")] = 0,
+    batch_size: Annotated[Optional[int], typer.Option(help="Crystals per batch (default: preset's).")] = None,
+    target_unit: Annotated[Optional[str], typer.Option(help="Unit of the target (default: guessed from its name).")] = None,
+    loss: Annotated[str, typer.Option(help="l1 or robust (Laplace NLL with the log-std output).")] = "l1",
+    n_jobs: Annotated[int, typer.Option(help="Members trained in parallel processes.")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Graph cache folder.")] = None,
+) -> None:
+    """Train (or fine-tune with --init/--transfer) a CGAT ensemble; writes weights and a model card."""
+    from rich.console import Console
+
+    from screener.cgat.api import train_from_files
+    from screener.errors import InvalidInputError
+
+    if loss not in ("l1", "robust"):
+        raise InvalidInputError(f"unknown loss {loss!r}; choose l1 or robust")
+    command = _command_line(
+        "train", ("--data", data), ("--target", target), ("--preset", preset), ("--epochs", epochs),
+        ("--ensemble", ensemble), ("--out", out), ("--init", init), ("--transfer", transfer),
+        ("--keep-normalization", keep_normalization), ("--skip-invalid", skip_invalid), ("--seed", seed),
+        ("--batch-size", batch_size), ("--target-unit", target_unit), ("--loss", loss if loss != "l1" else None),
+        ("--n-jobs", n_jobs if n_jobs != 1 else None), ("--device", device if device != "auto" else None),
+    )
+    bars, callback = _epoch_progress(ensemble, epochs)
+    with bars:
+        summary = train_from_files(
+            data, target=target, out_dir=out, preset=preset, epochs=epochs, n_members=ensemble, init=init,
+            transfer=transfer, keep_normalization=keep_normalization, skip_invalid=skip_invalid, seed=seed,
+            batch_size=batch_size, target_unit=target_unit, loss=loss, n_jobs=n_jobs, device=device,
+            cache_dir=cache_dir, command=command, progress=callback,
+        )
+    m, unit = summary.metrics, summary.target_unit
+    console = Console()
+    console.print(
+        f"trained {summary.n_members} members on {summary.n_structures} structures"
+        + (f" ({summary.n_skipped} skipped)" if summary.n_skipped else "")
+        + f" in {summary.wall_time_s:.1f} s -> {summary.directory}"
+    )
+    if m.get("ensemble_test_mae") is not None:
+        console.print(f"ensemble test MAE {m['ensemble_test_mae']:.4f} {unit}; model card: {out / 'MODEL_CARD.md'}")
+
+
+@app.command()
+def predict(
+    files: Annotated[list[Path], typer.Argument(help="Structure files/folders to predict.")],
+    model: Annotated[Path, typer.Option("--model", help="Ensemble (or single model) folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")] = Path("predictions.csv"),
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip invalid structures (reported).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Crystals per forward pass.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Graph cache folder.")] = None,
+) -> None:
+    """Predict structures with a trained ensemble: CSV with id, formula, <target>_mean, <target>_std."""
+    from rich.console import Console
+
+    from screener.cgat.api import predict_files
+
+    summary = predict_files(
+        model, files, output, skip_invalid=skip_invalid, batch_size=batch_size, device=device, cache_dir=cache_dir
+    )
+    Console().print(
+        f"predicted {summary.n_predicted} structures"
+        + (f" ({summary.n_skipped} skipped)" if summary.n_skipped else "")
+        + f" -> {summary.output}"
+    )
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's data, model and predictions.")] = Path(
+        "screener-demo"
+    ),
+    ensemble: Annotated[int, typer.Option("--ensemble", help="Ensemble members.")] = 3,
+    epochs: Annotated[int, typer.Option(help="Epochs per member.")] = 10,
+) -> None:
+    """Small offline demo: train a small ensemble on 180 shipped MP-20 structures, predict 20 unseen ones."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from screener.cgat.api import run_demo
+
+    bars, callback = _epoch_progress(ensemble, epochs)
+    with bars:
+        summary = run_demo(
+            out, n_members=ensemble, epochs=epochs, progress=callback,
+            command=_command_line("demo", ("--out", out), ("--ensemble", ensemble), ("--epochs", epochs)),
+        )
+    unit = summary.target_unit
+    table = Table(title=f"{summary.target} ({unit}) of structures the ensemble never saw")
+    for col in ("id", "formula", "DFT (MP)", "predicted", "ensemble std"):
+        table.add_column(col, justify="left" if col in ("id", "formula") else "right")
+    for row in summary.rows:
+        table.add_row(row["id"], row["formula"], f"{row['true']:.3f}", f"{row['mean']:.3f}", f"{row['std']:.3f}")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"MAE {summary.mae:.3f} {unit} (std of the true values {summary.target_std:.3f}); model and card in "
+        f"{summary.model_dir}, predictions in {out / 'predictions.csv'}"
+    )
+
 
 # ---- calculation commands (issue: calculations, hulls) --------------------------------------------------------------
 # (hull, calc)
 
+
+@app.command("hull")
+def hull_command(
+    files: Annotated[list[Path], typer.Argument(help="ComputedStructureEntry files (JSON, .json.gz, .json.bz2).")],
+    functional: Annotated[str, typer.Option("--functional", "-f", help="Hull of 'pbe' or 'scan' (r2SCAN).")] = "pbe",
+    references: Annotated[
+        Optional[list[Path]], typer.Option("--references", "-r", help="Extra entry files: a local entry database.")
+    ] = None,
+    mp: Annotated[bool, typer.Option("--mp", help="Add Materials Project entries (mp-api; cached on disk).")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="With --mp: use cached MP entries only.")] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")] = Path("hull.csv"),
+) -> None:
+    """Formation energy and E_hull of every entry on the hull of one functional (never mixing functionals)."""
+    from rich.progress import Progress
+
+    from screener.hull.references import load_entries
+    from screener.hull.table import hull_table, read_entry_files, write_hull_csv
+
+    entries = read_entry_files(files)
+    refs = load_entries(references) if references else []
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"{functional} hull", total=len(entries))
+        rows, _ = hull_table(
+            entries, functional, references=refs, mp=mp, offline=offline,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    write_hull_csv(rows, output)
+    n_stable = sum(row["stable"] for row in rows)
+    typer.echo(f"{len(rows)} entries, {n_stable} stable on the {functional} hull -> {output}")
+
+
+@app.command("calc")
+def calc_command(
+    files: Annotated[list[Path], typer.Argument(help="Structure files or folders (CIF, POSCAR, JSON, CSV with cif).")],
+    fidelity: Annotated[str, typer.Option("--fidelity", "-f", help="'pbe', 'scan' or 'both'.")] = "pbe",
+    backend: Annotated[str, typer.Option(help="'standin' (CHGNet, not DFT), 'vasp' or 'replay'.")] = "standin",
+    executor: Annotated[str, typer.Option(help="'local', 'fireworks' or 'jobflow-remote'.")] = "local",
+    campaign_dir: Annotated[Path, typer.Option(help="Folder of the job store, queue and results.")] = Path("calc"),
+    relax: Annotated[bool, typer.Option("--relax", help="Relax before the single point.")] = False,
+    replay_data: Annotated[Optional[Path], typer.Option(help="Labelled data set for --backend replay.")] = None,
+) -> None:
+    """Calculate structures as jobflow jobs (resumable: stored results are never recomputed)."""
+    from rich.progress import Progress
+
+    from screener.calculators import get_calculator
+    from screener.errors import InvalidInputError
+    from screener.execution import get_executor
+    from screener.execution.batch import run_calculations, write_results
+    from screener.structures import read_structures
+
+    fidelities = ("pbe", "scan") if fidelity == "both" else (fidelity,)
+    if any(f not in ("pbe", "scan") for f in fidelities):
+        raise InvalidInputError(f"--fidelity must be pbe, scan or both, not {fidelity!r}")
+    options: dict = {"path": replay_data} if backend == "replay" else {}
+    if backend != "replay":
+        options["relax"] = relax
+    calculator = get_calculator(backend, **options)
+    records = read_structures(files).records
+    items = [(r.structure_id, r.structure) for r in records]
+    runner = get_executor(executor, campaign_dir)
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"{backend} calculations", total=len(items) * len(fidelities))
+        results = run_calculations(
+            items, fidelities, calculator=calculator, executor=runner,
+            progress=lambda done, total: bar.update(task, advance=1),
+        )
+    paths = write_results(results, campaign_dir)
+    n_ok = sum(r is not None and r.success for r in results)
+    n_wait = sum(r is None for r in results)
+    typer.echo(
+        f"{n_ok}/{len(results)} calculations succeeded, {n_wait} not finished; results in {paths['results']}"
+        + "".join(f", {k} in {v}" for k, v in paths.items() if k != "results")
+    )
+
 # ---- campaign commands (issue: campaign) ----------------------------------------------------------------------------
 # (run, status, report)
+
+
+@app.command("run")
+def run_command(
+    budget: Annotated[Optional[float], typer.Option(help="Budget in --budget-unit (new campaigns).")] = None,
+    candidates: Annotated[Optional[list[Path]], typer.Option(help="Candidate structure files (default: demo set).")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Initial PBE ensemble folder (default: models/ or a cached small one).")] = None,
+    backend: Annotated[str, typer.Option(help="Calculator back-end: standin, vasp or replay.")] = "standin",
+    executor: Annotated[str, typer.Option(help="Where jobs run: local, fireworks or jobflow-remote.")] = "local",
+    policy: Annotated[str, typer.Option(help="Policy preset name or YAML file.")] = "scaling-law",
+    batch: Annotated[int, typer.Option(help="Calculations per round (at most).", min=1)] = 16,
+    campaign: Annotated[Optional[Path], typer.Option(help="Campaign folder: resumed when it holds one.")] = None,
+    budget_unit: Annotated[str, typer.Option(help="pbe-equivalent (PBE runs of a median candidate) or core-hours.")] = "pbe-equivalent",
+    rounds: Annotated[Optional[int], typer.Option(help="Run at most this many rounds now.", min=1)] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the policy and fine-tuning.")] = 0,
+) -> None:
+    """Run (or resume) an active-learning campaign until the budget is spent."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from screener.campaign.api import run_campaign
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    tasks: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        folder, summary = run_campaign(
+            campaign, candidates=candidates, budget=budget, model=model, backend=backend, executor=executor,
+            policy=policy, batch_size=batch, budget_unit=budget_unit, rounds=rounds, seed=seed, progress=progress,
+        )
+    typer.echo(f"{folder}: {summary['rounds_run']} round(s) run; {summary['reason']}")
+    typer.echo(f"see `screener status {folder}`" + ("" if summary["finished"] else f"; resume with `screener run --campaign {folder}`"))
+
+
+@app.command("status")
+def status_command(
+    campaign_dir: Annotated[Path, typer.Argument(help="Campaign folder.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Budget, calculations, discoveries, model error and rounds of a campaign."""
+    import json
+
+    from screener.campaign.status import campaign_status
+
+    status = campaign_status(campaign_dir)
+    if json_output:
+        typer.echo(json.dumps(status, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    unit = status["budget_unit"]
+    console.print(f"[bold]{campaign_dir}[/]  budget: spent {status['budget_spent']:.4g}, reserved "
+                  f"{status['budget_reserved']:.4g}, left {status['budget_left']:.4g} of {status['budget_total']:.4g} "
+                  f"{unit}" + ("  (finished)" if status["finished"] else ""))
+    calc = Table(title="calculations")
+    states = ["planned", "submitted", "done", "failed"]
+    for col in ["fidelity", *states]:
+        calc.add_column(col)
+    for fidelity, counts in sorted(status["calculations"].items()):
+        calc.add_row(fidelity, *(str(counts.get(s, 0)) for s in states))
+    console.print(calc)
+    errors = ", ".join(f"{f} {v:.3f} eV/atom" for f, v in status["model_error"].items()) or "not measured yet"
+    console.print(f"stable at SCAN level (on the SCAN hull): {status['n_stable_found']} "
+                  f"{', '.join(status['stable_found'][:20])}")
+    console.print(f"model error (prospective MAE of E_form): {errors}")
+    table = Table(title="rounds")
+    for col in ("round", "state", "PBE", "SCAN", f"cost ({unit})", "MAE PBE", "MAE SCAN"):
+        table.add_column(col)
+    for r in status["rounds"]:
+        mae = [r.get(f"mae_{f}_ev_per_atom") for f in ("pbe", "scan")]
+        table.add_row(str(r["round"]), r["state"], str(r["calculations"].get("pbe", 0)),
+                      str(r["calculations"].get("scan", 0)), f"{r['cost']:.4g}",
+                      *("-" if m is None else f"{m:.3f}" for m in mae))
+    console.print(table)
+
+
+@app.command("report")
+def report_command(
+    campaign_dir: Annotated[Path, typer.Argument(help="Campaign folder (its ledger is only read).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="MkDocs project folder (default: CAMPAIGN_DIR/report).")] = None,
+    build: Annotated[bool, typer.Option("--build/--no-build", help="Run `mkdocs build --strict` (offline) after writing.")] = True,
+    title: Annotated[Optional[str], typer.Option(help="Site title.")] = None,
+) -> None:
+    """Write the campaign report as an MkDocs site and build it (offline, strict)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from screener.report import build_report
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    tasks: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        result = build_report(campaign_dir, output, build=build, title=title, progress=progress)
+    typer.echo(f"report of {result.n_candidates} selected candidate(s) written to {result.project_dir}")
+    if result.site_dir is not None:
+        typer.echo(f"site: {result.index_html} (serve it with `python -m http.server -d {result.site_dir}`)")
+    else:
+        typer.echo(f"build it with `mkdocs build --strict -f {result.project_dir / 'mkdocs.yml'}`")
 
 # ---- world commands (issue: world) ----------------------------------------------------------------------------------
 # (world build, candidates)

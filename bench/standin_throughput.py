@@ -1,0 +1,122 @@
+"""Stand-in throughput: CHGNet single-point energies per second, both checkpoints (PBE-level 0.3.0, r2scan).
+
+Two paths are timed on the same structures (the 20 MP-20 cells of tests/calculators/data, 2-6 sites):
+- ``batched``: ``screener.calculators.standin.energies_batch`` (CHGNet ``predict_structure`` in batches), what the
+  world builder uses to label thousands of structures;
+- ``jobs``: one jobflow job per structure through ``StandinCalculator.make_flow`` + ``run_locally`` into an
+  in-memory store (atomate2 ForceFieldStaticMaker, TaskDoc, CalcResult): the per-calculation path of a campaign.
+Model loading is excluded (done once before timing). The last line printed is one JSON object.
+
+Usage: python bench/standin_throughput.py [--device cpu|cuda] [--repeat 5] [--batch-size 64] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _structures(n_repeat: int) -> list:
+    import csv
+
+    from pymatgen.core import Structure
+
+    csv.field_size_limit(10**8)
+    with open(ROOT / "tests" / "calculators" / "data" / "mp20_candidates.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = [Structure.from_str(r["cif"], fmt="cif") for r in rows]
+    return base * n_repeat, [r["material_id"] for r in rows]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=5, help="copies of the 20 cells in the batched run")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--jobs", type=int, default=20, help="structures run as jobflow jobs per checkpoint")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+
+    import torch
+    from jobflow import JobStore, run_locally
+    from maggma.stores import MemoryStore
+
+    from screener.calculators.chgnet_models import CHECKPOINTS, load_chgnet
+    from screener.calculators.standin import StandinCalculator, energies_batch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    structures, ids = _structures(args.repeat)
+    n_sites = sum(len(s) for s in structures[: len(ids)]) / len(ids)
+    figures: dict = {}
+    for fidelity, checkpoint in CHECKPOINTS.items():
+        t0 = time.perf_counter()
+        load_chgnet(checkpoint, args.device)
+        load_s = time.perf_counter() - t0
+        energies_batch(structures[:4], fidelity, use_device=args.device)  # warm-up
+        t0 = time.perf_counter()
+        energies_batch(structures, fidelity, batch_size=args.batch_size, use_device=args.device)
+        batched_s = time.perf_counter() - t0
+
+        calc = StandinCalculator(use_device=args.device)
+        store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+        jobs = [calc.make_flow(s, fidelity, sid) for s, sid in zip(structures[: args.jobs], ids * args.repeat)]
+        run_locally(calc.make_flow(structures[0], fidelity, "warm-up"), store=store, log=False)
+        t0 = time.perf_counter()
+        for job in jobs:
+            run_locally(job, store=store, log=False)
+        jobs_s = time.perf_counter() - t0
+        figures[checkpoint] = {
+            "fidelity": fidelity,
+            "model_load_s": round(load_s, 3),
+            "batched_structures": len(structures),
+            "batched_energies_per_s": round(len(structures) / batched_s, 2),
+            "jobs": len(jobs),
+            "jobs_energies_per_s": round(len(jobs) / jobs_s, 2),
+            "jobs_ms_per_calculation": round(1000 * jobs_s / len(jobs), 1),
+        }
+    result = {
+        "benchmark": "standin_throughput",
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "mean_n_sites": round(n_sites, 2),
+        "cpu_model": _cpu_model(),
+        "n_cpus": os.cpu_count(),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "results": figures,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

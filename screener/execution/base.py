@@ -1,0 +1,162 @@
+"""What every executor shares: splitting submissions into calculations, reading results back, and the registry."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from screener.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from jobflow import Flow, Job, JobStore
+
+    from screener.calculators.result import CalcResult
+
+__all__ = [
+    "EXECUTORS",
+    "get_executor",
+    "split_units",
+    "read_result",
+    "write_failure",
+    "iter_jobs",
+    "refresh_store",
+    "is_done",
+]
+
+logger = logging.getLogger(__name__)
+
+EXECUTORS = {
+    "local": "screener.execution.local:LocalExecutor",
+    "fireworks": "screener.execution.fireworks_executor:FireWorksExecutor",
+    "jobflow-remote": "screener.execution.remote:JobflowRemoteExecutor",
+}
+
+
+def get_executor(name: str = "local", campaign_dir: str | Path = ".", **options: Any) -> Any:
+    """Build an executor: ``submit(flow) -> uuids``, ``run()``, ``collect(uuids) -> {uuid: CalcResult | None}``.
+
+    Parameters
+    ----------
+    name : {"local", "fireworks", "jobflow-remote"}
+        Where jobs run.
+    campaign_dir : str or Path
+        Campaign folder (the local job store and the submission queue live in it).
+    **options
+        Passed to the executor (``store=`` a JobStore, ``store_kind="mongo"`` + ``store_uri=``, ...).
+    """
+    import importlib
+
+    try:
+        target = EXECUTORS[name]
+    except KeyError:
+        raise InvalidInputError(f"unknown executor {name!r}; choose one of {sorted(EXECUTORS)}") from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(campaign_dir, **options)
+
+
+def split_units(obj: Job | Flow | list) -> list[tuple[str, Job | Flow]]:
+    """Split a submission into calculations: ``[(result_uuid, job_or_flow), ...]``.
+
+    A Job is one calculation; a Flow whose output is one reference (what ``make_flow`` returns) is one calculation
+    whose result is that reference's job; any other Flow (or a list) is a container of calculations.
+    """
+    from jobflow import Flow, Job
+    from jobflow.core.reference import OutputReference
+
+    if isinstance(obj, list | tuple):
+        return [unit for item in obj for unit in split_units(item)]
+    if isinstance(obj, Job):
+        return [(obj.uuid, obj)]
+    if isinstance(obj, Flow):
+        if isinstance(obj.output, OutputReference):
+            return [(obj.output.uuid, obj)]
+        return [unit for item in obj.jobs for unit in split_units(item)]
+    raise InvalidInputError(f"cannot submit a {type(obj).__name__}; expected a jobflow Job, Flow or list of them")
+
+
+def iter_jobs(obj: Job | Flow) -> list[Job]:
+    """All jobs of a Job or (nested) Flow, in order."""
+    from jobflow import Flow
+
+    if isinstance(obj, Flow):
+        return [job for item in obj.jobs for job in iter_jobs(item)]
+    return [obj]
+
+
+def _output_doc(store: JobStore, uuid: str, _depth: int = 0) -> dict | None:
+    """Last stored document of ``uuid``; an output that is a reference (a job replaced by a flow) is followed."""
+    docs = list(store.query({"uuid": uuid}, properties=["uuid", "index", "output"], sort={"index": -1}, limit=1))
+    if not docs:
+        return None
+    doc = docs[0]
+    output = doc.get("output")
+    if isinstance(output, dict) and output.get("@class") == "OutputReference" and _depth < 20:
+        target = _output_doc(store, output["uuid"], _depth + 1)
+        return {**doc, "output": None if target is None else target.get("output")}
+    return doc
+
+
+def read_result(store: JobStore, uuid: str) -> CalcResult | None:
+    """The CalcResult stored for ``uuid`` (its last index), or None if there is none yet."""
+    from screener.calculators.result import CalcResult
+
+    doc = _output_doc(store, uuid)
+    if doc is None or doc.get("output") is None:
+        return None
+    output = doc["output"]
+    if isinstance(output, dict) and "@class" in output and output.get("@class") != "CalcResult":
+        raise InvalidInputError(f"job {uuid} did not produce a CalcResult but a {output['@class']}")
+    if isinstance(output, dict) and any(isinstance(v, dict) and "blob_uuid" in v for v in output.values()):
+        output = store.get_output(uuid, which="last", load=True)
+    return CalcResult.model_validate({k: v for k, v in output.items() if not k.startswith("@")})
+
+
+def refresh_store(store: JobStore) -> None:
+    """Re-read a file-backed store that other processes (workers) may have written; other stores stay as they are."""
+    from maggma.stores import JSONStore
+
+    for sub in [store.docs_store, *store.additional_stores.values()]:
+        if isinstance(sub, JSONStore):
+            sub.connect(force_reset=True)
+        else:
+            sub.connect()
+
+
+def is_done(store: JobStore, uuid: str) -> bool:
+    """Whether ``uuid`` has a stored, non-empty output (a job replaced by a retry is not done yet)."""
+    doc = _output_doc(store, uuid)
+    return doc is not None and doc.get("output") is not None
+
+
+def write_failure(store: JobStore, job: Job, reason: str) -> CalcResult:
+    """Store a failed CalcResult under ``job``'s uuid, for a job that crashed without writing one.
+
+    ``job.metadata`` must hold structure_id, fidelity, backend and n_sites (``make_flow`` sets them).
+    """
+    from monty.json import jsanitize
+
+    from screener.calculators.result import CalcResult
+
+    meta = job.metadata or {}
+    result = CalcResult.failed(
+        structure_id=str(meta.get("structure_id", job.uuid)),
+        fidelity=meta.get("fidelity", "pbe"),
+        backend=meta.get("backend", "standin"),
+        label=str(meta.get("label", job.name)),
+        reason=reason,
+        n_sites=int(meta.get("n_sites", 0)),
+        cost_cpu_hours=float(meta.get("cost_cpu_hours", 0.0)),
+    )
+    doc = {
+        "uuid": job.uuid,
+        "index": job.index,
+        "output": jsanitize(result, strict=True, enum_values=True, allow_bson=True),
+        "completed_at": datetime.now(timezone.utc).isoformat(),
+        "metadata": meta,
+        "hosts": job.hosts,
+        "name": job.name,
+    }
+    store.docs_store.update(doc, key=["uuid", "index"])
+    return result

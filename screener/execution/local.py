@@ -1,0 +1,174 @@
+"""Local executor: ``jobflow.run_locally`` over a persistent job store in the campaign folder, resumable.
+
+``submit`` writes each calculation (a Job or Flow with a deterministic uuid) to ``<campaign>/queue/<uuid>.json``;
+``run`` executes, one calculation at a time, every queued job whose output is not yet in the store (so a process
+killed at any point loses at most the calculation it was running, and a re-run recomputes nothing that was stored).
+Jobs of a calculation already stored (e.g. a finished VASP run whose conversion job was killed) are not rerun:
+references to them are resolved from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from screener.execution.base import is_done, iter_jobs, read_result, split_units, write_failure
+
+if TYPE_CHECKING:
+    from jobflow import Flow, Job, JobStore
+
+    from screener.calculators.result import CalcResult
+
+__all__ = ["LocalExecutor"]
+
+logger = logging.getLogger(__name__)
+
+
+class _FailureCapture(logging.Handler):
+    """Collects the "<job> failed with exception" records that ``run_locally`` logs instead of raising."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "failed with exception" in message:
+            self.messages.append(message)
+
+
+class LocalExecutor:
+    """Run calculations in this process with ``jobflow.run_locally`` (``ensure_success=False``).
+
+    Parameters
+    ----------
+    campaign_dir : str or Path
+        Campaign folder: ``jobstore/`` (results), ``queue/`` (submitted calculations), ``runs/`` (job folders).
+    store : JobStore, optional
+        Job store to use instead of the campaign's JSON store.
+    store_kind : {"local", "mongo"}
+        Kind of store to make when ``store`` is not given.
+    store_uri : str, optional
+        MongoDB URI for ``store_kind="mongo"``.
+    create_folders : bool
+        Run each job in its own folder under ``runs/`` (needed for VASP).
+    """
+
+    name = "local"
+    #: ``run()`` executes the jobs in this process (a job without output after ``run()`` has failed)
+    runs_locally = True
+
+    def __init__(
+        self,
+        campaign_dir: str | Path,
+        *,
+        store: JobStore | None = None,
+        store_kind: str = "local",
+        store_uri: str | None = None,
+        create_folders: bool = True,
+    ) -> None:
+        from screener.execution.stores import make_job_store
+
+        self.campaign_dir = Path(campaign_dir)
+        self.campaign_dir.mkdir(parents=True, exist_ok=True)
+        self.queue_dir = self.campaign_dir / "queue"
+        self.queue_dir.mkdir(exist_ok=True)
+        self.runs_dir = self.campaign_dir / "runs"
+        self.create_folders = create_folders
+        self.store = store if store is not None else make_job_store(store_kind, store_uri or self.campaign_dir)
+        self.store.connect()
+
+    # -- submission ---------------------------------------------------------------------------------------------
+    def submit(self, flow: Job | Flow | list) -> list[str]:
+        """Queue calculations; return the uuids of the jobs whose outputs are their CalcResults.
+
+        Submitting the same calculation again (same deterministic uuid) is harmless: it is queued once and, if its
+        result is stored, never rerun.
+        """
+        from monty.json import jsanitize
+
+        uuids = []
+        for uuid, unit in split_units(flow):
+            path = self.queue_dir / f"{uuid}.json"
+            if not path.exists():
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(jsanitize(unit.as_dict(), strict=True, enum_values=True)))
+                tmp.replace(path)
+            uuids.append(uuid)
+        return uuids
+
+    def pending(self) -> list[str]:
+        """Uuids of queued calculations without a stored result."""
+        return [p.stem for p in sorted(self.queue_dir.glob("*.json")) if not is_done(self.store, p.stem)]
+
+    # -- running ------------------------------------------------------------------------------------------------
+    def run(self, uuids: list[str] | None = None, *, progress: Callable[[int, int], None] | None = None) -> int:
+        """Run every queued calculation (or those in ``uuids``) that has no stored result yet.
+
+        Parameters
+        ----------
+        uuids : list of str, optional
+            Restrict to these calculations.
+        progress : callable, optional
+            Called as ``progress(n_done, n_total)`` after each calculation.
+
+        Returns
+        -------
+        int
+            Number of calculations run in this call.
+        """
+        from jobflow import Flow, run_locally
+        from monty.json import MontyDecoder
+
+        todo = self.pending() if uuids is None else [u for u in uuids if not is_done(self.store, u)]
+        capture = _FailureCapture()
+        jf_logger = logging.getLogger("jobflow.managers.local")
+        old_level = jf_logger.level
+        jf_logger.addHandler(capture)
+        jf_logger.setLevel(logging.INFO)
+        try:
+            for i, uuid in enumerate(todo):
+                path = self.queue_dir / f"{uuid}.json"
+                if not path.exists():
+                    logger.warning("calculation %s was never submitted here; skipped", uuid)
+                    continue
+                unit = MontyDecoder().process_decoded(json.loads(path.read_text()))
+                jobs = [job for job in iter_jobs(unit) if not is_done(self.store, job.uuid)]
+                for job in jobs:
+                    job.hosts = []
+                capture.messages.clear()
+                if jobs:
+                    run_locally(
+                        Flow(jobs) if len(jobs) > 1 else jobs[0],
+                        store=self.store,
+                        log=False,
+                        create_folders=self.create_folders,
+                        root_dir=self.runs_dir,
+                        ensure_success=False,
+                        allow_external_references=True,
+                    )
+                if not is_done(self.store, uuid):
+                    final = next((j for j in iter_jobs(unit) if j.uuid == uuid), iter_jobs(unit)[-1])
+                    reason = capture.messages[-1].splitlines()[-1] if capture.messages else "job produced no output"
+                    write_failure(self.store, final, f"job {final.name!r} crashed: {reason}")
+                    logger.warning("calculation %s failed: %s", uuid, reason)
+                if progress is not None:
+                    progress(i + 1, len(todo))
+        finally:
+            jf_logger.removeHandler(capture)
+            jf_logger.setLevel(old_level)
+        return len(todo)
+
+    # -- results ------------------------------------------------------------------------------------------------
+    def collect(self, uuids: list[str]) -> dict[str, CalcResult | None]:
+        """Stored results by uuid (None where the calculation has not finished)."""
+        return {uuid: read_result(self.store, uuid) for uuid in uuids}
+
+    def describe(self) -> dict[str, Any]:
+        """Counts of queued and finished calculations."""
+        queued = [p.stem for p in self.queue_dir.glob("*.json")]
+        done = sum(is_done(self.store, u) for u in queued)
+        return {"executor": self.name, "queued": len(queued), "done": done, "pending": len(queued) - done}

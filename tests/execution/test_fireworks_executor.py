@@ -1,0 +1,55 @@
+"""FireWorks executor end-to-end on a mongomock LaunchPad (no MongoDB server)."""
+
+from __future__ import annotations
+
+import pytest
+
+fireworks = pytest.importorskip("fireworks")
+
+
+@pytest.fixture
+def launchpad(monkeypatch):
+    """A LaunchPad whose MongoClient is mongomock's (what FW_CONFIG's MONGOMOCK_SERVERSTORE_FILE option does)."""
+    import fireworks.core.launchpad as lp_module
+    from maggma.stores.mongolike import mongomock  # the mongomock flavour that matches the installed pymongo
+
+    monkeypatch.setattr(lp_module, "MongoClient", mongomock.MongoClient)
+    # GridFS (fallback store for oversized launch data) does not accept mongomock databases; not needed here
+    monkeypatch.setattr(lp_module, "GRIDFS_FALLBACK_COLLECTION", None)
+    lp = lp_module.LaunchPad(name="screener_fw_test")
+    lp.reset("", require_password=False)
+    return lp
+
+
+def test_small_flow_end_to_end(tmp_path, launchpad, two_candidates):
+    from screener.calculators import get_calculator
+    from screener.calculators.replay import replay_job
+    from screener.execution import get_executor
+
+    executor = get_executor("fireworks", tmp_path / "fw", launchpad=launchpad)
+    calc = get_calculator("standin")
+    flows = [calc.make_flow(s, f, sid) for sid, s in two_candidates for f in ("pbe", "scan")]
+    broken = replay_job("ghost", "pbe", [str(tmp_path / "missing.json")])
+    broken.metadata.update(structure_id="ghost", fidelity="pbe", backend="replay", n_sites=2)
+    uuids = executor.submit([*flows, broken])
+    assert len(uuids) == 5 and launchpad.fireworks.count_documents({}) == 5
+    assert executor.submit(flows) == uuids[:4] and launchpad.fireworks.count_documents({}) == 5  # no duplicates
+    assert all(v is None for v in executor.collect(uuids).values())
+
+    assert executor.run() == 5
+    results = executor.collect(uuids)
+    good = [results[u] for u in uuids[:4]]
+    assert all(r is not None and r.success for r in good)
+    expected = {(sid, f) for sid, _ in two_candidates for f in ("pbe", "scan")}
+    assert {(r.structure_id, r.fidelity) for r in good} == expected
+    failed = results[uuids[4]]
+    assert failed is not None and not failed.success and "FIZZLED" in failed.failure_reason
+    assert failed.structure_id == "ghost"
+    states = {fw["state"] for fw in launchpad.fireworks.find({}, {"state": 1})}
+    assert states == {"COMPLETED", "FIZZLED"}
+
+    # the same energies as a local run: FireWorks only changes where jobs run
+    local = get_executor("local", tmp_path / "local", create_folders=False)
+    local.submit(flows[0])
+    local.run()
+    assert local.collect([uuids[0]])[uuids[0]].energy_ev == pytest.approx(good[0].energy_ev, abs=1e-6)
