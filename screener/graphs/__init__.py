@@ -1,6 +1,28 @@
-"""Crystal graphs: structure -> 24-nearest-neighbour graph with shell-rank edges; batching; on-disk cache."""
+"""Crystal graphs: structure -> 24-nearest-neighbour graph with shell-rank edges; batching; on-disk cache.
 
-from screener.graphs.batch import GraphBatch, collate_graphs
+:class:`GraphBatch` and :func:`collate_graphs` need torch and are imported on first use, so building graphs (for
+example in worker processes) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from screener.graphs.build import build_graph
 from screener.graphs.graph import CrystalGraph
 
-__all__ = ["CrystalGraph", "GraphBatch", "collate_graphs"]
+__all__ = ["CrystalGraph", "GraphBatch", "collate_graphs", "build_graph", "build_graphs", "GraphCache"]
+
+_LAZY = {
+    "GraphBatch": "screener.graphs.batch",
+    "collate_graphs": "screener.graphs.batch",
+    "build_graphs": "screener.graphs.parallel",
+    "GraphCache": "screener.graphs.cache",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'screener.graphs' has no attribute {name!r}")
