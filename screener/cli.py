@@ -48,7 +48,8 @@ def _epoch_progress(n_members: int, n_epochs: int | None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False,
+        disable=not _is_main_process(),
     )
     tasks: dict[int, int] = {}
 
@@ -63,6 +64,13 @@ def _epoch_progress(n_members: int, n_epochs: int | None):
         progress.update(tasks[k], completed=record["epoch"], total=record["epochs"], description=text)
 
     return progress, callback
+
+
+def _is_main_process() -> bool:
+    """False on the non-zero ranks of a torchrun launch (they train but stay quiet)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _command_line(name: str, *parts: tuple[str, object]) -> str:
@@ -128,7 +136,7 @@ def train(
             cache_dir=cache_dir, command=command, progress=callback,
         )
     m, unit = summary.metrics, summary.target_unit
-    console = Console()
+    console = Console(quiet=not _is_main_process())
     console.print(
         f"trained {summary.n_members} members on {summary.n_structures} structures"
         + (f" ({summary.n_skipped} skipped)" if summary.n_skipped else "")
@@ -291,11 +299,14 @@ def run_command(
     budget_unit: Annotated[str, typer.Option(help="pbe-equivalent (PBE runs of a median candidate) or core-hours.")] = "pbe-equivalent",
     rounds: Annotated[Optional[int], typer.Option(help="Run at most this many rounds now.", min=1)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the policy and fine-tuning.")] = 0,
+    references: Annotated[str, typer.Option(help="Hull references: auto, shipped, standin or an entries file.")] = "auto",
+    backend_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the back-end, e.g. path=data.json.bz2 (repeatable).")] = None,
+    executor_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the executor (repeatable).")] = None,
 ) -> None:
     """Run (or resume) an active-learning campaign until the budget is spent."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from screener.campaign.api import run_campaign
+    from screener.campaign.api import parse_options, run_campaign
 
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     tasks: dict[str, int] = {}
@@ -309,6 +320,8 @@ def run_command(
         folder, summary = run_campaign(
             campaign, candidates=candidates, budget=budget, model=model, backend=backend, executor=executor,
             policy=policy, batch_size=batch, budget_unit=budget_unit, rounds=rounds, seed=seed, progress=progress,
+            references=references, backend_options=parse_options(backend_option, "--backend-option"),
+            executor_options=parse_options(executor_option, "--executor-option"),
         )
     typer.echo(f"{folder}: {summary['rounds_run']} round(s) run; {summary['reason']}")
     typer.echo(f"see `screener status {folder}`" + ("" if summary["finished"] else f"; resume with `screener run --campaign {folder}`"))
@@ -388,6 +401,103 @@ def report_command(
 
 # ---- world commands (issue: world) ----------------------------------------------------------------------------------
 # (world build, candidates)
+
+world_app = typer.Typer(no_args_is_help=True, help="Simulated PBE/SCAN worlds labelled by the stand-in calculators.")
+app.add_typer(world_app, name="world")
+
+
+def _stage_progress():
+    """Rich progress with one bar per stage; returns (progress, callback(stage, done, total))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    tasks: dict[str, int] = {}
+
+    def callback(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    return bars, callback
+
+
+@world_app.command("build")
+def world_build(
+    out: Annotated[Path, typer.Option("--out", help="World folder to write.")],
+    size: Annotated[int, typer.Option(help="Distinct structures (each gets a PBE and a SCAN entry).", min=1)] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw (same seed: same world).")] = 0,
+    elements: Annotated[Optional[str], typer.Option(help="Restrict to a chemical space, e.g. Li,Fe,O.")] = None,
+    real_fraction: Annotated[float, typer.Option(help="Share of real crystals; the rest are substituted.")] = 0.3,
+    relax_steps: Annotated[int, typer.Option(help="0: single points (default); N: FIRE relaxation of <= N steps.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Structures per CHGNet forward pass.")] = 64,
+    n_jobs: Annotated[Optional[int], typer.Option(help="Graph-building processes (default: all cores).")] = None,
+    shard_size: Annotated[int, typer.Option(help="Entries per json.bz2 shard.")] = 1000,
+    device: Annotated[str, typer.Option(help="Torch device of the stand-in models.")] = "cpu",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing world in --out.")] = False,
+) -> None:
+    """Build a simulated world: real + substituted crystals, PBE/SCAN stand-in labels, per-functional hulls."""
+    from screener.world.build import build_world
+
+    command = _command_line(
+        "world build", ("--out", out), ("--size", size), ("--seed", seed), ("--elements", elements),
+        ("--real-fraction", real_fraction if real_fraction != 0.3 else None),
+        ("--relax-steps", relax_steps or None), ("--overwrite", overwrite),
+    )
+    bars, callback = _stage_progress()
+    with bars:
+        manifest = build_world(
+            out, size=size, seed=seed, elements=elements, real_fraction=real_fraction, relax_steps=relax_steps,
+            batch_size=batch_size, n_jobs=n_jobs, shard_size=shard_size, device=device, overwrite=overwrite,
+            command=command, progress=callback,
+        )
+    c, s = manifest.counts, manifest.statistics
+    typer.echo(
+        f"{c['n_structures']} structures ({c['n_real']} real, {c['n_hypothetical']} hypothetical), "
+        f"{c['n_entries']} entries in {manifest.timings_s['total_s']:.1f} s "
+        f"({manifest.throughput_entries_per_s:.1f} entries/s) -> {out}"
+    )
+    for fidelity in ("pbe", "scan"):
+        h = s["e_above_hull"][fidelity]
+        typer.echo(
+            f"{fidelity}: E_hull median {h['median']:.3f} eV/atom, IQR {h['iqr']:.3f}, stable {h['fraction_stable']:.1%}"
+        )
+    if "e_above_hull_pearson" in s.get("pbe_vs_scan", {}):
+        typer.echo(f"PBE vs SCAN E_hull: Pearson {s['pbe_vs_scan']['e_above_hull_pearson']:.3f}")
+
+
+@app.command("candidates")
+def candidates_command(
+    elements: Annotated[str, typer.Option(help="Chemical space, e.g. Li,Fe,O.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="extxyz file to write.")] = Path("candidates.extxyz"),
+    prototypes: Annotated[
+        Optional[list[Path]], typer.Option(help="Prototype structure files (default: the shipped real crystals).")
+    ] = None,
+    known: Annotated[
+        Optional[list[Path]], typer.Option(help="Known structures/entries; equivalent candidates are dropped.")
+    ] = None,
+    max_candidates: Annotated[Optional[int], typer.Option(help="Keep the best-ranked N.", min=1)] = None,
+    min_elements: Annotated[int, typer.Option(help="Fewest elements per candidate.", min=1)] = 2,
+) -> None:
+    """Decorate prototypes with the elements of a chemical space; drop duplicates and known structures."""
+    from screener.errors import InvalidInputError
+    from screener.structures import read_structures, write_structures
+    from screener.world.generate import generate_candidates
+    from screener.world.prototypes import prototypes_from_records
+
+    protos = None
+    if prototypes:
+        protos = prototypes_from_records(read_structures(prototypes, skip_invalid=True).require_records().records)
+    known_records = read_structures(known, validate=False).records if known else []
+    bars, callback = _stage_progress()
+    with bars:
+        records = generate_candidates(
+            elements, prototypes=protos, known=known_records, max_candidates=max_candidates,
+            min_elements=min_elements, progress=callback,
+        )
+    if not records:
+        raise InvalidInputError(f"no candidates for {elements}: no prototype fits this chemical space")
+    write_structures(records, output)
+    typer.echo(f"{len(records)} candidates for {elements} -> {output}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,9 @@ class CGATConfig(BaseModel):
     roost_steps: int = Field(3, description="Roost composition message-passing steps.")
     n_neighbors: int = Field(24, description="Nearest neighbours per site (edge ranks 1..n_neighbors).")
     hyper_hidden: list[int] = Field(default_factory=lambda: [128], description="Hidden widths of the node hypernetwork.")
+    hyper_rank: int = Field(
+        8, ge=0, description="Rank of the per-node weights the node hypernetwork generates (0 = plain MLP)."
+    )
     attention_hidden: int = Field(128, description="Hidden width of the attention/message MLPs.")
     edge_update: Literal["table", "attention", "none"] = Field(
         "table", description="Edge update: per-layer residual MLP of the rank embedding ('table'), a real edge "
@@ -45,6 +48,7 @@ PRESETS: dict[str, CGATConfig] = {
         n_steps=2,
         roost_steps=1,
         hyper_hidden=[32],
+        hyper_rank=4,
         attention_hidden=32,
         out_hidden=[64, 32],
     ),
