@@ -1,0 +1,157 @@
+"""The campaign's model: a PBE CGAT ensemble and a SCAN ensemble transferred from it, behind the ``Model`` interface.
+
+* Prediction: formation energy per atom (eV/atom) per fidelity, ensemble mean and spread. Until the campaign has
+  SCAN results there is no SCAN model: SCAN predictions come from the PBE model (the PBE -> SCAN transfer has not
+  happened yet).
+* Fine-tuning (each round, on ALL data so far, learning rate 1.25e-4, the checkpoint's target normalisation kept):
+  the PBE ensemble continues training from its current weights on the campaign's PBE formation energies; the SCAN
+  ensemble continues from its current weights (the first time: from the just-updated PBE ensemble, i.e. the
+  PBE -> SCAN transfer) on the SCAN formation energies. ``transfer="full"``.
+* The default initial model: ``models/<name>/`` of a checkout when one is there, else a small ensemble trained on
+  first use on the shipped MP-20 demo set and cached in ``$SCREENER_CACHE_DIR`` (default ``~/.cache/screener``).
+
+torch is imported only when a prediction or a fine-tune is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from screener.campaign.protocols import ModelVersion
+
+__all__ = ["EnsembleModel", "default_model_dir", "MIN_POINTS_TO_FINE_TUNE"]
+
+logger = logging.getLogger(__name__)
+
+MIN_POINTS_TO_FINE_TUNE = 2
+FINE_TUNE_LR = 1.25e-4  # the paper's learning rate; the small preset's 1e-3 forgets the pre-training in a few epochs
+_DEFAULT_MODEL_NAME = "pbe-formation-energy"
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("SCREENER_CACHE_DIR", Path.home() / ".cache" / "screener"))
+
+
+def default_model_dir(*, progress: Any = None) -> Path:
+    """The shipped PBE ensemble, or a small one trained on the shipped demo set on first use (then cached)."""
+    shipped = Path(__file__).resolve().parents[2] / "models"
+    if shipped.is_dir():
+        for candidate in sorted(shipped.iterdir()):
+            if (candidate / "ensemble.json").is_file():
+                return candidate
+    cached = _cache_root() / "models" / f"{_DEFAULT_MODEL_NAME}-small-demo"
+    if (cached / "ensemble.json").is_file():
+        return cached
+    from screener.cgat.api import DEMO_TARGET, demo_data_path, train_from_files
+
+    logger.warning("no shipped model found: training a small PBE ensemble on the shipped demo set into %s "
+                   "(once; later runs reuse it)", cached)
+    tmp = cached.with_name(cached.name + ".partial")
+    train_from_files([demo_data_path()], target=DEMO_TARGET, out_dir=tmp, preset="small", epochs=15, n_members=3,
+                     seed=0, progress=progress, command="screener run (default model, first use)")
+    tmp.replace(cached)
+    return cached
+
+
+class EnsembleModel:
+    """PBE + SCAN CGAT ensembles of a campaign.
+
+    Parameters
+    ----------
+    pbe_dir : path
+        Current PBE ensemble folder.
+    scan_dir : path, optional
+        Current SCAN ensemble folder (None until the first SCAN fine-tune).
+    cache_dir : path, optional
+        Graph cache (the campaign's ``graphs/``).
+    epochs : int
+        Epochs of each fine-tune.
+    device : str
+        Torch device (``auto``: CUDA when available).
+    """
+
+    def __init__(self, pbe_dir: str | Path, scan_dir: str | Path | None = None, *, cache_dir: str | Path | None = None,
+                 epochs: int = 20, device: str = "auto") -> None:
+        self.dirs: dict[str, Path | None] = {"pbe": Path(pbe_dir), "scan": Path(scan_dir) if scan_dir else None}
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.epochs, self.device = epochs, device
+        self._ensembles: dict[str, Any] = {}
+        self._graphs: dict[str, Any] = {}
+
+    def _ensemble(self, fidelity: str) -> Any:
+        path = self.dirs[fidelity] or self.dirs["pbe"]  # no SCAN model yet: the PBE model stands in
+        key = str(path)
+        if key not in self._ensembles:
+            from screener.cgat import CGATEnsemble
+
+            self._ensembles[key] = CGATEnsemble.load(path, device=self.device)
+        return self._ensembles[key]
+
+    def _graphs_for(self, structures: Mapping[str, Any], n_neighbors: int) -> list[Any]:
+        from screener.graphs import build_graphs
+
+        todo = [s for s in structures if s not in self._graphs]
+        if todo:
+            graphs = build_graphs([structures[s] for s in todo], n_neighbors=n_neighbors, n_jobs=1,
+                                  cache_dir=self.cache_dir, structure_ids=todo)
+            self._graphs.update(zip(todo, graphs, strict=True))
+        return [self._graphs[s] for s in structures]
+
+    def predict_formation_energy(
+        self, structures: Mapping[str, Any], fidelity: str
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Ensemble mean and std of the formation energy (eV/atom) at ``fidelity``."""
+        ensemble = self._ensemble(fidelity)
+        pred = ensemble.predict(self._graphs_for(structures, ensemble.n_neighbors))
+        return np.asarray(pred.mean, dtype=float), np.asarray(pred.std, dtype=float)
+
+    def fine_tune(self, targets: Mapping[str, Mapping[str, float]], structures: Mapping[str, Any], *, out_dir: str,
+                  round_number: int, seed: int) -> list[ModelVersion]:
+        """Continue training each fidelity's ensemble on all its data so far; returns the new versions."""
+        from screener.cgat.api import train_config_for_preset
+        from screener.cgat.ensemble import train_ensemble
+
+        versions = []
+        for fidelity in ("pbe", "scan"):
+            data = dict(targets.get(fidelity, {}))
+            if len(data) < MIN_POINTS_TO_FINE_TUNE:
+                continue
+            parent = self.dirs[fidelity] or self.dirs["pbe"]
+            base = self._ensemble(fidelity)
+            ids = sorted(data)
+            graphs = self._graphs_for({s: structures[s] for s in ids}, base.n_neighbors)
+            y = np.array([data[s] for s in ids])
+            n, k = len(ids), len(base)
+            # few points: every member sees all of them (validation = training data, stated in the metrics);
+            # enough points: each member its own random 80/20 split
+            if n < 10:
+                splits = [(np.arange(n), np.arange(n)) for _ in range(k)]
+            else:
+                rngs = [np.random.default_rng([seed, j]) for j in range(k)]
+                perms = [r.permutation(n) for r in rngs]
+                splits = [(np.sort(p[n // 5:]), np.sort(p[: n // 5])) for p in perms]
+            directory = Path(out_dir) / fidelity
+            # a gentle fine-tune: the paper's transfer learning rate, and the checkpoint's target normalisation kept
+            # (re-fitting mean/std on a handful of campaign points would rescale every prediction)
+            config = train_config_for_preset("small", transfer=True, epochs=self.epochs, seed=seed, device=self.device,
+                                             lr=FINE_TUNE_LR)
+            ensemble = train_ensemble(
+                graphs, y, directory=directory, target=base.target, target_unit=base.target_unit or "eV/atom",
+                train_config=config, n_members=k, member_splits=splits, test_indices=[], init=parent,
+                transfer="full", keep_normalization=True,
+                command=f"screener run (round {round_number} fine-tune, {fidelity})",
+            )
+            self.dirs[fidelity] = directory
+            self._ensembles[str(directory)] = ensemble
+            metrics = {key: v for key, v in ensemble.info.metrics.items() if isinstance(v, (int, float, str))}
+            metrics["validation_is_training_data"] = n < 10
+            versions.append(ModelVersion(version=f"round{round_number:03d}-{fidelity}", fidelity=fidelity,
+                                         path=str(directory), parent=str(parent), n_train=n, metrics=metrics))
+        return versions

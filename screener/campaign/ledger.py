@@ -1,0 +1,532 @@
+"""The campaign ledger: one SQLite file per campaign folder that records everything the campaign decides and buys.
+
+Every state change is one transaction (SQLite in WAL mode, ``synchronous=FULL``), so a process killed at any point
+leaves the ledger at a consistent state: a job row and its budget reservation are committed *before* the job is
+submitted (write-ahead), and its result is committed in the same transaction that releases the reservation.
+
+Budget invariant (checked inside the reserving transaction): ``spent + reserved + estimate <= total``, where
+``reserved`` is the sum of the estimated costs of planned/submitted jobs and ``spent`` the sum of the charged costs of
+finished (done/failed) jobs; the charge of a finished job is its actual cost when it is known, else its estimate.
+All costs in the ledger are in budget units (see :class:`~screener.campaign.config.CampaignConfig`); the CPU-hours
+are stored next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from screener.errors import BudgetError, InvalidInputError
+
+__all__ = ["Ledger", "JobRow", "BudgetSummary", "LEDGER_FILENAME", "JobState"]
+
+logger = logging.getLogger(__name__)
+
+LEDGER_FILENAME = "ledger.sqlite"
+SCHEMA_VERSION = 1
+JobState = Literal["planned", "submitted", "done", "failed"]
+OPEN_STATES = ("planned", "submitted")
+FINISHED_STATES = ("done", "failed")
+# Tolerance for float round-off when comparing sums of costs with the budget (budget units).
+_EPS = 1e-9
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    structure_id TEXT PRIMARY KEY, formula TEXT, chemsys TEXT, n_sites INTEGER, role TEXT NOT NULL,
+    structure_json TEXT
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY, state TEXT NOT NULL, started_at REAL, finished_at REAL,
+    model_version TEXT, info_json TEXT
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    round INTEGER, structure_id TEXT, fidelity TEXT, e_form_mean_ev_per_atom REAL, e_form_std_ev_per_atom REAL,
+    hull_e_form_ev_per_atom REAL, e_hull_mean_ev_per_atom REAL, e_hull_std_ev_per_atom REAL, p_stable REAL,
+    hull_fidelity TEXT,
+    PRIMARY KEY (round, structure_id, fidelity)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, round INTEGER, position INTEGER, structure_id TEXT, fidelity TEXT,
+    reason TEXT, estimated_cost REAL, accepted INTEGER, numbers_json TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    uuid TEXT PRIMARY KEY, round INTEGER, structure_id TEXT NOT NULL, fidelity TEXT NOT NULL, role TEXT NOT NULL,
+    state TEXT NOT NULL, estimated_cost REAL NOT NULL, actual_cost REAL, estimated_cpu_hours REAL,
+    actual_cpu_hours REAL, flow_json TEXT, result_json TEXT, failure_reason TEXT, created_at REAL, updated_at REAL,
+    UNIQUE (structure_id, fidelity)
+);
+CREATE TABLE IF NOT EXISTS models (
+    version TEXT PRIMARY KEY, round INTEGER, fidelity TEXT, path TEXT, parent TEXT, n_train INTEGER,
+    metrics_json TEXT, created_at REAL
+);
+CREATE TABLE IF NOT EXISTS hulls (
+    round INTEGER, fidelity TEXT, n_entries INTEGER, n_stable INTEGER, hull_json TEXT, created_at REAL,
+    PRIMARY KEY (round, fidelity)
+);
+CREATE TABLE IF NOT EXISTS learning_curve (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, round INTEGER, fidelity TEXT, n_scan INTEGER, n_pbe INTEGER,
+    mae_ev_per_atom REAL, source TEXT, n_points INTEGER
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, round INTEGER, kind TEXT, message TEXT, data_json TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One calculation as the ledger knows it (costs in budget units)."""
+
+    uuid: str
+    round: int
+    structure_id: str
+    fidelity: str
+    role: str
+    state: str
+    estimated_cost: float
+    actual_cost: float | None
+    estimated_cpu_hours: float | None
+    actual_cpu_hours: float | None
+    flow_json: str | None
+    result_json: str | None
+    failure_reason: str | None
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """The stored result (a ``CalcResult`` as a JSON dict) or None."""
+        return json.loads(self.result_json) if self.result_json else None
+
+
+@dataclass(frozen=True)
+class BudgetSummary:
+    """Budget state in budget units: ``spent + reserved <= total`` always holds for estimated costs."""
+
+    total: float
+    spent: float
+    reserved: float
+    unit: str
+
+    @property
+    def remaining(self) -> float:
+        """What may still be reserved: ``total - spent - reserved`` (never below 0)."""
+        return max(0.0, self.total - self.spent - self.reserved)
+
+
+class Ledger:
+    """SQLite ledger of one campaign (``<campaign_dir>/ledger.sqlite``).
+
+    Parameters
+    ----------
+    path : Path
+        The SQLite file.
+    create : bool
+        Create the file and its tables if missing; otherwise a missing file is an :class:`InvalidInputError`.
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.exists() and not create:
+            raise InvalidInputError(f"{self.path.parent} is not a screener campaign (no {LEDGER_FILENAME} in it)")
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so every change is an explicit transaction.
+            self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            if create:
+                self._conn.executescript(_SCHEMA)
+                with self.transaction() as cur:
+                    cur.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            else:
+                self._conn.execute("SELECT 1 FROM jobs LIMIT 1")
+                self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise InvalidInputError(f"{self.path} is not a valid campaign ledger: {exc}") from None
+
+    def _migrate(self) -> None:
+        """Bring a ledger written by an older screener up to this schema (columns added since)."""
+        cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(predictions)")}
+        if "hull_fidelity" not in cols:
+            with self.transaction() as cur:
+                cur.execute("ALTER TABLE predictions ADD COLUMN hull_fidelity TEXT")
+        cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(learning_curve)")}
+        if "n_points" not in cols:
+            with self.transaction() as cur:
+                cur.execute("ALTER TABLE learning_curve ADD COLUMN n_points INTEGER")
+
+    @classmethod
+    def in_dir(cls, campaign_dir: str | Path, *, create: bool = False) -> Ledger:
+        """Open the ledger of a campaign folder."""
+        campaign_dir = Path(campaign_dir)
+        if not create and not (campaign_dir / LEDGER_FILENAME).exists():
+            if not campaign_dir.exists():
+                raise InvalidInputError(f"campaign folder {campaign_dir} does not exist")
+            raise InvalidInputError(f"{campaign_dir} is not a screener campaign (no {LEDGER_FILENAME} in it)")
+        if create:
+            campaign_dir.mkdir(parents=True, exist_ok=True)
+        return cls(campaign_dir / LEDGER_FILENAME, create=create)
+
+    def close(self) -> None:
+        """Close the connection (the WAL is checkpointed by SQLite)."""
+        self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rollback on error): all or nothing."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+
+    # ---- meta / config ---------------------------------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value under ``key``."""
+        with self.transaction() as cur:
+            cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """Value stored under ``key`` or ``default``."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row["value"]) if row is not None else default
+
+    # ---- candidates ------------------------------------------------------------------------------------------------
+    def add_candidates(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert candidate rows (keys: structure_id, formula, chemsys, n_sites, role, structure_json)."""
+        with self.transaction() as cur:
+            cur.executemany(
+                "INSERT OR IGNORE INTO candidates VALUES "
+                "(:structure_id, :formula, :chemsys, :n_sites, :role, :structure_json)",
+                [{"role": "candidate", "structure_json": None, **r} for r in rows],
+            )
+
+    def candidates(self, role: str | None = "candidate") -> list[dict[str, Any]]:
+        """Candidate rows in insertion order (``role=None``: all, including competing phases)."""
+        sql = "SELECT * FROM candidates" + (" WHERE role = ?" if role else "") + " ORDER BY rowid"
+        return [dict(r) for r in self._conn.execute(sql, (role,) if role else ())]
+
+    # ---- rounds ----------------------------------------------------------------------------------------------------
+    def current_round(self) -> dict[str, Any] | None:
+        """The last round row (finished or not), or None before the first round."""
+        row = self._conn.execute("SELECT * FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
+        return dict(row) if row else None
+
+    def start_round(self, number: int) -> None:
+        """Open round ``number`` in state ``ranking``."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO rounds (round, state, started_at) VALUES (?, 'ranking', ?)", (number, time.time())
+            )
+            _event(cur, number, "round", f"round {number} started")
+
+    def set_round_state(self, number: int, state: str, *, info: dict[str, Any] | None = None) -> None:
+        """Move a round to ``state`` (``finished`` also stamps the finish time)."""
+        with self.transaction() as cur:
+            cur.execute("UPDATE rounds SET state = ? WHERE round = ?", (state, number))
+            if info is not None:
+                cur.execute("UPDATE rounds SET info_json = ? WHERE round = ?", (json.dumps(info), number))
+            if state in ("finished", "empty"):
+                cur.execute("UPDATE rounds SET finished_at = ? WHERE round = ?", (time.time(), number))
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """All round rows, oldest first, with their job counts."""
+        out = []
+        for r in self._conn.execute("SELECT * FROM rounds ORDER BY round"):
+            row = dict(r)
+            row["info"] = json.loads(row.pop("info_json") or "{}")
+            counts = self._conn.execute(
+                "SELECT fidelity, COUNT(*) AS n, SUM(COALESCE(actual_cost, estimated_cost)) AS cost "
+                "FROM jobs WHERE round = ? GROUP BY fidelity",
+                (row["round"],),
+            ).fetchall()
+            row["jobs"] = {c["fidelity"]: c["n"] for c in counts}
+            row["cost"] = float(sum(c["cost"] or 0.0 for c in counts))
+            out.append(row)
+        return out
+
+    # ---- predictions and decisions ---------------------------------------------------------------------------------
+    def record_predictions(self, round_number: int, rows: Sequence[dict[str, Any]]) -> None:
+        """Store the ranking of a round (one row per candidate and fidelity)."""
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM predictions WHERE round = ?", (round_number,))
+            cur.executemany(
+                "INSERT INTO predictions VALUES (:round, :structure_id, :fidelity, :e_form_mean_ev_per_atom, "
+                ":e_form_std_ev_per_atom, :hull_e_form_ev_per_atom, :e_hull_mean_ev_per_atom, "
+                ":e_hull_std_ev_per_atom, :p_stable, :hull_fidelity)",
+                [{"round": round_number, "p_stable": None, "hull_fidelity": None, **r} for r in rows],
+            )
+
+    def predictions(self, round_number: int) -> list[dict[str, Any]]:
+        """Prediction rows of a round."""
+        sql = "SELECT * FROM predictions WHERE round = ? ORDER BY structure_id, fidelity"
+        return [dict(r) for r in self._conn.execute(sql, (round_number,))]
+
+    def decisions(self, round_number: int | None = None) -> list[dict[str, Any]]:
+        """Decision rows (all rounds or one)."""
+        sql = "SELECT * FROM decisions" + (" WHERE round = ?" if round_number is not None else "") + " ORDER BY id"
+        rows = self._conn.execute(sql, (round_number,) if round_number is not None else ())
+        return [dict(r) for r in rows]
+
+    # ---- jobs and budget -------------------------------------------------------------------------------------------
+    def budget(self) -> BudgetSummary:
+        """Current budget state from the job table."""
+        total = float(self.get_meta("budget_total", 0.0))
+        unit = str(self.get_meta("budget_unit", "pbe-equivalent"))
+        return BudgetSummary(total=total, unit=unit, **_sums(self._conn))
+
+    def reserve_job(
+        self,
+        *,
+        uuid: str,
+        round_number: int,
+        structure_id: str,
+        fidelity: str,
+        role: str,
+        estimated_cost: float,
+        estimated_cpu_hours: float | None = None,
+        flow_json: str | None = None,
+    ) -> None:
+        """Write-ahead: insert a ``planned`` job and reserve its estimated cost, in one transaction.
+
+        Raises
+        ------
+        BudgetError
+            If the reservation would make ``spent + reserved`` exceed the total budget, or the (structure,
+            fidelity) pair already has a job (a calculation is never bought twice).
+        """
+        if not estimated_cost >= 0:
+            raise BudgetError(f"estimated cost of {structure_id} ({fidelity}) is {estimated_cost}, not >= 0")
+        with self.transaction() as cur:
+            total = float(json.loads(cur.execute("SELECT value FROM meta WHERE key='budget_total'").fetchone()[0]))
+            sums = _sums(cur)
+            if sums["spent"] + sums["reserved"] + estimated_cost > total + _EPS:
+                raise BudgetError(
+                    f"{structure_id} ({fidelity}) costs {estimated_cost:.4g} but only "
+                    f"{total - sums['spent'] - sums['reserved']:.4g} of {total:.4g} is left"
+                )
+            dup = cur.execute(
+                "SELECT uuid FROM jobs WHERE structure_id = ? AND fidelity = ?", (structure_id, fidelity)
+            ).fetchone()
+            if dup is not None:
+                raise BudgetError(f"{structure_id} ({fidelity}) already has job {dup[0]}; not buying it twice")
+            now = time.time()
+            cur.execute(
+                "INSERT INTO jobs (uuid, round, structure_id, fidelity, role, state, estimated_cost, "
+                "estimated_cpu_hours, flow_json, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?)",
+                (uuid, round_number, structure_id, fidelity, role, estimated_cost, estimated_cpu_hours, flow_json,
+                 now, now),
+            )
+
+    def commit_plan(
+        self,
+        round_number: int,
+        *,
+        decisions: Sequence[dict[str, Any]],
+        numbers: dict[str, Any],
+        jobs: Sequence[dict[str, Any]],
+        new_candidates: Sequence[dict[str, Any]] = (),
+    ) -> list[str]:
+        """Record a round's decisions and reserve its jobs in ONE transaction; the round becomes ``planned``.
+
+        Jobs are reserved in order; the first one that does not fit the budget (or repeats a calculation) and all
+        after it are dropped, so the campaign stops exactly when the next job would exceed the budget. Returns the
+        uuids reserved.
+        """
+        accepted: list[str] = []
+        with self.transaction() as cur:
+            total = float(json.loads(cur.execute("SELECT value FROM meta WHERE key='budget_total'").fetchone()[0]))
+            sums = _sums(cur)
+            committed = sums["spent"] + sums["reserved"]
+            now = time.time()
+            for job in jobs:
+                cost = float(job["estimated_cost"])
+                if not cost >= 0 or committed + cost > total + _EPS:
+                    break
+                dup = cur.execute(
+                    "SELECT 1 FROM jobs WHERE structure_id = ? AND fidelity = ?", (job["structure_id"], job["fidelity"])
+                ).fetchone()
+                if dup is not None:
+                    continue
+                cur.execute(
+                    "INSERT INTO jobs (uuid, round, structure_id, fidelity, role, state, estimated_cost, "
+                    "estimated_cpu_hours, flow_json, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, 'planned', ?, ?, ?, ?, ?)",
+                    (job["uuid"], round_number, job["structure_id"], job["fidelity"], job.get("role", "candidate"),
+                     cost, job.get("estimated_cpu_hours"), job.get("flow_json"), now, now),
+                )
+                committed += cost
+                accepted.append(job["uuid"])
+            cur.executemany(
+                "INSERT OR IGNORE INTO candidates VALUES "
+                "(:structure_id, :formula, :chemsys, :n_sites, :role, :structure_json)",
+                [{"role": "competing", "structure_json": None, **r} for r in new_candidates],
+            )
+            cur.execute("DELETE FROM decisions WHERE round = ?", (round_number,))
+            reserved = set(accepted)
+            by_key = {(j["structure_id"], j["fidelity"]): j["uuid"] for j in jobs}
+            for pos, d in enumerate(decisions):
+                ok = by_key.get((d["structure_id"], d["fidelity"])) in reserved
+                cur.execute(
+                    "INSERT INTO decisions (round, position, structure_id, fidelity, reason, estimated_cost, "
+                    "accepted, numbers_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (round_number, pos, d["structure_id"], d["fidelity"], d.get("reason", ""),
+                     float(d["estimated_cost"]), int(ok), json.dumps(d.get("numbers") or {}, default=float)),
+                )
+            cur.execute("UPDATE rounds SET state = 'planned' WHERE round = ?", (round_number,))
+            _event(cur, round_number, "policy",
+                   f"round {round_number}: policy planned {len(decisions)}, reserved {len(accepted)} calculations",
+                   numbers)
+        return accepted
+
+    def mark_submitted(self, uuids: Sequence[str]) -> None:
+        """planned -> submitted (jobs already finished stay as they are)."""
+        with self.transaction() as cur:
+            cur.executemany(
+                "UPDATE jobs SET state = 'submitted', updated_at = ? WHERE uuid = ? AND state = 'planned'",
+                [(time.time(), u) for u in uuids],
+            )
+
+    def finish_job(
+        self,
+        uuid: str,
+        *,
+        success: bool,
+        result_json: str | None,
+        actual_cost: float | None,
+        actual_cpu_hours: float | None,
+        failure_reason: str | None = None,
+    ) -> None:
+        """Record a result: the job becomes ``done`` or ``failed``; its reservation becomes its charge."""
+        state = "done" if success else "failed"
+        with self.transaction() as cur:
+            row = cur.execute(
+                "SELECT state, round, structure_id, fidelity FROM jobs WHERE uuid = ?", (uuid,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"no job {uuid} in the ledger")
+            if row["state"] in FINISHED_STATES:
+                return
+            cur.execute(
+                "UPDATE jobs SET state = ?, result_json = ?, actual_cost = ?, actual_cpu_hours = ?, "
+                "failure_reason = ?, updated_at = ? WHERE uuid = ?",
+                (state, result_json, actual_cost, actual_cpu_hours, failure_reason, time.time(), uuid),
+            )
+            msg = f"{row['structure_id']} ({row['fidelity']}) {state}"
+            if failure_reason:
+                msg += f": {failure_reason}"
+            _event(cur, row["round"], "job", msg, {"uuid": uuid})
+
+    def jobs(self, *, states: Sequence[str] | None = None, round_number: int | None = None) -> list[JobRow]:
+        """Job rows, oldest first, optionally filtered by state and round."""
+        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += list(states)
+        if round_number is not None:
+            sql += " AND round = ?"
+            args.append(round_number)
+        rows = self._conn.execute(sql + " ORDER BY created_at, rowid", args)
+        return [JobRow(**{k: r[k] for k in JobRow.__dataclass_fields__}) for r in rows]
+
+    def job_counts(self) -> dict[str, dict[str, int]]:
+        """``{fidelity: {state: count}}`` over all jobs."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self._conn.execute("SELECT fidelity, state, COUNT(*) AS n FROM jobs GROUP BY fidelity, state"):
+            out.setdefault(r["fidelity"], {})[r["state"]] = r["n"]
+        return out
+
+    # ---- models, hulls, learning curve, events ---------------------------------------------------------------------
+    def record_model(self, *, version: str, round_number: int, fidelity: str, path: str, parent: str | None,
+                     n_train: int, metrics: dict[str, Any]) -> None:
+        """Record a saved model version (call after the files are in place)."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (version, round_number, fidelity, path, parent, n_train, json.dumps(metrics), time.time()),
+            )
+            _event(cur, round_number, "model", f"model {version} ({fidelity}, {n_train} points) saved", metrics)
+
+    def models(self, fidelity: str | None = None) -> list[dict[str, Any]]:
+        """Model versions, oldest first."""
+        sql = "SELECT * FROM models" + (" WHERE fidelity = ?" if fidelity else "") + " ORDER BY created_at, rowid"
+        out = []
+        for r in self._conn.execute(sql, (fidelity,) if fidelity else ()):
+            row = dict(r)
+            row["metrics"] = json.loads(row.pop("metrics_json") or "{}")
+            out.append(row)
+        return out
+
+    def record_hull(self, round_number: int, fidelity: str, *, n_entries: int, n_stable: int, hull_json: str) -> None:
+        """Snapshot of a hull after a round."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO hulls VALUES (?, ?, ?, ?, ?, ?)",
+                (round_number, fidelity, n_entries, n_stable, hull_json, time.time()),
+            )
+
+    def hull_snapshots(self, fidelity: str | None = None) -> list[dict[str, Any]]:
+        """Hull snapshot rows, oldest first (``hull_json`` included)."""
+        sql = "SELECT * FROM hulls" + (" WHERE fidelity = ?" if fidelity else "") + " ORDER BY round"
+        return [dict(r) for r in self._conn.execute(sql, (fidelity,) if fidelity else ())]
+
+    def add_learning_curve_point(self, *, round_number: int, fidelity: str, n_scan: int, n_pbe: int,
+                                 mae_ev_per_atom: float, source: str, n_points: int = 1) -> None:
+        """One (N_s, N_p, MAE) point for the scaling-law fit, measured on ``n_points`` structures."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO learning_curve (round, fidelity, n_scan, n_pbe, mae_ev_per_atom, source, n_points) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (round_number, fidelity, n_scan, n_pbe, mae_ev_per_atom, source, n_points),
+            )
+
+    def learning_curve(self) -> list[dict[str, Any]]:
+        """All learning-curve points, oldest first."""
+        return [dict(r) for r in self._conn.execute("SELECT * FROM learning_curve ORDER BY id")]
+
+    def log_event(self, kind: str, message: str, *, round_number: int | None = None,
+                  data: dict[str, Any] | None = None) -> None:
+        """Append an event (and log it)."""
+        with self.transaction() as cur:
+            _event(cur, round_number, kind, message, data)
+
+    def events(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Events, oldest first (the last ``limit`` ones)."""
+        rows = [dict(r) for r in self._conn.execute("SELECT * FROM events ORDER BY id")]
+        return rows[-limit:] if limit else rows
+
+
+def _sums(cur: sqlite3.Connection | sqlite3.Cursor) -> dict[str, float]:
+    row = cur.execute(
+        "SELECT "
+        "COALESCE(SUM(CASE WHEN state IN ('done','failed') THEN COALESCE(actual_cost, estimated_cost) END), 0.0), "
+        "COALESCE(SUM(CASE WHEN state IN ('planned','submitted') THEN estimated_cost END), 0.0) FROM jobs"
+    ).fetchone()
+    return {"spent": float(row[0]), "reserved": float(row[1])}
+
+
+def _event(cur: sqlite3.Cursor, round_number: int | None, kind: str, message: str,
+           data: dict[str, Any] | None = None) -> None:
+    logger.info("%s", message)
+    cur.execute(
+        "INSERT INTO events (time, round, kind, message, data_json) VALUES (?, ?, ?, ?, ?)",
+        (time.time(), round_number, kind, message, json.dumps(data, default=str) if data else None),
+    )

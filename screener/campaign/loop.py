@@ -1,0 +1,461 @@
+"""The campaign loop: rank, acquire, decide fidelities, compute, update hulls, fine-tune; restartable at any point.
+
+A round moves through the states ``ranking -> planned -> collected -> finished`` in the ledger (``empty`` when the
+policy could plan nothing more: the campaign is over). Each transition is committed after its work is persisted, so
+a run killed at any point resumes in the state it left: planned jobs are looked up in the job store by uuid and only
+the missing ones are resubmitted (with the same uuid, from the flow JSON written before submission).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from screener.campaign.config import FIDELITIES, CampaignConfig
+from screener.campaign.ledger import OPEN_STATES, Ledger
+from screener.campaign.protocols import Calculator, Executor, Hulls, Model, Plan, PlanItem, Planner, PlanRequest
+from screener.campaign.ranking import predicted_e_hull, probability_below
+from screener.errors import InvalidInputError, ScreenerError
+
+__all__ = ["Campaign", "Components", "ComponentsFactory", "Progress"]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, completed, total)
+
+
+@dataclass
+class Components:
+    """What a campaign needs to run; real ones come from :func:`screener.campaign.components.build_components`."""
+
+    calculator: Calculator
+    executor: Executor
+    model: Model
+    hulls: Hulls
+    planner: Planner
+
+
+ComponentsFactory = Callable[[CampaignConfig, Path, Ledger], Components]
+
+
+def _result_dict(result: Any) -> dict[str, Any]:
+    if hasattr(result, "model_dump"):
+        return result.model_dump(mode="json")
+    if hasattr(result, "as_dict"):
+        return result.as_dict()
+    return dict(result)
+
+
+def flow_uuid(flow: Any) -> str:
+    """Uuid of the job whose output is the flow's result (``flow.output.uuid`` for a Flow, ``job.uuid`` for a Job)."""
+    output = getattr(flow, "output", None)
+    return str(getattr(output, "uuid", None) or flow.uuid)
+
+
+def dump_flow(flow: Any) -> str:
+    """JSON of a flow (MSONable), enough to resubmit it with the same uuids."""
+    from monty.json import MontyEncoder
+
+    return json.dumps(flow, cls=MontyEncoder)
+
+
+def load_flow(text: str) -> Any:
+    """Inverse of :func:`dump_flow`."""
+    from monty.json import MontyDecoder
+
+    return json.loads(text, cls=MontyDecoder)
+
+
+class Campaign:
+    """A campaign folder with its ledger and components.
+
+    Use :meth:`create` for a new campaign and :meth:`open` to resume one; then :meth:`run`.
+    """
+
+    def __init__(self, campaign_dir: Path, ledger: Ledger, config: CampaignConfig, components: Components) -> None:
+        self.campaign_dir = Path(campaign_dir)
+        self.ledger = ledger
+        self.config = config
+        self.components = components
+        self._structures: dict[str, Any] = {}
+        self._roles: dict[str, str] = {}
+        self._in_hull: set[str] = set()
+        self._cost_cache: dict[tuple[str, str], tuple[float, float]] = {}
+        self._load_candidates()
+
+    # ---- construction ----------------------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        campaign_dir: str | Path,
+        config: CampaignConfig,
+        structures: Mapping[str, Any],
+        factory: ComponentsFactory,
+    ) -> Campaign:
+        """Create a campaign folder: ledger, config (with the budget unit fixed), candidates."""
+        campaign_dir = Path(campaign_dir)
+        if (campaign_dir / "ledger.sqlite").exists():
+            raise InvalidInputError(
+                f"{campaign_dir} already holds a campaign; resume it with --campaign {campaign_dir}"
+            )
+        if not structures:
+            raise InvalidInputError("no candidate structures to screen")
+        created_dir = not campaign_dir.exists()
+        ledger = Ledger.in_dir(campaign_dir, create=True)
+        try:
+            return cls._create(campaign_dir, ledger, config, structures, factory)
+        except BaseException:
+            ledger.close()  # leave no half-made campaign behind
+            if created_dir:
+                import shutil
+
+                shutil.rmtree(campaign_dir, ignore_errors=True)
+            else:
+                for suffix in ("", "-wal", "-shm"):
+                    (campaign_dir / f"ledger.sqlite{suffix}").unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def _create(cls, campaign_dir: Path, ledger: Ledger, config: CampaignConfig, structures: Mapping[str, Any],
+                factory: ComponentsFactory) -> Campaign:
+        from screener import __version__
+
+        ledger.add_candidates([_candidate_row(sid, s, "candidate") for sid, s in structures.items()])
+        ledger.set_meta("budget_unit", config.budget_unit)
+        ledger.set_meta("budget_total", config.budget_total)
+        config = config.model_copy(update={"screener_version": __version__})
+        components = factory(config, campaign_dir, ledger)  # may record defaults it resolved into config
+        if config.unit_cpu_hours is None:
+            if config.budget_unit == "core-hours":
+                config.unit_cpu_hours = 1.0
+            else:  # one PBE single point of the median-size candidate
+                by_size = sorted(structures.values(), key=len)
+                structure = by_size[(len(by_size) - 1) // 2]  # the median-size candidate (lower median)
+                config.unit_cpu_hours = float(components.calculator.estimate_cost_cpu_hours(structure, "pbe"))
+        ledger.set_meta("config", config.model_dump(mode="json"))  # last: its presence marks a complete creation
+        ledger.log_event("campaign", f"campaign created with {len(structures)} candidates, budget "
+                         f"{config.budget_total:g} {config.budget_unit} (1 unit = {config.unit_cpu_hours:.4g} CPU-h)")
+        return cls(campaign_dir, ledger, config, components)
+
+    @classmethod
+    def open(cls, campaign_dir: str | Path, factory: ComponentsFactory) -> Campaign:
+        """Open an existing campaign folder (its config comes from the ledger)."""
+        campaign_dir = Path(campaign_dir)
+        ledger = Ledger.in_dir(campaign_dir)
+        raw = ledger.get_meta("config")
+        if raw is None:
+            raise InvalidInputError(f"{campaign_dir} holds an incomplete campaign (no config in its ledger); delete it")
+        config = CampaignConfig.model_validate(raw)
+        return cls(campaign_dir, ledger, config, factory(config, campaign_dir, ledger))
+
+    def _load_candidates(self) -> None:
+        from pymatgen.core import Structure
+
+        for row in self.ledger.candidates(role=None):
+            self._structures[row["structure_id"]] = Structure.from_dict(json.loads(row["structure_json"]))
+            self._roles[row["structure_id"]] = row["role"]
+
+    # ---- the loop --------------------------------------------------------------------------------------------------
+    def run(self, *, max_rounds: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
+        """Run rounds until the budget (or the policy, or ``max_rounds`` / ``config.max_rounds``) says stop.
+
+        Returns
+        -------
+        dict
+            ``{"rounds_run", "finished", "reason"}``.
+        """
+        self._execute_open_jobs(progress)  # whatever a killed run left behind
+        rounds_run, reason = 0, ""
+        while True:
+            current = self.ledger.current_round()
+            if current is not None and current["state"] == "empty":
+                reason = "nothing left to buy within the budget"
+                break
+            if current is None or current["state"] == "finished":
+                number = 1 if current is None else current["round"] + 1
+                if self.config.max_rounds is not None and number > self.config.max_rounds:
+                    reason = f"reached the campaign's {self.config.max_rounds} rounds"
+                    break
+                if max_rounds is not None and rounds_run >= max_rounds:
+                    reason = f"ran the {max_rounds} rounds asked for"
+                    break
+                self.ledger.start_round(number)
+                state = "ranking"
+            else:
+                number, state = current["round"], current["state"]
+            if state == "ranking":
+                if not self._rank_and_plan(number, progress):
+                    self.ledger.set_round_state(number, "empty")
+                    self.ledger.log_event("campaign", "campaign finished: nothing more fits the budget",
+                                          round_number=number)
+                    reason = "nothing left to buy within the budget"
+                    break
+                state = "planned"
+            if state == "planned":
+                self._execute_open_jobs(progress)
+                self.ledger.set_round_state(number, "collected")
+                state = "collected"
+            if state == "collected":
+                info = self._learn(number, progress)
+                self.ledger.set_round_state(number, "finished", info=info)
+            rounds_run += 1
+        budget = self.ledger.budget()
+        finished = reason.startswith("nothing")
+        logger.info("campaign stops: %s (spent %.4g of %.4g %s)", reason, budget.spent, budget.total, budget.unit)
+        return {"rounds_run": rounds_run, "finished": finished, "reason": reason}
+
+    # ---- step 1-3: rank, acquire, decide ---------------------------------------------------------------------------
+    def _cost(self, sid: str, fidelity: str) -> tuple[float, float]:
+        key = (sid, fidelity)
+        if key not in self._cost_cache:
+            cpu_h = float(self.components.calculator.estimate_cost_cpu_hours(self._structures[sid], fidelity))
+            self._cost_cache[key] = (self.config.to_budget_units(cpu_h), cpu_h)
+        return self._cost_cache[key]
+
+    def rank(self, number: int) -> dict[str, dict[str, np.ndarray]]:
+        """Predict E_form per fidelity and measure it against the current hulls; record and return the ranking."""
+        self._update_hulls()
+        ids = [s for s, role in self._roles.items() if role == "candidate"]
+        structures = {s: self._structures[s] for s in ids}
+        comps = [structures[s].composition for s in ids]
+        out: dict[str, dict[str, np.ndarray]] = {}
+        rows: list[dict[str, Any]] = []
+        for fidelity in FIDELITIES:
+            mean, std = self.components.model.predict_formation_energy(structures, fidelity)
+            e_hull, e_std, hull_e, fallback = predicted_e_hull(
+                mean, std, comps, self.components.hulls, fidelity,
+                fallback_fidelity="pbe" if fidelity != "pbe" else None,
+            )
+            p = probability_below(e_hull, e_std, self.config.stable_threshold_ev_per_atom)
+            out[fidelity] = {"e_form_mean": np.asarray(mean, float), "e_hull_mean": e_hull, "e_hull_std": e_std}
+            rows += [
+                {"structure_id": s, "fidelity": fidelity, "e_form_mean_ev_per_atom": float(mean[i]),
+                 "e_form_std_ev_per_atom": float(std[i]), "hull_e_form_ev_per_atom": _finite(hull_e[i]),
+                 "e_hull_mean_ev_per_atom": _finite(e_hull[i]), "e_hull_std_ev_per_atom": float(e_std[i]),
+                 "p_stable": _finite(p[i]), "hull_fidelity": "pbe (fallback)" if fallback[i] else fidelity}
+                for i, s in enumerate(ids)
+            ]
+        self.ledger.record_predictions(number, rows)
+        out["_ids"] = {"ids": np.asarray(ids, dtype=object)}
+        return out
+
+    def _rank_and_plan(self, number: int, progress: Progress | None) -> bool:
+        if progress:
+            progress(f"round {number}: ranking", 0, 1)
+        ranking = self.rank(number)
+        ids = list(ranking.pop("_ids")["ids"])
+        jobs = self.ledger.jobs()
+        done = {(j.structure_id, j.fidelity) for j in jobs}
+        n_done = {f: sum(1 for j in jobs if j.fidelity == f and j.state == "done") for f in FIDELITIES}
+        remaining = self.ledger.budget().remaining
+        competing = self._competing_items(ids, ranking, done)
+        request = PlanRequest(
+            round_number=number,
+            structure_ids=ids,
+            chemsys=[self._structures[s].composition.chemical_system for s in ids],
+            e_hull_mean={f: ranking[f]["e_hull_mean"] for f in FIDELITIES},
+            e_hull_std={f: ranking[f]["e_hull_std"] for f in FIDELITIES},
+            cost={f: np.array([self._cost(s, f)[0] for s in ids]) for f in FIDELITIES},
+            done=done,
+            n_scan=n_done["scan"],
+            n_pbe=n_done["pbe"],
+            learning_curve=self.ledger.learning_curve(),
+            remaining_budget=remaining,
+            batch_size=self.config.batch_size,
+            seed=self.config.seed + number,
+            competing=competing,
+        )
+        plan: Plan = self.components.planner.plan(request)
+        known = set(self._structures)
+        items = [it for it in plan.items if it.structure_id in known and (it.structure_id, it.fidelity) not in done]
+        job_rows, seen, gaps = [], set(), self._pbe_band_gaps()
+        for item in items:
+            if (item.structure_id, item.fidelity) in seen:
+                continue
+            seen.add((item.structure_id, item.fidelity))
+            cost, cpu_h = self._cost(item.structure_id, item.fidelity)  # the ledger charges OUR estimate
+            try:
+                flow = self.components.calculator.make_flow(
+                    self._structures[item.structure_id], item.fidelity, item.structure_id,
+                    **self._flow_kwargs(item.structure_id, item.fidelity, gaps),
+                )
+            except ScreenerError as exc:  # e.g. a replay data set without this calculation: skip it, say why
+                self.ledger.log_event("job", f"{item.structure_id} ({item.fidelity}) cannot be set up: {exc}",
+                                      round_number=number)
+                continue
+            job_rows.append({
+                "uuid": flow_uuid(flow), "structure_id": item.structure_id, "fidelity": item.fidelity,
+                "role": self._roles.get(item.structure_id, "candidate"), "estimated_cost": cost,
+                "estimated_cpu_hours": cpu_h, "flow_json": dump_flow(flow),
+            })
+        new_candidates = [
+            _candidate_row(it.structure_id, self._structures[it.structure_id], "competing")
+            for it in items if self._roles.get(it.structure_id) == "competing"
+        ]
+        decisions = [{"structure_id": it.structure_id, "fidelity": it.fidelity, "reason": it.reason,
+                      "estimated_cost": it.estimated_cost, "numbers": it.numbers} for it in plan.items]
+        accepted = self.ledger.commit_plan(number, decisions=decisions, numbers=plan.numbers, jobs=job_rows,
+                                           new_candidates=new_candidates)
+        if progress:
+            progress(f"round {number}: ranking", 1, 1)
+        return bool(accepted)
+
+    def _competing_items(self, ids: list[str], ranking: dict[str, dict[str, np.ndarray]],
+                         done: set[tuple[str, str]]) -> list[PlanItem]:
+        """Phases each fidelity's hull lacks in the chemical systems of the most promising candidates."""
+        order = np.argsort(ranking["scan"]["e_hull_mean"], kind="stable")[: max(1, self.config.batch_size)]
+        systems = list(dict.fromkeys(self._structures[ids[i]].composition.chemical_system for i in order))
+        items: list[PlanItem] = []
+        for fidelity in FIDELITIES:
+            for chemsys in systems:
+                for sid, structure in self.components.hulls.missing_competing_phases(fidelity, chemsys):
+                    if (sid, fidelity) in done:
+                        continue
+                    if sid not in self._structures:
+                        self._structures[sid], self._roles[sid] = structure, "competing"
+                    items.append(PlanItem(sid, fidelity, f"competing phase of the {fidelity} hull in {chemsys}",
+                                          self._cost(sid, fidelity)[0],
+                                          {"chemsys": structure.composition.chemical_system}))
+        return list({(i.structure_id, i.fidelity): i for i in items}.values())
+
+    def _flow_kwargs(self, sid: str, fidelity: str, gaps: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """Extra make_flow keywords: a SCAN job gets the PBE band gap of its structure (MP's r2SCAN k-point rule)."""
+        if fidelity != "scan":
+            return {}
+        if gaps is None:
+            gaps = self._pbe_band_gaps()
+        return {"pbe_band_gap_ev": gaps[sid]} if sid in gaps else {}
+
+    def _pbe_band_gaps(self) -> dict[str, float]:
+        out = {}
+        for job in self.ledger.jobs(states=["done"]):
+            gap = (job.result or {}).get("band_gap_ev") if job.fidelity == "pbe" else None
+            if gap is not None:
+                out[job.structure_id] = float(gap)
+        return out
+
+    # ---- step 4: compute -------------------------------------------------------------------------------------------
+    def _execute_open_jobs(self, progress: Progress | None) -> None:
+        executor = self.components.executor
+        open_jobs = self.ledger.jobs(states=OPEN_STATES)
+        if not open_jobs:
+            return
+        total = len(open_jobs)
+        pending = self._record(open_jobs, executor.collect([j.uuid for j in open_jobs]))
+        for job in pending:  # not in the job store yet: (re)submit the very same flow (same uuids)
+            executor.submit(load_flow(job.flow_json))
+            self.ledger.mark_submitted([job.uuid])
+        blocking = getattr(executor, "runs_locally", self.config.executor == "local")
+        while pending:
+            if progress:
+                progress("calculations", total - len(pending), total)
+            executor.run()
+            still = self._record(pending, executor.collect([j.uuid for j in pending]))
+            if still and blocking and len(still) == len(pending):
+                for job in still:  # a local run that leaves no output failed before writing one
+                    self.ledger.finish_job(job.uuid, success=False, result_json=None, actual_cost=None,
+                                           actual_cpu_hours=None, failure_reason="the job produced no result")
+                still = []
+            if still and not blocking:
+                time.sleep(self.config.poll_interval_s)
+            pending = still
+        if progress:
+            progress("calculations", total, total)
+
+    def _record(self, jobs: list[Any], results: Mapping[str, Any]) -> list[Any]:
+        """Write finished results into the ledger; return the jobs still without a result."""
+        pending = []
+        for job in jobs:
+            result = results.get(job.uuid)
+            if result is None:
+                pending.append(job)
+                continue
+            data = _result_dict(result)
+            cpu_h = data.get("cost_cpu_hours")
+            self.ledger.finish_job(
+                job.uuid,
+                success=bool(data.get("success", True)),
+                result_json=json.dumps(data, default=str),
+                actual_cost=self.config.to_budget_units(cpu_h) if cpu_h is not None else None,
+                actual_cpu_hours=cpu_h,
+                failure_reason=data.get("failure_reason"),
+            )
+        return pending
+
+    # ---- step 4-5: learn -------------------------------------------------------------------------------------------
+    def _update_hulls(self) -> None:
+        for job in self.ledger.jobs(states=["done"]):
+            if job.uuid in self._in_hull:
+                continue
+            entry = (job.result or {}).get("entry")
+            if entry:
+                self.components.hulls.add_result(job.fidelity, entry)
+            self._in_hull.add(job.uuid)
+
+    def _learn(self, number: int, progress: Progress | None) -> dict[str, Any]:
+        """Update hulls, measure the model's prospective error, fine-tune, record all of it."""
+        hulls = self.components.hulls
+        self._update_hulls()
+        info: dict[str, Any] = {}
+        for fidelity in FIDELITIES:
+            snap = hulls.snapshot(fidelity)
+            self.ledger.record_hull(number, fidelity, n_entries=snap["n_entries"], n_stable=snap["n_stable"],
+                                    hull_json=json.dumps({"stable_ids": snap.get("stable_ids", []),
+                                                          "hull": snap.get("json")}))
+        done = self.ledger.jobs(states=["done"])
+        targets: dict[str, dict[str, float]] = {f: {} for f in FIDELITIES}
+        for job in done:
+            entry = (job.result or {}).get("entry")
+            if entry:
+                value = hulls.e_form_ev_per_atom(job.fidelity, entry)
+                if np.isfinite(value):
+                    targets[job.fidelity][job.structure_id] = float(value)
+        # prospective error: this round's predictions against this round's new results (before training on them)
+        preds = {(p["structure_id"], p["fidelity"]): p["e_form_mean_ev_per_atom"]
+                 for p in self.ledger.predictions(number)}
+        before = {f: sum(1 for j in done if j.fidelity == f and j.round < number) for f in FIDELITIES}
+        measured = {(p["round"], p["fidelity"]) for p in self.ledger.learning_curve()}  # a resumed _learn: once
+        for fidelity in FIDELITIES:
+            errors = [abs(preds[(j.structure_id, fidelity)] - targets[fidelity][j.structure_id])
+                      for j in done if j.round == number and j.fidelity == fidelity
+                      and (j.structure_id, fidelity) in preds and j.structure_id in targets[fidelity]]
+            if errors:
+                mae = float(np.mean(errors))
+                info[f"mae_{fidelity}_ev_per_atom"] = mae
+                info[f"n_{fidelity}_measured"] = len(errors)
+                if (number, fidelity) in measured:
+                    continue
+                self.ledger.add_learning_curve_point(round_number=number, fidelity=fidelity, n_scan=before["scan"],
+                                                     n_pbe=before["pbe"], mae_ev_per_atom=mae, source="prospective",
+                                                     n_points=len(errors))
+        recorded = {m["round"] for m in self.ledger.models()}
+        if self.config.fine_tune_epochs > 0 and number not in recorded and any(targets.values()):
+            if progress:
+                progress(f"round {number}: fine-tuning", 0, 1)
+            versions = self.components.model.fine_tune(
+                targets, self._structures, out_dir=str(self.campaign_dir / "models" / f"round_{number:03d}"),
+                round_number=number, seed=self.config.seed + number,
+            )
+            if progress:
+                progress(f"round {number}: fine-tuning", 1, 1)
+            for v in versions:
+                self.ledger.record_model(version=v.version, round_number=number, fidelity=v.fidelity, path=v.path,
+                                         parent=v.parent, n_train=v.n_train, metrics=v.metrics)
+        return info
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _candidate_row(sid: str, structure: Any, role: str) -> dict[str, Any]:
+    comp = structure.composition
+    return {"structure_id": sid, "formula": comp.reduced_formula, "chemsys": comp.chemical_system,
+            "n_sites": len(structure), "role": role, "structure_json": json.dumps(structure.as_dict())}

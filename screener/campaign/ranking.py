@@ -1,0 +1,86 @@
+"""Rank candidates by predicted E_hull measured against the *current* hull of each fidelity.
+
+The model predicts a formation energy per atom (``E_form``), never an E_hull: an E_hull target would go stale as soon
+as a calculation moves the hull. Each round the prediction is measured against the hull as it is now::
+
+    E_hull_pred(x) = E_form_pred(x) - E_form_hull(composition of x)
+    std(E_hull_pred) = std(E_form_pred)
+
+where ``E_form_hull`` is the formation energy of the lower convex hull at that composition (the hull is treated as
+exact: the energies on it are computed, not predicted). A newly found stable phase lowers ``E_form_hull`` around its
+composition, so its neighbours' E_hull rises in the next ranking without retraining anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from screener.campaign.protocols import Hulls
+
+__all__ = ["predicted_e_hull", "probability_below"]
+
+STD_FLOOR_EV_PER_ATOM = 1e-3
+
+
+def predicted_e_hull(
+    e_form_mean_ev_per_atom: Sequence[float] | NDArray[np.float64],
+    e_form_std_ev_per_atom: Sequence[float] | NDArray[np.float64],
+    compositions: Sequence[Any],
+    hulls: Hulls,
+    fidelity: str,
+    *,
+    fallback_fidelity: str | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """Predicted E_hull of candidates against the current hull of ``fidelity``.
+
+    Parameters
+    ----------
+    e_form_mean_ev_per_atom, e_form_std_ev_per_atom : array, shape (n,)
+        Ensemble mean and spread of the predicted formation energy.
+    compositions : sequence of pymatgen Composition (or what the hulls accept), length n
+    hulls : Hulls
+        The campaign's per-fidelity hulls.
+    fidelity : str
+        Hull to measure against.
+    fallback_fidelity : str, optional
+        Hull to use where ``fidelity``'s hull cannot give an energy (e.g. the SCAN hull lacks an element): those rows
+        are flagged in the last return value, never silently blended.
+
+    Returns
+    -------
+    e_hull_mean_ev_per_atom, e_hull_std_ev_per_atom, hull_e_form_ev_per_atom : ndarray, shape (n,)
+    used_fallback : ndarray of bool, shape (n,)
+    """
+    mean = np.asarray(e_form_mean_ev_per_atom, dtype=float)
+    std = np.asarray(e_form_std_ev_per_atom, dtype=float)
+    hull_e = np.empty(len(compositions))
+    fallback = np.zeros(len(compositions), dtype=bool)
+    cache: dict[tuple[str, str], float] = {}
+    for i, comp in enumerate(compositions):
+        key = (fidelity, str(getattr(comp, "reduced_formula", comp)))
+        if key not in cache:
+            cache[key] = float(hulls.hull_formation_energy_ev_per_atom(fidelity, comp))
+        value = cache[key]
+        if not math.isfinite(value) and fallback_fidelity is not None:
+            fkey = (fallback_fidelity, key[1])
+            if fkey not in cache:
+                cache[fkey] = float(hulls.hull_formation_energy_ev_per_atom(fallback_fidelity, comp))
+            value = cache[fkey]
+            fallback[i] = True
+        hull_e[i] = value
+    return mean - hull_e, std.copy(), hull_e, fallback
+
+
+def probability_below(
+    mean: NDArray[np.float64], std: NDArray[np.float64], threshold: float = 0.0
+) -> NDArray[np.float64]:
+    """Gaussian probability that a value with ``mean`` and ``std`` lies at or below ``threshold``."""
+    mean = np.asarray(mean, dtype=float)
+    std = np.maximum(np.asarray(std, dtype=float), STD_FLOOR_EV_PER_ATOM)
+    z = (threshold - mean) / (std * math.sqrt(2.0))
+    return 0.5 * (1.0 + np.vectorize(math.erf, otypes=[float])(z)) if z.size else np.zeros(0)

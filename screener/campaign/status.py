@@ -1,0 +1,67 @@
+"""Read-only summary of a campaign from its ledger (what ``screener status`` shows)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from screener.campaign.ledger import Ledger
+
+__all__ = ["campaign_status"]
+
+
+def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
+    """Budget, calculations, discoveries, model error and rounds of a campaign.
+
+    Parameters
+    ----------
+    campaign_dir : path
+        A campaign folder (raises :class:`~screener.errors.InvalidInputError` when it is not one).
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``budget_total``, ``budget_spent``, ``budget_reserved``, ``budget_left``, ``budget_unit``,
+        ``calculations`` (``{fidelity: {state: count}}``), ``stable_found`` (ids of candidates on the latest SCAN hull,
+        i.e. computed at SCAN level with the competing phases that hull holds), ``n_stable_found``, ``stable_pbe``,
+        ``model_error`` (latest prospective MAE per fidelity, eV/atom), ``rounds`` (one dict per round),
+        ``finished`` and ``config``.
+    """
+    with Ledger.in_dir(campaign_dir) as ledger:
+        budget = ledger.budget()
+        candidates = {c["structure_id"]: c for c in ledger.candidates(role="candidate")}
+        stable: dict[str, list[str]] = {}
+        for fidelity in ("pbe", "scan"):
+            snaps = ledger.hull_snapshots(fidelity)
+            ids = json.loads(snaps[-1]["hull_json"]).get("stable_ids", []) if snaps else []
+            stable[fidelity] = [s for s in ids if s in candidates]
+        model_error: dict[str, float] = {}
+        for point in ledger.learning_curve():
+            model_error[point["fidelity"]] = point["mae_ev_per_atom"]
+        rounds = []
+        for r in ledger.rounds():
+            rounds.append({
+                "round": r["round"], "state": r["state"], "calculations": r["jobs"], "cost": r["cost"],
+                **{k: v for k, v in r["info"].items() if k.startswith("mae_")},
+            })
+        current = ledger.current_round()
+        models = ledger.models()
+        return {
+            "campaign_dir": str(campaign_dir),
+            "budget_total": budget.total,
+            "budget_spent": budget.spent,
+            "budget_reserved": budget.reserved,
+            "budget_left": budget.remaining,
+            "budget_unit": budget.unit,
+            "calculations": ledger.job_counts(),
+            "n_candidates": len(candidates),
+            "stable_found": stable["scan"],
+            "n_stable_found": len(stable["scan"]),
+            "stable_pbe": stable["pbe"],
+            "model_error": model_error,
+            "model_versions": [m["version"] for m in models],
+            "rounds": rounds,
+            "finished": bool(current is not None and current["state"] == "empty"),
+            "config": ledger.get_meta("config", {}),
+        }

@@ -1,0 +1,298 @@
+"""Static figures of the campaign report (matplotlib, written as PNG files; nothing is fetched at view time).
+
+Each function takes plain numbers (or the report's dataclasses), writes one PNG and returns its path. matplotlib is
+imported inside the functions (it costs ~0.3 s) and the figures are drawn on :class:`matplotlib.figure.Figure`
+objects, without pyplot, except the hull plot: pymatgen's ``PDPlotter`` draws through pyplot, so that figure is
+closed right after it is saved.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from screener.report.data import CandidateInfo, JobInfo, RoundInfo
+
+__all__ = [
+    "plot_spend",
+    "plot_discoveries",
+    "plot_learning_curve",
+    "plot_parity",
+    "plot_candidate_energies",
+    "plot_hull",
+    "FIDELITY_COLORS",
+]
+
+logger = logging.getLogger(__name__)
+
+FIDELITY_COLORS = {"pbe": "#1f77b4", "scan": "#d62728"}
+_DPI = 110
+
+
+def _figure(width_in: float = 7.0, height_in: float = 3.6, ncols: int = 1, *, left: float = 0.1,
+            bottom: float = 0.15) -> tuple[Any, Any]:
+    # fixed margins: matplotlib's constrained layout costs ~0.3 s per figure on a busy 2-core machine
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in))
+    fig.subplots_adjust(left=left, right=0.98, bottom=bottom, top=0.9, wspace=0.3)
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=_DPI, metadata={"Software": None})
+    return path
+
+
+def _empty(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_spend(jobs: Sequence[JobInfo], rounds: Sequence[RoundInfo], unit: str, path: Path) -> Path:
+    """Budget spent by fidelity: cumulative over wall-clock time (left) and per round (right).
+
+    Parameters
+    ----------
+    jobs : sequence of JobInfo
+        All jobs; finished ones count with their charge (actual cost, else estimate).
+    rounds : sequence of RoundInfo
+        The rounds (x axis of the right panel).
+    unit : str
+        Budget unit for the axis labels.
+    path : Path
+        PNG file to write.
+    """
+    fig, (ax_t, ax_r) = _figure(9.0, 3.6, ncols=2)
+    finished = sorted((j for j in jobs if j.finished), key=lambda j: (j.finished_at or 0.0, j.round))
+    t0 = min((j.created_at for j in jobs if j.created_at is not None), default=None)
+    if not finished:
+        _empty(ax_t, "no finished calculations yet")
+        _empty(ax_r, "no finished calculations yet")
+        return _save(fig, path)
+    span_s = max(((j.finished_at or 0.0) - t0 for j in finished if j.finished_at), default=0.0) if t0 else 0.0
+    time_unit, seconds = ("h", 3600.0) if span_s > 7200 else ("min", 60.0) if span_s > 120 else ("s", 1.0)
+    for fidelity, color in FIDELITY_COLORS.items():
+        xs, ys, total = [0.0], [0.0], 0.0
+        for job in finished:
+            if job.fidelity != fidelity:
+                continue
+            total += job.charge
+            x = ((job.finished_at or t0 or 0.0) - (t0 or 0.0)) / seconds if t0 is not None else float(job.round)
+            xs.append(x)
+            ys.append(total)
+        if len(xs) > 1:
+            ax_t.step(xs, ys, where="post", color=color, label=fidelity.upper(), marker=".")
+    ax_t.set_xlabel(f"wall-clock time since the first job ({time_unit})" if t0 is not None else "round")
+    ax_t.set_ylabel(f"cumulative spend ({unit})")
+    ax_t.set_title("spend over time")
+    ax_t.legend(loc="upper left")
+    numbers = [r.round for r in rounds] or sorted({j.round for j in finished})
+    bottom = [0.0] * len(numbers)
+    for fidelity, color in FIDELITY_COLORS.items():
+        heights = [sum(j.charge for j in finished if j.round == n and j.fidelity == fidelity) for n in numbers]
+        ax_r.bar(numbers, heights, bottom=bottom, color=color, label=fidelity.upper())
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    ax_r.set_xlabel("round")
+    ax_r.set_ylabel(f"spend in the round ({unit})")
+    ax_r.set_title("spend per round")
+    ax_r.set_xticks(numbers)
+    ax_r.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def plot_discoveries(points: dict[str, list[tuple[float, int]]], unit: str, path: Path) -> Path:
+    """Selected candidates on the hull of each fidelity against cumulative spend, after each round.
+
+    Parameters
+    ----------
+    points : dict fidelity -> list of (cumulative spend, number of candidates on that hull)
+        One point per round with a hull snapshot.
+    unit : str
+        Budget unit.
+    path : Path
+        PNG file to write.
+    """
+    fig, ax = _figure(6.0, 3.6)
+    if not any(points.values()):
+        _empty(ax, "no hull snapshots yet")
+        return _save(fig, path)
+    for fidelity, color in FIDELITY_COLORS.items():
+        pts = [(0.0, 0), *sorted(points.get(fidelity, []))]
+        if len(pts) > 1:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color,
+                    label=f"on the {fidelity.upper()} hull")
+    ax.set_xlabel(f"cumulative spend ({unit})")
+    ax.set_ylabel("candidates on the hull")
+    ax.set_title("discoveries vs spend")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def plot_learning_curve(curve: Sequence[dict[str, Any]], fit: Any, path: Path) -> Path:
+    """Model MAE against training-set size, with the scaling law the policy fitted (SCAN panel).
+
+    Parameters
+    ----------
+    curve : sequence of dict
+        Ledger learning-curve rows (``fidelity``, ``n_scan``, ``n_pbe``, ``mae_ev_per_atom``).
+    fit : ScalingLawFit or None
+        The latest fit; drawn at the latest ``N_p`` with its 90 % confidence band.
+    path : Path
+        PNG file to write.
+    """
+    import numpy as np
+
+    fig, (ax_s, ax_p) = _figure(9.0, 3.6, ncols=2)
+    scan = [p for p in curve if p["fidelity"] == "scan" and (p["mae_ev_per_atom"] or 0) > 0]
+    pbe = [p for p in curve if p["fidelity"] == "pbe" and (p["mae_ev_per_atom"] or 0) > 0]
+    n_max = max([max(p["n_scan"], 1) for p in scan] + [1])
+    n_pbe_now = max([p["n_pbe"] for p in curve] + [1])
+    if scan:
+        ax_s.scatter([max(p["n_scan"], 1) for p in scan], [1000 * p["mae_ev_per_atom"] for p in scan],
+                     color=FIDELITY_COLORS["scan"], zorder=3, label="measured (prospective)")
+    curve_mev = None
+    if fit is not None:
+        grid = np.geomspace(1, max(10.0, 4.0 * n_max), 60)
+        curve_mev = 1000 * np.asarray(fit.predict_mae(grid, n_pbe_now), dtype=float)
+        ax_s.plot(grid, curve_mev, color="k",
+                  label=f"scaling law at N_p = {n_pbe_now} (a = {fit.a:.2f}, b = {fit.b:.2f}, {fit.source})")
+        try:
+            lo, hi = fit.predict_interval(grid, n_pbe_now, 0.9)
+            ax_s.fill_between(grid, 1000 * np.asarray(lo), 1000 * np.asarray(hi), color="0.85", label="90 % band")
+        except Exception as exc:  # noqa: BLE001 - a band is decoration; the curve itself is drawn
+            logger.debug("no confidence band: %s", exc)
+    if scan or fit is not None:
+        ax_s.set_xscale("log")
+        ax_s.set_yscale("log")
+        if scan:  # the measured points set the scale; a prior-only law may lie far off them
+            maes = [1000 * p["mae_ev_per_atom"] for p in scan]
+            lo, hi = min(maes) / 3.0, max(maes) * 3.0
+            ax_s.set_ylim(lo, hi)
+            if curve_mev is not None and (curve_mev.min() > hi or curve_mev.max() < lo):
+                ax_s.text(0.5, 0.05, f"the scaling law lies off this scale ({curve_mev.min():.3g}-"
+                          f"{curve_mev.max():.3g} meV/atom)", transform=ax_s.transAxes, ha="center", fontsize=7)
+        ax_s.set_xlabel("SCAN training-set size N_s")
+        ax_s.set_ylabel("SCAN model MAE (meV/atom)")
+        ax_s.legend(fontsize=7, loc="best")
+    else:
+        _empty(ax_s, "no SCAN learning-curve points yet")
+    ax_s.set_title("SCAN model error vs N_s")
+    if pbe:
+        ax_p.scatter([max(p["n_pbe"], 1) for p in pbe], [1000 * p["mae_ev_per_atom"] for p in pbe],
+                     color=FIDELITY_COLORS["pbe"], zorder=3, label="measured (prospective)")
+        ax_p.set_xscale("log")
+        ax_p.set_yscale("log")
+        ax_p.set_xlabel("PBE training-set size N_p")
+        ax_p.set_ylabel("PBE model MAE (meV/atom)")
+        ax_p.legend(fontsize=7)
+    else:
+        _empty(ax_p, "no PBE learning-curve points yet")
+    ax_p.set_title("PBE model error vs N_p")
+    return _save(fig, path)
+
+
+def plot_parity(candidates: Sequence[CandidateInfo], path: Path) -> Path:
+    """Predicted (when selected, ±1 std) against computed E_hull of every computed candidate, per fidelity."""
+    fig, axes = _figure(9.0, 4.0, ncols=2)
+    for ax, fidelity in zip(axes, ("pbe", "scan"), strict=True):
+        xs, ys, es = [], [], []
+        for cand in candidates:
+            pred = cand.predicted_at_selection.get(fidelity) or {}
+            computed = cand.computed_e_hull_ev_per_atom.get(fidelity)
+            mean = pred.get("e_hull_mean_ev_per_atom")
+            if computed is None or mean is None:
+                continue
+            xs.append(1000 * computed)
+            ys.append(1000 * mean)
+            es.append(1000 * (pred.get("e_hull_std_ev_per_atom") or 0.0))
+        ax.set_title(f"{fidelity.upper()}: predicted vs computed E_hull")
+        if not xs:
+            _empty(ax, f"no computed {fidelity.upper()} E_hull yet")
+            continue
+        ax.errorbar(xs, ys, yerr=es, fmt="o", color=FIDELITY_COLORS[fidelity], ecolor="0.6", capsize=2)
+        lo, hi = min(xs + ys) - 20, max(xs + ys) + 20
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls="--")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo - max(es, default=0), hi + max(es, default=0))
+        ax.set_xlabel("computed E_hull (meV/atom)")
+        ax.set_ylabel("predicted E_hull when selected (meV/atom)")
+    return _save(fig, path)
+
+
+def plot_candidate_energies(cand: CandidateInfo, path: Path) -> Path:
+    """One candidate: predicted E_hull (when selected and latest, ±1 std) and computed E_hull per fidelity."""
+    fig, ax = _figure(5.5, 2.8, left=0.33, bottom=0.2)
+    labels, rows = [], []
+    for fidelity in ("pbe", "scan"):
+        for key, name in (("predicted_at_selection", "predicted (selected)"), ("predicted", "predicted (latest)")):
+            pred = getattr(cand, key).get(fidelity) or {}
+            if pred.get("e_hull_mean_ev_per_atom") is not None:
+                labels.append(f"{fidelity.upper()} {name}")
+                rows.append((1000 * pred["e_hull_mean_ev_per_atom"],
+                             1000 * (pred.get("e_hull_std_ev_per_atom") or 0.0), FIDELITY_COLORS[fidelity], "o"))
+        computed = cand.computed_e_hull_ev_per_atom.get(fidelity)
+        if computed is not None:
+            labels.append(f"{fidelity.upper()} computed")
+            rows.append((1000 * computed, 0.0, FIDELITY_COLORS[fidelity], "s"))
+    if not rows:
+        _empty(ax, "no predictions or results")
+        return _save(fig, path)
+    for y, (value, err, color, marker) in enumerate(rows):
+        ax.errorbar([value], [y], xerr=[err], fmt=marker, color=color, ecolor="0.5", capsize=3)
+    ax.axvline(0.0, color="0.5", lw=0.8, ls="--")
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("E_hull (meV/atom)")
+    return _save(fig, path)
+
+
+def plot_hull(hull: Any, chemsys: str, path: Path, *, show_unstable_ev_per_atom: float = 0.2) -> Path | None:
+    """The phase diagram of ``chemsys`` in one fidelity's hull, drawn by pymatgen's ``PDPlotter`` (matplotlib).
+
+    Returns None (and writes nothing) when the system cannot be drawn: more than four elements, or an element
+    without a reference in that hull.
+    """
+    from screener.errors import ScreenerError
+
+    try:
+        diagram = hull.phase_diagram(chemsys)
+    except ScreenerError as exc:
+        logger.info("no %s hull plot of %s: %s", hull.fidelity, chemsys, exc)
+        return None
+    if not 1 <= diagram.dim <= 4:
+        return None
+    import matplotlib.pyplot as plt
+    from pymatgen.analysis.phase_diagram import PDPlotter
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = None
+    # PDPlotter fixes both limits and an equal aspect on ternaries; matplotlib then logs a warning per figure
+    mpl_log = logging.getLogger("matplotlib.axes._base")
+    old_level = mpl_log.level
+    mpl_log.setLevel(logging.ERROR)
+    with plt.ioff():
+        try:
+            plotter = PDPlotter(diagram, show_unstable=show_unstable_ev_per_atom, backend="matplotlib")
+            ax = plotter.get_plot()
+            fig = ax.figure
+            for text in ax.texts:
+                text.set_fontsize(min(text.get_fontsize(), 14))
+            ax.set_title(f"{hull.fidelity.upper()} hull of {chemsys}", fontsize=16)
+            fig.savefig(path, dpi=60, bbox_inches="tight", metadata={"Software": None})
+        except (ValueError, IndexError, TypeError, AttributeError) as exc:  # pymatgen cannot draw this diagram
+            logger.warning("no %s hull plot of %s: %s", hull.fidelity, chemsys, exc)
+            return None
+        finally:
+            mpl_log.setLevel(old_level)
+            if fig is not None:
+                plt.close(fig)
+    return path

@@ -1,0 +1,173 @@
+"""A small but complete campaign ledger for report tests, written through the campaign's own ledger API.
+
+Two chemical systems (Li-O, Na-Cl), five candidates, stand-in elemental references, two finished rounds (PBE then
+SCAN, one failed SCAN job) and an empty third round. Energies are invented but consistent: the hulls are built with
+:class:`screener.campaign.hulls.CampaignHulls` exactly as the campaign loop does.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid as uuidlib
+from pathlib import Path
+
+from pymatgen.core import Lattice, Structure
+
+from screener.calculators.result import CalcResult, make_entry_dict
+from screener.campaign.config import CampaignConfig
+from screener.campaign.hulls import CampaignHulls
+from screener.campaign.ledger import Ledger
+from screener.hull import make_reference_entries
+from screener.policies.scaling_law import ScalingLawFit
+
+LABEL = {"pbe": "stand-in: CHGNet 0.3.0 (ML potential trained on MPtrj PBE/PBE+U), not DFT",
+         "scan": "stand-in: CHGNet r2scan (ML potential fine-tuned on MP r2SCAN), not DFT"}
+
+# element -> (structure, energy per atom in eV) per fidelity
+_REF_E = {"pbe": {"Li": -1.9, "O": -4.9, "Na": -1.3, "Cl": -1.8},
+          "scan": {"Li": -2.3, "O": -6.0, "Na": -1.6, "Cl": -2.2}}
+# candidate -> formation energy per atom (eV/atom) per fidelity
+_E_FORM = {
+    "Li2O-afl": {"pbe": -2.05, "scan": -2.10},
+    "LiO2-hyp": {"pbe": -0.90, "scan": -0.85},
+    "NaCl-rs": {"pbe": -2.00, "scan": -2.05},
+    "Na3Cl-hyp": {"pbe": -0.40, "scan": -0.30},
+    "Li/O odd:id": {"pbe": -1.10, "scan": -1.20},
+}
+
+
+def _elements() -> dict[str, Structure]:
+    return {
+        "Li": Structure(Lattice.cubic(3.44), ["Li", "Li"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        "Na": Structure(Lattice.cubic(4.23), ["Na", "Na"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        "O": Structure(Lattice.tetragonal(4.0, 6.0), ["O", "O"], [[0, 0, 0], [0, 0, 0.2]]),
+        "Cl": Structure(Lattice.tetragonal(4.5, 6.5), ["Cl", "Cl"], [[0, 0, 0], [0, 0, 0.31]]),
+    }
+
+
+def candidate_structures() -> dict[str, Structure]:
+    """The five candidates (real, valid pymatgen structures)."""
+    return {
+        "Li2O-afl": Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.61), ["Li", "O"], [[0.25] * 3, [0, 0, 0]]),
+        "LiO2-hyp": Structure(Lattice.orthorhombic(3.0, 4.2, 5.0), ["Li", "O", "O"],
+                              [[0, 0, 0], [0.5, 0.5, 0.35], [0.5, 0.5, 0.65]]),
+        "NaCl-rs": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5] * 3]),
+        "Na3Cl-hyp": Structure(Lattice.cubic(5.2), ["Na", "Na", "Na", "Cl"],
+                               [[0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5], [0, 0, 0]]),
+        "Li/O odd:id": Structure(Lattice.hexagonal(3.1, 5.0), ["Li", "O"], [[0, 0, 0], [1 / 3, 2 / 3, 0.5]]),
+        "never-picked": Structure(Lattice.cubic(4.0), ["Na", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+    }
+
+
+def _result(sid: str, structure: Structure, fidelity: str, *, success: bool = True) -> CalcResult:
+    n = len(structure)
+    comp = structure.composition
+    cost = 0.4 * n * (5.0 if fidelity == "scan" else 1.0)
+    if not success:
+        return CalcResult.failed(structure_id=sid, fidelity=fidelity, backend="standin", label=LABEL[fidelity],
+                                 reason="relaxation did not converge in 200 steps", n_sites=n, cost_cpu_hours=cost)
+    refs = sum(comp.get_atomic_fraction(el) * _REF_E[fidelity][str(el)] for el in comp.elements)
+    e_per_atom = refs + _E_FORM[sid][fidelity]
+    final = structure.copy()
+    final.scale_lattice(structure.volume * 1.02)
+    entry = make_entry_dict(final, e_per_atom * n, structure_id=sid, fidelity=fidelity, backend="standin",
+                            run_type="CHGNet-0.3.0" if fidelity == "pbe" else "CHGNet-r2scan",
+                            data={"label": LABEL[fidelity]})
+    return CalcResult(structure_id=sid, fidelity=fidelity, backend="standin", label=LABEL[fidelity], success=True,
+                      energy_ev=e_per_atom * n, energy_per_atom_ev=e_per_atom, n_sites=n,
+                      final_structure=final.as_dict(), run_type=entry["parameters"]["run_type"], wall_time_s=0.8,
+                      cost_cpu_hours=cost, entry=entry)
+
+
+def _predictions(ids: list[str], shift: float) -> list[dict]:
+    rows = []
+    for i, sid in enumerate(ids):
+        for fidelity in ("pbe", "scan"):
+            e_form = _E_FORM.get(sid, {"pbe": -0.5, "scan": -0.5})[fidelity] + shift * (1 if i % 2 else -1)
+            rows.append({"structure_id": sid, "fidelity": fidelity, "e_form_mean_ev_per_atom": e_form,
+                         "e_form_std_ev_per_atom": 0.05 + 0.01 * i, "hull_e_form_ev_per_atom": -1.0,
+                         "e_hull_mean_ev_per_atom": 0.02 * i - shift, "e_hull_std_ev_per_atom": 0.04 + 0.01 * i,
+                         "p_stable": 0.5 - 0.05 * i})
+    return rows
+
+
+def _numbers(round_number: int, n_scan: int, n_pbe: int) -> dict:
+    fit = ScalingLawFit.from_prior().model_dump(mode="json")
+    return {"policy": "scaling-law", "kind": "scaling-law", "round_budget_cpu_hours": 20.0, "fit_source": "prior",
+            "a": -0.3, "b": -0.24, "a_std": 0.1, "b_std": 0.1, "n_scan_planned": n_scan, "n_pbe_planned": n_pbe,
+            "scaling_law": fit,
+            "allocation": {"decision": "mixed", "n_scan": n_scan, "n_pbe": n_pbe, "mae_now": 0.08,
+                           "gain_per_cpu_hour_scan": 1e-4, "gain_per_cpu_hour_pbe": 2e-4 / round_number,
+                           "reason": f"round {round_number}: PBE buys more per CPU-hour"}}
+
+
+def build_synthetic_campaign(campaign_dir: str | Path) -> Path:
+    """Write the campaign into ``campaign_dir`` (created) and return it."""
+    campaign_dir = Path(campaign_dir)
+    structures = candidate_structures()
+    config = CampaignConfig(budget_total=100.0, unit_cpu_hours=1.0, backend="standin", batch_size=4,
+                            candidates=["synthetic"], screener_version="test")
+    elements = _elements()
+    references = {f: make_reference_entries(elements, {el: _REF_E[f][el] * len(s) for el, s in elements.items()},
+                                            f, backend="standin", label="stand-in elemental reference (CHGNet)")
+                  for f in ("pbe", "scan")}
+    campaign_dir.mkdir(parents=True, exist_ok=True)
+    (campaign_dir / "references.json").write_text(json.dumps({f: [e.as_dict() for e in es]
+                                                              for f, es in references.items()}))
+    hulls = CampaignHulls(references)
+    ids = list(structures)
+    plan = {1: [("Li2O-afl", "pbe"), ("LiO2-hyp", "pbe"), ("NaCl-rs", "pbe"), ("Na3Cl-hyp", "pbe"),
+                ("Li/O odd:id", "pbe")],
+            2: [("Li2O-afl", "scan"), ("NaCl-rs", "scan"), ("Na3Cl-hyp", "scan"), ("Li/O odd:id", "scan")]}
+    failing = {("Na3Cl-hyp", "scan")}
+    with Ledger.in_dir(campaign_dir, create=True) as ledger:
+        ledger.add_candidates([{"structure_id": sid, "formula": s.composition.reduced_formula,
+                                "chemsys": s.composition.chemical_system, "n_sites": len(s),
+                                "role": "candidate", "structure_json": json.dumps(s.as_dict())}
+                               for sid, s in structures.items()])
+        ledger.set_meta("budget_unit", config.budget_unit)
+        ledger.set_meta("budget_total", config.budget_total)
+        ledger.set_meta("config", config.model_dump(mode="json"))
+        n_done = {"pbe": 0, "scan": 0}
+        for number, items in plan.items():
+            ledger.start_round(number)
+            ledger.record_predictions(number, _predictions(ids, 0.03 / number))
+            jobs, decisions = [], []
+            for sid, fidelity in items:
+                cost = 0.4 * len(structures[sid]) * (5.0 if fidelity == "scan" else 1.0)
+                jobs.append({"uuid": str(uuidlib.uuid4()), "structure_id": sid, "fidelity": fidelity,
+                             "estimated_cost": cost, "estimated_cpu_hours": cost, "flow_json": "{}"})
+                decisions.append({"structure_id": sid, "fidelity": fidelity, "estimated_cost": cost,
+                                  "reason": f"scaling law: {fidelity.upper()}",
+                                  "numbers": {"score": 0.5, "for_candidate": sid, "kind": "candidate"}})
+            n_scan = sum(1 for _, f in items if f == "scan")
+            accepted = ledger.commit_plan(number, decisions=decisions, jobs=jobs,
+                                          numbers=_numbers(number, n_scan, len(items) - n_scan))
+            ledger.mark_submitted(accepted)
+            for job in jobs:
+                sid, fidelity = job["structure_id"], job["fidelity"]
+                result = _result(sid, structures[sid], fidelity, success=(sid, fidelity) not in failing)
+                ledger.finish_job(job["uuid"], success=result.success, result_json=result.model_dump_json(),
+                                  actual_cost=result.cost_cpu_hours, actual_cpu_hours=result.cost_cpu_hours,
+                                  failure_reason=result.failure_reason)
+                if result.entry:
+                    hulls.add_result(fidelity, result.entry)
+            ledger.set_round_state(number, "collected")
+            for fidelity in ("pbe", "scan"):
+                snap = hulls.snapshot(fidelity)
+                ledger.record_hull(number, fidelity, n_entries=snap["n_entries"], n_stable=snap["n_stable"],
+                                   hull_json=json.dumps({"stable_ids": snap["stable_ids"], "hull": snap["json"]}))
+            for fidelity in ("pbe", "scan"):
+                if any(f == fidelity for _, f in items):
+                    ledger.add_learning_curve_point(round_number=number, fidelity=fidelity, n_scan=n_done["scan"],
+                                                    n_pbe=n_done["pbe"] + 20, mae_ev_per_atom=0.12 / number,
+                                                    source="prospective")
+            for _, f in items:
+                n_done[f] += 1
+            ledger.record_model(version=f"scan-r{number}", round_number=number, fidelity="scan",
+                                path=str(campaign_dir / "models" / f"round_{number:03d}" / "scan"),
+                                parent=None, n_train=n_done["scan"], metrics={"val_mae_ev_per_atom": 0.1 / number})
+            ledger.set_round_state(number, "finished", info={f"mae_pbe_ev_per_atom": 0.12 / number})
+        ledger.start_round(3)
+        ledger.set_round_state(3, "empty")
+    return campaign_dir

@@ -1,0 +1,72 @@
+"""Tests of screener/report/data.py: what the report reads from a ledger, without changing it."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from screener.errors import InvalidInputError
+from screener.report.data import job_timestamps, load_report_data, slugify
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_reading_leaves_the_ledger_unchanged(synthetic_campaign):
+    ledger = synthetic_campaign / "ledger.sqlite"
+    before = _sha(ledger)
+    load_report_data(synthetic_campaign)
+    job_timestamps(ledger)
+    assert _sha(ledger) == before
+
+
+def test_selected_candidates_and_computed_hull_energies(synthetic_campaign):
+    data = load_report_data(synthetic_campaign)
+    by_id = {c.structure_id: c for c in data.candidates}
+    assert set(by_id) == {"Li2O-afl", "LiO2-hyp", "NaCl-rs", "Na3Cl-hyp", "Li/O odd:id"}  # never-picked has no job
+    assert data.n_candidates == 6
+    # hull phases sit at 0; the invented energies put LiO2 above the Li2O-O2 tie line at PBE
+    for sid in ("Li2O-afl", "NaCl-rs"):
+        assert by_id[sid].computed_e_hull_ev_per_atom == {"pbe": pytest.approx(0.0, abs=1e-9),
+                                                         "scan": pytest.approx(0.0, abs=1e-9)}
+        assert by_id[sid].stable == {"pbe": True, "scan": True}
+    assert by_id["LiO2-hyp"].computed_e_hull_ev_per_atom["pbe"] > 0.05
+    assert by_id["LiO2-hyp"].computed_e_hull_ev_per_atom["scan"] is None  # never computed at SCAN
+    assert by_id["Li2O-afl"].computed_e_form_ev_per_atom["scan"] == pytest.approx(-2.10, abs=1e-6)
+    failed = by_id["Na3Cl-hyp"]
+    assert [j.state for j in failed.jobs if j.fidelity == "scan"] == ["failed"]
+    assert failed.computed_e_hull_ev_per_atom["scan"] is None
+    assert data.stable_candidates("scan") == ["Li2O-afl", "NaCl-rs"]
+
+
+def test_budget_rounds_policy_numbers_and_predictions(synthetic_campaign):
+    data = load_report_data(synthetic_campaign)
+    assert data.budget.spent == pytest.approx(sum(j.charge for j in data.jobs if j.finished))
+    assert [r.round for r in data.rounds] == [1, 2, 3] and data.finished
+    assert data.rounds[0].policy_numbers["scaling_law"]["source"] == "prior"
+    assert len(data.rounds[1].decisions) == 4 and all(d["accepted"] for d in data.rounds[1].decisions)
+    cand = next(c for c in data.candidates if c.structure_id == "NaCl-rs")
+    assert cand.predicted_at_selection["pbe"]["round"] == 1
+    assert cand.predicted_at_selection["scan"]["round"] == 2 and cand.predicted["scan"]["round"] == 2
+    assert all(j.created_at is not None for j in data.jobs)
+    assert data.backends() == {"standin": [
+        "stand-in: CHGNet 0.3.0 (ML potential trained on MPtrj PBE/PBE+U), not DFT",
+        "stand-in: CHGNet r2scan (ML potential fine-tuned on MP r2SCAN), not DFT"]}
+    assert data.hull("scan").fidelity == "scan"
+    best, note = cand.best_structure()
+    assert "SCAN" in note and best.volume == pytest.approx(cand.structure.volume * 1.02)
+
+
+def test_slugify_is_safe_and_unique():
+    taken: set[str] = set()
+    assert slugify("Li/O odd:id", taken) == "Li_O_odd_id"
+    assert slugify("Li O odd id", taken) == "Li_O_odd_id_2"
+    assert slugify("../..", taken) == "structure"
+    assert slugify("mp-149", taken) == "mp-149"
+
+
+def test_not_a_campaign(tmp_path):
+    with pytest.raises(InvalidInputError, match="not a screener campaign"):
+        load_report_data(tmp_path)

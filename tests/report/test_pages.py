@@ -1,0 +1,42 @@
+"""Tests of screener/report/pages.py: markdown helpers and pages built from the synthetic campaign."""
+
+from __future__ import annotations
+
+from screener.report.data import load_report_data
+from screener.report.pages import candidates_page, honesty_note, overview_page, strip_external_links
+
+
+def test_strip_external_links():
+    text = "See [the paper](https://doi.org/10.1039/x) and https://example.org/a, [local](methods.md)."
+    out = strip_external_links(text)
+    assert "http" not in out and "the paper" in out and "example.org/a" in out and "[local](methods.md)" in out
+
+
+def test_honesty_note_only_for_non_dft():
+    assert honesty_note({"vasp": ["VASP r2SCAN static"]}) == ""
+    note = honesty_note({"vasp": ["x"], "replay": ["replay: SCAN energy read from a.json, not computed"]})
+    assert "Not DFT" in note and "not computed" in note and "`vasp`" not in note
+
+
+def test_overview_and_table_from_ledger(synthetic_campaign):
+    data = load_report_data(synthetic_campaign)
+    page = overview_page(data, {"spend": "figures/spend.png"}, title="T")
+    assert "![Budget spent by fidelity](figures/spend.png)" in page
+    assert "## Discoveries vs spend" not in page  # only the figures given are embedded
+    assert "Round 2: 4 planned, 4 bought" in page and "PBE buys more per CPU-hour" in page
+    table = candidates_page(data)
+    assert table.count("<tr>") == 1 + len(data.candidates)
+    assert 'href="candidates/Li_O_odd_id.html"' in table and "Li/O odd:id" in table
+
+
+def test_model_cards_are_nested_and_delinked(synthetic_campaign):
+    from screener.report.pages import methods_page
+
+    data = load_report_data(synthetic_campaign)
+    card = "# Model card: CGAT ensemble\n\n## Data\n\nSee [MP](https://materialsproject.org).\n"
+    page = methods_page(data, model_cards={"initial ensemble": card}, versions={"python": "3.11"},
+                        provenance={"seed": "0"})
+    assert "### Model card of the initial ensemble: CGAT ensemble" in page
+    assert "#### Data" in page and page.count("\n## Data") == 1  # the card's section sits below ours
+    assert "See MP." in page and "https://" not in page
+    assert "`scan-r2`" in page and "| python (report build) | `3.11` |" in page
