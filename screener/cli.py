@@ -24,12 +24,21 @@ app = typer.Typer(
 _STATE = {"debug": False}
 
 
+# Commands that run the network on the CPU: they get the glibc allocator tuned for CGAT's large reused activations.
+_MODEL_COMMANDS = {"train", "predict", "demo", "run", "world"}
+
+
 @app.callback()
 def _main_options(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
     _STATE["debug"] = debug
+    if ctx.invoked_subcommand in _MODEL_COMMANDS:
+        from screener.cgat.perf import configure_cpu_allocator
+
+        configure_cpu_allocator()
     from rich.logging import RichHandler
 
     logging.basicConfig(
