@@ -13,6 +13,7 @@ import math
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -193,6 +194,7 @@ def build_graphs(
 
     context = multiprocessing.get_context(mp_context) if mp_context else None
     logger.debug("building %d graphs with %d workers, chunks of %d", n_tasks, n_workers, chunk_size)
+    unfinished: list[range] = []
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
         pending: dict[Future[list[_Outcome]], range] = {
             pool.submit(_build_chunk, [tasks[t] for t in chunk], n_neighbors, cache_str): chunk for chunk in chunks
@@ -201,9 +203,22 @@ def build_graphs(
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    consume(pending.pop(future), future.result())
+                    chunk = pending.pop(future)
+                    try:
+                        outcomes = future.result()
+                    except BrokenProcessPool:
+                        unfinished.append(chunk)
+                        continue
+                    consume(chunk, outcomes)
         except BaseException:
             for future in pending:
                 future.cancel()
             raise
+    if unfinished:
+        # A worker died (seen once when forking from a parent that had loaded torch models): no graph is lost, the
+        # chunks it took down are built here instead.
+        logger.warning("a graph-building worker died; building the %d unfinished chunk(s) in this process",
+                       len(unfinished))
+        for chunk in sorted(unfinished, key=lambda c: c.start):
+            consume(chunk, _build_chunk([tasks[t] for t in chunk], n_neighbors, cache_str))
     return results

@@ -101,3 +101,23 @@ def test_argument_checks(structures):
     with pytest.raises(ValueError, match="n_jobs"):
         build_graphs(structures[:2], n_jobs=0)
     assert build_graphs([]) == []
+
+
+def test_dead_worker_loses_no_graph(structures, monkeypatch):
+    """A worker that dies (BrokenProcessPool) does not lose its chunk: the parent builds it."""
+    import os
+
+    monkeypatch.setattr(parallel_module, "SERIAL_THRESHOLD", 0)
+    parent = os.getpid()
+    real_graph_from_arrays = parallel_module.graph_from_arrays
+
+    def dying_in_workers(*args, **kwargs):  # forked workers inherit the patched module global
+        if os.getpid() != parent:
+            os._exit(1)
+        return real_graph_from_arrays(*args, **kwargs)
+
+    monkeypatch.setattr(parallel_module, "graph_from_arrays", dying_in_workers)
+    ids = [f"s{i}" for i in range(len(structures))]
+    graphs = build_graphs(structures, n_jobs=2, structure_ids=ids, chunk_size=3, mp_context="fork")
+    expected = [build_graph(s, structure_id=i) for s, i in zip(structures, ids)]
+    assert all(same(g, e) for g, e in zip(graphs, expected, strict=True))
