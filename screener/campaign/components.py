@@ -38,7 +38,8 @@ class PolicyPlanner:
     def __init__(self, policy: Any, config: CampaignConfig) -> None:
         self.config = config
         self.policy = policy.model_copy(
-            update={"batch_size": config.batch_size, "max_calculations_per_round": config.batch_size})
+            update={"batch_size": config.batch_size, "max_calculations_per_round": config.batch_size,
+                    "seed": config.seed})
 
     @property
     def unit(self) -> float:

@@ -151,6 +151,8 @@ class _Round:
         pbe_mean = state.pbe_mean_ev_per_atom or state.scan_mean_ev_per_atom
         pbe_std = state.pbe_std_ev_per_atom or state.scan_std_ev_per_atom
         self.score_pbe = acquisition_scores(pbe_mean, pbe_std, acq.kind, **kw)
+        self.mean_scan = np.nan_to_num(np.asarray(state.scan_mean_ev_per_atom, dtype=float), nan=np.inf)
+        self.mean_pbe = np.nan_to_num(np.asarray(pbe_mean, dtype=float), nan=np.inf)
         self.p_stable = probability_stable(state.scan_mean_ev_per_atom, state.scan_std_ev_per_atom,
                                            acq.threshold_ev_per_atom, std_floor_ev_per_atom=acq.std_floor_ev_per_atom)
         scan_done, pbe_done = set(state.scan_done), set(state.pbe_done)
@@ -182,8 +184,11 @@ class _Round:
         return max(self.budget - self.spent, 0.0)
 
     def order(self, scores: np.ndarray, mask: np.ndarray) -> list[int]:
+        """Open candidates by descending score; equal scores (e.g. P(stable) saturating at 1 while the hull holds
+        only elemental references) by ascending predicted E_hull of that fidelity, then by index."""
         idx = np.flatnonzero(mask & ~self.planned)
-        return [int(i) for i in idx[np.argsort(-scores[idx], kind="stable")]]
+        mean = self.mean_pbe if scores is self.score_pbe else self.mean_scan
+        return [int(i) for i in idx[np.lexsort((idx, mean[idx], -scores[idx]))]]
 
     def add_scan(self, order: list[int], budget: float, reason: str) -> float:
         """Plan SCAN calculations (with competing phases) in the given order within ``budget``; returns the spend."""

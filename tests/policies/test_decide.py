@@ -181,3 +181,21 @@ def test_empty_candidates_and_zero_budget_give_empty_plans():
     for name in ("scaling-law", "random", "scan-only", "pbe-then-scan"):
         assert decide(name, _state(n=0)).items == []
         assert decide(name, _state(budget_cpu_hours=0.0)).items == []
+
+
+def test_equal_scores_are_broken_by_lower_predicted_e_hull():
+    """P(stable) saturates at 1 for very negative predictions: the most negative must still come first."""
+    from screener.policies import decide, load_policy
+
+    policy = load_policy("scan-only").model_copy(update={"batch_size": 1, "max_calculations_per_round": 1})
+    state = {
+        "candidate_ids": ["a", "b", "c"],
+        "chemsys": ["Li-O", "Fe-O", "Na-Cl"],
+        "scan_mean_ev_per_atom": [-1.0, -3.0, -2.0],
+        "scan_std_ev_per_atom": [0.01, 0.01, 0.01],
+        "cost_pbe_cpu_hours": [1.0, 1.0, 1.0],
+        "cost_scan_cpu_hours": [5.0, 5.0, 5.0],
+        "budget_cpu_hours": 5.0,
+    }
+    plan = decide(policy, state)
+    assert [item.job_id for item in plan.items] == ["b"]
