@@ -448,7 +448,7 @@ def world_build(
     from screener.world.build import build_world
 
     command = _command_line(
-        "world build", ("--out", out), ("--size", size), ("--seed", seed), ("--elements", elements),
+        "world", ("build", True), ("--out", out), ("--size", size), ("--seed", seed), ("--elements", elements),
         ("--real-fraction", real_fraction if real_fraction != 0.3 else None),
         ("--relax-steps", relax_steps or None), ("--overwrite", overwrite),
     )

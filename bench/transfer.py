@@ -1,0 +1,156 @@
+"""Table 1 analogue (Hoffmann et al., Digital Discovery 2023): PBE -> SCAN transfer learning on a simulated world.
+
+For SCAN-level E_hull and E_form on one fixed SCAN test set, compare
+
+- ``none``: a CGAT ensemble trained on the SCAN training set only;
+- ``head``: a PBE-pretrained ensemble whose output network alone is retrained on the SCAN set;
+- ``full``: a PBE-pretrained ensemble fine-tuned entirely on the SCAN set;
+
+and report test MAEs and their change relative to ``none`` (paper: full 27-35 % better, head 8-16 %). Two reference
+numbers come with them: the PBE ensemble's own prediction of the SCAN label (no SCAN data at all) and the MAE of the
+PBE *label* as a guess of the SCAN label (how far apart the two functionals are in this world).
+
+Splits (seeded): ``test`` = a fixed share of the structures (SCAN labels); ``scan train`` = a share of the rest;
+``pbe train`` = every non-test structure (the SCAN structures are a subset of the PBE ones, as in the paper).
+
+Examples
+--------
+    .venv/bin/python bench/transfer.py --quick                       # CPU, a few minutes, small preset
+    python bench/transfer.py --size 20000 --preset paper --members 5 --device cuda   # GPU run (bench/README.md)
+
+Prints progress to stderr and ONE JSON object on the last line of stdout; writes it to --output too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+PAPER = {
+    "e_hull": {"full_rel_change_pct": [27, 35], "head_rel_change_pct": [8, 16]},
+    "e_form": {"full_rel_change_pct": [27, 35], "head_rel_change_pct": [8, 16]},
+    "source": "Hoffmann et al., Digital Discovery 2023, Table 1 (range over the SCAN properties)",
+}
+QUICK = dict(size=800, preset="small", members=1, epochs_pbe=40, epochs_scan=40, epochs_transfer=40)
+FULL = dict(size=20000, preset="paper", members=5, epochs_pbe=390, epochs_scan=390, epochs_transfer=210)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="CPU preset: small world, small model, few epochs.")
+    p.add_argument("--world", type=Path, help="Existing world folder (default: build one in --work-dir).")
+    p.add_argument("--size", type=int, help="Structures of the world to build.")
+    p.add_argument("--seed", type=int, default=0, help="Seed of the world and of the splits.")
+    p.add_argument("--work-dir", type=Path, default=Path("/tmp/screener-bench"), help="Worlds and checkpoints.")
+    p.add_argument("--preset", choices=["small", "paper"], help="CGAT preset.")
+    p.add_argument("--members", type=int, help="Ensemble members.")
+    p.add_argument("--epochs-pbe", type=int, help="Epochs of PBE pre-training.")
+    p.add_argument("--epochs-scan", type=int, help="Epochs of SCAN training from scratch.")
+    p.add_argument("--epochs-transfer", type=int, help="Epochs of SCAN fine-tuning (head and full).")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="Share of structures in the SCAN test set.")
+    p.add_argument("--scan-fraction", type=float, default=0.3, help="Share of structures with SCAN training labels.")
+    p.add_argument("--properties", default="e_above_hull,e_form", help="Labels to learn (entry.data keys).")
+    p.add_argument("--device", default="auto", help="Torch device for training (auto, cpu, cuda).")
+    p.add_argument("--n-jobs", type=int, default=None, help="Processes for graphs (default: all cores).")
+    p.add_argument("--threads", type=int, default=1,
+                   help="Torch CPU threads for training (default 1: on a shared 2-core CPU, 2 threads were ~6x slower).")
+    p.add_argument("--output", type=Path, help="JSON result (default bench/results/transfer[_quick].json).")
+    args = p.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.output is None:
+        args.output = Path(__file__).parent / "results" / ("transfer_quick.json" if args.quick else "transfer.json")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from screener.cgat import CGATEnsemble
+    from screener.world.experiments import (
+        PROPERTIES, bench_environment, ensure_world, load_world_data, split_indices, train_and_test,
+    )
+
+    t_start = time.perf_counter()
+    world_dir, world_build_s = ensure_world(args.world, args.work_dir, args.size, args.seed, args.n_jobs)
+    data = load_world_data(world_dir, n_jobs=args.n_jobs)
+    n = len(data)
+    test_idx, scan_idx = split_indices(n, [args.test_fraction, args.scan_fraction], seed=args.seed)
+    pbe_idx = np.setdiff1d(np.arange(n), test_idx)
+    log(f"world {world_dir}: {n} structures; test {len(test_idx)}, SCAN train {len(scan_idx)}, PBE train {len(pbe_idx)}")
+    run_dir = args.work_dir / f"transfer_{world_dir.name}_{args.preset}_m{args.members}"
+    common = dict(preset=args.preset, n_members=args.members, seed=args.seed, device=args.device)
+    results: dict[str, dict] = {}
+    for key in [k.strip() for k in args.properties.split(",") if k.strip()]:
+        name = PROPERTIES[key]
+        log(f"[{name}] PBE pre-training on {len(pbe_idx)} structures")
+        pbe = train_and_test(data, "pbe", key, pbe_idx, test_idx, directory=run_dir / f"{name}_pbe",
+                             epochs=args.epochs_pbe, **common)
+        y_scan = data.labels[("scan", key)]
+        pbe_model = CGATEnsemble.load(run_dir / f"{name}_pbe")
+        zero_shot = pbe_model.predict([data.graphs[i] for i in test_idx]).mean
+        log(f"[{name}] SCAN from scratch on {len(scan_idx)}")
+        none = train_and_test(data, "scan", key, scan_idx, test_idx, directory=run_dir / f"{name}_none",
+                              epochs=args.epochs_scan, **common)
+        runs = {"none": none}
+        for mode in ("head", "full"):
+            log(f"[{name}] {mode} transfer on {len(scan_idx)}")
+            runs[mode] = train_and_test(data, "scan", key, scan_idx, test_idx, directory=run_dir / f"{name}_{mode}",
+                                        epochs=args.epochs_transfer, init=run_dir / f"{name}_pbe", transfer=mode,
+                                        **common)
+        mae = {m: r["test_mae_ev_per_atom"] for m, r in runs.items()}
+        results[name] = {
+            "test_mae_ev_per_atom": mae,
+            "rel_change_vs_none_pct": {m: round(100 * (mae["none"] - mae[m]) / mae["none"], 2) for m in ("head", "full")},
+            "pbe_model_on_scan_test_mae_ev_per_atom": float(np.mean(np.abs(zero_shot - y_scan[test_idx]))),
+            "pbe_label_as_scan_guess_mae_ev_per_atom": float(
+                np.mean(np.abs(data.labels[("pbe", key)][test_idx] - y_scan[test_idx]))
+            ),
+            "pbe_model_on_pbe_test_mae_ev_per_atom": pbe["test_mae_ev_per_atom"],
+            "scan_test_label_std_ev_per_atom": float(np.std(y_scan[test_idx])),
+            "member_test_mae": {m: r["member_test_mae"] for m, r in runs.items()},
+            "train_wall_s": {"pbe": pbe["wall_s"], **{m: r["wall_s"] for m, r in runs.items()}},
+        }
+        log(f"[{name}] test MAE none {mae['none']:.4f}, head {mae['head']:.4f}, full {mae['full']:.4f} eV/atom")
+
+    out = {
+        "benchmark": "transfer",
+        "mode": "quick (CPU, small preset, toy world)" if args.quick else "full",
+        "command": "python bench/transfer.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        **bench_environment(args.device),
+        "world": {"dir": str(world_dir), "n_structures": n, "seed": args.seed,
+                  "build_s": world_build_s, "statistics": data.manifest.statistics["pbe_vs_scan"]},
+        "settings": {"torch_threads": args.threads, "preset": args.preset, "members": args.members, "epochs_pbe": args.epochs_pbe,
+                     "epochs_scan": args.epochs_scan, "epochs_transfer": args.epochs_transfer,
+                     "n_test": int(len(test_idx)), "n_scan_train": int(len(scan_idx)), "n_pbe_train": int(len(pbe_idx)),
+                     "split_seed": args.seed},
+        "results": results,
+        "paper": PAPER,
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""bench/campaign.py: the scoring against the world's ground truth, and a tiny end-to-end run of the script."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "campaign.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_campaign", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_campaign"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(scan, pbe=(), claims=(), rounds=None):
+    return {"done": {"scan": list(scan), "pbe": list(pbe)}, "status": {"stable_found": list(claims),
+            "budget_spent": 9.0, "budget_left": 1.0}, "summary": {"rounds_run": 2}, "n_failed": 0, "wall_s": 1.0,
+            "scan_round": rounds or {s: 1 for s in scan}}
+
+
+def test_score_counts_only_scan_confirmed_truly_stable(bench):
+    truth = {"a": True, "b": False, "c": True, "d": False, "e": True}
+    run = _run(scan=["a", "b", "competing-x"], pbe=["c", "d"], claims=["a", "b"], rounds={"a": 2, "b": 1})
+    s = bench.score(run, truth, prevalence=0.6)
+    assert s["selected"] == 2  # ids outside the pool (not in truth) are not candidates
+    assert s["found"] == 1  # "c" is truly stable but only PBE-computed: not found
+    assert s["precision"] == pytest.approx(0.5)
+    assert s["daf"] == pytest.approx(0.5 / 0.6)
+    assert s["pbe_screened_truly_stable"] == 1
+    assert (s["campaign_claims_stable"], s["campaign_claims_truly_stable"]) == (2, 1)
+    assert s["found_by_round"] == {"1": 0, "2": 1}
+
+
+def test_score_without_scan_has_no_precision(bench):
+    s = bench.score(_run(scan=[]), {"a": True}, prevalence=1.0)
+    assert s["found"] == 0 and math.isnan(s["precision"]) and math.isnan(s["daf"])
+
+
+def test_oracle_confirms_stable_cheapest_first(bench):
+    truth = {"a": True, "b": True, "c": False, "d": True}
+    cost = {"a": 5.0, "b": 2.0, "c": 1.0, "d": 4.0}
+    assert bench.oracle(list(truth), truth, cost, budget=7.5) == {"max_found": 2, "max_scan_calculations": 3}
+    assert bench.oracle(list(truth), truth, cost, budget=1.5) == {"max_found": 0, "max_scan_calculations": 1}
+
+
+def test_policy_file_takes_the_seed_and_an_acquisition(bench, tmp_path):
+    from screener.policies import load_policy
+
+    policy = load_policy(bench.policy_file("scan-only+lcb", 3, tmp_path))
+    assert policy.seed == 3 and policy.acquisition.kind == "lcb" and policy.kind == "scan-only"
+    assert load_policy(bench.policy_file("random", 5, tmp_path)).seed == 5
+
+
+@pytest.mark.slow
+def test_tiny_run_prints_one_json_object(bench, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    result = bench.main([
+        "--quick", "--size", "24", "--pretrain-epochs", "2", "--members", "2", "--budget", "12", "--batch", "3",
+        "--fine-tune-epochs", "1", "--seeds", "0", "--policies", "random,scan-only", "--work-dir", str(tmp_path),
+        "--output", str(out),
+    ])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == json.loads(out.read_text()) == json.loads(json.dumps(result))
+    pool = result["pool"]
+    assert pool["n_candidates"] + pool["n_known_pbe"] == result["world"]["n_structures"]
+    assert pool["prevalence"] == pytest.approx(pool["n_truly_stable"] / pool["n_candidates"], abs=1e-4)
+    assert set(result["runs"]) == {"random", "scan-only"}
+    for policy, by_seed in result["runs"].items():
+        run = by_seed["0"]
+        assert 0 < run["budget_spent"] <= 12 + 1e-9, policy
+        assert run["selected"] == run["n_scan"] > 0, policy
+        assert 0 <= run["found"] <= min(run["selected"], pool["n_truly_stable"]), policy
+        assert run["found"] <= result["oracle"]["max_found"], policy
+    assert result["summary"]["random"]["found_vs_random"]["mean"] in (1.0, None)
