@@ -35,16 +35,11 @@ import time
 import warnings
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _hardware import cpu_model as _cpu_model  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = REPO / "tests" / "data" / "mp_20_subset" / "test.csv"
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - best effort
-        return platform.processor() or "unknown"
 
 
 def _cpu_seconds() -> float:

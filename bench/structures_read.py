@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _hardware import cpu_model as _cpu_model  # noqa: E402
+
 DEFAULT_FILES = [
     "alexandria_part_1.json.bz2",
     "aviary_examples_subset.json",
@@ -31,14 +34,6 @@ DEFAULT_FILES = [
     "perov_5_val_first6.csv",
     "vasp",
 ]
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - best effort
-        return platform.processor() or "unknown"
 
 
 def _best_of(repeat: int, fn):

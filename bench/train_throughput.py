@@ -24,6 +24,10 @@ import sys
 import time
 
 import numpy as np
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _hardware import cpu_model  # noqa: E402
 
 #: Reference CGAT implementation, measured on the same 2-core CPU (issue anchors).
 REFERENCE = {
@@ -177,17 +181,6 @@ def count_flops(preset: str, changes: dict, n_atoms: int = 10) -> dict:
         f"forward_gflop_per_{n_atoms}_atom_crystal": round(fwd.get_total_flops() / 1e9, 4),
         f"forward_backward_gflop_per_{n_atoms}_atom_crystal": round(both.get_total_flops() / 1e9, 4),
     }
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> dict:
