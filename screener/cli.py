@@ -24,6 +24,21 @@ app = typer.Typer(
 _STATE = {"debug": False}
 
 
+def _stage_progress():
+    """Rich progress with one bar per stage; returns (progress, callback(stage, done, total))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    tasks: dict[str, int] = {}
+
+    def callback(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    return bars, callback
+
+
 # Commands that run the network on the CPU: they get the glibc allocator tuned for CGAT's large reused activations.
 _MODEL_COMMANDS = {"train", "predict", "demo", "run", "world"}
 
@@ -313,17 +328,9 @@ def run_command(
     executor_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the executor (repeatable).")] = None,
 ) -> None:
     """Run (or resume) an active-learning campaign until the budget is spent."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from screener.campaign.api import parse_options, run_campaign
 
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    tasks: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bars.add_task(stage, total=total)
-        bars.update(tasks[stage], completed=done, total=total)
+    bars, progress = _stage_progress()
 
     with bars:
         folder, summary = run_campaign(
@@ -388,18 +395,9 @@ def report_command(
     title: Annotated[Optional[str], typer.Option(help="Site title.")] = None,
 ) -> None:
     """Write the campaign report as an MkDocs site and build it (offline, strict)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from screener.report import build_report
 
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    tasks: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bars.add_task(stage, total=total)
-        bars.update(tasks[stage], completed=done, total=total)
-
+    bars, progress = _stage_progress()
     with bars:
         result = build_report(campaign_dir, output, build=build, title=title, progress=progress)
     typer.echo(f"report of {result.n_candidates} selected candidate(s) written to {result.project_dir}")
@@ -414,20 +412,6 @@ def report_command(
 world_app = typer.Typer(no_args_is_help=True, help="Simulated PBE/SCAN worlds labelled by the stand-in calculators.")
 app.add_typer(world_app, name="world")
 
-
-def _stage_progress():
-    """Rich progress with one bar per stage; returns (progress, callback(stage, done, total))."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    tasks: dict[str, int] = {}
-
-    def callback(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bars.add_task(stage, total=total)
-        bars.update(tasks[stage], completed=done, total=total)
-
-    return bars, callback
 
 
 @world_app.command("build")
