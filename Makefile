@@ -22,10 +22,11 @@ install: $(STAMP)
 # The main job on the embedded defaults: an offline campaign (stand-in calculators, local executor, shipped model and
 # candidates) and its report. Re-running resumes the same campaign folder, so nothing is recomputed.
 DEMO_DIR ?= demo-campaign
-DEMO_BUDGET ?= 20
+DEMO_BUDGET ?= 100
+DEMO_BATCH ?= 8
 
 demo: $(STAMP)
-	$(VENV)/bin/screener run --budget $(DEMO_BUDGET) --campaign $(DEMO_DIR)
+	$(VENV)/bin/screener run --budget $(DEMO_BUDGET) --batch $(DEMO_BATCH) --campaign $(DEMO_DIR)
 	$(VENV)/bin/screener status $(DEMO_DIR)
 	$(VENV)/bin/screener report $(DEMO_DIR)
 	@echo "report: $(DEMO_DIR)/report/site/index.html"
