@@ -72,7 +72,7 @@ class LocalExecutor:
     ) -> None:
         from screener.execution.stores import make_job_store
 
-        self.campaign_dir = Path(campaign_dir)
+        self.campaign_dir = Path(campaign_dir).resolve()  # jobs chdir into their run folders
         self.campaign_dir.mkdir(parents=True, exist_ok=True)
         self.queue_dir = self.campaign_dir / "queue"
         self.queue_dir.mkdir(exist_ok=True)

@@ -78,7 +78,8 @@ def make_job_store(kind: Literal["local", "mongo"] = "local", path_or_uri: str |
     from jobflow import JobStore
 
     if kind == "local":
-        folder = Path(path_or_uri) / STORE_DIRNAME
+        # Absolute: jobflow runs each job inside its own folder (chdir), where a relative path would break.
+        folder = Path(path_or_uri).resolve() / STORE_DIRNAME
         folder.mkdir(parents=True, exist_ok=True)
         docs = AtomicJSONStore(str(folder / "outputs.json"), read_only=False, key="uuid")
         data = AtomicJSONStore(str(folder / "data.json"), read_only=False, key="blob_uuid")
