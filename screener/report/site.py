@@ -269,7 +269,7 @@ def run_mkdocs_build(project_dir: str | Path, *, timeout_s: float = 600.0) -> Pa
     ReportBuildError
         When MkDocs reports a warning or an error (strict mode), with its messages.
     """
-    project_dir = Path(project_dir)
+    project_dir = Path(project_dir).resolve()  # mkdocs runs with the project as its working folder
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "DISABLE_MKDOCS_2_WARNING": "true"}
     cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--clean", "-f", str(project_dir / "mkdocs.yml")]
     try:

@@ -146,3 +146,17 @@ def test_fresh_campaign_without_rounds_builds(tmp_path):
     assert result.n_candidates == 0 and (result.site_dir / "index.html").is_file()
     assert list((result.site_dir / "candidates").glob("*.html")) == []
     assert "No round has been planned yet" in (result.site_dir / "index.html").read_text()
+
+
+
+def test_relative_campaign_folder_builds(synthetic_campaign, tmp_path, monkeypatch):
+    """`screener report demo-campaign` from the folder that holds it (a relative path, as in make demo)."""
+    import shutil
+
+    from screener.report import build_report
+
+    shutil.copytree(synthetic_campaign, tmp_path / "rel" / "camp", ignore=shutil.ignore_patterns("report"))
+    monkeypatch.chdir(tmp_path / "rel")
+    result = build_report(Path("camp"))
+    assert result.site_dir is not None
+    assert (tmp_path / "rel" / "camp" / "report" / "site" / "index.html").is_file()
