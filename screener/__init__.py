@@ -5,8 +5,8 @@ Importing :mod:`screener` has no side effects and does not import torch; the pub
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from screener._lazy import lazy_getattr
+
 
 __version__ = "0.1.0"
 
@@ -56,7 +56,4 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'screener' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

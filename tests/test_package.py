@@ -24,3 +24,13 @@ def test_unknown_attribute_raises() -> None:
 
     with pytest.raises(AttributeError):
         screener.no_such_thing  # noqa: B018
+
+
+def test_every_subpackage_public_name_resolves() -> None:
+    import importlib
+
+    for package in ("structures", "graphs", "cgat", "calculators", "execution", "hull", "policies", "campaign",
+                    "report", "world"):
+        module = importlib.import_module(f"screener.{package}")
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"screener.{package}.{name}"

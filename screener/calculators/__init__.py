@@ -6,8 +6,8 @@ Names are resolved lazily so importing this package does not import atomate2 or 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from screener._lazy import lazy_getattr
+
 
 _LAZY = {
     "CalcResult": "screener.calculators.result",
@@ -27,7 +27,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'screener.calculators' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -5,9 +5,7 @@ Only the configuration is imported eagerly; the torch-based names below load on 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from screener._lazy import lazy_getattr
 from screener.cgat.config import PRESETS, CGATConfig, get_preset
 
 _LAZY = {
@@ -35,7 +33,4 @@ _LAZY = {
 __all__ = ["CGATConfig", "PRESETS", "get_preset", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'screener.cgat' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

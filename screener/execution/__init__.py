@@ -4,8 +4,8 @@ collect their :class:`~screener.calculators.CalcResult` outputs. Names resolve l
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from screener._lazy import lazy_getattr
+
 
 _LAZY = {
     "get_executor": "screener.execution.base",
@@ -18,7 +18,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'screener.execution' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -6,9 +6,7 @@ example in worker processes) does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from screener._lazy import lazy_getattr
 from screener.graphs.build import build_graph
 from screener.graphs.graph import CrystalGraph
 
@@ -22,7 +20,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'screener.graphs' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -6,8 +6,8 @@ GGA/GGA+U entries, and reports which competing phases a SCAN hull still needs. S
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from screener._lazy import lazy_getattr
+
 
 _LAZY = {
     "FidelityMismatchError": "screener.hull.corrections",
@@ -39,7 +39,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'screener.hull' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

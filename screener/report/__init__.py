@@ -8,8 +8,8 @@ computed E_hull, hull plot, jobs) and methods. See docs/report.md.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from screener._lazy import lazy_getattr
+
 
 _LAZY = {
     "build_report": "screener.report.site",
@@ -26,7 +26,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'screener.report' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -9,8 +9,8 @@ Names are resolved lazily so importing this package imports neither pymatgen nor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from screener._lazy import lazy_getattr
+
 
 _LAZY = {
     "build_world": "screener.world.build",
@@ -37,7 +37,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'screener.world' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
