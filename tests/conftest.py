@@ -27,3 +27,20 @@ def _torch_threads():
 def data_dir() -> Path:
     """Folder of the test data files (copied from shared/data with their licences)."""
     return DATA_DIR
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the ``screener`` entry point in-process: ``run_cli(argv) -> (exit code, stdout, stderr)``."""
+    from screener.cli import main
+
+    def run(argv) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in argv])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

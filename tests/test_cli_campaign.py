@@ -8,20 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from screener.cli import main
-
 sys.path.insert(0, str(Path(__file__).parent / "campaign"))
 from campaign_fakes import count_performed, fake_factory, make_structures  # noqa: E402
-
-
-def _cli(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize(
@@ -40,24 +28,24 @@ def _cli(args: list[str], capsys) -> tuple[int, str, str]:
         (["run", "--budget", "5", "--references", "nope.json"], "references 'nope.json'"),
     ],
 )
-def test_bad_inputs_one_line_errors(args, message, capsys, tmp_path, monkeypatch):
+def test_bad_inputs_one_line_errors(args, message, run_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = _cli(args, capsys)
+    code, out, err = run_cli(args)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert not any(p.name.startswith("campaign-") for p in tmp_path.iterdir())  # nothing half-made left behind
 
 
-def test_not_a_campaign_folder(capsys, tmp_path):
+def test_not_a_campaign_folder(run_cli, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    code, _, err = _cli(["status", tmp_path], capsys)
+    code, _, err = run_cli(["status", tmp_path])
     assert code == 2 and "is not a screener campaign" in err
-    code, _, err = _cli(["run", "--campaign", tmp_path, "--budget", "3"], capsys)
+    code, _, err = run_cli(["run", "--campaign", tmp_path, "--budget", "3"])
     assert code == 2 and "is not a screener campaign" in err and len(err.strip().splitlines()) == 1
 
 
-def test_run_resume_and_status_json(capsys, tmp_path, monkeypatch):
+def test_run_resume_and_status_json(run_cli, tmp_path, monkeypatch):
     import screener.campaign.api as api
     import screener.campaign.components as components
 
@@ -67,13 +55,13 @@ def test_run_resume_and_status_json(capsys, tmp_path, monkeypatch):
     cands = tmp_path / "cands.extxyz"
     cands.write_text("")  # exists; the fake reader ignores it
     camp = tmp_path / "camp"
-    code, out, err = _cli(["run", "--budget", "12", "--candidates", cands, "--campaign", camp, "--batch", "3",
-                           "--rounds", "1"], capsys)
+    code, out, err = run_cli(["run", "--budget", "12", "--candidates", cands, "--campaign", camp, "--batch", "3",
+                              "--rounds", "1"])
     assert code == 0, err
     assert "1 round(s) run" in out and f"screener run --campaign {camp}" in out
-    code, out, err = _cli(["run", "--campaign", camp], capsys)  # resume: config from the ledger
+    code, out, err = run_cli(["run", "--campaign", camp])  # resume: config from the ledger
     assert code == 0, err
-    code, out, err = _cli(["status", camp, "--json"], capsys)
+    code, out, err = run_cli(["status", camp, "--json"])
     assert code == 0, err
     status = json.loads(out.strip().splitlines()[-1])
     for key in ("budget_total", "budget_spent", "calculations", "stable_found", "rounds"):
@@ -86,5 +74,5 @@ def test_run_resume_and_status_json(capsys, tmp_path, monkeypatch):
     assert status["calculations"]["pbe"]["done"] >= 1
     assert [r["round"] for r in status["rounds"]][:2] == [1, 2]
     assert set(status["stable_found"]) <= set(make_structures(8))
-    code, out, err = _cli(["status", camp], capsys)  # the rich tables
+    code, out, err = run_cli(["status", camp])  # the rich tables
     assert code == 0 and "calculations" in out and "rounds" in out and "budget" in out

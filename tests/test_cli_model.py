@@ -16,16 +16,6 @@ from cgat_training_data import TARGET, write_subset  # noqa: E402
 from screener.cli import main  # noqa: E402
 
 
-def run(argv, capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture(scope="module")
 def ten(tmp_path_factory):
     return write_subset(tmp_path_factory.mktemp("data") / "ten.csv", 10)
@@ -59,9 +49,9 @@ def test_train_writes_ensemble_and_card(trained):
     assert info["command"] in card and "eV/atom" in card
 
 
-def test_predict_csv_columns_and_order(trained, ten, tmp_path, capsys):
+def test_predict_csv_columns_and_order(trained, ten, tmp_path, run_cli):
     out = tmp_path / "p" / "pred.csv"
-    code, stdout, err = run(["predict", "--model", trained, ten, "-o", out], capsys)
+    code, stdout, err = run_cli(["predict", "--model", trained, ten, "-o", out])
     assert code == 0, err
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
@@ -75,12 +65,11 @@ def test_predict_csv_columns_and_order(trained, ten, tmp_path, capsys):
     assert "predicted 10 structures" in stdout
 
 
-def test_predict_skip_invalid(trained, ten, tmp_path, capsys):
+def test_predict_skip_invalid(trained, ten, tmp_path, run_cli):
     bad = _overlapping_poscar(tmp_path / "POSCAR_bad")
-    code, _, err = run(["predict", "--model", trained, bad, ten, "-o", tmp_path / "p.csv"], capsys)
+    code, _, err = run_cli(["predict", "--model", trained, bad, ten, "-o", tmp_path / "p.csv"])
     assert code == 2 and err.count("\n") == 1 and "POSCAR_bad" in err
-    code, stdout, err = run(["predict", "--model", trained, bad, ten, "-o", tmp_path / "p.csv", "--skip-invalid"],
-                            capsys)
+    code, stdout, err = run_cli(["predict", "--model", trained, bad, ten, "-o", tmp_path / "p.csv", "--skip-invalid"])
     assert code == 0 and "(1 skipped)" in stdout
     with (tmp_path / "p.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 10
@@ -98,7 +87,7 @@ def test_predict_skip_invalid(trained, ten, tmp_path, capsys):
         (["--data", "{ten}", "--target", TARGET, "--preset", "huge"], "unknown preset"),
     ],
 )
-def test_train_errors_are_one_line(args, message, ten, trained, tmp_path, capsys):
+def test_train_errors_are_one_line(args, message, ten, trained, tmp_path, run_cli):
     import shutil
 
     (tmp_path / "empty").mkdir()
@@ -110,19 +99,19 @@ def test_train_errors_are_one_line(args, message, ten, trained, tmp_path, capsys
     fill = {"{missing}": tmp_path / "nope.cif", "{ten}": ten, "{empty}": tmp_path / "empty", "{broken}": broken}
     argv = ["train", *[fill.get(a, a) for a in args], "--preset" if "--preset" not in args else "--seed",
             "small" if "--preset" not in args else "0", "--epochs", "1", "--out", tmp_path / "out"]
-    code, _, err = run(argv, capsys)
+    code, _, err = run_cli(argv)
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
 
 
-def test_predict_bad_model_folder(tmp_path, ten, capsys):
-    code, _, err = run(["predict", "--model", tmp_path, ten, "-o", tmp_path / "p.csv"], capsys)
+def test_predict_bad_model_folder(tmp_path, ten, run_cli):
+    code, _, err = run_cli(["predict", "--model", tmp_path, ten, "-o", tmp_path / "p.csv"])
     assert code == 2 and err.count("\n") == 1 and "not a screener model" in err
 
 
-def test_demo_trains_and_predicts_unseen_structures(tmp_path, capsys):
-    code, stdout, err = run(["demo", "--out", tmp_path / "demo", "--epochs", "1", "--ensemble", "1"], capsys)
+def test_demo_trains_and_predicts_unseen_structures(tmp_path, run_cli):
+    code, stdout, err = run_cli(["demo", "--out", tmp_path / "demo", "--epochs", "1", "--ensemble", "1"])
     assert code == 0, err
     with (tmp_path / "demo" / "predictions.csv").open() as fh:
         rows = list(csv.DictReader(fh))

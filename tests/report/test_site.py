@@ -105,23 +105,13 @@ def test_output_folder_is_replaced_only_when_it_is_a_report(synthetic_campaign, 
     assert (previous / "docs" / "candidates" / "NaCl-rs.md").is_file() and result.site_dir is None
 
 
-def test_cli_report(synthetic_campaign, tmp_path, capsys):
-    from screener.cli import main
-
-    def run(argv):
-        try:
-            main([str(a) for a in argv])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code or 0
-        return code, capsys.readouterr()
-
-    code, out = run(["report", synthetic_campaign, "-o", tmp_path / "out", "--no-build"])
-    assert code == 0, out.err
+def test_cli_report(synthetic_campaign, tmp_path, run_cli):
+    code, stdout, err = run_cli(["report", synthetic_campaign, "-o", tmp_path / "out", "--no-build"])
+    assert code == 0, err
     assert (tmp_path / "out" / "mkdocs.yml").is_file() and not (tmp_path / "out" / "site").exists()
-    assert "5 selected candidate(s)" in out.out
-    code, out = run(["report", tmp_path / "nope"])
-    assert code == 2 and out.err.strip().startswith("error:") and len(out.err.strip().splitlines()) == 1
+    assert "5 selected candidate(s)" in stdout
+    code, stdout, err = run_cli(["report", tmp_path / "nope"])
+    assert code == 2 and err.strip().startswith("error:") and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (apt-get install chromium)")
