@@ -2,8 +2,9 @@
 
 A name such as ``scaling-law`` resolves to ``<dir>/scaling-law.yaml`` in, in order, the folders listed in the
 environment variable ``SCREENER_POLICY_PATH`` (``os.pathsep``-separated), ``./policies`` of the working directory and
-the ``policies/`` folder of the screener source tree. When none holds the file (an installed wheel, for instance),
-the four built-in presets fall back to their defaults in :data:`BUILTIN_POLICIES` (with the default prior).
+the installed presets (``screener/policies/presets``: in a checkout a link to the repository's ``policies/``, in a
+wheel a copy of it, so priors written there by ``bench/scaling.py --write-priors`` reach installed users). Should none
+hold the file, the four built-in presets fall back to :data:`BUILTIN_POLICIES` (with the default prior).
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ __all__ = [
     "load_policy",
     "list_policies",
     "policy_dirs",
+    "PRESETS_DIR",
     "save_policy",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: The shipped presets: a link to the repository's ``policies/`` (copied into wheels as package data).
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 PolicyKind = Literal["scaling-law", "random", "scan-only", "pbe-then-scan"]
 
@@ -133,7 +138,7 @@ def policy_dirs() -> list[Path]:
     """Folders searched for ``<name>.yaml``, in order."""
     dirs = [Path(p) for p in os.environ.get("SCREENER_POLICY_PATH", "").split(os.pathsep) if p]
     dirs.append(Path.cwd() / "policies")
-    dirs.append(Path(__file__).resolve().parents[2] / "policies")
+    dirs.append(PRESETS_DIR)
     seen: list[Path] = []
     for d in dirs:
         if d not in seen:

@@ -20,6 +20,7 @@ import logging
 import math
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -125,6 +126,16 @@ def _graph_chunk(items: list[tuple[int, Structure]]) -> list[tuple[int, Any, str
     return out
 
 
+def _graph_chunk_bytes(items: list[tuple[int, Structure]]) -> bytes:
+    """:func:`_graph_chunk` in a worker, pickled to plain bytes.
+
+    Returned as is, the graphs' tensors would cross the process boundary through torch's shared-memory reducer: one
+    open file descriptor per tensor for as long as the graph lives, which exhausts the descriptor limit ("Too many
+    open files") at about 20,000 structures. Plain pickle copies the data instead.
+    """
+    return pickle.dumps(_graph_chunk(items), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def _n_jobs(n_jobs: int | None) -> int:
     if n_jobs is None or n_jobs < 1:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -171,8 +182,8 @@ def chgnet_graphs(
     else:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method)) as pool:
-            for results in pool.map(_graph_chunk, chunks):
-                collect(results)
+            for blob in pool.map(_graph_chunk_bytes, chunks):
+                collect(pickle.loads(blob))  # noqa: S301 - bytes from our own worker process
     return graphs, failures
 
 

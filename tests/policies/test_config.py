@@ -76,3 +76,12 @@ def test_save_and_reload_round_trip(tmp_path):
     assert load_policy(path) == policy
     assert load_policy(policy) is policy
     assert PolicyConfig.model_validate_json(policy.model_dump_json()) == policy
+
+
+def test_installed_presets_are_the_repository_files():
+    """``screener/policies/presets`` links to ``policies/`` so that written priors reach wheel installs too."""
+    from screener.policies.config import PRESETS_DIR
+
+    shipped = {p.name: p.read_bytes() for p in PRESETS_DIR.glob("*.yaml")}
+    repo = {p.name: p.read_bytes() for p in REPO_POLICIES.glob("*.yaml")}
+    assert shipped == repo and len(repo) >= 4

@@ -37,6 +37,9 @@ def test_parallel_graphs_equal_serial_graphs(structures):
     parallel, _ = chgnet_graphs(many, n_jobs=2)
     for a, b in zip(serial, parallel):
         assert (a.atom_graph == b.atom_graph).all() and (a.bond_graph == b.bond_graph).all()
+        # graphs from workers are plain copies: torch's shared-memory transport keeps one file descriptor open per
+        # tensor, and a 20,000-structure world ran out of them ("Too many open files")
+        assert not any(t.is_shared() for t in (b.atom_frac_coord, b.atom_graph, b.bond_graph, b.lattice))
 
 
 def test_short_relaxation_lowers_the_energy_and_keeps_the_final_structure(structures):
