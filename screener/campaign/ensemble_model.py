@@ -7,7 +7,7 @@
   the PBE ensemble continues training from its current weights on the campaign's PBE formation energies; the SCAN
   ensemble continues from its current weights (the first time: from the just-updated PBE ensemble, i.e. the
   PBE -> SCAN transfer) on the SCAN formation energies. ``transfer="full"``.
-* The default initial model: ``models/<name>/`` of a checkout when one is there, else a small ensemble trained on
+* The default initial model: ``models/<DEFAULT_PBE_MODEL>/`` (shipped in the wheel too) when it is there, else a small ensemble trained on
   first use on the shipped MP-20 demo set and cached in ``$SCREENER_CACHE_DIR`` (default ``~/.cache/screener``).
 
 torch is imported only when a prediction or a fine-tune is needed.
@@ -26,26 +26,37 @@ from numpy.typing import NDArray
 
 from screener.campaign.protocols import ModelVersion
 
-__all__ = ["EnsembleModel", "default_model_dir", "MIN_POINTS_TO_FINE_TUNE"]
+__all__ = ["EnsembleModel", "DEFAULT_PBE_MODEL", "default_model_dir", "shipped_models_dir", "MIN_POINTS_TO_FINE_TUNE"]
 
 logger = logging.getLogger(__name__)
 
 MIN_POINTS_TO_FINE_TUNE = 2
 FINE_TUNE_LR = 1.25e-4  # the paper's learning rate; the small preset's 1e-3 forgets the pre-training in a few epochs
 _DEFAULT_MODEL_NAME = "pbe-formation-energy"
+#: Folder name (under ``models/``) of the shipped default PBE ensemble; its MODEL_CARD.md says what it is.
+DEFAULT_PBE_MODEL = "pbe-e-form-small-world6k"
 
 
 def _cache_root() -> Path:
     return Path(os.environ.get("SCREENER_CACHE_DIR", Path.home() / ".cache" / "screener"))
 
 
+def shipped_models_dir() -> Path:
+    """``models/`` of a checkout, or its copy inside an installed wheel."""
+    from screener.data import data_path
+
+    return Path(data_path("models"))
+
+
 def default_model_dir(*, progress: Any = None) -> Path:
-    """The shipped PBE ensemble, or a small one trained on the shipped demo set on first use (then cached)."""
-    shipped = Path(__file__).resolve().parents[2] / "models"
-    if shipped.is_dir():
-        for candidate in sorted(shipped.iterdir()):
-            if (candidate / "ensemble.json").is_file():
-                return candidate
+    """The shipped PBE ensemble, or a small one trained on the shipped demo set on first use (then cached).
+
+    The shipped one is ``models/<DEFAULT_PBE_MODEL>`` of the repository, which wheels carry as package data
+    (``screener/data/models`` links to ``models/``).
+    """
+    shipped = shipped_models_dir()
+    if (shipped / DEFAULT_PBE_MODEL / "ensemble.json").is_file():
+        return shipped / DEFAULT_PBE_MODEL
     cached = _cache_root() / "models" / f"{_DEFAULT_MODEL_NAME}-small-demo"
     if (cached / "ensemble.json").is_file():
         return cached
