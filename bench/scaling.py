@@ -44,33 +44,21 @@ def log(message: str) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from screener.world.experiments import add_experiment_arguments, apply_mode_defaults
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="CPU preset: small world, small model, few epochs.")
-    p.add_argument("--world", type=Path, help="Existing world folder (default: build one in --work-dir).")
-    p.add_argument("--size", type=int, help="Structures of the world to build.")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the world, the splits and the subsets.")
-    p.add_argument("--work-dir", type=Path, default=Path("/tmp/screener-bench"), help="Worlds and checkpoints.")
-    p.add_argument("--preset", choices=["small", "paper"], help="CGAT preset.")
-    p.add_argument("--members", type=int, help="Ensemble members.")
+    add_experiment_arguments(p)
     p.add_argument("--epochs", type=int, help="Epochs of every training run.")
     p.add_argument("--scan-sizes", help="Comma-separated N_s values.")
     p.add_argument("--pbe-sizes", help="Comma-separated N_p values.")
     p.add_argument("--fixed-scan", type=int, help="N_s of the N_p curve.")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="Share of structures in the SCAN test set.")
     p.add_argument("--property", default="e_form", choices=["e_form", "e_above_hull"], help="Label to learn.")
-    p.add_argument("--device", default="auto", help="Torch device for training.")
-    p.add_argument("--n-jobs", type=int, default=None, help="Processes for graphs (default: all cores).")
-    p.add_argument("--threads", type=int, default=1,
-                   help="Torch CPU threads for training (default 1: on a shared 2-core CPU, 2 threads were ~6x slower).")
-    p.add_argument("--output", type=Path, help="JSON result (default bench/results/scaling[_quick].json).")
     p.add_argument("--plot", type=Path, help="PNG (default bench/results/scaling[_quick].png).")
     p.add_argument("--refit", type=Path, help="Re-fit and re-plot the curves of an earlier result JSON (no training).")
     p.add_argument("--write-priors", nargs="?", const=str(ROOT.parent / "policies" / "scaling-law.yaml"),
                    help="Write the joint fit as the priors block of this policy YAML (default policies/scaling-law.yaml).")
     args = p.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_mode_defaults(args, QUICK, FULL)
     stem = "scaling_quick" if args.quick else "scaling"
     args.output = args.output or ROOT / "results" / f"{stem}.json"
     args.plot = args.plot or ROOT / "results" / f"{stem}.png"

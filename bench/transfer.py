@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -48,30 +47,17 @@ FULL = dict(size=20000, preset="paper", members=5, epochs_pbe=390, epochs_scan=3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from screener.world.experiments import add_experiment_arguments, apply_mode_defaults
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="CPU preset: small world, small model, few epochs.")
-    p.add_argument("--world", type=Path, help="Existing world folder (default: build one in --work-dir).")
-    p.add_argument("--size", type=int, help="Structures of the world to build.")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the world and of the splits.")
-    p.add_argument("--work-dir", type=Path, default=Path("/tmp/screener-bench"), help="Worlds and checkpoints.")
-    p.add_argument("--preset", choices=["small", "paper"], help="CGAT preset.")
-    p.add_argument("--members", type=int, help="Ensemble members.")
+    add_experiment_arguments(p)
     p.add_argument("--epochs-pbe", type=int, help="Epochs of PBE pre-training.")
     p.add_argument("--epochs-scan", type=int, help="Epochs of SCAN training from scratch.")
     p.add_argument("--epochs-transfer", type=int, help="Epochs of SCAN fine-tuning (head and full).")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="Share of structures in the SCAN test set.")
     p.add_argument("--scan-fraction", type=float, default=0.3, help="Share of structures with SCAN training labels.")
     p.add_argument("--properties", default="e_above_hull,e_form", help="Labels to learn (entry.data keys).")
-    p.add_argument("--device", default="auto", help="Torch device for training (auto, cpu, cuda).")
-    p.add_argument("--n-jobs", type=int, default=None, help="Processes for graphs (default: all cores).")
-    p.add_argument("--threads", type=int, default=1,
-                   help="Torch CPU threads for training (default 1: on a shared 2-core CPU, 2 threads were ~6x slower).")
-    p.add_argument("--output", type=Path, help="JSON result (default bench/results/transfer[_quick].json).")
     args = p.parse_args(argv)
-    preset = QUICK if args.quick else FULL
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_mode_defaults(args, QUICK, FULL)
     if args.output is None:
         args.output = Path(__file__).parent / "results" / ("transfer_quick.json" if args.quick else "transfer.json")
     return args

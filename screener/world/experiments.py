@@ -9,6 +9,7 @@ checkpoint (``transfer="full"`` or ``"head"``), and scores it on a fixed test se
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ from screener.errors import InvalidInputError
 
 __all__ = [
     "PROPERTIES",
+    "add_experiment_arguments",
+    "apply_mode_defaults",
     "WorldData",
     "ensure_world",
     "bench_environment",
@@ -210,3 +213,27 @@ def bench_environment(device: str = "cpu") -> dict[str, Any]:
         "versions": software_versions(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options the world experiments share (world, seed, model size, device, threads, output)."""
+    parser.add_argument("--quick", action="store_true", help="CPU preset: small world, small model, few epochs.")
+    parser.add_argument("--world", type=Path, help="Existing world folder (default: build one in --work-dir).")
+    parser.add_argument("--size", type=int, help="Structures of the world to build.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the world, the splits and the subsets.")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/screener-bench"), help="Worlds and checkpoints.")
+    parser.add_argument("--preset", choices=["small", "paper"], help="CGAT preset.")
+    parser.add_argument("--members", type=int, help="Ensemble members.")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="Share of structures in the SCAN test set.")
+    parser.add_argument("--device", default="auto", help="Torch device for training (auto, cpu, cuda).")
+    parser.add_argument("--n-jobs", type=int, default=None, help="Processes for graphs (default: all cores).")
+    parser.add_argument("--threads", type=int, default=1, help="Torch CPU threads for training (default 1: on a "
+                        "shared 2-core CPU, 2 threads were ~6x slower).")
+    parser.add_argument("--output", type=Path, help="JSON result (default bench/results/<name>[_quick].json).")
+
+
+def apply_mode_defaults(args: argparse.Namespace, quick: dict[str, Any], full: dict[str, Any]) -> None:
+    """Fill every option left unset from the ``--quick`` or the full preset."""
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)

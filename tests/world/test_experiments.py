@@ -35,3 +35,38 @@ def test_world_data_and_a_transfer_run(small_world, tmp_path):
     for result in (pbe, full):
         assert result["n_test"] == len(test) and np.isfinite(result["test_mae_ev_per_atom"])
     assert full["n_train"] == 12
+
+
+def _run_bench(script: str, args: list[str]) -> dict:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "bench" / script), *args], capture_output=True, text=True,
+                          timeout=600, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_transfer_and_scaling_benchmarks_run_end_to_end(small_world, tmp_path):
+    """bench/transfer.py and bench/scaling.py on the 40-structure world: one JSON line, the fields the issue names."""
+    import json
+
+    out, _ = small_world
+    common = ["--world", str(out), "--preset", "small", "--members", "1", "--work-dir", str(tmp_path), "--n-jobs", "1"]
+    transfer = _run_bench("transfer.py", [*common, "--epochs-pbe", "2", "--epochs-scan", "2", "--epochs-transfer", "2",
+                                          "--properties", "e_form", "--output", str(tmp_path / "t.json")])
+    maes = transfer["results"]["e_form"]["test_mae_ev_per_atom"]
+    assert set(maes) == {"none", "head", "full"} and all(np.isfinite(v) for v in maes.values())
+    assert json.loads((tmp_path / "t.json").read_text())["results"] == transfer["results"]
+
+    scaling = _run_bench("scaling.py", [*common, "--epochs", "2", "--scan-sizes", "4,8,16", "--pbe-sizes", "8,16,30",
+                                        "--fixed-scan", "8", "--output", str(tmp_path / "s.json"),
+                                        "--plot", str(tmp_path / "s.png")])
+    for name in ("none", "full_vs_scan", "full_vs_pbe", "joint_full_transfer"):
+        fit = scaling["fits"][name]
+        assert np.isfinite(fit["c"]) and np.isfinite(fit["c_std"]), name
+    assert np.isfinite(scaling["fits"]["none"]["a"]) and np.isfinite(scaling["fits"]["full_vs_pbe"]["b"])
+    assert (tmp_path / "s.png").stat().st_size > 1000
