@@ -53,13 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pbe-sizes", help="Comma-separated N_p values.")
     p.add_argument("--fixed-scan", type=int, help="N_s of the N_p curve.")
     p.add_argument("--property", default="e_form", choices=["e_form", "e_above_hull"], help="Label to learn.")
-    p.add_argument("--plot", type=Path, help="PNG (default bench/results/scaling[_quick].png).")
+    p.add_argument("--plot", type=Path, help="PNG (default bench/results/scaling[_quick|_custom].png).")
     p.add_argument("--refit", type=Path, help="Re-fit and re-plot the curves of an earlier result JSON (no training).")
     p.add_argument("--write-priors", nargs="?", const=str(ROOT.parent / "policies" / "scaling-law.yaml"),
                    help="Write the joint fit as the priors block of this policy YAML (default policies/scaling-law.yaml).")
     args = p.parse_args(argv)
     apply_mode_defaults(args, QUICK, FULL)
-    stem = "scaling_quick" if args.quick else "scaling"
+    stem = "scaling_quick" if args.quick else "scaling_custom" if args.mode.startswith("custom") else "scaling"
     args.output = args.output or ROOT / "results" / f"{stem}.json"
     args.plot = args.plot or ROOT / "results" / f"{stem}.png"
     return args
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
         curves["full_vs_pbe"].append({"n_scan": args.fixed_scan, "n_pbe": n_p, **full(args.fixed_scan, n_p)})
 
     fits = fit_all(curves)
-    mode = "quick (CPU, small preset, toy world)" if args.quick else "full"
+    mode = args.mode
     label = f"screener world {world_dir.name}, SCAN {key}, {args.preset} preset, {args.members} member(s), {mode}"
     plot(args.plot, curves, fits, n_pbe_max, args.fixed_scan, key, label)
     out = {

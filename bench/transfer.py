@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     apply_mode_defaults(args, QUICK, FULL)
     if args.output is None:
-        args.output = Path(__file__).parent / "results" / ("transfer_quick.json" if args.quick else "transfer.json")
+        suffix = "_quick" if args.quick else "_custom" if args.mode.startswith("custom") else ""
+        args.output = Path(__file__).parent / "results" / f"transfer{suffix}.json"
     return args
 
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = {
         "benchmark": "transfer",
-        "mode": "quick (CPU, small preset, toy world)" if args.quick else "full",
+        "mode": args.mode,
         "command": "python bench/transfer.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         **bench_environment(args.device),
         "world": {"dir": str(world_dir), "n_structures": n, "seed": args.seed,

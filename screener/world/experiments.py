@@ -229,11 +229,25 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-jobs", type=int, default=None, help="Processes for graphs (default: all cores).")
     parser.add_argument("--threads", type=int, default=1, help="Torch CPU threads for training (default 1: on a "
                         "shared 2-core CPU, 2 threads were ~6x slower).")
-    parser.add_argument("--output", type=Path, help="JSON result (default bench/results/<name>[_quick].json).")
+    parser.add_argument("--output", type=Path, help="JSON result (default bench/results/<name>[_quick|_custom].json).")
 
 
 def apply_mode_defaults(args: argparse.Namespace, quick: dict[str, Any], full: dict[str, Any]) -> None:
-    """Fill every option left unset from the ``--quick`` or the full preset."""
-    for key, value in (quick if args.quick else full).items():
+    """Fill every option left unset from the ``--quick`` or the full preset, and name the mode in ``args.mode``.
+
+    The mode is ``quick``/``full`` when every preset setting is the preset's, else ``custom`` (the result's command
+    line then says what ran), so that a smaller run is never recorded as the full one.
+    """
+    preset = quick if args.quick else full
+    overridden = [key for key, value in preset.items() if getattr(args, key) not in (None, value)]
+    for key, value in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    base = "quick (CPU, small preset, toy world)" if args.quick else "full"
+    if overridden:
+        changed = ", ".join(f"{key}={getattr(args, key)}" for key in overridden)
+        args.mode = f"custom ({'quick' if args.quick else 'full'} preset with {changed})"
+    elif args.world is not None:
+        args.mode = f"{base} settings on the given world"
+    else:
+        args.mode = base

@@ -59,6 +59,7 @@ def test_transfer_and_scaling_benchmarks_run_end_to_end(small_world, tmp_path):
     transfer = _run_bench("transfer.py", [*common, "--epochs-pbe", "2", "--epochs-scan", "2", "--epochs-transfer", "2",
                                           "--properties", "e_form", "--output", str(tmp_path / "t.json")])
     maes = transfer["results"]["e_form"]["test_mae_ev_per_atom"]
+    assert transfer["mode"].startswith("custom (full preset with preset=small, members=1")  # never labelled "full"
     assert set(maes) == {"none", "head", "full"} and all(np.isfinite(v) for v in maes.values())
     assert json.loads((tmp_path / "t.json").read_text())["results"] == transfer["results"]
 
