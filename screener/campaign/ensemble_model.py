@@ -34,7 +34,7 @@ MIN_POINTS_TO_FINE_TUNE = 2
 FINE_TUNE_LR = 1.25e-4  # the paper's learning rate; the small preset's 1e-3 forgets the pre-training in a few epochs
 _DEFAULT_MODEL_NAME = "pbe-formation-energy"
 #: Folder name (under ``models/``) of the shipped default PBE ensemble; its MODEL_CARD.md says what it is.
-DEFAULT_PBE_MODEL = "pbe-e-form-small-world6k"
+DEFAULT_PBE_MODEL = "pbe-e-form-small-world20k"
 
 
 def _cache_root() -> Path:
