@@ -57,7 +57,8 @@ def test_predict_csv_columns_and_order(trained, ten, tmp_path, run_cli):
         rows = list(csv.DictReader(fh))
     with ten.open() as fh:
         src = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["id", "formula", f"{TARGET}_mean", f"{TARGET}_std", f"{TARGET}_aleatoric_std"]
+    # trained with the default L1 loss: no aleatoric column (the log-std output is trained only by --loss robust)
+    assert list(rows[0]) == ["id", "formula", f"{TARGET}_mean", f"{TARGET}_std"]
     assert [r["id"] for r in rows] == [r["material_id"] for r in src]  # one row per structure, input order
     assert [r["formula"] for r in rows] == [r["pretty_formula"] for r in src]
     std = np.array([float(r[f"{TARGET}_std"]) for r in rows])
@@ -118,3 +119,16 @@ def test_demo_trains_and_predicts_unseen_structures(tmp_path, run_cli):
     assert len(rows) == 20 and "mp-1114490" in stdout and "MAE" in stdout
     info = json.loads((tmp_path / "demo" / "model" / "ensemble.json").read_text())
     assert info["n_structures"] == 180 and info["command"].startswith("screener demo")
+
+
+def test_predict_has_aleatoric_column_after_robust_training(ten, tmp_path, run_cli):
+    model, out = tmp_path / "robust", tmp_path / "pred.csv"
+    code, _, err = run_cli(["train", "--data", ten, "--target", TARGET, "--preset", "small", "--epochs", "1",
+                            "--ensemble", "1", "--loss", "robust", "--out", model, "--batch-size", "4"])
+    assert code == 0, err
+    code, _, err = run_cli(["predict", "--model", model, ten, "-o", out])
+    assert code == 0, err
+    with out.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[-1] == f"{TARGET}_aleatoric_std"
+    assert all(float(r[f"{TARGET}_aleatoric_std"]) > 0 for r in rows)

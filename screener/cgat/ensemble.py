@@ -229,7 +229,8 @@ class CGATEnsemble:
                 model, graphs, meta.normalization, batch_size=batch_size, device=self.device, num_workers=num_workers
             )
             preds.append(mean)
-            aleatoric.append(alea)
+            # the log-std output is trained only by the robust (Laplace NLL) loss; after plain L1 it is untrained noise
+            aleatoric.append(alea if meta.train_config.get("loss") == "robust" else None)
         stacked = np.stack(preds)
         alea_mean = np.mean(np.stack(aleatoric), axis=0) if all(a is not None for a in aleatoric) else None
         return EnsemblePrediction(mean=stacked.mean(0), std=stacked.std(0), aleatoric_std=alea_mean, members=stacked)

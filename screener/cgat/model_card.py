@@ -88,7 +88,7 @@ def render_model_card(info: EnsembleInfo, metas: Sequence[ModelMeta]) -> str:
         "## Use and limits",
         "",
         "- Predictions are the mean over members; the uncertainty is their standard deviation (epistemic) and, when "
-        "the members have a log-std output, the mean predicted aleatoric std.",
+        "the members were trained with the robust (Laplace NLL) loss, the mean predicted aleatoric std.",
         "- Trained on the data above only: expect larger errors for chemistries and structure types not in it.",
         "- Load with `screener.cgat.CGATEnsemble.load(<this folder>)` or `screener predict --model <this folder>`.",
         "",

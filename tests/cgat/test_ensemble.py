@@ -55,7 +55,16 @@ def test_members_differ_and_std_positive(trained):
     assert pred.mean.shape == pred.std.shape == (10,)
     assert np.all(pred.std > 0)
     assert np.allclose(pred.mean, pred.members.mean(0)) and np.allclose(pred.std, pred.members.std(0))
-    assert pred.aleatoric_std is not None and np.all(pred.aleatoric_std > 0)
+    assert pred.aleatoric_std is None  # trained with plain L1: the log-std output never learned anything
+
+
+def test_aleatoric_std_only_from_the_robust_loss(tmp_path):
+    graphs, y = mp20_graphs()
+    robust = train_ensemble(graphs[:20], y[:20], directory=tmp_path / "robust", target=TARGET, target_unit="eV/atom",
+                            architecture=get_preset("small"), train_config=CFG.model_copy(update={"loss": "robust"}),
+                            n_members=2)
+    pred = robust.predict(graphs[40:45])
+    assert pred.aleatoric_std is not None and pred.aleatoric_std.shape == (5,) and np.all(pred.aleatoric_std > 0)
 
 
 def test_ensemble_folder_index_and_card(trained):
