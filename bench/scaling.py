@@ -27,6 +27,7 @@ import json
 import logging
 import shlex
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -127,7 +128,9 @@ def plot(path: Path, curves: dict, fits: dict, n_pbe_max: int, fixed_scan: int, 
     ax2.loglog(x, y, "s-", color="C1", label=f"full transfer (N_s={fixed_scan}): b = {f['b']:.2f} ± {f['b_std']:.2f}")
     ax2.loglog(x, np.exp(f["c"] + f["a_used"] * np.log(fixed_scan) + f["b_used"] * np.log(x)), "k:", lw=0.8)
     ax2.set_xlabel("N_p (PBE pre-training points)"); ax2.legend(fontsize=8)
-    fig.suptitle(label, fontsize=9)
+    for ax in (ax1, ax2):  # minor log ticks (3x10^2, 4x10^2, ...) overlap on short axes
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fig.suptitle(textwrap.fill(label, 140), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
