@@ -163,9 +163,9 @@ def refit(args: argparse.Namespace) -> dict:
         note = f"bench/scaling.py {out['mode']}: joint fit of full-transfer points ({out['command']})"
         out["priors_written"] = {"path": args.write_priors,
                                  "prior": write_priors(Path(args.write_priors), out["fits"]["joint_full_transfer"], note)}
-    args.refit.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
-    return out
+    from screener.world.experiments import write_result
+
+    return write_result(out, args.refit)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     from screener.world.experiments import (
-        bench_environment, ensure_world, load_world_data, nested_subsets, split_indices, train_and_test,
+        bench_environment, ensure_world, load_world_data, nested_subsets, split_indices, train_and_test, write_result,
     )
 
     if args.refit is not None:
@@ -248,10 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"({key}, {args.preset} preset); {out['date_utc']}")
         out["priors_written"] = {"path": args.write_priors,
                                  "prior": write_priors(Path(args.write_priors), fits["joint_full_transfer"], note)}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
-    return out
+    return write_result(out, args.output)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Prints ONE JSON object on the last line of stdout and writes it to --output.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     from screener.cgat import CGATEnsemble
     from screener.cgat.api import _graphs_for, _read_labelled
     from screener.cgat.evaluation import make_splits
-    from screener.world.experiments import bench_environment
+    from screener.world.experiments import bench_environment, write_result
 
     t0 = time.perf_counter()
     ensemble = CGATEnsemble.load(args.model)
@@ -129,10 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         "by_n_elements": {int(k): metrics(n_elements == k) for k in sorted(set(n_elements)) if np.sum(n_elements == k) >= 20},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
-    return out
+    return write_result(out, args.output)
 
 
 if __name__ == "__main__":

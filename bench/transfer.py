@@ -24,7 +24,6 @@ Prints progress to stderr and ONE JSON object on the last line of stdout; writes
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     from screener.cgat import CGATEnsemble
     from screener.world.experiments import (
-        PROPERTIES, bench_environment, ensure_world, load_world_data, split_indices, train_and_test,
+        PROPERTIES, bench_environment, ensure_world, load_world_data, split_indices, train_and_test, write_result,
     )
 
     t_start = time.perf_counter()
@@ -133,10 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         "paper": PAPER,
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
-    return out
+    return write_result(out, args.output)
 
 
 if __name__ == "__main__":

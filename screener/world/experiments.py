@@ -25,6 +25,7 @@ __all__ = [
     "PROPERTIES",
     "add_experiment_arguments",
     "apply_mode_defaults",
+    "write_result",
     "WorldData",
     "ensure_world",
     "bench_environment",
@@ -251,3 +252,13 @@ def apply_mode_defaults(args: argparse.Namespace, quick: dict[str, Any], full: d
         args.mode = f"{base} settings on the given world"
     else:
         args.mode = base
+
+
+def write_result(out: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Save a benchmark result as JSON and print it as the one JSON line that ends the benchmark's output."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out))
+    return out

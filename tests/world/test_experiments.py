@@ -71,3 +71,20 @@ def test_transfer_and_scaling_benchmarks_run_end_to_end(small_world, tmp_path):
         assert np.isfinite(fit["c"]) and np.isfinite(fit["c_std"]), name
     assert np.isfinite(scaling["fits"]["none"]["a"]) and np.isfinite(scaling["fits"]["full_vs_pbe"]["b"])
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_shipped_model_benchmark_reproduces_the_recorded_test_mae(small_world, tmp_path):
+    """bench/shipped_model.py re-creates the ensemble's test split (it exits non-zero when the MAE does not match)."""
+    from screener.cgat.api import train_from_files
+
+    out, _ = small_world
+    model = tmp_path / "model"
+    summary = train_from_files([out / "pbe"], target="e_form", out_dir=model, preset="small", epochs=2, n_members=2,
+                               batch_size=8, seed=5)
+    result = _run_bench("shipped_model.py", ["--model", str(model), "--data", str(out / "pbe"),
+                                             "--output", str(tmp_path / "m.json")])
+    assert abs(result["reproduced_test_mae"] - summary.metrics["ensemble_test_mae"]) < 1e-4
+    assert result["all"]["n"] == result["n_test"] == sum(g["n"] for g in result["by_origin"].values())
+    assert set(result["by_origin"]) <= {"real", "substitution"}
+    stability = result["all"]["stability"]
+    assert stability["tp"] + stability["fn"] == round(stability["prevalence"] * stability["n"])
