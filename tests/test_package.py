@@ -34,3 +34,17 @@ def test_every_subpackage_public_name_resolves() -> None:
         module = importlib.import_module(f"screener.{package}")
         for name in module.__all__:
             assert getattr(module, name) is not None, f"screener.{package}.{name}"
+
+
+def test_cpu_model_reads_proc_cpuinfo_or_falls_back(monkeypatch, tmp_path) -> None:
+    from pathlib import Path
+
+    import screener._hardware as hw
+
+    real = Path("/proc/cpuinfo")
+    if real.is_file() and "model name" in real.read_text():
+        expected = next(l.split(":", 1)[1].strip() for l in real.read_text().splitlines() if l.startswith("model name"))
+        assert hw.cpu_model() == expected
+    monkeypatch.setattr(hw, "Path", lambda _: tmp_path / "missing")
+    monkeypatch.setattr(hw.platform, "processor", lambda: "")
+    assert hw.cpu_model() == "unknown CPU"

@@ -6,7 +6,6 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,17 +130,9 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 def hardware_description(device: str | torch.device = "cpu") -> str:
     """CPU model and core count, plus the GPU name when training ran on CUDA."""
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        import platform
+    from screener._hardware import cpu_model
 
-        cpu = platform.processor() or cpu
-    text = f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    text = f"{cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     if dev.type == "cuda" and torch.cuda.is_available():
         text += f"; GPU {torch.cuda.get_device_name(dev)}"

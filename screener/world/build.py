@@ -51,16 +51,10 @@ def software_versions() -> dict[str, str]:
 
 def hardware_description(device: str = "cpu") -> str:
     """CPU model and cores available to this process (plus the GPU name on CUDA)."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from screener._hardware import cpu_model
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    text = f"{cpu}, {cores} cores"
+    text = f"{cpu_model()}, {cores} cores"
     if device.startswith("cuda"):
         import torch
 
