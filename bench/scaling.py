@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shlex
 import sys
 import textwrap
@@ -170,11 +169,9 @@ def refit(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import torch
+    from screener.world.experiments import configure_run
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_run(args.threads)
     from screener.world.experiments import (
         bench_environment, ensure_world, load_world_data, nested_subsets, split_indices, train_and_test, write_result,
     )

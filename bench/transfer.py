@@ -24,7 +24,6 @@ Prints progress to stderr and ONE JSON object on the last line of stdout; writes
 from __future__ import annotations
 
 import argparse
-import logging
 import shlex
 import sys
 import time
@@ -65,11 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import torch
+    from screener.world.experiments import configure_run
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_run(args.threads)
     from screener.cgat import CGATEnsemble
     from screener.world.experiments import (
         PROPERTIES, bench_environment, ensure_world, load_world_data, split_indices, train_and_test, write_result,

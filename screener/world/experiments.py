@@ -25,6 +25,7 @@ __all__ = [
     "PROPERTIES",
     "add_experiment_arguments",
     "apply_mode_defaults",
+    "configure_run",
     "write_result",
     "WorldData",
     "ensure_world",
@@ -252,6 +253,15 @@ def apply_mode_defaults(args: argparse.Namespace, quick: dict[str, Any], full: d
         args.mode = f"{base} settings on the given world"
     else:
         args.mode = base
+
+
+def configure_run(threads: int | None) -> None:
+    """Warnings-only logging and the torch CPU thread count of a benchmark run."""
+    logging.basicConfig(level=logging.WARNING)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def write_result(out: dict[str, Any], path: Path) -> dict[str, Any]:
