@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Write the joint fit as the priors block of this policy YAML (default policies/scaling-law.yaml).")
     args = p.parse_args(argv)
     apply_mode_defaults(args, QUICK, FULL)
-    stem = "scaling_quick" if args.quick else "scaling_custom" if args.mode.startswith("custom") else "scaling"
+    stem = f"scaling{args.result_suffix}"
     args.output = args.output or ROOT / "results" / f"{stem}.json"
     args.plot = args.plot or ROOT / "results" / f"{stem}.png"
     return args

@@ -57,8 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     apply_mode_defaults(args, QUICK, FULL)
     if args.output is None:
-        suffix = "_quick" if args.quick else "_custom" if args.mode.startswith("custom") else ""
-        args.output = Path(__file__).parent / "results" / f"transfer{suffix}.json"
+        args.output = Path(__file__).parent / "results" / f"transfer{args.result_suffix}.json"
     return args
 
 

@@ -7,8 +7,9 @@
   the PBE ensemble continues training from its current weights on the campaign's PBE formation energies; the SCAN
   ensemble continues from its current weights (the first time: from the just-updated PBE ensemble, i.e. the
   PBE -> SCAN transfer) on the SCAN formation energies. ``transfer="full"``.
-* The default initial model: ``models/<DEFAULT_PBE_MODEL>/`` (shipped in the wheel too) when it is there, else a small ensemble trained on
-  first use on the shipped MP-20 demo set and cached in ``$SCREENER_CACHE_DIR`` (default ``~/.cache/screener``).
+* The default initial model: ``models/<DEFAULT_PBE_MODEL>/`` (shipped in the wheel too) when it is there, else a
+  small ensemble trained on first use on the shipped MP-20 demo set and cached in ``$SCREENER_CACHE_DIR``
+  (default ``~/.cache/screener``).
 
 torch is imported only when a prediction or a fine-tune is needed.
 """

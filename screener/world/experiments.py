@@ -238,7 +238,8 @@ def apply_mode_defaults(args: argparse.Namespace, quick: dict[str, Any], full: d
     """Fill every option left unset from the ``--quick`` or the full preset, and name the mode in ``args.mode``.
 
     The mode is ``quick``/``full`` when every preset setting is the preset's, else ``custom`` (the result's command
-    line then says what ran), so that a smaller run is never recorded as the full one.
+    line then says what ran), so that a smaller run is never recorded as the full one. ``args.result_suffix``
+    (``_quick``, ``_custom`` or empty) names the default result files to match.
     """
     preset = quick if args.quick else full
     overridden = [key for key, value in preset.items() if getattr(args, key) not in (None, value)]
@@ -253,6 +254,7 @@ def apply_mode_defaults(args: argparse.Namespace, quick: dict[str, Any], full: d
         args.mode = f"{base} settings on the given world"
     else:
         args.mode = base
+    args.result_suffix = "_quick" if args.quick else "_custom" if overridden else ""
 
 
 def configure_run(threads: int | None) -> None:
