@@ -31,8 +31,14 @@ class Calculator(Protocol):
 
     name: str
 
-    def make_flow(self, structure: Structure, fidelity: str, structure_id: str, **kwargs: Any) -> Flow | Job:
-        """Jobflow Flow or Job whose final output is a :class:`~screener.calculators.CalcResult`."""
+    def make_flow(
+        self, structure: Structure, fidelity: str, structure_id: str, *, uuid: str | None = None, **kwargs: Any
+    ) -> Flow | Job:
+        """Jobflow Flow or Job whose final output is a :class:`~screener.calculators.CalcResult`.
+
+        The job producing that output gets ``uuid`` when given (a campaign rebuilds an open job from its ledger with
+        the uuid recorded there), else the deterministic :func:`calc_uuid`.
+        """
         ...
 
     def estimate_cost_cpu_hours(self, structure: Structure, fidelity: str) -> float:

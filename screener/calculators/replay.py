@@ -216,15 +216,20 @@ class ReplayCalculator:
         self.paths = [str(Path(p).resolve()) for p in raw]
         self.dataset = load_replay_dataset(self.paths, self.id_key, self.default_fidelity)
 
-    def make_flow(self, structure: Structure, fidelity: str, structure_id: str, **kwargs: Any) -> Job:
-        """One job returning the stored result; CalculationError now if the data set lacks it."""
+    def make_flow(
+        self, structure: Structure, fidelity: str, structure_id: str, *, uuid: str | None = None, **kwargs: Any
+    ) -> Job:
+        """One job returning the stored result; CalculationError now if the data set lacks it.
+
+        ``uuid`` (default: :func:`~screener.calculators.base.calc_uuid`) is the job's uuid.
+        """
         fidelity = check_fidelity(fidelity)
         item = self.dataset.get(structure_id, fidelity)
         calc_job = replay_job(
             structure_id, fidelity, self.paths, self.id_key, self.default_fidelity, self.cost_model.model_dump()
         )
         calc_job.name = f"replay {fidelity}"
-        calc_job.set_uuid(calc_uuid(structure_id, fidelity, "replay", structure, *self.paths))
+        calc_job.set_uuid(uuid or calc_uuid(structure_id, fidelity, "replay", structure, *self.paths))
         calc_job.metadata.update(
             structure_id=structure_id,
             fidelity=fidelity,

@@ -194,8 +194,14 @@ class StandinCalculator:
     cost_model: CostModel = field(default_factory=CostModel)
     name: str = "standin"
 
-    def make_flow(self, structure: Structure, fidelity: str, structure_id: str, **kwargs: Any) -> Job:
-        """One job whose output is the :class:`CalcResult` (extra keywords such as ``pbe_band_gap_ev`` ignored)."""
+    def make_flow(
+        self, structure: Structure, fidelity: str, structure_id: str, *, uuid: str | None = None, **kwargs: Any
+    ) -> Job:
+        """One job whose output is the :class:`CalcResult` (extra keywords such as ``pbe_band_gap_ev`` ignored).
+
+        ``uuid`` (default: :func:`~screener.calculators.base.calc_uuid`) is the job's uuid: a campaign rebuilding an
+        open job passes the one its ledger recorded.
+        """
         fidelity = check_fidelity(fidelity)
         maker = StandinMaker(
             name=f"standin {'relax+static' if self.relax else 'static'} {fidelity}",
@@ -208,7 +214,7 @@ class StandinCalculator:
         )
         calc_job = maker.make(structure, structure_id)
         settings = f"relax={self.relax},steps={self.relax_steps},fmax={self.fmax_ev_per_a}"
-        calc_job.set_uuid(calc_uuid(structure_id, fidelity, "standin", structure, settings))
+        calc_job.set_uuid(uuid or calc_uuid(structure_id, fidelity, "standin", structure, settings))
         calc_job.metadata.update(
             structure_id=structure_id,
             fidelity=fidelity,

@@ -30,6 +30,7 @@ from jobflow.core.reference import OnMissing
 from screener.calculators.base import calc_uuid, check_fidelity
 from screener.calculators.cost import CostModel
 from screener.calculators.result import CalcResult, make_entry_dict
+from screener.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from jobflow import Maker
@@ -61,7 +62,9 @@ class VaspCalculator:
     user_potcar_functional : str, optional
         E.g. "PBE_54"; None keeps the input set's default.
     run_vasp_kwargs : dict
-        Passed to atomate2's ``run_vasp`` (``vasp_cmd``, ``handlers``, ``max_errors``, ...).
+        Passed to atomate2's ``run_vasp`` (``max_errors``, ``wall_time``, ...). Commands and custodian handlers
+        (``vasp_cmd``, ``handlers``, ...) are refused: they would be stored in the campaign and run by whoever resumes
+        a copy of it; set them in atomate2's settings (``ATOMATE2_VASP_CMD``, ``~/.atomate2.yaml``) instead.
     retry_incar_settings : dict
         INCAR changes of the single retry after a failure (empty dict: no retry).
     cost_model : CostModel
@@ -76,6 +79,16 @@ class VaspCalculator:
     retry_incar_settings: dict = field(default_factory=lambda: dict(DEFAULT_RETRY_INCAR))
     cost_model: CostModel = field(default_factory=CostModel)
     name: str = "vasp"
+
+    def __post_init__(self) -> None:
+        from screener._safe_json import COMMAND_KEYS
+
+        named = sorted(_keys(self.run_vasp_kwargs) & COMMAND_KEYS)
+        if named:
+            raise InvalidInputError(
+                f"run_vasp_kwargs may not set {', '.join(named)}: commands come from atomate2's settings "
+                "(ATOMATE2_VASP_CMD or VASP_CMD in ~/.atomate2.yaml), never from a campaign that others may resume"
+            )
 
     def make_maker(self, fidelity: str, *, pbe_band_gap_ev: float | None = None) -> Maker:
         """The atomate2 maker for ``fidelity`` with this calculator's settings applied."""
@@ -115,6 +128,7 @@ class VaspCalculator:
         structure_id: str,
         *,
         pbe_band_gap_ev: float | None = None,
+        uuid: str | None = None,
         **kwargs: Any,
     ) -> Flow:
         """Flow [atomate2 VASP job(s), conversion job]; its output is the conversion job's CalcResult.
@@ -129,6 +143,9 @@ class VaspCalculator:
             Candidate id (links the fidelities).
         pbe_band_gap_ev : float, optional
             PBE band gap of this structure, for the r2SCAN KSPACING rule.
+        uuid : str, optional
+            Uuid of the conversion job, whose output is the flow's result (default:
+            :func:`~screener.calculators.base.calc_uuid`); a campaign rebuilding an open job passes the recorded one.
         """
         fidelity = check_fidelity(fidelity)
         maker = self.make_maker(fidelity, pbe_band_gap_ev=pbe_band_gap_ev)
@@ -149,7 +166,7 @@ class VaspCalculator:
             attempt=1,
         )
         convert.name = f"to CalcResult {fidelity}"
-        convert.set_uuid(calc_uuid(structure_id, fidelity, "vasp", structure, settings))
+        convert.set_uuid(uuid or calc_uuid(structure_id, fidelity, "vasp", structure, settings))
         # Only the conversion job needs a deterministic uuid (collect finds results by it); the atomate2 jobs keep
         # theirs (their internal references depend on them) and are found again through the executor's queue.
         meta = {
@@ -166,6 +183,15 @@ class VaspCalculator:
     def estimate_cost_cpu_hours(self, structure: Structure, fidelity: str) -> float:
         """Modelled cost in CPU-hours."""
         return self.cost_model.cpu_hours(len(structure), check_fidelity(fidelity), relax=self.relax)
+
+
+def _keys(obj: Any) -> set[str]:
+    """Every dict key in a nested structure of dicts and lists."""
+    if isinstance(obj, dict):
+        return set(obj) | {k for v in obj.values() for k in _keys(v)}
+    if isinstance(obj, list | tuple):
+        return {k for v in obj for k in _keys(v)}
+    return set()
 
 
 def _jobs(obj: Any) -> list:

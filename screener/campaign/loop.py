@@ -3,7 +3,8 @@
 A round moves through the states ``ranking -> planned -> collected -> finished`` in the ledger (``empty`` when the
 policy could plan nothing more: the campaign is over). Each transition is committed after its work is persisted, so
 a run killed at any point resumes in the state it left: planned jobs are looked up in the job store by uuid and only
-the missing ones are resubmitted (with the same uuid, from the flow JSON written before submission).
+the missing ones are resubmitted: rebuilt by the calculator from the ledger's data with the recorded uuid (stored
+flow JSON is only a record, never decoded, so a campaign folder cannot name code to run).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from screener.campaign.config import FIDELITIES, CampaignConfig
-from screener.campaign.ledger import OPEN_STATES, Ledger
+from screener.campaign.ledger import LEDGER_FILENAME, OPEN_STATES, Ledger
 from screener.campaign.protocols import Calculator, Executor, Hulls, Model, Plan, PlanItem, Planner, PlanRequest
 from screener.campaign.ranking import predicted_e_hull, probability_below
 from screener.errors import InvalidInputError, ScreenerError
@@ -60,17 +61,14 @@ def flow_uuid(flow: Any) -> str:
 
 
 def dump_flow(flow: Any) -> str:
-    """JSON of a flow (MSONable), enough to resubmit it with the same uuids."""
+    """JSON of a flow (MSONable): the ledger's human-readable record of what was submitted.
+
+    Never decoded to run: an open job is rebuilt from data (:meth:`Campaign._rebuild_flow`), so a campaign copied
+    from someone else cannot make ``screener run`` execute a function named in its ledger.
+    """
     from monty.json import MontyEncoder
 
     return json.dumps(flow, cls=MontyEncoder)
-
-
-def load_flow(text: str) -> Any:
-    """Inverse of :func:`dump_flow`."""
-    from monty.json import MontyDecoder
-
-    return json.loads(text, cls=MontyDecoder)
 
 
 class Campaign:
@@ -99,32 +97,36 @@ class Campaign:
         structures: Mapping[str, Any],
         factory: ComponentsFactory,
     ) -> Campaign:
-        """Create a campaign folder: ledger, config (with the budget unit fixed), candidates."""
+        """Create a campaign folder: ledger, config (with the budget unit fixed), candidates, references.
+
+        All or nothing: the campaign is built in a hidden folder beside ``campaign_dir`` (holding the writer lock)
+        and renamed into place when complete (:mod:`screener.campaign.folder`), so a creation killed at any point
+        leaves ``campaign_dir`` as it was. The returned campaign holds the writer lock until :meth:`close`.
+        """
+        from screener.campaign.folder import creation_folder, publish_campaign
+
         campaign_dir = Path(campaign_dir)
-        if (campaign_dir / "ledger.sqlite").exists():
+        if (campaign_dir / LEDGER_FILENAME).exists():
             raise InvalidInputError(
                 f"{campaign_dir} already holds a campaign; resume it with --campaign {campaign_dir}"
             )
         if not structures:
             raise InvalidInputError("no candidate structures to screen")
-        created_dir = not campaign_dir.exists()
-        ledger = Ledger.in_dir(campaign_dir, create=True)
-        try:
-            return cls._create(campaign_dir, ledger, config, structures, factory)
-        except BaseException:
-            ledger.close()  # leave no half-made campaign behind
-            if created_dir:
-                import shutil
-
-                shutil.rmtree(campaign_dir, ignore_errors=True)
-            else:
-                for suffix in ("", "-wal", "-shm"):
-                    (campaign_dir / f"ledger.sqlite{suffix}").unlink(missing_ok=True)
-            raise
+        if campaign_dir.exists() and (not campaign_dir.is_dir() or any(campaign_dir.iterdir())):
+            raise InvalidInputError(f"{campaign_dir} is not a screener campaign (no {LEDGER_FILENAME}) and not empty")
+        with creation_folder(campaign_dir) as tmp:
+            ledger = Ledger.in_dir(tmp, create=True)
+            try:
+                cls._create(tmp, ledger, config, structures, factory)
+            finally:
+                ledger.close()
+            publish_campaign(tmp, campaign_dir, LEDGER_FILENAME)
+            return cls.open(campaign_dir, factory)  # components for the final folder; the lock is still ours
 
     @classmethod
     def _create(cls, campaign_dir: Path, ledger: Ledger, config: CampaignConfig, structures: Mapping[str, Any],
-                factory: ComponentsFactory) -> Campaign:
+                factory: ComponentsFactory) -> None:
+        """Fill a new ledger in ``campaign_dir`` (the creation folder); the factory prepares what it needs there."""
         from screener import __version__
 
         ledger.add_candidates([_candidate_row(sid, s, "candidate") for sid, s in structures.items()])
@@ -142,29 +144,64 @@ class Campaign:
         ledger.set_meta("config", config.model_dump(mode="json"))  # last: its presence marks a complete creation
         ledger.log_event("campaign", f"campaign created with {len(structures)} candidates, budget "
                          f"{config.budget_total:g} {config.budget_unit} (1 unit = {config.unit_cpu_hours:.4g} CPU-h)")
-        return cls(campaign_dir, ledger, config, components)
 
     @classmethod
     def open(cls, campaign_dir: str | Path, factory: ComponentsFactory) -> Campaign:
-        """Open an existing campaign folder (its config comes from the ledger)."""
+        """Open an existing campaign folder (its config comes from the ledger) and take its writer lock.
+
+        Raises
+        ------
+        CampaignBusyError
+            Another process is running this campaign.
+        LedgerDamagedError
+            Its ledger fails SQLite's integrity check.
+        """
         campaign_dir = Path(campaign_dir)
         ledger = Ledger.in_dir(campaign_dir)
-        raw = ledger.get_meta("config")
-        if raw is None:
-            raise InvalidInputError(f"{campaign_dir} holds an incomplete campaign (no config in its ledger); delete it")
-        config = CampaignConfig.model_validate(raw)
-        return cls(campaign_dir, ledger, config, factory(config, campaign_dir, ledger))
+        try:
+            raw = ledger.get_meta("config")
+            if raw is None:  # only a screener older than the all-or-nothing creation leaves this
+                n_jobs = len(ledger.jobs())
+                raise InvalidInputError(
+                    f"{campaign_dir} holds a campaign whose creation was interrupted (no configuration in its "
+                    f"ledger; {n_jobs} calculations in it)" + ("; move it aside and create the campaign again"
+                                                              if n_jobs == 0 else "")
+                )
+            config = CampaignConfig.model_validate(raw)
+            return cls(campaign_dir, ledger, config, factory(config, campaign_dir, ledger))
+        except BaseException:
+            ledger.close()
+            raise
+
+    def close(self) -> None:
+        """Close the ledger and release the writer lock (the process ending releases it too)."""
+        self.ledger.close()
 
     def _load_candidates(self) -> None:
-        from pymatgen.core import Structure
+        from screener._safe_json import structure_from_dict
 
         for row in self.ledger.candidates(role=None):
-            self._structures[row["structure_id"]] = Structure.from_dict(json.loads(row["structure_json"]))
+            self._structures[row["structure_id"]] = structure_from_dict(
+                json.loads(row["structure_json"]), f"candidate {row['structure_id']!r} in the ledger")
             self._roles[row["structure_id"]] = row["role"]
 
     # ---- the loop --------------------------------------------------------------------------------------------------
-    def run(self, *, max_rounds: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    def run(self, *, max_rounds: int | None = None, progress: Progress | None = None,
+            on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run rounds until the budget (or the policy, or ``max_rounds`` / ``config.max_rounds``) says stop.
+
+        The round after which nothing is left to buy (the remaining budget cannot pay the cheapest open calculation,
+        or ``config.max_rounds`` is reached) collects its results and updates the hulls but does not fine-tune: no
+        later round would use that model. A resume that finds budget again (a raised budget) fine-tunes first.
+
+        Parameters
+        ----------
+        max_rounds : int, optional
+            Run at most this many rounds now (the campaign can be resumed).
+        progress : callable, optional
+            ``progress(stage, completed, total)``; stage names carry the round number (``"round 2: calculations"``).
+        on_round : callable, optional
+            Called with :meth:`round_summary` after each finished round.
 
         Returns
         -------
@@ -186,6 +223,16 @@ class Campaign:
                 if max_rounds is not None and rounds_run >= max_rounds:
                     reason = f"ran the {max_rounds} rounds asked for"
                     break
+                if current is not None and not self._can_buy_more():
+                    # over without ranking again (a prediction pass for nothing); the round row says so
+                    self.ledger.start_round(number)
+                    self.ledger.set_round_state(number, "empty")
+                    self.ledger.log_event("campaign", "campaign finished: nothing more fits the budget",
+                                          round_number=number)
+                    reason = "nothing left to buy within the budget"
+                    break
+                if current is not None and json.loads(current.get("info_json") or "{}").get("fine_tune") == "deferred":
+                    self._catch_up_fine_tune(current["round"], progress)
                 self.ledger.start_round(number)
                 state = "ranking"
             else:
@@ -199,17 +246,63 @@ class Campaign:
                     break
                 state = "planned"
             if state == "planned":
-                self._execute_open_jobs(progress)
+                self._execute_open_jobs(progress, stage=f"round {number}: calculations")
                 self.ledger.set_round_state(number, "collected")
                 state = "collected"
             if state == "collected":
-                info = self._learn(number, progress)
+                last = not self._can_buy_more() or (self.config.max_rounds is not None
+                                                    and number >= self.config.max_rounds)
+                info = self._learn(number, progress, fine_tune=not last)
                 self.ledger.set_round_state(number, "finished", info=info)
+                if on_round:
+                    on_round(self.round_summary(number))
             rounds_run += 1
         budget = self.ledger.budget()
         finished = reason.startswith("nothing")
         logger.info("campaign stops: %s (spent %.4g of %.4g %s)", reason, budget.spent, budget.total, budget.unit)
         return {"rounds_run": rounds_run, "finished": finished, "reason": reason}
+
+    def _can_buy_more(self) -> bool:
+        """Whether the remaining budget pays for the cheapest calculation of a candidate not yet computed."""
+        remaining = self.ledger.budget().remaining
+        taken = {(j.structure_id, j.fidelity) for j in self.ledger.jobs()}
+        costs = [self._cost(s, f)[0] for s, role in self._roles.items() if role == "candidate"
+                 for f in FIDELITIES if (s, f) not in taken]
+        return bool(costs) and min(costs) <= remaining + 1e-9
+
+    def round_summary(self, number: int) -> dict[str, Any]:
+        """What a round bought and where the campaign stands after it, all from the ledger (one console line).
+
+        Returns
+        -------
+        dict
+            ``round``, ``bought`` (``{fidelity: jobs of this round}``), ``failed`` (``{fidelity: failed jobs}``),
+            ``n_stable_found`` (candidates on the latest SCAN hull, as ``screener status`` counts them),
+            ``budget_spent``, ``budget_left``, ``budget_total``, ``budget_unit``, ``model_error`` (``{fidelity:
+            {"mae_ev_per_atom", "mae_se_ev_per_atom", "n_points"}}`` measured this round, prospective) and
+            ``fine_tuned`` (bool).
+        """
+        from screener.campaign.status import campaign_status
+
+        jobs = self.ledger.jobs(round_number=number)
+        status = campaign_status(self.campaign_dir)
+        info = next((r["info"] for r in self.ledger.rounds() if r["round"] == number), {})
+        error = {f: {"mae_ev_per_atom": info[f"mae_{f}_ev_per_atom"],
+                     "mae_se_ev_per_atom": info.get(f"mae_se_{f}_ev_per_atom"),
+                     "n_points": info.get(f"n_{f}_measured")}
+                 for f in FIDELITIES if info.get(f"mae_{f}_ev_per_atom") is not None}
+        return {
+            "round": number,
+            "bought": {f: sum(1 for j in jobs if j.fidelity == f) for f in FIDELITIES},
+            "failed": {f: sum(1 for j in jobs if j.fidelity == f and j.state == "failed") for f in FIDELITIES},
+            "n_stable_found": status["n_stable_found"],
+            "budget_spent": status["budget_spent"],
+            "budget_left": status["budget_left"],
+            "budget_total": status["budget_total"],
+            "budget_unit": status["budget_unit"],
+            "model_error": error,
+            "fine_tuned": any(m["round"] == number for m in self.ledger.models()),
+        }
 
     # ---- step 1-3: rank, acquire, decide ---------------------------------------------------------------------------
     def _cost(self, sid: str, fidelity: str) -> tuple[float, float]:
@@ -254,39 +347,68 @@ class Campaign:
         jobs = self.ledger.jobs()
         done = {(j.structure_id, j.fidelity) for j in jobs}
         n_done = {f: sum(1 for j in jobs if j.fidelity == f and j.state == "done") for f in FIDELITIES}
+        pretrained = self._pretraining_set_sizes()
         remaining = self.ledger.budget().remaining
         competing = self._competing_items(ids, ranking, done)
-        request = PlanRequest(
-            round_number=number,
-            structure_ids=ids,
-            chemsys=[self._structures[s].composition.chemical_system for s in ids],
-            e_hull_mean={f: ranking[f]["e_hull_mean"] for f in FIDELITIES},
-            e_hull_std={f: ranking[f]["e_hull_std"] for f in FIDELITIES},
-            cost={f: np.array([self._cost(s, f)[0] for s in ids]) for f in FIDELITIES},
-            done=done,
-            n_scan=n_done["scan"],
-            n_pbe=n_done["pbe"],
-            learning_curve=self.ledger.learning_curve(),
-            remaining_budget=remaining,
-            batch_size=self.config.batch_size,
-            seed=self.config.seed + number,
-            competing=competing,
-        )
-        plan: Plan = self.components.planner.plan(request)
-        known = set(self._structures)
-        items = [it for it in plan.items if it.structure_id in known and (it.structure_id, it.fidelity) not in done]
-        job_rows, seen, gaps = [], set(), self._pbe_band_gaps()
+        learning_curve = self.ledger.learning_curve()
+        batch = self.config.batch_size
+        # One plan per structure per round: what a plan repeats (or a structure already computed) is dropped, and
+        # the planner is asked again for the freed batch slots with what is planned so far counted as done.
+        items: list[PlanItem] = []
+        numbers: dict[str, Any] = {}
+        planned: set[str] = set()
+        dropped: list[str] = []
+        for attempt in range(3):
+            taken = {(s, f) for s in planned for f in FIDELITIES}
+            left = remaining - sum(it.estimated_cost for it in items)
+            request = PlanRequest(
+                round_number=number,
+                structure_ids=ids,
+                chemsys=[self._structures[s].composition.chemical_system for s in ids],
+                e_hull_mean={f: ranking[f]["e_hull_mean"] for f in FIDELITIES},
+                e_hull_std={f: ranking[f]["e_hull_std"] for f in FIDELITIES},
+                cost={f: np.array([self._cost(s, f)[0] for s in ids]) for f in FIDELITIES},
+                done=done | taken,
+                n_scan=n_done["scan"],
+                n_pbe=n_done["pbe"],
+                learning_curve=learning_curve,
+                remaining_budget=max(left, 0.0),
+                batch_size=batch - len(items),
+                seed=self.config.seed + number + 1000 * attempt,
+                competing=[c for c in competing if c.structure_id not in planned],
+                n_pbe_pretraining=pretrained.get("pbe", 0),
+                n_scan_pretraining=pretrained.get("scan", 0),
+            )
+            plan: Plan = self.components.planner.plan(request)
+            if attempt == 0:
+                numbers = dict(plan.numbers)
+            n_before, n_dropped = len(items), len(dropped)
+            for item in plan.items:
+                sid = item.structure_id
+                if sid not in self._structures or (sid, item.fidelity) in done:
+                    dropped.append(f"{sid} ({item.fidelity}): already computed or unknown")
+                elif sid in planned:
+                    dropped.append(f"{sid} ({item.fidelity}): already planned in this round")
+                elif len(items) < batch:
+                    items.append(item)
+                    planned.add(sid)
+            if len(dropped) == n_dropped or len(items) >= batch or len(items) == n_before:
+                break  # nothing freed, batch full, or the planner has nothing more
+        if dropped:
+            self.ledger.log_event("policy", f"round {number}: dropped {len(dropped)} repeated plan item(s): "
+                                  + "; ".join(dropped[:10]), round_number=number)
+        job_rows, gaps, decisions = [], self._pbe_band_gaps(), []
         for item in items:
-            if (item.structure_id, item.fidelity) in seen:
-                continue
-            seen.add((item.structure_id, item.fidelity))
             cost, cpu_h = self._cost(item.structure_id, item.fidelity)  # the ledger charges OUR estimate
+            decisions.append({"structure_id": item.structure_id, "fidelity": item.fidelity, "reason": item.reason,
+                              "estimated_cost": cost, "numbers": item.numbers})
             try:
                 flow = self.components.calculator.make_flow(
                     self._structures[item.structure_id], item.fidelity, item.structure_id,
                     **self._flow_kwargs(item.structure_id, item.fidelity, gaps),
                 )
             except ScreenerError as exc:  # e.g. a replay data set without this calculation: skip it, say why
+                decisions[-1]["reason"] = f"not set up ({exc}); planned as: {item.reason}"
                 self.ledger.log_event("job", f"{item.structure_id} ({item.fidelity}) cannot be set up: {exc}",
                                       round_number=number)
                 continue
@@ -299,13 +421,20 @@ class Campaign:
             _candidate_row(it.structure_id, self._structures[it.structure_id], "competing")
             for it in items if self._roles.get(it.structure_id) == "competing"
         ]
-        decisions = [{"structure_id": it.structure_id, "fidelity": it.fidelity, "reason": it.reason,
-                      "estimated_cost": it.estimated_cost, "numbers": it.numbers} for it in plan.items]
-        accepted = self.ledger.commit_plan(number, decisions=decisions, numbers=plan.numbers, jobs=job_rows,
+        # the decisions recorded are exactly the plan's distinct items; ``accepted`` says which became jobs
+        numbers.update({"n_planned": len(items), "n_dropped_repeats": len(dropped),
+                        "n_pbe_pretraining": pretrained.get("pbe", 0), "n_pbe_campaign": n_done["pbe"],
+                        "n_scan_campaign": n_done["scan"]})
+        accepted = self.ledger.commit_plan(number, decisions=decisions, numbers=numbers, jobs=job_rows,
                                            new_candidates=new_candidates)
         if progress:
             progress(f"round {number}: ranking", 1, 1)
         return bool(accepted)
+
+    def _pretraining_set_sizes(self) -> dict[str, int]:
+        """Structures per fidelity the model learned from before the campaign (0 when the model cannot say)."""
+        sizes = getattr(self.components.model, "pretraining_set_sizes", None)
+        return {f: int(n) for f, n in (sizes() if callable(sizes) else {}).items()}
 
     def _competing_items(self, ids: list[str], ranking: dict[str, dict[str, np.ndarray]],
                          done: set[tuple[str, str]]) -> list[PlanItem]:
@@ -333,29 +462,31 @@ class Campaign:
             gaps = self._pbe_band_gaps()
         return {"pbe_band_gap_ev": gaps[sid]} if sid in gaps else {}
 
-    def _pbe_band_gaps(self) -> dict[str, float]:
+    def _pbe_band_gaps(self, before_round: int | None = None) -> dict[str, float]:
         out = {}
         for job in self.ledger.jobs(states=["done"]):
+            if before_round is not None and job.round >= before_round:
+                continue
             gap = (job.result or {}).get("band_gap_ev") if job.fidelity == "pbe" else None
             if gap is not None:
                 out[job.structure_id] = float(gap)
         return out
 
     # ---- step 4: compute -------------------------------------------------------------------------------------------
-    def _execute_open_jobs(self, progress: Progress | None) -> None:
+    def _execute_open_jobs(self, progress: Progress | None, stage: str = "calculations") -> None:
         executor = self.components.executor
         open_jobs = self.ledger.jobs(states=OPEN_STATES)
         if not open_jobs:
             return
         total = len(open_jobs)
         pending = self._record(open_jobs, executor.collect([j.uuid for j in open_jobs]))
-        for job in pending:  # not in the job store yet: (re)submit the very same flow (same uuids)
-            executor.submit(load_flow(job.flow_json))
+        for job in pending:  # not in the job store yet: rebuild the flow from the ledger's data, same uuid, submit
+            executor.submit(self._rebuild_flow(job))
             self.ledger.mark_submitted([job.uuid])
         blocking = getattr(executor, "runs_locally", self.config.executor == "local")
         while pending:
             if progress:
-                progress("calculations", total - len(pending), total)
+                progress(stage, total - len(pending), total)
             executor.run()
             still = self._record(pending, executor.collect([j.uuid for j in pending]))
             if still and blocking and len(still) == len(pending):
@@ -367,7 +498,31 @@ class Campaign:
                 time.sleep(self.config.poll_interval_s)
             pending = still
         if progress:
-            progress("calculations", total, total)
+            progress(stage, total, total)
+
+    def _rebuild_flow(self, job: Any) -> Any:
+        """The flow of an open job, made again by the calculator from what the ledger records as data.
+
+        Structure (candidates table), fidelity, back-end and its options (the campaign config), the PBE band gaps known
+        when it was planned, and the recorded uuid, so the result is found in the job store under that uuid; the
+        stored flow JSON is never decoded.
+        """
+        structure = self._structures.get(job.structure_id)
+        if structure is None:
+            raise InvalidInputError(f"job {job.uuid}: {job.structure_id!r} is not a structure of this campaign")
+        gaps = self._pbe_band_gaps(before_round=job.round)  # what planning saw: done jobs of earlier rounds
+        try:
+            flow = self.components.calculator.make_flow(
+                structure, job.fidelity, job.structure_id, uuid=job.uuid,
+                **self._flow_kwargs(job.structure_id, job.fidelity, gaps),
+            )
+        except ScreenerError as exc:
+            raise InvalidInputError(f"job {job.uuid} ({job.structure_id}, {job.fidelity}) cannot be set up again: "
+                                    f"{exc}") from exc
+        if flow_uuid(flow) != job.uuid:
+            raise InvalidInputError(f"job {job.uuid}: the {self.config.backend} back-end rebuilt it with uuid "
+                                    f"{flow_uuid(flow)} (its make_flow must honour uuid=)")
+        return flow
 
     def _record(self, jobs: list[Any], results: Mapping[str, Any]) -> list[Any]:
         """Write finished results into the ledger; return the jobs still without a result."""
@@ -399,8 +554,20 @@ class Campaign:
                 self.components.hulls.add_result(job.fidelity, entry)
             self._in_hull.add(job.uuid)
 
-    def _learn(self, number: int, progress: Progress | None) -> dict[str, Any]:
-        """Update hulls, measure the model's prospective error, fine-tune, record all of it."""
+    def _targets(self) -> dict[str, dict[str, float]]:
+        """Formation energies (eV/atom) of every finished calculation, per fidelity, on the current hulls."""
+        targets: dict[str, dict[str, float]] = {f: {} for f in FIDELITIES}
+        for job in self.ledger.jobs(states=["done"]):
+            entry = (job.result or {}).get("entry")
+            if entry:
+                value = self.components.hulls.e_form_ev_per_atom(job.fidelity, entry)
+                if np.isfinite(value):
+                    targets[job.fidelity][job.structure_id] = float(value)
+        return targets
+
+    def _learn(self, number: int, progress: Progress | None, *, fine_tune: bool = True) -> dict[str, Any]:
+        """Update hulls, measure the model's prospective error, fine-tune (unless ``fine_tune`` is False: nothing is
+        left to buy, so no later round would use the new model), record all of it."""
         hulls = self.components.hulls
         self._update_hulls()
         info: dict[str, Any] = {}
@@ -410,16 +577,11 @@ class Campaign:
                                     hull_json=json.dumps({"stable_ids": snap.get("stable_ids", []),
                                                           "hull": snap.get("json")}))
         done = self.ledger.jobs(states=["done"])
-        targets: dict[str, dict[str, float]] = {f: {} for f in FIDELITIES}
-        for job in done:
-            entry = (job.result or {}).get("entry")
-            if entry:
-                value = hulls.e_form_ev_per_atom(job.fidelity, entry)
-                if np.isfinite(value):
-                    targets[job.fidelity][job.structure_id] = float(value)
+        targets = self._targets()
         # prospective error: this round's predictions against this round's new results (before training on them)
         preds = {(p["structure_id"], p["fidelity"]): p["e_form_mean_ev_per_atom"]
                  for p in self.ledger.predictions(number)}
+        pretrained = self._pretraining_set_sizes()
         before = {f: sum(1 for j in done if j.fidelity == f and j.round < number) for f in FIDELITIES}
         measured = {(p["round"], p["fidelity"]) for p in self.ledger.learning_curve()}  # a resumed _learn: once
         for fidelity in FIDELITIES:
@@ -427,28 +589,59 @@ class Campaign:
                       for j in done if j.round == number and j.fidelity == fidelity
                       and (j.structure_id, fidelity) in preds and j.structure_id in targets[fidelity]]
             if errors:
-                mae = float(np.mean(errors))
+                mae, se = mae_with_standard_error(errors)
                 info[f"mae_{fidelity}_ev_per_atom"] = mae
+                info[f"mae_se_{fidelity}_ev_per_atom"] = se
                 info[f"n_{fidelity}_measured"] = len(errors)
                 if (number, fidelity) in measured:
                     continue
-                self.ledger.add_learning_curve_point(round_number=number, fidelity=fidelity, n_scan=before["scan"],
-                                                     n_pbe=before["pbe"], mae_ev_per_atom=mae, source="prospective",
-                                                     n_points=len(errors))
-        recorded = {m["round"] for m in self.ledger.models()}
-        if self.config.fine_tune_epochs > 0 and number not in recorded and any(targets.values()):
-            if progress:
-                progress(f"round {number}: fine-tuning", 0, 1)
-            versions = self.components.model.fine_tune(
-                targets, self._structures, out_dir=str(self.campaign_dir / "models" / f"round_{number:03d}"),
-                round_number=number, seed=self.config.seed + number,
-            )
-            if progress:
-                progress(f"round {number}: fine-tuning", 1, 1)
-            for v in versions:
-                self.ledger.record_model(version=v.version, round_number=number, fidelity=v.fidelity, path=v.path,
-                                         parent=v.parent, n_train=v.n_train, metrics=v.metrics)
+                self.ledger.add_learning_curve_point(
+                    round_number=number, fidelity=fidelity, n_scan=pretrained.get("scan", 0) + before["scan"],
+                    n_pbe=pretrained.get("pbe", 0) + before["pbe"], mae_ev_per_atom=mae, source="prospective",
+                    n_points=len(errors), mae_se_ev_per_atom=se, n_pbe_pretraining=pretrained.get("pbe", 0))
+        if self.config.fine_tune_epochs > 0 and any(targets.values()):
+            if fine_tune:
+                self._fine_tune(number, targets, progress)
+            else:
+                info["fine_tune"] = "deferred"
+                self.ledger.log_event("model", f"round {number}: no fine-tune, nothing is left to buy (a resume "
+                                      "with budget left fine-tunes first)", round_number=number)
         return info
+
+    def _fine_tune(self, number: int, targets: dict[str, dict[str, float]], progress: Progress | None) -> None:
+        if number in {m["round"] for m in self.ledger.models()}:
+            return  # a resumed round: its model is already saved
+        if progress:
+            progress(f"round {number}: fine-tuning", 0, 1)
+        versions = self.components.model.fine_tune(
+            targets, self._structures, out_dir=str(self.campaign_dir / "models" / f"round_{number:03d}"),
+            round_number=number, seed=self.config.seed + number,
+        )
+        if progress:
+            progress(f"round {number}: fine-tuning", 1, 1)
+        for v in versions:
+            self.ledger.record_model(version=v.version, round_number=number, fidelity=v.fidelity, path=v.path,
+                                     parent=v.parent, n_train=v.n_train, metrics=v.metrics)
+
+    def _catch_up_fine_tune(self, number: int, progress: Progress | None) -> None:
+        """The fine-tune round ``number`` deferred because nothing was left to buy then (there is budget now)."""
+        self._update_hulls()
+        self._fine_tune(number, self._targets(), progress)
+        info = next((r["info"] for r in self.ledger.rounds() if r["round"] == number), {})
+        self.ledger.set_round_state(number, "finished", info={**info, "fine_tune": "done on resume"})
+
+
+def mae_with_standard_error(errors: Any) -> tuple[float, float]:
+    """Mean absolute error and its standard error ``std(|e|, ddof=1) / sqrt(n)`` (eV/atom).
+
+    One error has no spread to measure: its standard error is the error itself (100 %, a weak point in the fit).
+    The standard error is floored at 1 meV/atom so identical errors do not get infinite weight.
+    """
+    abs_err = np.abs(np.asarray(errors, dtype=float))
+    mae = float(abs_err.mean())
+    if abs_err.size < 2:
+        return mae, max(mae, 1e-3)
+    return mae, max(float(abs_err.std(ddof=1) / np.sqrt(abs_err.size)), 1e-3)
 
 
 def _finite(x: float) -> float | None:

@@ -85,31 +85,42 @@ def iter_jobs(obj: Job | Flow) -> list[Job]:
     return [obj]
 
 
-def _output_doc(store: JobStore, uuid: str, _depth: int = 0) -> dict | None:
-    """Last stored document of ``uuid``; an output that is a reference (a job replaced by a flow) is followed."""
-    docs = list(store.query({"uuid": uuid}, properties=["uuid", "index", "output"], sort={"index": -1}, limit=1))
+def _output_doc(store: JobStore, uuid: str, _depth: int = 0, *, load: bool = False) -> dict | None:
+    """Last stored document of ``uuid``; an output that is a reference (a job replaced by a flow) is followed.
+
+    Plain JSON (``load=True`` inserts blobs of the additional stores as stored): nothing is decoded here.
+    """
+    docs = list(store.query({"uuid": uuid}, properties=["uuid", "index", "output"], sort={"index": -1}, limit=1,
+                            load=load))
     if not docs:
         return None
     doc = docs[0]
     output = doc.get("output")
     if isinstance(output, dict) and output.get("@class") == "OutputReference" and _depth < 20:
-        target = _output_doc(store, output["uuid"], _depth + 1)
+        target = _output_doc(store, str(output.get("uuid")), _depth + 1, load=load)
         return {**doc, "output": None if target is None else target.get("output")}
     return doc
 
 
 def read_result(store: JobStore, uuid: str) -> CalcResult | None:
-    """The CalcResult stored for ``uuid`` (its last index), or None if there is none yet."""
+    """The CalcResult stored for ``uuid`` (its last index), or None if there is none yet.
+
+    The stored JSON is checked against screener's allow-list (:mod:`screener._safe_json`) and validated as a
+    CalcResult; nothing it names is imported.
+    """
+    from screener._safe_json import check
     from screener.calculators.result import CalcResult
 
     doc = _output_doc(store, uuid)
     if doc is None or doc.get("output") is None:
         return None
     output = doc["output"]
-    if isinstance(output, dict) and "@class" in output and output.get("@class") != "CalcResult":
-        raise InvalidInputError(f"job {uuid} did not produce a CalcResult but a {output['@class']}")
-    if isinstance(output, dict) and any(isinstance(v, dict) and "blob_uuid" in v for v in output.values()):
-        output = store.get_output(uuid, which="last", load=True)
+    if not isinstance(output, dict) or ("@class" in output and output.get("@class") != "CalcResult"):
+        named = output.get("@class") if isinstance(output, dict) else type(output).__name__
+        raise InvalidInputError(f"job {uuid} did not produce a CalcResult but a {named}")
+    if any(isinstance(v, dict) and "blob_uuid" in v for v in output.values()):
+        output = (_output_doc(store, uuid, load=True) or {}).get("output") or {}
+    check(output, f"job {uuid} in the job store")
     return CalcResult.model_validate({k: v for k, v in output.items() if not k.startswith("@")})
 
 

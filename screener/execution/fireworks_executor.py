@@ -26,6 +26,7 @@ __all__ = ["FireWorksExecutor"]
 logger = logging.getLogger(__name__)
 
 _INSTALL_HINT = "the fireworks executor needs FireWorks: pip install 'screener[fireworks]'"
+_JOB_TASK = "{{jobflow.managers.fireworks.JobFiretask}}"
 
 
 class FireWorksExecutor:
@@ -97,17 +98,39 @@ class FireWorksExecutor:
     def run(self, *, nlaunches: int = 0) -> int:
         """Launch rockets in this process until no firework is ready (``rapidfire``); returns fireworks run.
 
-        On a cluster, run ``rlaunch``/``qlaunch`` instead and only ``collect`` here.
+        On a cluster, run ``rlaunch``/``qlaunch`` instead and only ``collect`` here. Only screener's own jobs are
+        launched: any waiting firework with other tasks or other code stops this before anything runs.
         """
         from fireworks import FWorker
         from fireworks.core.rocket_launcher import rapidfire
 
+        self._check_waiting()
         before = self.launchpad.fireworks.count_documents({"state": {"$in": ["COMPLETED", "FIZZLED"]}})
         runs = self.campaign_dir / "runs"
         runs.mkdir(exist_ok=True)
         rapidfire(self.launchpad, self.fworker or FWorker(), m_dir=str(runs), nlaunches=nlaunches, sleep_time=0,
                   strm_lvl="WARNING")
         return self.launchpad.fireworks.count_documents({"state": {"$in": ["COMPLETED", "FIZZLED"]}}) - before
+
+    def _check_waiting(self) -> None:
+        """Check every firework ``run`` could launch against screener's allow-list, on the raw LaunchPad documents.
+
+        FireWorks decodes a task by its ``_fw_name`` and jobflow runs the function a job names, so both are checked
+        before ``rapidfire`` reads them (:mod:`screener._safe_json`).
+        """
+        from screener._safe_json import check
+
+        waiting = self.launchpad.fireworks.find({"state": {"$in": ["READY", "WAITING", "RESERVED"]}},
+                                                {"fw_id": 1, "name": 1, "spec": 1})
+        for fw in waiting:
+            what = f"firework {fw.get('fw_id')} ({fw.get('name')})"
+            for task in (fw.get("spec") or {}).get("_tasks") or []:
+                name = task.get("_fw_name") if isinstance(task, dict) else None
+                if name != _JOB_TASK:
+                    raise InvalidInputError(f"{what}: refused to run task {name!r}: screener launches only its own "
+                                            "jobflow jobs; launch other workflows with rlaunch")
+                check(task.get("job"), f"{what}, job {(task.get('job') or {}).get('uuid')}", jobs=True)
+                check(task.get("store"), f"{what}, job store", jobs=True)
 
     def collect(self, uuids: list[str]) -> dict[str, CalcResult | None]:
         """Results from the job store; a FIZZLED firework gives a failed CalcResult with its exception."""

@@ -4,7 +4,9 @@
 ``run`` executes, one calculation at a time, every queued job whose output is not yet in the store (so a process
 killed at any point loses at most the calculation it was running, and a re-run recomputes nothing that was stored).
 Jobs of a calculation already stored (e.g. a finished VASP run whose conversion job was killed) are not rerun:
-references to them are resolved from the store.
+references to them are resolved from the store. Queue files may come with a copied campaign: each is checked
+against the allow-list of screener's own jobs (:mod:`screener._safe_json`) before anything in it is decoded, and one
+that names other code stops ``run`` before any job runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from screener.errors import InvalidInputError
 from screener.execution.base import is_done, iter_jobs, read_result, split_units, write_failure
 
 if TYPE_CHECKING:
@@ -121,9 +124,9 @@ class LocalExecutor:
             Number of calculations run in this call.
         """
         from jobflow import Flow, run_locally
-        from monty.json import MontyDecoder
 
         todo = self.pending() if uuids is None else [u for u in uuids if not is_done(self.store, u)]
+        units = {uuid: self._load_queued(uuid) for uuid in todo}  # all checked before any runs
         capture = _FailureCapture()
         jf_logger = logging.getLogger("jobflow.managers.local")
         old_level = jf_logger.level
@@ -131,11 +134,10 @@ class LocalExecutor:
         jf_logger.setLevel(logging.INFO)
         try:
             for i, uuid in enumerate(todo):
-                path = self.queue_dir / f"{uuid}.json"
-                if not path.exists():
+                unit = units[uuid]
+                if unit is None:
                     logger.warning("calculation %s was never submitted here; skipped", uuid)
                     continue
-                unit = MontyDecoder().process_decoded(json.loads(path.read_text()))
                 jobs = [job for job in iter_jobs(unit) if not is_done(self.store, job.uuid)]
                 for job in jobs:
                     job.hosts = []
@@ -161,6 +163,31 @@ class LocalExecutor:
             jf_logger.removeHandler(capture)
             jf_logger.setLevel(old_level)
         return len(todo)
+
+    def _load_queued(self, uuid: str) -> Job | Flow | None:
+        """The calculation queued as ``queue/<uuid>.json`` (None if there is none), checked before it is decoded.
+
+        A queue file may come with a copied campaign: it must hold screener's own jobs only (the allow-list of
+        :mod:`screener._safe_json`), with ``uuid`` among its jobs, or :class:`InvalidInputError` names the file.
+        """
+        from monty.json import MontyDecoder
+
+        from screener._safe_json import check
+
+        path = self.queue_dir / f"{uuid}.json"
+        if not path.exists():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"queue file {path}: cannot read it ({exc})") from exc
+        check(raw, f"queue file {path}", jobs=True)
+        if not isinstance(raw, dict) or raw.get("@class") not in ("Job", "Flow"):
+            raise InvalidInputError(f"queue file {path}: not a jobflow Job or Flow")
+        unit = MontyDecoder().process_decoded(raw)
+        if uuid not in {job.uuid for job in iter_jobs(unit)}:
+            raise InvalidInputError(f"queue file {path}: holds no job with uuid {uuid}")
+        return unit
 
     # -- results ------------------------------------------------------------------------------------------------
     def collect(self, uuids: list[str]) -> dict[str, CalcResult | None]:

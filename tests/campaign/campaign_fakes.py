@@ -68,9 +68,10 @@ class FakeCalculator:
             return 0.02 + 3.0 * _h(f"{self.salt}{structure.composition.formula}{len(structure)}{fidelity}")
         return 0.1 * len(structure) * (5.0 if fidelity == "scan" else 1.0)
 
-    def make_flow(self, structure: Structure, fidelity: str, structure_id: str, **kw: Any) -> FakeFlow:
+    def make_flow(self, structure: Structure, fidelity: str, structure_id: str, *, uuid: str | None = None,
+                  **kw: Any) -> FakeFlow:
         return FakeFlow(structure_id, fidelity, structure.composition.formula, len(structure),
-                        estimated_cpu_hours=self.estimate_cost_cpu_hours(structure, fidelity))
+                        estimated_cpu_hours=self.estimate_cost_cpu_hours(structure, fidelity), uuid=uuid)
 
 
 class FakeExecutor:
