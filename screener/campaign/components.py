@@ -48,19 +48,15 @@ class PolicyPlanner:
     def plan(self, request: PlanRequest) -> Plan:
         from screener.policies import decide
         from screener.policies.allocation import CompetingPhaseJob
-        from screener.policies.decide import LearningCurvePoint
 
         u = self.unit
         # PBE competing phases (none with the shipped hulls) go first, outside the policy's SCAN share
-        first = [c for c in request.competing if c.fidelity != "scan"]
+        first = list({c.structure_id: c for c in request.competing if c.fidelity != "scan"}.values())
+        busy = {c.structure_id for c in first}  # planned once per round: not again at the other fidelity
         remaining = request.remaining_budget - sum(c.estimated_cost for c in first)
         done = request.done
-        # one point per round: the SCAN model's prospective MAE on that round's new SCAN results, weighted by how
-        # many results it was measured on
-        curve = [LearningCurvePoint(n_scan=p["n_scan"], n_pbe=p["n_pbe"], mae_ev_per_atom=p["mae_ev_per_atom"],
-                                    weight=float(p.get("n_points") or 1))
-                 for p in request.learning_curve
-                 if p["fidelity"] == "scan" and p["mae_ev_per_atom"] and p["mae_ev_per_atom"] > 0]
+        n_pbe = request.n_pbe_pretraining + request.n_pbe
+        n_scan = request.n_scan_pretraining + request.n_scan
         state = {
             "candidate_ids": request.structure_ids,
             "chemsys": request.chemsys,
@@ -70,36 +66,68 @@ class PolicyPlanner:
             "pbe_std_ev_per_atom": _clean(request.e_hull_std["pbe"], 0.0),
             "cost_scan_cpu_hours": [float(c) * u for c in request.cost["scan"]],
             "cost_pbe_cpu_hours": [float(c) * u for c in request.cost["pbe"]],
-            "scan_done": [s for s in request.structure_ids if (s, "scan") in done],
-            "pbe_done": [s for s in request.structure_ids if (s, "pbe") in done],
-            "n_scan": request.n_scan,
-            "n_pbe": request.n_pbe,
-            "learning_curve": curve,
+            "scan_done": [s for s in request.structure_ids if (s, "scan") in done or s in busy],
+            "pbe_done": [s for s in request.structure_ids if (s, "pbe") in done or s in busy],
+            "n_scan": n_scan,
+            "n_pbe": n_pbe,
+            "learning_curve": learning_curve_points(request.learning_curve, request.n_pbe_pretraining),
             "budget_cpu_hours": max(0.0, remaining) * u,
             "required_phases": [
                 CompetingPhaseJob(job_id=c.structure_id, chemsys=c.numbers.get("chemsys", ""),
                                   cost_cpu_hours=c.estimated_cost * u)
-                for c in request.competing if c.fidelity == "scan"
+                for c in request.competing if c.fidelity == "scan" and c.structure_id not in busy
             ],
             "round_index": request.round_number,
         }
-        plan = decide(self.policy, state)
+        # the request's batch (the loop asks again with the slots a first plan left free); PBE phases count in it
+        slots = min(self.config.batch_size, request.batch_size) - len(first)
+        if slots < 1:
+            return Plan(first[: max(request.batch_size, 0)], {"policy": self.policy.name, "kind": self.policy.kind})
+        policy = self.policy.model_copy(update={"batch_size": slots, "max_calculations_per_round": slots})
+        plan = decide(policy, state)
         costs = {c.structure_id: c.estimated_cost for c in request.competing}
         index = {s: i for i, s in enumerate(request.structure_ids)}
         items = list(first)
         for p in plan.items:
+            if p.job_id in busy:  # decide plans each structure once; this guards the PBE phases added above
+                continue
+            busy.add(p.job_id)
             if p.kind == "competing_phase":
                 cost = costs.get(p.job_id, p.cost_cpu_hours / u)
             else:
                 cost = float(request.cost[p.fidelity][index[p.job_id]])
             items.append(PlanItem(p.job_id, p.fidelity, p.reason, cost,
                                   {"score": p.score, "for_candidate": p.for_candidate, "kind": p.kind}))
-        numbers: dict[str, Any] = {"policy": plan.policy, "kind": plan.kind, **plan.numbers}
+        numbers: dict[str, Any] = {"policy": plan.policy, "kind": plan.kind, "n_pbe_pretraining":
+                                   request.n_pbe_pretraining, "n_pbe_campaign": request.n_pbe, **plan.numbers}
         if plan.allocation is not None:
             numbers["allocation"] = plan.allocation.model_dump(mode="json")
         if plan.fit is not None:
             numbers["scaling_law"] = plan.fit.model_dump(mode="json")
         return Plan(items, numbers)
+
+
+def learning_curve_points(rows: list[dict[str, Any]], n_pbe_pretraining: int = 0) -> list[Any]:
+    """The ledger's SCAN learning-curve rows as weighted points for the scaling-law fit.
+
+    One point per round: the SCAN model's prospective MAE on that round's new SCAN results, weighted by
+    ``(mae / se)**2`` = 1 / variance of log MAE, where ``se`` is the standard error of that MAE (a 3-point round
+    counts little). Rows written before the standard error was recorded are weighted by their number of points, and
+    rows written before N_p included the pre-training set (``n_pbe_pretraining`` NULL) get ``n_pbe_pretraining``
+    added.
+    """
+    from screener.policies.decide import LearningCurvePoint
+
+    points = []
+    for p in rows:
+        mae = p.get("mae_ev_per_atom")
+        if p.get("fidelity") != "scan" or not mae or mae <= 0:
+            continue
+        se = p.get("mae_se_ev_per_atom")
+        weight = (mae / se) ** 2 if se and se > 0 else float(p.get("n_points") or 1)
+        n_pbe = p["n_pbe"] + (n_pbe_pretraining if p.get("n_pbe_pretraining") is None else 0)
+        points.append(LearningCurvePoint(n_scan=p["n_scan"], n_pbe=n_pbe, mae_ev_per_atom=mae, weight=weight))
+    return points
 
 
 def _clean(values: Any, fill: float | None = None) -> list[float]:

@@ -9,12 +9,18 @@ Budget invariant (checked inside the reserving transaction): ``spent + reserved 
 finished (done/failed) jobs; the charge of a finished job is its actual cost when it is known, else its estimate.
 All costs in the ledger are in budget units (see :class:`~screener.campaign.config.CampaignConfig`); the CPU-hours
 are stored next to them.
+
+One process writes a ledger at a time: opening one for writing takes the campaign folder's writer lock
+(:mod:`screener.campaign.folder`); ``read_only=True`` opens it for reading only (``status``, ``report``), with no
+lock, through SQLite's ``mode=ro`` URI, so it also works in a read-only folder. Every open first runs
+``PRAGMA quick_check``: a damaged file is refused (:class:`LedgerDamagedError`) before any work is done.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -25,7 +31,7 @@ from typing import Any, Literal
 
 from screener.errors import BudgetError, InvalidInputError
 
-__all__ = ["Ledger", "JobRow", "BudgetSummary", "LEDGER_FILENAME", "JobState"]
+__all__ = ["Ledger", "JobRow", "BudgetSummary", "LEDGER_FILENAME", "JobState", "LedgerDamagedError", "json_safe"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +79,44 @@ CREATE TABLE IF NOT EXISTS hulls (
 );
 CREATE TABLE IF NOT EXISTS learning_curve (
     id INTEGER PRIMARY KEY AUTOINCREMENT, round INTEGER, fidelity TEXT, n_scan INTEGER, n_pbe INTEGER,
-    mae_ev_per_atom REAL, source TEXT, n_points INTEGER
+    mae_ev_per_atom REAL, source TEXT, n_points INTEGER, mae_se_ev_per_atom REAL, n_pbe_pretraining INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, round INTEGER, kind TEXT, message TEXT, data_json TEXT
 );
 """
+
+
+class LedgerDamagedError(InvalidInputError):
+    """The ledger file is damaged (or not an SQLite file); nothing was done with it."""
+
+    def __init__(self, path: str | Path, detail: str) -> None:
+        path = Path(path)
+        detail = " ".join(str(detail).split())[:200]
+        super().__init__(
+            f"{path} is damaged or not a valid campaign ledger ({detail}); nothing was done. Keep a copy, then recover it with "
+            f"`sqlite3 {path} .recover | sqlite3 {path.with_name('ledger-recovered.sqlite')}` and put the recovered "
+            "file in its place (see 'Reliability and safety' in the user guide)"
+        )
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by None and numpy scalars/arrays made plain, so that
+    ``json.dumps(..., allow_nan=False)`` writes standard JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if type(obj).__module__ == "numpy":
+        return json_safe(obj.tolist() if hasattr(obj, "tolist") else obj)
+    return obj
+
+
+def _dumps(obj: Any, **kwargs: Any) -> str:
+    """Standard JSON (no NaN/Infinity tokens) of ``obj``."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -129,27 +167,64 @@ class Ledger:
         The SQLite file.
     create : bool
         Create the file and its tables if missing; otherwise a missing file is an :class:`InvalidInputError`.
+    read_only : bool
+        Open for reading only: no writer lock, nothing in the folder is written (``mode=ro``; ``immutable=1`` when
+        not even SQLite's ``-wal``/``-shm`` side files can be created there).
+
+    Raises
+    ------
+    CampaignBusyError
+        (writing) another process holds the campaign's writer lock.
+    LedgerDamagedError
+        The file fails SQLite's ``quick_check`` or is not an SQLite database.
     """
 
-    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+    def __init__(self, path: str | Path, *, create: bool = False, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
+        self._lock = None
         if not self.path.exists() and not create:
             raise InvalidInputError(f"{self.path.parent} is not a screener campaign (no {LEDGER_FILENAME} in it)")
+        if not read_only:
+            from screener.campaign.folder import acquire_lock
+
+            self._lock = acquire_lock(self.path.parent)
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so every change is an explicit transaction.
-            self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+            existed = self.path.exists()
+            if read_only:
+                self._conn = _connect_read_only(self.path)
+            else:
+                # isolation_level=None: we issue BEGIN/COMMIT ourselves, so every change is an explicit transaction.
+                self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
             self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            if existed:
+                self._check_integrity()
+            if not read_only:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
             if create:
                 self._conn.executescript(_SCHEMA)
                 with self.transaction() as cur:
                     cur.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             else:
                 self._conn.execute("SELECT 1 FROM jobs LIMIT 1")
-                self._migrate()
+                if not read_only:
+                    self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise InvalidInputError(f"{self.path} is not a valid campaign ledger: {exc}") from None
+            self.close()
+            if "no such table" in str(exc):
+                raise InvalidInputError(f"{self.path} is not a campaign ledger: {exc}") from None
+            raise LedgerDamagedError(self.path, str(exc)) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_integrity(self) -> None:
+        """``PRAGMA quick_check`` (O(size), well under a second for a campaign's ledger): damage is found here,
+        before any work, not later as a wrong answer."""
+        rows = [r[0] for r in self._conn.execute("PRAGMA quick_check(5)")]
+        if rows != ["ok"]:
+            raise LedgerDamagedError(self.path, f"quick_check: {'; '.join(map(str, rows))}")
 
     def _migrate(self) -> None:
         """Bring a ledger written by an older screener up to this schema (columns added since)."""
@@ -161,10 +236,15 @@ class Ledger:
         if "n_points" not in cols:
             with self.transaction() as cur:
                 cur.execute("ALTER TABLE learning_curve ADD COLUMN n_points INTEGER")
+        # standard error of each MAE (fit weights) and the pre-training part of n_pbe (NULL: campaign PBE only)
+        for column in ("mae_se_ev_per_atom REAL", "n_pbe_pretraining INTEGER"):
+            if column.split()[0] not in cols:
+                with self.transaction() as cur:
+                    cur.execute(f"ALTER TABLE learning_curve ADD COLUMN {column}")
 
     @classmethod
-    def in_dir(cls, campaign_dir: str | Path, *, create: bool = False) -> Ledger:
-        """Open the ledger of a campaign folder."""
+    def in_dir(cls, campaign_dir: str | Path, *, create: bool = False, read_only: bool = False) -> Ledger:
+        """Open the ledger of a campaign folder (for reading only with ``read_only=True``)."""
         campaign_dir = Path(campaign_dir)
         if not create and not (campaign_dir / LEDGER_FILENAME).exists():
             if not campaign_dir.exists():
@@ -172,11 +252,15 @@ class Ledger:
             raise InvalidInputError(f"{campaign_dir} is not a screener campaign (no {LEDGER_FILENAME} in it)")
         if create:
             campaign_dir.mkdir(parents=True, exist_ok=True)
-        return cls(campaign_dir / LEDGER_FILENAME, create=create)
+        return cls(campaign_dir / LEDGER_FILENAME, create=create, read_only=read_only)
 
     def close(self) -> None:
-        """Close the connection (the WAL is checkpointed by SQLite)."""
-        self._conn.close()
+        """Close the connection (the WAL is checkpointed by SQLite) and release the writer lock."""
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Ledger:
         return self
@@ -201,7 +285,7 @@ class Ledger:
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value under ``key``."""
         with self.transaction() as cur:
-            cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+            cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, _dumps(value)))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         """Value stored under ``key`` or ``default``."""
@@ -242,7 +326,7 @@ class Ledger:
         with self.transaction() as cur:
             cur.execute("UPDATE rounds SET state = ? WHERE round = ?", (state, number))
             if info is not None:
-                cur.execute("UPDATE rounds SET info_json = ? WHERE round = ?", (json.dumps(info), number))
+                cur.execute("UPDATE rounds SET info_json = ? WHERE round = ?", (_dumps(info), number))
             if state in ("finished", "empty"):
                 cur.execute("UPDATE rounds SET finished_at = ? WHERE round = ?", (time.time(), number))
 
@@ -286,6 +370,48 @@ class Ledger:
         return [dict(r) for r in rows]
 
     # ---- jobs and budget -------------------------------------------------------------------------------------------
+    def set_budget_total(self, total: float) -> tuple[float, float]:
+        """Change the total budget (meta ``budget_total`` and the stored config, in one transaction, as an event).
+
+        A campaign that had stopped because nothing more fitted (last round ``empty``) plans that round again on
+        its next run. Returns ``(old, new)``.
+
+        Raises
+        ------
+        BudgetError
+            ``total`` is not a finite number > 0, or is below what is already spent and reserved.
+        """
+        total = float(total)
+        if not (math.isfinite(total) and total > 0):
+            raise BudgetError(f"the budget must be a finite number > 0, not {total:g}")
+        with self.transaction() as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key='budget_total'").fetchone()
+            old = float(json.loads(row[0])) if row else 0.0
+            sums = _sums(cur)
+            committed = sums["spent"] + sums["reserved"]
+            if total < committed - _EPS:
+                raise BudgetError(f"a total of {total:g} is less than the {committed:.4g} already spent and reserved")
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('budget_total', ?)", (_dumps(total),))
+            row = cur.execute("SELECT value FROM meta WHERE key='config'").fetchone()
+            if row is not None:
+                config = json.loads(row[0])
+                config["budget_total"] = total
+                cur.execute("UPDATE meta SET value = ? WHERE key='config'", (_dumps(config),))
+            last = cur.execute("SELECT round, state FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
+            reopened = last is not None and last["state"] == "empty" and total > old
+            if reopened:
+                cur.execute("UPDATE rounds SET state = 'ranking', finished_at = NULL WHERE round = ?", (last["round"],))
+            _event(cur, last["round"] if last is not None else None, "budget",
+                   f"budget total changed from {old:g} to {total:g}"
+                   + (f"; round {last['round']} will be planned again" if reopened else ""),
+                   {"old": old, "new": total})
+        return old, total
+
+    def job_times(self) -> dict[str, tuple[float | None, float | None]]:
+        """``{uuid: (created_at, updated_at)}`` of every job (epoch seconds)."""
+        rows = self._conn.execute("SELECT uuid, created_at, updated_at FROM jobs").fetchall()
+        return {str(r[0]): (r[1], r[2]) for r in rows}
+
     def budget(self) -> BudgetSummary:
         """Current budget state from the job table."""
         total = float(self.get_meta("budget_total", 0.0))
@@ -389,7 +515,7 @@ class Ledger:
                     "INSERT INTO decisions (round, position, structure_id, fidelity, reason, estimated_cost, "
                     "accepted, numbers_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (round_number, pos, d["structure_id"], d["fidelity"], d.get("reason", ""),
-                     float(d["estimated_cost"]), int(ok), json.dumps(d.get("numbers") or {}, default=float)),
+                     float(d["estimated_cost"]), int(ok), _dumps(d.get("numbers") or {}, default=float)),
                 )
             cur.execute("UPDATE rounds SET state = 'planned' WHERE round = ?", (round_number,))
             _event(cur, round_number, "policy",
@@ -417,6 +543,8 @@ class Ledger:
     ) -> None:
         """Record a result: the job becomes ``done`` or ``failed``; its reservation becomes its charge."""
         state = "done" if success else "failed"
+        if result_json is not None:  # standard JSON in the ledger: a NaN from a calculator is stored as null
+            result_json = _dumps(json.loads(result_json))
         with self.transaction() as cur:
             row = cur.execute(
                 "SELECT state, round, structure_id, fidelity FROM jobs WHERE uuid = ?", (uuid,)
@@ -461,7 +589,7 @@ class Ledger:
         with self.transaction() as cur:
             cur.execute(
                 "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (version, round_number, fidelity, path, parent, n_train, json.dumps(metrics), time.time()),
+                (version, round_number, fidelity, path, parent, n_train, _dumps(metrics, default=float), time.time()),
             )
             _event(cur, round_number, "model", f"model {version} ({fidelity}, {n_train} points) saved", metrics)
 
@@ -489,13 +617,19 @@ class Ledger:
         return [dict(r) for r in self._conn.execute(sql, (fidelity,) if fidelity else ())]
 
     def add_learning_curve_point(self, *, round_number: int, fidelity: str, n_scan: int, n_pbe: int,
-                                 mae_ev_per_atom: float, source: str, n_points: int = 1) -> None:
-        """One (N_s, N_p, MAE) point for the scaling-law fit, measured on ``n_points`` structures."""
+                                 mae_ev_per_atom: float, source: str, n_points: int = 1,
+                                 mae_se_ev_per_atom: float | None = None, n_pbe_pretraining: int | None = None) -> None:
+        """One (N_s, N_p, MAE) point for the scaling-law fit, measured on ``n_points`` structures.
+
+        ``n_pbe`` is all PBE data behind the model (``n_pbe_pretraining`` of it from before the campaign);
+        ``mae_se_ev_per_atom`` is the standard error of the MAE (the fit weights the point by it).
+        """
         with self.transaction() as cur:
             cur.execute(
-                "INSERT INTO learning_curve (round, fidelity, n_scan, n_pbe, mae_ev_per_atom, source, n_points) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (round_number, fidelity, n_scan, n_pbe, mae_ev_per_atom, source, n_points),
+                "INSERT INTO learning_curve (round, fidelity, n_scan, n_pbe, mae_ev_per_atom, source, n_points, "
+                "mae_se_ev_per_atom, n_pbe_pretraining) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (round_number, fidelity, n_scan, n_pbe, mae_ev_per_atom, source, n_points, mae_se_ev_per_atom,
+                 n_pbe_pretraining),
             )
 
     def learning_curve(self) -> list[dict[str, Any]]:
@@ -514,6 +648,25 @@ class Ledger:
         return rows[-limit:] if limit else rows
 
 
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection: ``mode=ro``; ``immutable=1`` where SQLite cannot create its ``-wal``/``-shm`` files
+    (a read-only folder or mount, where no writer can be at work either)."""
+    uri = path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        return conn
+    except sqlite3.OperationalError as exc:
+        if "unable to open" not in str(exc):
+            raise
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        logger.warning("%s: its write-ahead log %s cannot be read in this read-only folder; showing the ledger "
+                       "without the transactions still in it (copy the folder somewhere writable to see them)",
+                       path, wal.name)
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+
+
 def _sums(cur: sqlite3.Connection | sqlite3.Cursor) -> dict[str, float]:
     row = cur.execute(
         "SELECT "
@@ -528,5 +681,5 @@ def _event(cur: sqlite3.Cursor, round_number: int | None, kind: str, message: st
     logger.info("%s", message)
     cur.execute(
         "INSERT INTO events (time, round, kind, message, data_json) VALUES (?, ?, ?, ?, ?)",
-        (time.time(), round_number, kind, message, json.dumps(data, default=str) if data else None),
+        (time.time(), round_number, kind, message, _dumps(data, default=str) if data else None),
     )

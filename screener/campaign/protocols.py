@@ -80,6 +80,9 @@ class Model(Protocol):
         """Train on ``targets[fidelity][structure_id] = e_form_ev_per_atom`` (all data so far); save under out_dir."""
         ...
 
+    # Optional (the loop uses ``getattr``): ``pretraining_set_sizes() -> {"pbe": int, "scan": int}``, the number of
+    # structures per fidelity the model learned from before the campaign (0 when unknown).
+
 
 @runtime_checkable
 class Hulls(Protocol):
@@ -133,6 +136,11 @@ class PlanRequest:
     batch_size: int
     seed: int
     competing: list[PlanItem] = field(default_factory=list)
+    #: Data behind the current model from before the campaign (the PBE pre-training set size N_p0 from the model's
+    #: card / ensemble metadata, and any SCAN pre-training data); the scaling law's N_p is ``n_pbe_pretraining +
+    #: n_pbe`` and its N_s is ``n_scan_pretraining + n_scan``.
+    n_pbe_pretraining: int = 0
+    n_scan_pretraining: int = 0
 
 
 @dataclass

@@ -241,7 +241,8 @@ def plan_scan_share(
     counts : dict, optional
         Candidates per chemical system already planned in this round.
     paid_phases : set of str, optional
-        Phase ids already planned in this round (updated in place).
+        Ids already planned in this round (updated in place): such a phase is not paid again and such a candidate
+        is skipped, so no structure is planned twice in a round.
     max_candidates : int, optional
         Stop after this many candidates.
     min_candidate_cost : float
@@ -265,7 +266,11 @@ def plan_scan_share(
         if max_per_chemsys is not None and counts.get(key, 0) >= max_per_chemsys:
             continue
         elements = frozenset(key.split("-"))
-        needed = [p for p in required_phases if p.job_id not in paid and p.is_needed_by(cand_id, elements)]
+        if cand_id in paid:  # already in this round's plan (e.g. as another candidate's competing phase)
+            continue
+        # a candidate is never its own competing phase: its own calculation is the one being planned
+        needed = [p for p in required_phases
+                  if p.job_id not in paid and p.job_id != cand_id and p.is_needed_by(cand_id, elements)]
         needed = list({p.job_id: p for p in needed}.values())
         package = float(cost) + sum(p.cost_cpu_hours for p in needed)
         if package > left:
@@ -275,6 +280,7 @@ def plan_scan_share(
                                  for_candidate=cand_id))
             paid.add(p.job_id)
         plan.append(PlanStep(job_id=cand_id, kind="candidate", cost_cpu_hours=float(cost), for_candidate=cand_id))
+        paid.add(cand_id)
         left -= package
         counts[key] = counts.get(key, 0) + 1
         n_taken += 1

@@ -193,7 +193,8 @@ class _Round:
     def add_scan(self, order: list[int], budget: float, reason: str) -> float:
         """Plan SCAN calculations (with competing phases) in the given order within ``budget``; returns the spend."""
         st = self.state
-        cands = ((st.candidate_ids[i], st.chemsys[i], float(self.cost_scan[i])) for i in order)
+        # lazily, so a candidate planned meanwhile as another one's competing phase is not planned again
+        cands = ((st.candidate_ids[i], st.chemsys[i], float(self.cost_scan[i])) for i in order if not self.planned[i])
         steps = plan_scan_share(cands, st.required_phases, min(budget, self.left),
                                 max_per_chemsys=self.policy.max_per_chemsys, counts=self.counts["scan"],
                                 paid_phases=self.paid_phases, min_candidate_cost=self.min_cost_scan)
@@ -206,6 +207,8 @@ class _Round:
                 why = f"{reason}: P(stable)={self.p_stable[i]:.2f}, score={self.score_scan[i]:.3g}"
                 score: float | None = float(self.score_scan[i])
             else:
+                if step.job_id in where:  # a candidate that is also a competing phase: computed once, here
+                    self.planned[where[step.job_id]] = True
                 why, score = f"competing phase for the SCAN hull of {step.for_candidate}", None
             self.items.append(PlannedCalculation(job_id=step.job_id, fidelity="scan", kind=step.kind, reason=why,
                                                  cost_cpu_hours=step.cost_cpu_hours, score=score,
@@ -227,6 +230,7 @@ class _Round:
             counts[key] = counts.get(key, 0) + 1
             self.planned[i] = True
             cid = st.candidate_ids[i]
+            self.paid_phases.add(cid)  # not also planned as a SCAN competing phase in this round
             self.items.append(PlannedCalculation(
                 job_id=cid, fidelity="pbe", reason=f"{reason}: score={self.score_pbe[i]:.3g}",
                 cost_cpu_hours=float(self.cost_pbe[i]), score=float(self.score_pbe[i]), for_candidate=cid))
