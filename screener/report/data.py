@@ -2,8 +2,13 @@
 
 The ledger (:class:`screener.campaign.ledger.Ledger`) is only read: its public read API, plus one read-only SQL query
 (:func:`job_timestamps`, opened with ``mode=ro``) for the submission and finish times of the jobs, which the read API
-does not expose. Computed energies above the hull come from the latest hull snapshot of each fidelity that the
-campaign recorded (never a blend of the two functionals).
+does not expose.
+
+One footing for every comparison: computed and predicted energies above the hull are both measured against the
+*final* hull snapshot of their fidelity (the last one the campaign recorded; never a blend of the two functionals),
+and a prediction is always the one of the round in which the calculation was bought (the ledger's ``predictions``
+rows of that round, made before the purchase). The headline figures (:class:`Headline`) are sums and ratios of
+ledger rows; ``tests/report/test_headline.py`` rebuilds each of them with plain SQL.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ __all__ = [
     "FIDELITIES",
     "JobInfo",
     "CandidateInfo",
+    "CompetingPhases",
     "RoundInfo",
+    "RoundMetrics",
+    "Headline",
+    "ParityPoint",
     "ReportData",
     "load_report_data",
     "job_timestamps",
@@ -34,6 +43,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FIDELITIES = ("pbe", "scan")
+# ledger meta key of the per-chemical-system competing-phase counts recorded before round 1 (when the campaign makes one)
+COMPETING_PHASES_META = "competing_phases"
 
 
 @dataclass
@@ -70,13 +81,42 @@ class JobInfo:
     def finished(self) -> bool:
         return self.state in ("done", "failed")
 
+    @property
+    def cpu_hours(self) -> float:
+        """CPU-hours of a finished job: the back-end's figure when it reported one, else the estimate (0 if none)."""
+        value = self.actual_cpu_hours if self.actual_cpu_hours is not None else self.estimated_cpu_hours
+        return float(value or 0.0)
+
+
+@dataclass
+class CompetingPhases:
+    """Phases besides the elements and the candidate itself that one hull holds in a candidate's chemical system
+    (its subsystems included).
+
+    ``known`` are phases the hull started with (known phases of the references / competing-phase set), ``computed``
+    phases that entered it during the campaign (other candidates, competing phases bought); ``source`` says where
+    the numbers come from.
+    """
+
+    known: int
+    computed: int
+    source: str
+
+    @property
+    def elements_only(self) -> bool:
+        """True when the hull holds nothing but the elements (and the candidate) in this system."""
+        return self.known + self.computed == 0
+
 
 @dataclass
 class CandidateInfo:
     """A candidate the campaign selected (at least one calculation bought), with predictions and results.
 
     ``predicted`` holds the latest prediction row of each fidelity, ``predicted_at_selection`` the prediction of the
-    round in which that fidelity's calculation was planned (what the policy saw). E_hull values are in eV/atom.
+    round in which that fidelity's calculation was planned (made before it was bought; what the policy saw).
+    ``predicted_e_hull_final_ev_per_atom`` is that prediction's formation energy measured against the final hull of
+    the fidelity, the same hull as ``computed_e_hull_ev_per_atom``, so the two differ exactly by the formation-energy
+    error. Energies are in eV/atom.
     """
 
     structure_id: str
@@ -91,7 +131,22 @@ class CandidateInfo:
     predicted_at_selection: dict[str, dict[str, Any]] = field(default_factory=dict)
     computed_e_hull_ev_per_atom: dict[str, float | None] = field(default_factory=dict)
     computed_e_form_ev_per_atom: dict[str, float | None] = field(default_factory=dict)
+    predicted_e_hull_final_ev_per_atom: dict[str, float | None] = field(default_factory=dict)
     stable: dict[str, bool] = field(default_factory=dict)
+    competing: dict[str, CompetingPhases | None] = field(default_factory=dict)
+
+    def status(self, fidelity: str) -> str:
+        """``stable``, ``above hull``, ``not computed``, ``failed``, ``pending`` or ``no hull`` at ``fidelity``."""
+        jobs = [j for j in self.jobs if j.fidelity == fidelity]
+        if not jobs:
+            return "not computed"
+        if any(j.state == "done" for j in jobs):
+            if self.stable.get(fidelity):
+                return "stable"
+            return "above hull" if self.computed_e_hull_ev_per_atom.get(fidelity) is not None else "no hull"
+        if any(j.state == "failed" for j in jobs):
+            return "failed"
+        return "pending"
 
     def best_structure(self) -> tuple[Any, str]:
         """The structure to show: the final structure of the SCAN result, else of the PBE result, else the input."""
@@ -121,6 +176,78 @@ class RoundInfo:
 
 
 @dataclass
+class RoundMetrics:
+    """What one round bought and found. Costs are of the round's finished jobs (all roles); ``n_computed`` counts
+    candidates (not competing phases) with a finished, successful calculation per fidelity; ``n_found`` those of the
+    round's SCAN-computed candidates on the final SCAN hull; ``hit_rate = n_found / n_computed["scan"]``."""
+
+    round: int
+    n_computed: dict[str, int]
+    n_found: int
+    hit_rate: float | None
+    cost_budget_units: float
+    cost_cpu_hours: float
+    cum_found: int
+    cum_budget_units: float
+    cum_cpu_hours: float
+    cum_scan_computed: int
+
+
+@dataclass
+class Headline:
+    """The campaign's headline figures, each a sum or ratio of ledger rows (see docs/report.md).
+
+    ``found``: candidates on the final SCAN hull snapshot. ``spent_*``: charges of finished jobs (budget units: the
+    ledger's budget; CPU-hours: reported, else estimated). ``hit_rate``: found / candidates computed at SCAN.
+    ``mae_e_form_ev_per_atom``: mean |prediction made before purchase - computed formation energy| per fidelity.
+    ``prevalence``: share of stable crystals in the candidate pool where the back-end knows it (replay), else None;
+    ``daf = hit_rate / prevalence`` (discovery acceleration factor).
+    """
+
+    found_ids: list[str]
+    spent_budget_units: float
+    spent_cpu_hours: float
+    budget_total: float
+    calculations: dict[str, dict[str, int]]
+    n_scan_computed: int
+    mae_e_form_ev_per_atom: dict[str, float | None]
+    n_mae: dict[str, int]
+    prevalence: float | None
+    prevalence_source: str
+    rounds: list[RoundMetrics]
+
+    @property
+    def n_found(self) -> int:
+        return len(self.found_ids)
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.n_found / self.n_scan_computed if self.n_scan_computed else None
+
+    @property
+    def cpu_hours_per_find(self) -> float | None:
+        return self.spent_cpu_hours / self.n_found if self.n_found else None
+
+    @property
+    def daf(self) -> float | None:
+        if self.hit_rate is None or not self.prevalence:
+            return None
+        return self.hit_rate / self.prevalence
+
+
+@dataclass(frozen=True)
+class ParityPoint:
+    """One (prediction made before purchase, computed value) pair, eV/atom."""
+
+    structure_id: str
+    fidelity: str
+    round: int
+    predicted: float
+    predicted_std: float | None
+    computed: float
+
+
+@dataclass
 class ReportData:
     """The whole campaign, ready to be written as pages and plots."""
 
@@ -138,6 +265,7 @@ class ReportData:
     job_counts: dict[str, dict[str, int]]
     references: dict[str, list[dict[str, Any]]]
     schema_version: str | None = None
+    headline: Headline | None = None
     _hulls: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -145,7 +273,7 @@ class ReportData:
         return bool(self.rounds) and self.rounds[-1].state == "empty"
 
     def hull(self, fidelity: str) -> Any:
-        """The latest :class:`~screener.hull.FidelityHull` of ``fidelity`` (None before the first snapshot)."""
+        """The final (latest) :class:`~screener.hull.FidelityHull` of ``fidelity`` (None before the first snapshot)."""
         if fidelity not in self._hulls:
             d = self.hull_dicts.get(fidelity)
             if d is None:
@@ -163,6 +291,28 @@ class ReportData:
     def backends(self) -> dict[str, list[str]]:
         """``{backend: [labels]}`` of the calculators that produced results (each distinct label once)."""
         return backend_labels(self.jobs)
+
+    def parity(self, fidelity: str, quantity: str = "e_form") -> list[ParityPoint]:
+        """Prediction made before purchase against the computed value, per computed candidate of ``fidelity``.
+
+        ``quantity="e_form"``: formation energies (what the model predicts); ``"e_hull"``: both measured against
+        the final hull snapshot of ``fidelity``.
+        """
+        out = []
+        for cand in self.candidates:
+            pred = cand.predicted_at_selection.get(fidelity) or {}
+            if quantity == "e_form":
+                predicted, computed = pred.get("e_form_mean_ev_per_atom"), cand.computed_e_form_ev_per_atom.get(fidelity)
+            elif quantity == "e_hull":
+                predicted = cand.predicted_e_hull_final_ev_per_atom.get(fidelity)
+                computed = cand.computed_e_hull_ev_per_atom.get(fidelity)
+            else:
+                raise ValueError(f"quantity must be 'e_form' or 'e_hull', not {quantity!r}")
+            if predicted is None or computed is None:
+                continue
+            out.append(ParityPoint(cand.structure_id, fidelity, int(pred.get("round") or 0), float(predicted),
+                                   _float(pred.get("e_form_std_ev_per_atom")), float(computed)))
+        return out
 
 
 def backend_labels(jobs: list[JobInfo]) -> dict[str, list[str]]:
@@ -273,24 +423,147 @@ def _formula(entry_dict: dict[str, Any]) -> str:
 
 
 def _computed_energies(data: ReportData, cand: CandidateInfo) -> None:
-    """Fill the computed E_hull / E_form of a candidate from the latest hull of each fidelity."""
-    from monty.json import MontyDecoder
-
+    """Fill the computed E_hull / E_form of a candidate, and its predicted E_hull, from the final hull of each
+    fidelity."""
     from screener.errors import ScreenerError
+    from screener.hull.corrections import as_entry
 
     for fidelity in FIDELITIES:
         cand.computed_e_hull_ev_per_atom[fidelity] = None
         cand.computed_e_form_ev_per_atom[fidelity] = None
-        done = [j for j in cand.jobs if j.fidelity == fidelity and j.state == "done" and j.entry]
+        cand.predicted_e_hull_final_ev_per_atom[fidelity] = None
         hull = data.hull(fidelity)
-        if not done or hull is None:
+        if hull is None:
             continue
-        entry = MontyDecoder().process_decoded(dict(done[-1].entry))
+        pred = (cand.predicted_at_selection.get(fidelity) or {}).get("e_form_mean_ev_per_atom")
+        if pred is not None and cand.structure is not None:
+            try:
+                cand.predicted_e_hull_final_ev_per_atom[fidelity] = hull.e_above_hull_from_formation_energy(
+                    cand.structure.composition, float(pred))
+            except (ScreenerError, ValueError, KeyError) as exc:
+                logger.warning("%s (%s): no predicted E_hull on the final hull: %s", cand.structure_id, fidelity, exc)
+        done = [j for j in cand.jobs if j.fidelity == fidelity and j.state == "done" and j.entry]
+        if not done:
+            continue
         try:
+            # an entry is data: ComputedEntry.from_dict, never a decoder that imports what the dict names
+            entry = as_entry(dict(done[-1].entry))
             cand.computed_e_hull_ev_per_atom[fidelity] = hull.e_above_hull_ev_per_atom(entry)
             cand.computed_e_form_ev_per_atom[fidelity] = hull.e_form_ev_per_atom(entry)
-        except (ScreenerError, ValueError, KeyError) as exc:  # e.g. an element without reference in that hull
+        except (ScreenerError, ValueError, KeyError, TypeError) as exc:  # e.g. an element without reference
             logger.warning("%s (%s): no computed E_hull: %s", cand.structure_id, fidelity, exc)
+
+
+def _competing_phases(hull: Any, cand: CandidateInfo, known_counts: dict[str, Any] | None) -> CompetingPhases | None:
+    """Competing phases of a candidate's system in one final hull (``known`` from the ledger's record where the
+    campaign made one before round 1)."""
+    if hull is None or not cand.chemsys:
+        return None
+    from screener.hull.phase_diagram import chemsys_elements, entry_key
+
+    try:
+        elements = chemsys_elements(cand.chemsys)
+    except (ValueError, TypeError, KeyError):
+        return None
+    refs = {entry_key(e) for e in hull.references}
+    known = computed = 0
+    for entry in hull.entries_in_chemsys(elements):
+        if len(entry.composition.elements) < 2 or entry_key(entry) == cand.structure_id:
+            continue
+        if entry_key(entry) in refs:
+            known += 1
+        else:
+            computed += 1
+    source = "final hull snapshot"
+    if known_counts is not None and cand.chemsys in known_counts:
+        try:
+            known, source = int(known_counts[cand.chemsys]), "ledger record before round 1"
+        except (TypeError, ValueError):
+            pass
+    return CompetingPhases(known=known, computed=computed, source=source)
+
+
+def _prevalence(config: dict[str, Any], candidate_ids: list[str], threshold: float,
+                campaign_dir: Path) -> tuple[float | None, str]:
+    """Share of stable crystals in the candidate pool, where the back-end knows the truth (a replay data set that
+    carries SCAN ``e_above_hull``); ``(None, why)`` otherwise."""
+    if config.get("backend") != "replay":
+        return None, f"unknown (the {config.get('backend') or '?'} back-end does not know the pool's truth)"
+    raw = (config.get("backend_options") or {}).get("path")
+    paths = [raw] if isinstance(raw, str) else [str(p) for p in raw or []]
+    paths = [p if Path(p).is_absolute() or Path(p).exists() else str(campaign_dir / p) for p in paths]
+    try:
+        from screener.calculators.replay import load_replay_dataset
+
+        dataset = load_replay_dataset(paths)
+    except Exception as exc:  # noqa: BLE001 - the report still builds; it says why the DAF is missing
+        return None, f"unknown (replay data set not readable here: {exc})"
+    values = []
+    for sid in candidate_ids:
+        item = dataset.entries.get((sid, "scan"))
+        value = _float(((item or {}).get("data") or {}).get("e_above_hull"))
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None, "unknown (the replay data set gives no SCAN e_above_hull for the candidates)"
+    share = sum(1 for v in values if v <= threshold + 1e-6) / len(values)
+    return share, (f"replay data set: {len(values)} of {len(candidate_ids)} candidates with a known SCAN "
+                   f"E_hull, stable at <= {1000 * threshold:.0f} meV/atom")
+
+
+def _headline(data: ReportData, found_ids: list[str], candidate_ids: list[str]) -> Headline:
+    """Headline figures and per-round metrics from the jobs, predictions and final SCAN hull."""
+    finished = [j for j in data.jobs if j.finished]
+    cand_ids = set(candidate_ids)
+    found = set(found_ids)
+    mae: dict[str, float | None] = {}
+    n_mae: dict[str, int] = {}
+    for fidelity in FIDELITIES:
+        errors = [abs(p.predicted - p.computed) for p in data.parity(fidelity, "e_form")]
+        mae[fidelity] = sum(errors) / len(errors) if errors else None
+        n_mae[fidelity] = len(errors)
+    threshold = float(data.config.get("stable_threshold_ev_per_atom") or 0.0)
+    prevalence, source = _prevalence(data.config, candidate_ids, threshold, data.campaign_dir)
+    numbers = sorted({r.round for r in data.rounds} | {j.round for j in finished})
+    rounds, cum = [], {"found": 0, "units": 0.0, "cpu": 0.0, "scan": 0}
+    for number in numbers:
+        jobs = [j for j in finished if j.round == number]
+        computed = {f: sorted({j.structure_id for j in jobs if j.fidelity == f and j.state == "done"
+                               and j.structure_id in cand_ids}) for f in FIDELITIES}
+        n_found = sum(1 for s in computed["scan"] if s in found)
+        cost_units, cost_cpu = sum(j.charge for j in jobs), sum(j.cpu_hours for j in jobs)
+        cum["found"] += n_found
+        cum["units"] += cost_units
+        cum["cpu"] += cost_cpu
+        cum["scan"] += len(computed["scan"])
+        rounds.append(RoundMetrics(
+            round=number, n_computed={f: len(v) for f, v in computed.items()}, n_found=n_found,
+            hit_rate=n_found / len(computed["scan"]) if computed["scan"] else None,
+            cost_budget_units=cost_units, cost_cpu_hours=cost_cpu, cum_found=cum["found"],
+            cum_budget_units=cum["units"], cum_cpu_hours=cum["cpu"], cum_scan_computed=cum["scan"]))
+    n_scan = len({j.structure_id for j in finished if j.fidelity == "scan" and j.state == "done"
+                  and j.structure_id in cand_ids})
+    return Headline(
+        found_ids=list(found_ids), spent_budget_units=data.budget.spent,
+        spent_cpu_hours=sum(j.cpu_hours for j in finished), budget_total=data.budget.total,
+        calculations=data.job_counts, n_scan_computed=n_scan, mae_e_form_ev_per_atom=mae, n_mae=n_mae,
+        prevalence=prevalence, prevalence_source=source, rounds=rounds)
+
+
+def _known_phase_counts(meta: Any) -> dict[str, dict[str, Any]]:
+    """``{fidelity: {chemsys: n known phases}}`` from a ledger record made before round 1 (empty when absent)."""
+    out: dict[str, dict[str, Any]] = {}
+    if not isinstance(meta, dict):
+        return out
+    for chemsys, counts in meta.items():
+        if isinstance(counts, dict):
+            for fidelity in FIDELITIES:
+                value = counts.get(fidelity)
+                if isinstance(value, dict):
+                    value = value.get("known", value.get("n_known"))
+                if isinstance(value, (int, float)):
+                    out.setdefault(fidelity, {})[str(chemsys)] = int(value)
+    return out
 
 
 def load_report_data(campaign_dir: str | Path) -> ReportData:
@@ -324,6 +597,7 @@ def load_report_data(campaign_dir: str | Path) -> ReportData:
         learning_curve = ledger.learning_curve()
         models = ledger.models()
         job_counts = ledger.job_counts()
+        known_counts = _known_phase_counts(ledger.get_meta(COMPETING_PHASES_META))
 
     stable_by_round: dict[int, dict[str, list[str]]] = {}
     hull_dicts: dict[str, dict[str, Any] | None] = {}
@@ -383,5 +657,9 @@ def load_report_data(campaign_dir: str | Path) -> ReportData:
                     cand.predicted_at_selection[fidelity] = pred_by_round[(job.round, sid, fidelity)]
             cand.stable[fidelity] = sid in latest_stable[fidelity]
         _computed_energies(data, cand)
+        for fidelity in FIDELITIES:
+            cand.competing[fidelity] = _competing_phases(data.hull(fidelity), cand, known_counts.get(fidelity))
         data.candidates.append(cand)
+    ids = [row["structure_id"] for row in cand_rows]
+    data.headline = _headline(data, [s for s in ids if s in latest_stable["scan"]], ids)
     return data

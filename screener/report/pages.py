@@ -4,6 +4,13 @@ Pages are plain strings (MkDocs markdown with a little raw HTML for the sortable
 Links inside raw HTML point at the built ``.html`` files (the site is built with ``use_directory_urls: false`` so it
 also works when opened straight from disk); markdown links point at ``.md`` files so ``mkdocs build --strict``
 checks them.
+
+Everything that comes from data (ids, formulas, messages, labels, titles, model cards, settings) is text, never
+markup: :func:`md_text` turns every character that HTML or markdown would interpret (``<``, ``&``, quotes,
+backticks, brackets, braces of attribute lists, ``|`` of tables, emphasis) into a numeric character reference, and
+:func:`code` wraps such text in ``<code>`` instead of a backtick span a backtick could break out of. Table cells are
+escaped unless they are :class:`Markup` made here. Units: formation energies in eV/atom, energies above the hull and
+errors in meV/atom, costs in budget units and CPU-hours; every column header names its unit.
 """
 
 from __future__ import annotations
@@ -26,6 +33,11 @@ __all__ = [
     "events_page",
     "honesty_note",
     "strip_external_links",
+    "safe_markdown",
+    "md_text",
+    "code",
+    "front_matter",
+    "Markup",
 ]
 
 _BACKEND_NOTES = {
@@ -34,9 +46,43 @@ _BACKEND_NOTES = {
     "replay": "**replayed** energies read from a labelled data set, **not computed** in this campaign",
     "vasp": "VASP DFT calculations (atomate2 workflows)",
 }
+_STATUS_TEXT = {"stable": "stable", "above hull": "above hull", "not computed": "not computed", "failed": "failed",
+                "pending": "pending", "no hull": "no hull"}
 
 
-# ---- formatting helpers ------------------------------------------------------------------------------------------
+# ---- escaping ------------------------------------------------------------------------------------------------------
+class Markup(str):
+    """Markdown/HTML made by this module (trusted); any other str in a table cell is escaped as text."""
+
+
+# characters HTML or (Python-)Markdown with the report's extensions would interpret anywhere in a line
+_MD_SPECIAL = frozenset("&<>\"'`\\*_{}[]#|")
+
+
+def md_text(value: Any) -> Markup:
+    """Data as literal text inside markdown (also inside inline HTML and table cells): one line, no markup."""
+    text = " ".join(str(value).split("\n")).replace("\r", " ")
+    return Markup("".join(f"&#{ord(c)};" if c in _MD_SPECIAL else c for c in text))
+
+
+def code(value: Any) -> Markup:
+    """Data in a code font (``<code>`` with escaped text: a backtick in the data cannot end it)."""
+    return Markup(f"<code>{md_text(value)}</code>")
+
+
+def front_matter(title: str) -> str:
+    """YAML front matter with the page title (HTML-escaped: MkDocs themes print ``page.title`` unescaped)."""
+    return "---\ntitle: " + json.dumps(html.escape(" ".join(str(title).split()), quote=True)) + "\n---\n\n"
+
+
+def _cell(value: Any) -> str:
+    return value if isinstance(value, Markup) else md_text(value)
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
 def _num(x: Any, fmt: str = ".3g", missing: str = "-") -> str:
     if x is None or isinstance(x, bool):
         return missing if x is None else str(x)
@@ -48,7 +94,7 @@ def _num(x: Any, fmt: str = ".3g", missing: str = "-") -> str:
 
 
 def _mev(x_ev: Any, std_ev: Any = None) -> str:
-    """eV/atom -> 'N meV/atom' text (with ± std)."""
+    """eV/atom -> meV/atom text (with ± std), no unit (the column header names it)."""
     if x_ev is None:
         return "-"
     text = f"{1000 * float(x_ev):.0f}"
@@ -57,27 +103,29 @@ def _mev(x_ev: Any, std_ev: Any = None) -> str:
     return text
 
 
-def _cell(text: Any) -> str:
-    """Text safe inside a markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _code(text: Any) -> str:
-    return "`" + str(text).replace("`", "'") + "`"
-
-
-def _esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _time(ts: float | None) -> str:
-    if ts is None:
+def _ev(x_ev: Any, std_ev: Any = None) -> str:
+    """eV/atom text with three decimals (with ± std)."""
+    if x_ev is None:
         return "-"
-    return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    text = f"{float(x_ev):.3f}"
+    if std_ev is not None:
+        text += f" ± {float(std_ev):.3f}"
+    return text
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _time(ts: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "-"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -93,6 +141,39 @@ def strip_external_links(markdown: str) -> str:
     return _BARE_URL.sub(r"\1", markdown)
 
 
+_ANY_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_LINK_DEF = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S.*$", re.MULTILINE)
+_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
+
+
+def safe_markdown(markdown: str) -> str:
+    """Markdown from a file (a model card) with its structure (headings, lists, tables, emphasis, code) kept but
+    nothing executable: raw HTML is shown as text, links and images become their text, attribute lists
+    (``{ onclick=... }``) are shown as text. Code spans and fenced blocks are left alone (Markdown escapes them)."""
+    out, fenced = [], False
+    for line in _LINK_DEF.sub("", markdown).splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+            out.append(line)
+            continue
+        if fenced:
+            out.append(line)
+            continue
+        parts, last = [], 0
+        for m in _CODE_SPAN.finditer(line):
+            parts.append(_safe_prose(line[last:m.start()]))
+            parts.append(m.group(0))
+            last = m.end()
+        parts.append(_safe_prose(line[last:]))
+        out.append("".join(parts))
+    return "\n".join(out)
+
+
+def _safe_prose(text: str) -> str:
+    text = _ANY_LINK.sub(r"\1", text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace("{", "&#123;").replace("}", "&#125;")
+
+
 def honesty_note(backends: Mapping[str, Sequence[str]], *, indent: str = "") -> str:
     """An admonition that says which energies are not DFT (empty when every result is VASP).
 
@@ -103,65 +184,129 @@ def honesty_note(backends: Mapping[str, Sequence[str]], *, indent: str = "") -> 
         return ""
     lines = [f'{indent}!!! warning "Not DFT: stand-in or replayed energies"', ""]
     for backend, labels in sorted(fake.items()):
-        note = _BACKEND_NOTES.get(backend, f"back-end `{backend}`")
-        lines.append(f"{indent}    - `{backend}`: {note}. Labels of its results: "
-                     + "; ".join(f"*{_cell(label)}*" for label in labels) + ".")
+        note = _BACKEND_NOTES.get(backend, f"back-end {code(backend)}")
+        lines.append(f"{indent}    - {code(backend)}: {note}. Labels of its results: "
+                     + "; ".join(f"<em>{md_text(label)}</em>" for label in labels) + ".")
     lines += [f"{indent}    ", f"{indent}    \"PBE\" and \"SCAN\" below name the fidelity each calculation stands "
               "in for; treat the energies, hulls and discoveries as a rehearsal of the workflow, not as DFT "
               "results.", ""]
     return "\n".join(lines) + "\n"
 
 
-def _candidate_link(data: ReportData, sid: str, prefix: str = "candidates/") -> str:
-    """Markdown link to a candidate page (or the id in code when it has no page)."""
+def _candidate_link(data: ReportData, sid: str, prefix: str = "candidates/") -> Markup:
+    """Link to a candidate page (or the id in code when it has no page); the slug is file-name safe."""
     for cand in data.candidates:
         if cand.structure_id == sid:
-            return f"[{_code(sid)}]({prefix}{cand.slug}.md)"
-    return _code(sid)
+            return Markup(f'<a class="sid" href="{prefix}{_esc(cand.slug)}.html">{code(sid)}</a>')
+    return code(sid)
+
+
+def _competing_text(cand: CandidateInfo, fidelity: str) -> Markup:
+    comp = cand.competing.get(fidelity)
+    if comp is None:
+        return Markup("-")
+    if comp.elements_only:
+        return Markup('<span class="elements-only" title="the hull holds only the elements in this system">'
+                      "elements only</span>")
+    return Markup(f"{comp.known} known + {comp.computed} computed")
+
+
+def _status(cand: CandidateInfo, fidelity: str) -> Markup:
+    status = cand.status(fidelity)
+    css = {"stable": "stable-yes", "not computed": "not-computed", "failed": "failed"}.get(status, "")
+    text = _STATUS_TEXT.get(status, status)
+    return Markup(f'<span class="{css}">{text}</span>' if css else text)
+
+
+def _headline_table(data: ReportData) -> str:
+    """The headline figures as an HTML table whose cells carry ``data-key`` (the tests read them back)."""
+    h = data.headline
+    unit = data.budget.unit
+    unit_cpu_h = data.config.get("unit_cpu_hours")
+    calc = "; ".join(f"{f.upper()}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
+                     for f, c in sorted(h.calculations.items())) or "none"
+    rows: list[tuple[str, str, str]] = [
+        ("n_found", "stable crystals found (candidates on the final SCAN hull)", str(h.n_found)),
+        ("spent_budget_units", f"budget spent ({unit})",
+         f"{h.spent_budget_units:.4g} of {h.budget_total:.4g} ({data.budget.reserved:.4g} reserved, "
+         f"{data.budget.remaining:.4g} left)"),
+        ("spent_cpu_hours", "compute spent (CPU-hours)", f"{h.spent_cpu_hours:.4g}"),
+        ("unit_cpu_hours", f"one budget unit ({unit}) in CPU-hours", _num(unit_cpu_h, ".4g")),
+        ("calculations", "calculations (all roles)", calc),
+        ("n_scan_computed", "candidates computed at SCAN", str(h.n_scan_computed)),
+        ("hit_rate", "hit rate (found / candidates computed at SCAN)", _pct(h.hit_rate)),
+        ("cpu_hours_per_find", "CPU-hours per confirmed find", _num(h.cpu_hours_per_find, ".4g")),
+        ("prevalence", "stable share of the candidate pool", _pct(h.prevalence) if h.prevalence is not None
+         else h.prevalence_source),
+        ("daf", "discovery acceleration factor (hit rate / pool share)", _num(h.daf, ".3g")),
+    ]
+    for f in FIDELITIES:
+        rows.append((f"mae_{f}", f"model MAE of {f.upper()} formation energy, predicted before purchase (meV/atom)",
+                     "-" if h.mae_e_form_ev_per_atom[f] is None else
+                     f"{1000 * h.mae_e_form_ev_per_atom[f]:.0f} (over {h.n_mae[f]} candidates)"))
+    rows += [("n_candidates", "candidates screened / selected", f"{data.n_candidates} / {len(data.candidates)}"),
+             ("rounds", "rounds", str(len(data.rounds)))]
+    body = "\n".join(f'<tr><th scope="row">{_esc(label)}</th><td data-key="{key}">{_esc(value)}</td></tr>'
+                     for key, label, value in rows)
+    return f'<table class="headline" id="headline">\n<tbody>\n{body}\n</tbody>\n</table>\n'
+
+
+def _rounds_table(data: ReportData) -> str:
+    h, unit = data.headline, data.budget.unit
+    prevalence = h.prevalence
+    rows = []
+    for r in h.rounds:
+        daf = r.hit_rate / prevalence if r.hit_rate is not None and prevalence else None
+        rows.append([r.round, r.n_computed["pbe"], r.n_computed["scan"], r.n_found, _pct(r.hit_rate),
+                     _num(daf, ".3g"), f"{r.cost_budget_units:.4g}", f"{r.cost_cpu_hours:.4g}", r.cum_found,
+                     f"{r.cum_budget_units:.4g}", f"{r.cum_cpu_hours:.4g}"])
+    return _table(["round", "candidates computed, PBE", "candidates computed, SCAN", "found (final SCAN hull)",
+                   "hit rate", "DAF", f"cost ({unit})", "cost (CPU-h)", "found, cumulative",
+                   f"cost, cumulative ({unit})", "cost, cumulative (CPU-h)"], rows)
 
 
 # ---- overview ------------------------------------------------------------------------------------------------------
 def overview_page(data: ReportData, figures: Mapping[str, str], *, title: str) -> str:
-    """The overview: budget, calculations, discoveries, figures, and every policy decision with its numbers."""
-    budget, unit = data.budget, data.budget.unit
-    unit_cpu_h = data.config.get("unit_cpu_hours")
-    stable_scan = data.stable_candidates("scan")
-    stable_pbe = data.stable_candidates("pbe")
+    """The overview: headline figures, per-round hit rates, figures, and every policy decision with its numbers."""
+    h = data.headline
     state = "finished (nothing more fits the budget)" if data.finished else (
         f"in progress (last round {data.rounds[-1].round}: {data.rounds[-1].state})" if data.rounds else "not started")
-    out = [f"# {title}", "", honesty_note(data.backends())]
-    out += [
-        "## Summary", "",
-        _table(["", "value"], [
-            ["campaign folder", _code(data.campaign_dir.resolve())],
-            ["state", state],
-            ["budget", f"{_num(budget.spent, '.4g')} spent + {_num(budget.reserved, '.4g')} reserved of "
-                       f"{_num(budget.total, '.4g')} {unit} ({_num(budget.remaining, '.4g')} left)"],
-            ["one budget unit", f"{_num(unit_cpu_h, '.4g')} CPU-hours" if unit_cpu_h else "-"],
-            ["candidates", f"{data.n_candidates} screened, {len(data.candidates)} selected for a calculation"],
-            ["calculations", "; ".join(
-                f"{f.upper()}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
-                for f, c in sorted(data.job_counts.items())) or "none"],
-            ["stable at SCAN level", f"{len(stable_scan)} (on the latest SCAN hull)"],
-            ["stable at PBE level", f"{len(stable_pbe)} (on the latest PBE hull)"],
-            ["rounds", str(len(data.rounds))],
-            ["model versions", ", ".join(_code(m["version"]) for m in data.models) or "none (initial model only)"],
-        ]),
-    ]
-    if stable_scan:
-        out += ["**On the SCAN hull:** " + ", ".join(_candidate_link(data, s) for s in stable_scan), ""]
+    out = [front_matter(title) + f"# {md_text(title)}", "", honesty_note(data.backends())]
+    out += ["## Summary", "",
+            f"Campaign folder {code(data.campaign_dir.resolve())}, {md_text(state)}. Every figure below is a sum or "
+            "ratio of rows of the campaign's ledger (see the report documentation for each formula).", "",
+            _headline_table(data), ""]
+    elements_only = sorted({f"{md_text(c.chemsys)} ({f.upper()})" for c in data.candidates for f in FIDELITIES
+                            if c.competing.get(f) is not None and c.competing[f].elements_only})
+    if elements_only:
+        out += ['!!! warning "Hulls with the elements only"', "",
+                "    These chemical systems hold no phase but the elements (and the candidate) in that fidelity's "
+                "final hull, so \"stable\" there only means \"below the elements\": " + ", ".join(elements_only) + ".",
+                ""]
+    if h.found_ids:
+        out += ["**On the final SCAN hull:** " + ", ".join(_candidate_link(data, s) for s in h.found_ids), ""]
     out += ["See the [sortable table of selected candidates](candidates.md) and the [methods](methods.md).", ""]
+    out += ["## Hit rate per round", "", _rounds_table(data),
+            "Candidates computed: successful calculations of candidates (not competing phases) finished in that "
+            "round. Found: those of the round's SCAN-computed candidates on the final SCAN hull. DAF: the round's "
+            f"hit rate divided by the pool's stable share ({md_text(h.prevalence_source) if h.prevalence is None else _pct(h.prevalence)}). "
+            "Costs: charges of every calculation finished in the round (competing phases included).", ""]
     captions = {
         "spend": ("Budget spent by fidelity", "Charged cost of finished calculations (actual cost where the "
-                  f"back-end reported one, else the estimate), in {unit}."),
-        "discoveries": ("Discoveries vs spend", "Selected candidates on the latest hull of each fidelity after each "
-                        "round, against the budget spent by the end of that round."),
+                  f"back-end reported one, else the estimate), in {md_text(data.budget.unit)}."),
+        "discoveries": ("Stable finds vs cost", "Cumulative candidates confirmed stable (on the final SCAN hull) "
+                        "against cumulative CPU-hours (bottom axis) and budget units (top axis), after each round. "
+                        "The dashed line, where the pool's stable share is known, is what picking candidates at "
+                        "random would have found with the same number of SCAN calculations."),
         "learning_curve": ("Model error vs training-set size", "Prospective MAE of each round's predictions of "
                            "formation energy against that round's new results (before the model trained on them), "
                            "with the scaling law the policy fitted in its latest round."),
-        "parity": ("Predicted vs computed E_hull", "Prediction of the round in which each calculation was chosen "
-                   "(±1 ensemble standard deviation) against the E_hull computed on the latest hull of the same "
-                   "fidelity."),
+        "parity_e_form": ("Predicted vs computed formation energy", "The quantity the model predicts: the "
+                          "prediction made in the round the calculation was bought (±1 ensemble standard deviation) "
+                          "against the computed formation energy, per fidelity, in eV/atom. MAE as in the summary."),
+        "parity_e_hull": ("Predicted vs computed E_hull on the final hull", "Both the prediction made before "
+                          "purchase and the result measured against the same final hull snapshot of each fidelity, "
+                          "in meV/atom; the difference of the two is exactly the formation-energy error."),
     }
     for key, (heading, caption) in captions.items():
         if key in figures:
@@ -180,16 +325,18 @@ def _decisions_section(data: ReportData) -> list[str]:
         alloc = n.get("allocation") or {}
         law = n.get("scaling_law") or {}
         a, b = n.get("a", law.get("a")), n.get("b", law.get("b"))
+        gain_s, gain_p = alloc.get("gain_per_cpu_hour_scan"), alloc.get("gain_per_cpu_hour_pbe")
         rows.append([
             r.round, r.state, n.get("policy", "-"), n.get("n_scan_planned", "-"), n.get("n_pbe_planned", "-"),
-            alloc.get("decision", "-"), _mev(alloc.get("mae_now")) if alloc.get("mae_now") is not None else "-",
-            _num(alloc.get("gain_per_cpu_hour_scan")), _num(alloc.get("gain_per_cpu_hour_pbe")),
+            alloc.get("decision", "-"), _mev(_finite(alloc.get("mae_now"))),
+            _num(None if _finite(gain_s) is None else 1000 * gain_s, ".3g"),
+            _num(None if _finite(gain_p) is None else 1000 * gain_p, ".3g"),
             f"{_num(a)} ± {_num(n.get('a_std'))}" if a is not None else "-",
             f"{_num(b)} ± {_num(n.get('b_std'))}" if b is not None else "-",
             n.get("fit_source", law.get("source", "-")), f"{r.cost:.4g}",
         ])
     out += [_table(["round", "state", "policy", "SCAN planned", "PBE planned", "allocation", "MAE now (meV/atom)",
-                    "MAE gain per CPU-h, SCAN (eV/atom)", "MAE gain per CPU-h, PBE (eV/atom)", "a", "b", "fit",
+                    "MAE gain per CPU-h, SCAN (meV/atom)", "MAE gain per CPU-h, PBE (meV/atom)", "a", "b", "fit",
                     f"cost ({data.budget.unit})"], rows), "",
             "*a*, *b*: slopes of log MAE against log N_s and log N_p in the scaling law; gains are the predicted drop "
             "of the SCAN model's MAE per CPU-hour spent on each fidelity (the allocation buys the larger one).", ""]
@@ -197,16 +344,17 @@ def _decisions_section(data: ReportData) -> list[str]:
         n = r.policy_numbers
         reason = (n.get("allocation") or {}).get("reason")
         accepted = sum(1 for d in r.decisions if d.get("accepted"))
-        out += [f'??? note "Round {r.round}: {len(r.decisions)} planned, {accepted} bought"', ""]
+        out += [f'??? note "Round {int(r.round)}: {len(r.decisions)} planned, {accepted} bought"', ""]
         if reason:
-            out += [f"    Allocation: {_cell(reason)}", ""]
+            out += [f"    Allocation: {md_text(reason)}", ""]
         scalars = {k: v for k, v in n.items() if not isinstance(v, (dict, list))}
         if scalars:
-            out += ["    " + "; ".join(f"{_cell(k)} = {_cell(_num(v, '.4g'))}" for k, v in sorted(scalars.items())), ""]
+            out += ["    " + "; ".join(f"{md_text(k)} = {md_text(_num(v, '.4g'))}" for k, v in sorted(scalars.items())),
+                    ""]
         if r.decisions:
             table = _table(["#", "structure", "fidelity", "reason", f"estimated cost ({data.budget.unit})", "bought",
                             "score"],
-                           [[d["position"], _candidate_link(data, d["structure_id"]), d["fidelity"].upper(),
+                           [[d["position"], _candidate_link(data, d["structure_id"]), str(d["fidelity"]).upper(),
                              d.get("reason") or "-", _num(d.get("estimated_cost"), ".3g"),
                              "yes" if d.get("accepted") else "no (budget)",
                              _num((d.get("numbers") or {}).get("score"))] for d in r.decisions])
@@ -214,39 +362,59 @@ def _decisions_section(data: ReportData) -> list[str]:
     return out
 
 
+def _finite(x: Any) -> float | None:
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 # ---- candidate table -----------------------------------------------------------------------------------------------
 def candidates_page(data: ReportData) -> str:
     """A sortable HTML table of every selected candidate (click a header to sort)."""
-    head = ["structure", "formula", "chemical system", "sites", "pred. SCAN E_hull (meV/atom)", "PBE E_hull (meV/atom)",
-            "SCAN E_hull (meV/atom)", "stable (SCAN)", "jobs", f"cost ({data.budget.unit})"]
+    unit = data.budget.unit
+    head = ["structure", "formula", "chemical system", "sites",
+            "SCAN E_hull predicted before purchase (meV/atom)", "SCAN E_hull computed (meV/atom)", "SCAN",
+            "PBE E_hull predicted before purchase (meV/atom)", "PBE E_hull computed (meV/atom)", "PBE",
+            "competing phases, SCAN hull", "competing phases, PBE hull", "jobs", f"cost ({unit})"]
     rows = []
     for c in data.candidates:
-        pred = c.predicted.get("scan") or {}
-        mean, std = pred.get("e_hull_mean_ev_per_atom"), pred.get("e_hull_std_ev_per_atom")
-        pbe, scan = c.computed_e_hull_ev_per_atom.get("pbe"), c.computed_e_hull_ev_per_atom.get("scan")
         cost = sum(j.charge for j in c.jobs if j.finished)
         jobs = ", ".join(f"{j.fidelity.upper()} {j.state}" for j in c.jobs)
-        cells = [
-            (c.structure_id, f'<a href="candidates/{_esc(c.slug)}.html"><code>{_esc(c.structure_id)}</code></a>'),
-            (c.formula, _esc(c.formula)), (c.chemsys, _esc(c.chemsys)), (c.n_sites, str(c.n_sites)),
-            ("" if mean is None else f"{1000 * mean:.3f}", _esc(_mev(mean, std))),
-            ("" if pbe is None else f"{1000 * pbe:.3f}", _esc(_mev(pbe))),
-            ("" if scan is None else f"{1000 * scan:.3f}", _esc(_mev(scan))),
-            ("1" if c.stable.get("scan") else "0",
-             '<span class="stable-yes">yes</span>' if c.stable.get("scan") else "no"),
-            (jobs, _esc(jobs)), (f"{cost:.6g}", f"{cost:.3g}"),
+        cells: list[tuple[str, str]] = [
+            (c.structure_id, f'<a class="sid" href="candidates/{_esc(c.slug)}.html"><code>{_esc(c.structure_id)}'
+                             "</code></a>"),
+            (c.formula, _esc(c.formula)), (c.chemsys, _esc(c.chemsys)), (str(c.n_sites), str(c.n_sites)),
         ]
+        for f in ("scan", "pbe"):
+            pred = c.predicted_e_hull_final_ev_per_atom.get(f)
+            std = (c.predicted_at_selection.get(f) or {}).get("e_form_std_ev_per_atom")
+            comp = c.computed_e_hull_ev_per_atom.get(f)
+            status = c.status(f)
+            cells += [("" if pred is None else f"{1000 * pred:.3f}", _esc(_mev(pred, std))),
+                      ("" if comp is None else f"{1000 * comp:.3f}", _esc(_mev(comp))),
+                      (status, _status(c, f))]
+        for f in ("scan", "pbe"):
+            comp_ph = c.competing.get(f)
+            key = "" if comp_ph is None else str(comp_ph.known + comp_ph.computed)
+            cells.append((key, _competing_text(c, f)))
+        cells += [(jobs, _esc(jobs)), (f"{cost:.6g}", f"{cost:.3g}")]
         rows.append("<tr>" + "".join(f'<td data-sort="{_esc(k)}">{v}</td>' for k, v in cells) + "</tr>")
     table = (
-        '<table class="sortable" id="candidates-table">\n<thead><tr>'
+        '<div class="table-scroll">\n<table class="sortable" id="candidates-table">\n<thead><tr>'
         + "".join(f"<th>{_esc(h)}</th>" for h in head)
-        + "</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>\n"
+        + "</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>\n</div>\n"
     )
     return "\n".join([
-        "# Selected candidates", "",
+        front_matter("Selected candidates") + "# Selected candidates", "",
         f"{len(data.candidates)} of {data.n_candidates} candidates had at least one calculation bought. Click a "
-        "column header to sort (again to reverse). Predicted E_hull: latest ensemble mean ± standard deviation; "
-        "computed E_hull: on the latest hull of that fidelity.", "",
+        "column header to sort (again to reverse). Predicted E_hull: the formation energy predicted in the round "
+        "the calculation was bought (± ensemble standard deviation), measured against the final hull of that "
+        "fidelity; computed E_hull: the result on the same final hull. \"not computed\": no calculation of that "
+        "fidelity was bought. Competing phases: phases besides the elements and the candidate in its chemical "
+        "system (subsystems included) that the final hull holds, known from the start + computed in the campaign.",
+        "",
         honesty_note(data.backends()),
         table,
     ])
@@ -258,7 +426,7 @@ def _job_rows(jobs: Sequence[JobInfo]) -> list[list[Any]]:
     for j in jobs:
         cost = f"{j.charge:.3g}" if j.finished else f"{j.estimated_cost:.3g} (reserved)"
         rows.append([
-            _code(j.uuid), j.round, j.fidelity.upper(), j.state, j.backend or "-", j.label or "-", j.run_type or "-",
+            code(j.uuid), j.round, j.fidelity.upper(), j.state, j.backend or "-", j.label or "-", j.run_type or "-",
             _num(j.energy_per_atom_ev, ".4f"),
             cost, _num(j.actual_cpu_hours if j.actual_cpu_hours is not None else j.estimated_cpu_hours, ".3g"),
             _num(j.wall_time_s, ".3g"), _time(j.finished_at), j.failure_reason or "-",
@@ -268,50 +436,77 @@ def _job_rows(jobs: Sequence[JobInfo]) -> list[list[Any]]:
 
 def candidate_page(cand: CandidateInfo, data: ReportData, *, viewer: str, files: Mapping[str, str],
                    structure_note: str, energy_figure: str | None, hull_figures: Mapping[str, str | None]) -> str:
-    """One candidate: formula, viewer + downloads, predicted vs computed E_hull, hull plots, jobs, decisions."""
+    """One candidate: formula, viewer + downloads, predicted vs computed energies, hulls, jobs, decisions."""
     backends = backend_labels(cand.jobs)
-    out = [f"# {cand.formula}: `{cand.structure_id}`", "",
-           f"Chemical system **{cand.chemsys}**, {cand.n_sites} sites in the input cell. "
-           + ("**On the latest SCAN hull.**" if cand.stable.get("scan") else
-              "**On the latest PBE hull.**" if cand.stable.get("pbe") else ""), "",
-           honesty_note(backends),
-           "## Structure", "", viewer,
-           "Drag to rotate, scroll to zoom, double-click to reset. " + structure_note + ". Download: "
-           + ", ".join(f"[{name}]({path})" for name, path in files.items()) + ".", "",
-           "## Energy above the hull", ""]
+    verdict = ("**On the final SCAN hull.**" if cand.stable.get("scan") else
+               "**On the final PBE hull** (not computed at SCAN)." if cand.stable.get("pbe")
+               and cand.status("scan") == "not computed" else
+               "**On the final PBE hull.**" if cand.stable.get("pbe") else "")
+    out = [front_matter(f"{cand.formula}: {cand.structure_id}") + f"# {md_text(cand.formula)}: {code(cand.structure_id)}",
+           "",
+           f"Chemical system **{md_text(cand.chemsys)}**, {int(cand.n_sites)} sites in the input cell. SCAN: "
+           f"{_status(cand, 'scan')}; PBE: {_status(cand, 'pbe')}. {verdict}", "",
+           honesty_note(backends)]
+    flagged = [f for f in FIDELITIES if cand.competing.get(f) is not None and cand.competing[f].elements_only]
+    if flagged:
+        out += ['!!! warning "Hull with the elements only"', "",
+                f"    The final {' and '.join(f.upper() for f in flagged)} hull of {md_text(cand.chemsys)} holds no "
+                "phase but the elements (and this candidate): its E_hull is measured against the elements alone.", ""]
+    out += ["## Structure", "", viewer,
+            "Drag to rotate, scroll to zoom, double-click to reset. " + md_text(structure_note) + ". Download: "
+            + ", ".join(f"[{md_text(name)}]({path})" for name, path in files.items()) + ".", "",
+            "## Prediction before purchase and result", ""]
     rows = []
     for f in FIDELITIES:
         sel = cand.predicted_at_selection.get(f) or {}
-        last = cand.predicted.get(f) or {}
-        computed = cand.computed_e_hull_ev_per_atom.get(f)
-        pred = sel.get("e_hull_mean_ev_per_atom")
-        error = None if computed is None or pred is None else pred - computed
+        pe, ps = _finite(sel.get("e_form_mean_ev_per_atom")), _finite(sel.get("e_form_std_ev_per_atom"))
+        ce = cand.computed_e_form_ev_per_atom.get(f)
+        ph, ch = cand.predicted_e_hull_final_ev_per_atom.get(f), cand.computed_e_hull_ev_per_atom.get(f)
         rows.append([
-            f.upper(),
-            f"{_mev(pred, sel.get('e_hull_std_ev_per_atom'))} (round {sel.get('round', '-')})" if sel else "-",
-            f"{_mev(last.get('e_hull_mean_ev_per_atom'), last.get('e_hull_std_ev_per_atom'))} (round "
-            f"{last.get('round', '-')})" if last else "-",
-            _num(last.get("p_stable"), ".2f"),
-            _mev(computed), _mev(error),
-            _num(cand.computed_e_form_ev_per_atom.get(f), ".4f"),
+            f.upper(), sel.get("round", "-") if sel else "not bought",
+            _ev(pe, ps), _ev(ce), _mev(None if pe is None or ce is None else pe - ce),
+            _mev(ph, ps), _mev(ch), _mev(None if ph is None or ch is None else ph - ch), _status(cand, f),
         ])
-    out += [_table(["fidelity", "predicted when selected (meV/atom)", "latest prediction (meV/atom)", "P(stable)",
-                    "computed (meV/atom)", "error (meV/atom)", "computed E_form (eV/atom)"], rows),
-            "Predictions: CGAT ensemble mean ± standard deviation (epistemic spread of the members). Computed: "
-            "the calculation's entry measured against the latest hull of the same fidelity (never mixed).", ""]
+    out += [_table(["fidelity", "bought in round", "E_form predicted (eV/atom)", "E_form computed (eV/atom)",
+                    "E_form error (meV/atom)", "E_hull predicted, final hull (meV/atom)",
+                    "E_hull computed, final hull (meV/atom)", "E_hull error (meV/atom)", "status"], rows),
+            "Predicted: the CGAT ensemble's formation energy (mean ± standard deviation of the members) in the round "
+            "the calculation was bought, before its result was known. E_hull: both the prediction and the result "
+            "measured against the final hull snapshot of the same fidelity (never mixed), so both errors agree.", ""]
+    latest = [[f.upper(), (cand.predicted.get(f) or {}).get("round", "-"),
+               _ev(_finite((cand.predicted.get(f) or {}).get("e_form_mean_ev_per_atom")),
+                   _finite((cand.predicted.get(f) or {}).get("e_form_std_ev_per_atom"))),
+               _num((cand.predicted.get(f) or {}).get("p_stable"), ".2f")]
+              for f in FIDELITIES if cand.predicted.get(f)]
+    if latest:
+        out += ["Latest prediction (the model of the last round that ranked the candidate; P(stable) against that "
+                "round's hull):", "",
+                _table(["fidelity", "round", "E_form predicted (eV/atom)", "P(stable)"], latest)]
+    comp_rows = []
+    for f in FIDELITIES:
+        comp = cand.competing.get(f)
+        if comp is not None:
+            comp_rows.append([f.upper(), comp.known, comp.computed,
+                              Markup('<span class="elements-only">elements only</span>') if comp.elements_only
+                              else "-", comp.source])
+    if comp_rows:
+        out += ["## Competing phases", "",
+                _table(["hull", "known phases", "computed in the campaign", "note", "counted from"], comp_rows),
+                "Phases besides the elements and this candidate in its chemical system and its subsystems.", ""]
     if energy_figure:
-        out += [f"![E_hull of {cand.structure_id}]({energy_figure}){{ .report-figure }}", ""]
+        out += [f"![energies of this candidate]({energy_figure}){{ .report-figure }}", ""]
     out += ["## Hull of its chemical system", ""]
     drawn = False
     for f in FIDELITIES:
         fig = hull_figures.get(f)
         if fig:
             drawn = True
-            out += [f"### {f.upper()}", "", f"![{f.upper()} hull of {cand.chemsys}]({fig}){{ .report-figure }}", ""]
+            out += [f"### {f.upper()}", "", f"![{f.upper()} hull]({fig}){{ .report-figure }}", ""]
     if not drawn:
         out += ["No hull plot: the hulls lack a reference for some element of this system, it has more than four "
                 "elements, or no hull snapshot was recorded yet.", ""]
-    out += ["pymatgen `PDPlotter` (matplotlib); unstable phases up to 200 meV/atom above the hull are shown.", ""]
+    out += ["pymatgen <code>PDPlotter</code> (matplotlib) on the final hull; unstable phases up to 200 meV/atom "
+            "above the hull are shown.", ""]
     out += ["## Calculations", "",
             _table(["job uuid", "round", "fidelity", "state", "back-end", "label", "run type", "energy (eV/atom)",
                     f"cost ({data.budget.unit})", "CPU-hours", "wall time (s)", "finished", "notes"],
@@ -319,11 +514,19 @@ def candidate_page(cand: CandidateInfo, data: ReportData, *, viewer: str, files:
     if cand.decisions:
         out += ["## Policy decisions", "",
                 _table(["round", "fidelity", "reason", f"estimated cost ({data.budget.unit})", "bought", "score"],
-                       [[d["round"], d["fidelity"].upper(), d.get("reason") or "-", _num(d.get("estimated_cost")),
-                         "yes" if d.get("accepted") else "no",
-                         _num(json.loads(d.get("numbers_json") or "{}").get("score"))] for d in cand.decisions])]
+                       [[d["round"], str(d["fidelity"]).upper(), d.get("reason") or "-",
+                         _num(d.get("estimated_cost")), "yes" if d.get("accepted") else "no",
+                         _num(_json(d.get("numbers_json")).get("score"))] for d in cand.decisions])]
     out += ["[Back to the candidates](../candidates.md)", ""]
     return "\n".join(out)
+
+
+def _json(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 # ---- methods and events --------------------------------------------------------------------------------------------
@@ -335,22 +538,22 @@ def _demote(markdown: str, levels: int = 2) -> str:
 def methods_page(data: ReportData, *, model_cards: Mapping[str, str], versions: Mapping[str, str],
                  provenance: Mapping[str, str]) -> str:
     """Model card(s), data, calculators, settings and versions."""
-    out = ["# Methods", "", honesty_note(data.backends()), "## Model", ""]
+    out = [front_matter("Methods") + "# Methods", "", honesty_note(data.backends()), "## Model", ""]
     if data.models:
         out += [_table(["version", "round", "fidelity", "training points", "parent", "metrics", "folder"],
-                       [[_code(m["version"]), m["round"], m["fidelity"], m["n_train"], m.get("parent") or "-",
+                       [[code(m["version"]), m["round"], m["fidelity"], m["n_train"], m.get("parent") or "-",
                          ", ".join(f"{k} = {_num(v, '.4g')}" for k, v in (m.get("metrics") or {}).items()
                                    if not isinstance(v, (dict, list))) or "-",
-                         _code(m.get("path"))] for m in data.models])]
+                         code(m.get("path"))] for m in data.models])]
     else:
         out += ["No fine-tuned model version was recorded (the campaign used its initial model only).", ""]
     initial = data.config.get("model")
-    out += [f"Initial (PBE) ensemble: {_code(initial) if initial else 'shipped default'}.", ""]
+    out += [f"Initial (PBE) ensemble: {code(initial) if initial else 'shipped default'}.", ""]
     for name, card in model_cards.items():
-        lines = strip_external_links(card).strip().splitlines()
-        heading = f"### Model card of the {name}"
+        lines = safe_markdown(strip_external_links(card)).strip().splitlines()
+        heading = f"### Model card of the {md_text(name)}"
         if lines and lines[0].startswith("# "):  # the card's own title joins ours; its sections go below it
-            heading += ": " + lines[0][2:].removeprefix("Model card:").strip()
+            heading += ": " + md_text(html.unescape(lines[0][2:]).removeprefix("Model card:").strip())
             lines = lines[1:]
         out += [heading, "", _demote("\n".join(lines), 2), ""]
     out += ["## Calculators", ""]
@@ -363,20 +566,20 @@ def methods_page(data: ReportData, *, model_cards: Mapping[str, str], versions: 
         out += ["No calculation has finished yet.", ""]
     out += ["## Data", "",
             _table(["", "value"], [
-                ["candidate files", ", ".join(_code(c) for c in data.config.get("candidates") or []) or "-"],
+                ["candidate files", Markup(", ".join(code(c) for c in data.config.get("candidates") or []) or "-")],
                 ["candidates", data.n_candidates],
                 ["competing phases computed", len({j.structure_id for j in data.jobs if j.role == "competing"})],
                 *[[f"{f.upper()} hull references", f"{len(refs)} entries ("
-                   + ", ".join(sorted({_cell(r.get('label') or r.get('backend') or '?') for r in refs})) + ")"]
+                   + ", ".join(sorted({str(r.get('label') or r.get('backend') or '?') for r in refs})) + ")"]
                   for f, refs in sorted(data.references.items())],
             ])]
     out += ["## Settings", "", "The campaign's configuration as stored in its ledger:", "",
             _table(["setting", "value"],
-                   [[k, _code(json.dumps(v)) if isinstance(v, (dict, list)) else _code(v)]
+                   [[k, code(json.dumps(v)) if isinstance(v, (dict, list)) else code(v)]
                     for k, v in sorted(data.config.items())])]
     out += ["## Versions and provenance", "",
-            _table(["", "value"], [*[[k, _code(v)] for k, v in provenance.items()],
-                                   *[[f"{k} (report build)", _code(v)] for k, v in versions.items()]])]
+            _table(["", "value"], [*[[k, code(v)] for k, v in provenance.items()],
+                                   *[[f"{k} (report build)", code(v)] for k, v in versions.items()]])]
     return "\n".join(out)
 
 
@@ -386,6 +589,6 @@ def events_page(data: ReportData, *, limit: int = 500) -> str:
     rows = [[_time(e.get("time")), e.get("round") if e.get("round") is not None else "-", e.get("kind") or "-",
              e.get("message") or ""] for e in events]
     skipped = len(data.events) - len(events)
-    return "\n".join(["# Event log", "",
+    return "\n".join([front_matter("Event log") + "# Event log", "",
                       (f"The last {limit} of {len(data.events)} events." if skipped else f"{len(events)} events."), "",
                       _table(["time", "round", "kind", "message"], rows)])

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from screener.report.data import CandidateInfo, JobInfo, RoundInfo
+from screener.report.data import CandidateInfo, Headline, JobInfo, ParityPoint, RoundInfo
 
 __all__ = [
     "plot_spend",
@@ -32,12 +32,12 @@ _DPI = 110
 
 
 def _figure(width_in: float = 7.0, height_in: float = 3.6, ncols: int = 1, *, left: float = 0.1,
-            bottom: float = 0.15) -> tuple[Any, Any]:
+            bottom: float = 0.15, top: float = 0.9, right: float = 0.98) -> tuple[Any, Any]:
     # fixed margins: matplotlib's constrained layout costs ~0.3 s per figure on a busy 2-core machine
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width_in, height_in))
-    fig.subplots_adjust(left=left, right=0.98, bottom=bottom, top=0.9, wspace=0.3)
+    fig.subplots_adjust(left=left, right=right, bottom=bottom, top=top, wspace=0.3)
     axes = fig.subplots(1, ncols)
     return fig, axes
 
@@ -69,7 +69,7 @@ def plot_spend(jobs: Sequence[JobInfo], rounds: Sequence[RoundInfo], unit: str, 
     path : Path
         PNG file to write.
     """
-    fig, (ax_t, ax_r) = _figure(9.0, 3.6, ncols=2)
+    fig, (ax_t, ax_r) = _figure(9.0, 3.8, ncols=2, top=0.82)
     finished = sorted((j for j in jobs if j.finished), key=lambda j: (j.finished_at or 0.0, j.round))
     t0 = min((j.created_at for j in jobs if j.created_at is not None), default=None)
     if not finished:
@@ -91,8 +91,7 @@ def plot_spend(jobs: Sequence[JobInfo], rounds: Sequence[RoundInfo], unit: str, 
             ax_t.step(xs, ys, where="post", color=color, label=fidelity.upper(), marker=".")
     ax_t.set_xlabel(f"wall-clock time since the first job ({time_unit})" if t0 is not None else "round")
     ax_t.set_ylabel(f"cumulative spend ({unit})")
-    ax_t.set_title("spend over time")
-    ax_t.legend(loc="upper left")
+    ax_t.set_title("spend over time", pad=22)
     numbers = [r.round for r in rounds] or sorted({j.round for j in finished})
     bottom = [0.0] * len(numbers)
     for fidelity, color in FIDELITY_COLORS.items():
@@ -101,38 +100,55 @@ def plot_spend(jobs: Sequence[JobInfo], rounds: Sequence[RoundInfo], unit: str, 
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax_r.set_xlabel("round")
     ax_r.set_ylabel(f"spend in the round ({unit})")
-    ax_r.set_title("spend per round")
+    ax_r.set_title("spend per round", pad=22)
     ax_r.set_xticks(numbers)
-    ax_r.legend(loc="upper left")
+    # one legend for both panels, above them: inside an axis it hid the first bar
+    handles, labels = ax_r.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.0))
     return _save(fig, path)
 
 
-def plot_discoveries(points: dict[str, list[tuple[float, int]]], unit: str, path: Path) -> Path:
-    """Selected candidates on the hull of each fidelity against cumulative spend, after each round.
+def plot_discoveries(headline: Headline | None, unit: str, unit_cpu_hours: float | None, path: Path) -> Path:
+    """Cumulative stable finds (candidates on the final SCAN hull) against cumulative cost, after each round.
+
+    Bottom axis: CPU-hours; top axis: budget units (``unit_cpu_hours`` CPU-hours each) when known. Where the pool's
+    stable share is known, a dashed line shows what random picks would have found with the same SCAN calculations.
 
     Parameters
     ----------
-    points : dict fidelity -> list of (cumulative spend, number of candidates on that hull)
-        One point per round with a hull snapshot.
+    headline : Headline
+        The report's headline figures (per-round cumulative finds and costs).
     unit : str
         Budget unit.
+    unit_cpu_hours : float, optional
+        CPU-hours of one budget unit.
     path : Path
         PNG file to write.
     """
-    fig, ax = _figure(6.0, 3.6)
-    if not any(points.values()):
-        _empty(ax, "no hull snapshots yet")
+    fig, ax = _figure(6.5, 3.8, left=0.12, bottom=0.14, top=0.8)
+    rounds = headline.rounds if headline is not None else []
+    if not rounds:
+        _empty(ax, "no finished round yet")
         return _save(fig, path)
-    for fidelity, color in FIDELITY_COLORS.items():
-        pts = [(0.0, 0), *sorted(points.get(fidelity, []))]
-        if len(pts) > 1:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color,
-                    label=f"on the {fidelity.upper()} hull")
-    ax.set_xlabel(f"cumulative spend ({unit})")
-    ax.set_ylabel("candidates on the hull")
-    ax.set_title("discoveries vs spend")
+    xs = [0.0] + [r.cum_cpu_hours for r in rounds]
+    ax.plot(xs, [0] + [r.cum_found for r in rounds], marker="o", color=FIDELITY_COLORS["scan"],
+            label="confirmed stable (final SCAN hull)")
+    for r in rounds:
+        ax.annotate(f"r{r.round}", (r.cum_cpu_hours, r.cum_found), textcoords="offset points", xytext=(3, 4),
+                    fontsize=7, color="0.4")
+    if headline.prevalence:
+        ax.plot(xs, [0.0] + [headline.prevalence * r.cum_scan_computed for r in rounds], ls="--", color="0.5",
+                label=f"random picks (pool share {100 * headline.prevalence:.1f} %)")
+    ax.set_xlabel("cumulative cost (CPU-hours)")
+    ax.set_ylabel("stable crystals found")
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.legend(loc="upper left")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    if unit_cpu_hours:
+        k = float(unit_cpu_hours)
+        top = ax.secondary_xaxis("top", functions=(lambda x: x / k, lambda u: u * k))
+        top.set_xlabel(f"cumulative cost ({unit})")
+    ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
 
 
@@ -199,58 +215,68 @@ def plot_learning_curve(curve: Sequence[dict[str, Any]], fit: Any, path: Path) -
     return _save(fig, path)
 
 
-def plot_parity(candidates: Sequence[CandidateInfo], path: Path) -> Path:
-    """Predicted (when selected, ±1 std) against computed E_hull of every computed candidate, per fidelity."""
-    fig, axes = _figure(9.0, 4.0, ncols=2)
+def plot_parity(points: dict[str, Sequence[ParityPoint]], quantity: str, path: Path) -> Path:
+    """Prediction made before purchase (±1 std) against the computed value, one panel per fidelity.
+
+    Parameters
+    ----------
+    points : dict fidelity -> sequence of ParityPoint
+        From :meth:`ReportData.parity` (eV/atom).
+    quantity : {"e_form", "e_hull"}
+        Formation energy (drawn in eV/atom) or E_hull on the final hull (drawn in meV/atom).
+    path : Path
+        PNG file to write.
+    """
+    scale, unit, name = (1.0, "eV/atom", "E_form") if quantity == "e_form" else (1000.0, "meV/atom",
+                                                                                   "E_hull (final hull)")
+    fig, axes = _figure(9.0, 4.2, ncols=2, left=0.09, bottom=0.13)
     for ax, fidelity in zip(axes, ("pbe", "scan"), strict=True):
-        xs, ys, es = [], [], []
-        for cand in candidates:
-            pred = cand.predicted_at_selection.get(fidelity) or {}
-            computed = cand.computed_e_hull_ev_per_atom.get(fidelity)
-            mean = pred.get("e_hull_mean_ev_per_atom")
-            if computed is None or mean is None:
-                continue
-            xs.append(1000 * computed)
-            ys.append(1000 * mean)
-            es.append(1000 * (pred.get("e_hull_std_ev_per_atom") or 0.0))
-        ax.set_title(f"{fidelity.upper()}: predicted vs computed E_hull")
-        if not xs:
-            _empty(ax, f"no computed {fidelity.upper()} E_hull yet")
+        pts = list(points.get(fidelity, []))
+        ax.set_title(f"{fidelity.upper()}: predicted vs computed {name}", fontsize=10)
+        if not pts:
+            _empty(ax, f"no computed {fidelity.upper()} candidate yet")
             continue
-        ax.errorbar(xs, ys, yerr=es, fmt="o", color=FIDELITY_COLORS[fidelity], ecolor="0.6", capsize=2)
-        lo, hi = min(xs + ys) - 20, max(xs + ys) + 20
+        xs = [scale * p.computed for p in pts]
+        ys = [scale * p.predicted for p in pts]
+        es = [scale * (p.predicted_std or 0.0) for p in pts]
+        ax.errorbar(xs, ys, yerr=es, fmt="o", color=FIDELITY_COLORS[fidelity], ecolor="0.6", capsize=2, ms=4)
+        lo, hi = min(xs + [y - e for y, e in zip(ys, es, strict=True)]), max(xs + [y + e for y, e in
+                                                                                 zip(ys, es, strict=True)])
+        pad = 0.05 * (hi - lo) or 0.05 * scale
+        lo, hi = lo - pad, hi + pad
         ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls="--")
         ax.set_xlim(lo, hi)
-        ax.set_ylim(lo - max(es, default=0), hi + max(es, default=0))
-        ax.set_xlabel("computed E_hull (meV/atom)")
-        ax.set_ylabel("predicted E_hull when selected (meV/atom)")
+        ax.set_ylim(lo, hi)
+        mae = sum(abs(y - x) for x, y in zip(xs, ys, strict=True)) / len(xs)
+        ax.text(0.03, 0.97, f"MAE {mae:.3g} {unit}\nn = {len(xs)}", transform=ax.transAxes, va="top", fontsize=8)
+        ax.set_xlabel(f"computed {name} ({unit})")
+        ax.set_ylabel(f"predicted before purchase ({unit})")
     return _save(fig, path)
 
 
 def plot_candidate_energies(cand: CandidateInfo, path: Path) -> Path:
-    """One candidate: predicted E_hull (when selected and latest, ±1 std) and computed E_hull per fidelity."""
-    fig, ax = _figure(5.5, 2.8, left=0.33, bottom=0.2)
+    """One candidate: E_hull predicted before purchase (±1 std) and computed, both on the final hull, per fidelity."""
+    fig, ax = _figure(5.5, 2.4, left=0.36, bottom=0.22)
     labels, rows = [], []
     for fidelity in ("pbe", "scan"):
-        for key, name in (("predicted_at_selection", "predicted (selected)"), ("predicted", "predicted (latest)")):
-            pred = getattr(cand, key).get(fidelity) or {}
-            if pred.get("e_hull_mean_ev_per_atom") is not None:
-                labels.append(f"{fidelity.upper()} {name}")
-                rows.append((1000 * pred["e_hull_mean_ev_per_atom"],
-                             1000 * (pred.get("e_hull_std_ev_per_atom") or 0.0), FIDELITY_COLORS[fidelity], "o"))
+        pred = cand.predicted_e_hull_final_ev_per_atom.get(fidelity)
+        std = (cand.predicted_at_selection.get(fidelity) or {}).get("e_form_std_ev_per_atom")
+        if pred is not None:
+            labels.append(f"{fidelity.upper()} predicted")
+            rows.append((1000 * pred, 1000 * (std or 0.0), FIDELITY_COLORS[fidelity], "o"))
         computed = cand.computed_e_hull_ev_per_atom.get(fidelity)
         if computed is not None:
             labels.append(f"{fidelity.upper()} computed")
             rows.append((1000 * computed, 0.0, FIDELITY_COLORS[fidelity], "s"))
     if not rows:
-        _empty(ax, "no predictions or results")
+        _empty(ax, "no predictions before purchase or results")
         return _save(fig, path)
     for y, (value, err, color, marker) in enumerate(rows):
         ax.errorbar([value], [y], xerr=[err], fmt=marker, color=color, ecolor="0.5", capsize=3)
     ax.axvline(0.0, color="0.5", lw=0.8, ls="--")
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("E_hull (meV/atom)")
+    ax.set_xlabel("E_hull on the final hull (meV/atom)")
     return _save(fig, path)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from screener.errors import InvalidInputError, ScreenerError
-from screener.report.data import FIDELITIES, ReportData, load_report_data
+from screener.report.data import FIDELITIES, ReportData, load_report_data, slugify
 
 __all__ = ["ReportBuildError", "ReportResult", "build_report", "write_report", "run_mkdocs_build", "MARKER_FILE"]
 
@@ -88,12 +88,15 @@ def _prepare_output(project_dir: Path) -> Path:
 
 
 def _mkdocs_config(title: str) -> dict[str, Any]:
+    import html
+
     return {
-        "site_name": title,
+        # themes print site_name unescaped (in <title> and the header); the title may hold a folder name
+        "site_name": html.escape(" ".join(title.split()), quote=True),
         "use_directory_urls": False,
         "docs_dir": "docs",
         "site_dir": "site",
-        "theme": {"name": "material", "font": False, "features": ["navigation.top", "content.code.copy"],
+        "theme": {"name": "material", "font": False, "features": ["navigation.top", "content.code.copy", "toc.integrate"],
                   "palette": {"scheme": "default", "primary": "indigo"}},
         "extra": {"generator": False},
         "extra_css": ["assets/report.css"],
@@ -125,17 +128,6 @@ def _model_cards(data: ReportData) -> dict[str, str]:
         if card.is_file():
             cards[name] = card.read_text(errors="replace")
     return cards
-
-
-def _discovery_points(data: ReportData) -> dict[str, list[tuple[float, int]]]:
-    ids = {c.structure_id for c in data.candidates}
-    points: dict[str, list[tuple[float, int]]] = {f: [] for f in FIDELITIES}
-    for r in data.rounds:
-        spent = sum(j.charge for j in data.jobs if j.finished and j.round <= r.round)
-        for f in FIDELITIES:
-            if f in r.stable_ids:
-                points[f].append((spent, len(set(r.stable_ids[f]) & ids)))
-    return points
 
 
 def _latest_fit(data: ReportData) -> Any:
@@ -195,10 +187,14 @@ def write_report(
     unit = data.budget.unit
     figures = {
         "spend": plots.plot_spend(data.jobs, data.rounds, unit, figs / "spend.png"),
-        "discoveries": plots.plot_discoveries(_discovery_points(data), unit, figs / "discoveries.png"),
+        "discoveries": plots.plot_discoveries(data.headline, unit, data.config.get("unit_cpu_hours"),
+                                              figs / "discoveries.png"),
         "learning_curve": plots.plot_learning_curve(data.learning_curve, _latest_fit(data),
                                                     figs / "learning_curve.png"),
-        "parity": plots.plot_parity(data.candidates, figs / "parity.png"),
+        "parity_e_form": plots.plot_parity({f: data.parity(f, "e_form") for f in FIDELITIES}, "e_form",
+                                           figs / "parity_e_form.png"),
+        "parity_e_hull": plots.plot_parity({f: data.parity(f, "e_hull") for f in FIDELITIES}, "e_hull",
+                                           figs / "parity_e_hull.png"),
     }
     pages = [docs / "index.md", docs / "candidates.md", docs / "methods.md", docs / "events.md"]
     pages[0].write_text(overview_page(data, {k: p.relative_to(docs).as_posix() for k, p in figures.items()},
@@ -227,7 +223,7 @@ def write_report(
             key = (f, cand.chemsys)
             if key not in hull_cache:
                 hull = data.hull(f)
-                path = figs / "hulls" / f"{f}_{cand.chemsys}.png"
+                path = figs / "hulls" / f"{f}_{slugify(cand.chemsys)}.png"  # chemsys is data: no path in it
                 drawn = plots.plot_hull(hull, cand.chemsys, path) if hull is not None and cand.chemsys else None
                 hull_cache[key] = drawn.relative_to(docs).as_posix() if drawn else None
             hull_figs[f] = f"../{hull_cache[key]}" if hull_cache[key] else None

@@ -27,6 +27,7 @@ def test_overview_and_table_from_ledger(synthetic_campaign):
     table = candidates_page(data)
     assert table.count("<tr>") == 1 + len(data.candidates)
     assert 'href="candidates/Li_O_odd_id.html"' in table and "Li/O odd:id" in table
+    assert "not computed" in table  # LiO2-hyp was never computed at SCAN: not "no"
 
 
 def test_model_cards_are_nested_and_delinked(synthetic_campaign):
@@ -39,4 +40,4 @@ def test_model_cards_are_nested_and_delinked(synthetic_campaign):
     assert "### Model card of the initial ensemble: CGAT ensemble" in page
     assert "#### Data" in page and page.count("\n## Data") == 1  # the card's section sits below ours
     assert "See MP." in page and "https://" not in page
-    assert "`scan-r2`" in page and "| python (report build) | `3.11` |" in page
+    assert "<code>scan-r2</code>" in page and "| python (report build) | <code>3.11</code> |" in page

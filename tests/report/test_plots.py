@@ -21,9 +21,12 @@ def test_figures_with_and_without_data(synthetic_campaign, tmp_path):
     made = [
         plots.plot_spend(data.jobs, data.rounds, "pbe-equivalent", tmp_path / "spend.png"),
         plots.plot_spend([], [], "pbe-equivalent", tmp_path / "spend_empty.png"),
-        plots.plot_discoveries({"pbe": [(11.6, 2)], "scan": []}, "pbe-equivalent", tmp_path / "disc.png"),
+        plots.plot_discoveries(data.headline, "pbe-equivalent", 1.0, tmp_path / "disc.png"),
+        plots.plot_discoveries(None, "pbe-equivalent", None, tmp_path / "disc_empty.png"),
         plots.plot_learning_curve([], None, tmp_path / "lc_empty.png"),
-        plots.plot_parity(data.candidates, tmp_path / "parity.png"),
+        plots.plot_parity({f: data.parity(f, "e_form") for f in ("pbe", "scan")}, "e_form", tmp_path / "p1.png"),
+        plots.plot_parity({f: data.parity(f, "e_hull") for f in ("pbe", "scan")}, "e_hull", tmp_path / "p2.png"),
+        plots.plot_parity({}, "e_form", tmp_path / "p_empty.png"),
         plots.plot_candidate_energies(data.candidates[0], tmp_path / "cand.png"),
     ]
     for path in made:
