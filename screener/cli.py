@@ -7,6 +7,7 @@ exit code; ``screener --debug ...`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -312,32 +313,38 @@ def calc_command(
 
 @app.command("run")
 def run_command(
-    budget: Annotated[Optional[float], typer.Option(help="Budget in --budget-unit (new campaigns).")] = None,
+    budget: Annotated[Optional[float], typer.Option(help="Budget in --budget-unit (new campaigns; a finite number > 0). Change it later with `screener budget`.")] = None,
     candidates: Annotated[Optional[list[Path]], typer.Option(help="Candidate structure files (default: demo set).")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Initial PBE ensemble folder (default: models/ or a cached small one).")] = None,
-    backend: Annotated[str, typer.Option(help="Calculator back-end: standin, vasp or replay.")] = "standin",
-    executor: Annotated[str, typer.Option(help="Where jobs run: local, fireworks or jobflow-remote.")] = "local",
-    policy: Annotated[str, typer.Option(help="Policy preset name or YAML file.")] = "scaling-law",
-    batch: Annotated[int, typer.Option(help="Calculations per round (at most).", min=1)] = 16,
-    campaign: Annotated[Optional[Path], typer.Option(help="Campaign folder: resumed when it holds one.")] = None,
-    budget_unit: Annotated[str, typer.Option(help="pbe-equivalent (PBE runs of a median candidate) or core-hours.")] = "pbe-equivalent",
+    backend: Annotated[Optional[str], typer.Option(help="Calculator back-end: standin (default), vasp or replay.")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Where jobs run: local (default), fireworks or jobflow-remote.")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="Policy preset name or YAML file (default: scaling-law).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Calculations per round, at most (default: 16).", min=1)] = None,
+    campaign: Annotated[Optional[Path], typer.Option(help="Campaign folder: resumed when it holds one (with its stored options; other values given are refused).")] = None,
+    budget_unit: Annotated[Optional[str], typer.Option(help="pbe-equivalent (default: PBE runs of a median candidate) or core-hours.")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="Run at most this many rounds now.", min=1)] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the policy and fine-tuning.")] = 0,
-    references: Annotated[str, typer.Option(help="Hull references: auto, shipped, standin or an entries file.")] = "auto",
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the policy and fine-tuning (default: 0).")] = None,
+    references: Annotated[Optional[str], typer.Option(help="Known phases and elemental references of the hulls: auto (default: the back-end's own known phases), standin, shipped (elements only), mp (downloads MP entries), world (replay) or an entries file.")] = None,
+    require_competing_phases: Annotated[bool, typer.Option("--require-competing-phases", help="Refuse to start (new campaigns) when a candidate's PBE or SCAN hull holds only elements.")] = False,
     backend_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the back-end, e.g. path=data.json.bz2 (repeatable).")] = None,
     executor_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the executor (repeatable).")] = None,
 ) -> None:
-    """Run (or resume) an active-learning campaign until the budget is spent."""
+    """Run (or resume) an active-learning campaign until the budget is spent.
+
+    One process runs a campaign at a time: a second `run` on the same folder exits with code 2 naming the process
+    that runs it (status and report work meanwhile). A kill at any point loses nothing: run again to resume.
+    """
     from screener.campaign.api import parse_options, run_campaign
 
     bars, progress = _stage_progress()
 
-    with bars:
+    with bars, _ledger_errors(campaign or Path(".")):
         folder, summary = run_campaign(
             campaign, candidates=candidates, budget=budget, model=model, backend=backend, executor=executor,
             policy=policy, batch_size=batch, budget_unit=budget_unit, rounds=rounds, seed=seed, progress=progress,
-            references=references, backend_options=parse_options(backend_option, "--backend-option"),
-            executor_options=parse_options(executor_option, "--executor-option"),
+            references=references, require_competing_phases=require_competing_phases,
+            backend_options=parse_options(backend_option, "--backend-option") if backend_option else None,
+            executor_options=parse_options(executor_option, "--executor-option") if executor_option else None,
         )
     typer.echo(f"{folder}: {summary['rounds_run']} round(s) run; {summary['reason']}")
     typer.echo(f"see `screener status {folder}`" + ("" if summary["finished"] else f"; resume with `screener run --campaign {folder}`"))
@@ -348,14 +355,14 @@ def status_command(
     campaign_dir: Annotated[Path, typer.Argument(help="Campaign folder.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
-    """Budget, calculations, discoveries, model error and rounds of a campaign."""
+    """Budget, calculations, discoveries, model error and rounds of a campaign (read-only: works while it runs)."""
     import json
 
     from screener.campaign.status import campaign_status
 
     status = campaign_status(campaign_dir)
     if json_output:
-        typer.echo(json.dumps(status, default=str))
+        typer.echo(json.dumps(status, default=str, allow_nan=False))  # standard JSON: no NaN/Infinity
         return
     from rich.console import Console
     from rich.table import Table
@@ -365,6 +372,9 @@ def status_command(
     console.print(f"[bold]{campaign_dir}[/]  budget: spent {status['budget_spent']:.4g}, reserved "
                   f"{status['budget_reserved']:.4g}, left {status['budget_left']:.4g} of {status['budget_total']:.4g} "
                   f"{unit}" + ("  (finished)" if status["finished"] else ""))
+    if status.get("running"):
+        run = status["running"]
+        console.print(f"running: process {run.get('pid', '?')} on host {run.get('host', '?')} since {run.get('since', '?')}")
     calc = Table(title="calculations")
     states = ["planned", "submitted", "done", "failed"]
     for col in ["fidelity", *states]:
@@ -398,13 +408,39 @@ def report_command(
     from screener.report import build_report
 
     bars, progress = _stage_progress()
-    with bars:
+    with bars, _ledger_errors(campaign_dir):
         result = build_report(campaign_dir, output, build=build, title=title, progress=progress)
     typer.echo(f"report of {result.n_candidates} selected candidate(s) written to {result.project_dir}")
     if result.site_dir is not None:
         typer.echo(f"site: {result.index_html} (serve it with `python -m http.server -d {result.site_dir}`)")
     else:
         typer.echo(f"build it with `mkdocs build --strict -f {result.project_dir / 'mkdocs.yml'}`")
+
+
+@app.command("budget")
+def budget_command(
+    campaign_dir: Annotated[Path, typer.Argument(help="Campaign folder.")],
+    total: Annotated[float, typer.Option("--total", help="New total budget in the campaign's budget unit (finite, > 0, at least what is spent and reserved).")],
+) -> None:
+    """Change a campaign's total budget, e.g. raise it to continue a finished campaign (recorded as an event)."""
+    from screener.campaign.api import set_budget
+
+    with _ledger_errors(campaign_dir):
+        old, new, unit = set_budget(campaign_dir, total)
+    typer.echo(f"{campaign_dir}: budget {old:g} -> {new:g} {unit}; continue with `screener run --campaign {campaign_dir}`")
+
+
+@contextlib.contextmanager
+def _ledger_errors(campaign_dir: Path):
+    """An SQLite error met while reading a campaign (damage quick_check did not see) becomes screener's one line."""
+    import sqlite3
+
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        from screener.campaign.ledger import LEDGER_FILENAME, LedgerDamagedError
+
+        raise LedgerDamagedError(Path(campaign_dir) / LEDGER_FILENAME, str(exc)) from None
 
 # ---- world commands (issue: world) ----------------------------------------------------------------------------------
 # (world build, candidates)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from screener.campaign.config import BACKENDS, BUDGET_UNITS, EXECUTORS, CampaignConfig
-from screener.campaign.ledger import LEDGER_FILENAME
+from screener.campaign.ledger import LEDGER_FILENAME, Ledger
 from screener.campaign.loop import Campaign, ComponentsFactory, Progress
 from screener.errors import InvalidInputError
 
-__all__ = ["run_campaign", "default_candidates_path", "new_campaign_dir", "parse_options"]
+__all__ = ["run_campaign", "set_budget", "check_budget", "resume_differences", "default_candidates_path",
+           "new_campaign_dir", "parse_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,31 +73,122 @@ def _read_candidates(paths: Sequence[str | Path]) -> dict[str, Any]:
     return structures
 
 
+# Options of a new campaign when not given (None means "not given": on a resume only given options are compared).
+DEFAULTS: dict[str, Any] = {
+    "backend": "standin", "executor": "local", "policy": "scaling-law", "batch_size": 16,
+    "budget_unit": "pbe-equivalent", "seed": 0, "references": "auto", "fine_tune_epochs": 20,
+}
+# The command-line flag of each CampaignConfig field, for messages.
+FLAGS: dict[str, str] = {
+    "budget_total": "--budget", "candidates": "--candidates", "model": "--model", "backend": "--backend",
+    "executor": "--executor", "policy": "--policy", "batch_size": "--batch", "budget_unit": "--budget-unit",
+    "seed": "--seed", "references": "--references", "backend_options": "--backend-option",
+    "executor_options": "--executor-option", "fine_tune_epochs": "fine_tune_epochs",
+}
+
+
+def check_budget(budget: float, flag: str = "--budget") -> float:
+    """``budget`` as a float when it is a finite number > 0; else a one-line :class:`InvalidInputError`."""
+    try:
+        value = float(budget)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{flag} must be a number > 0, got {budget!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidInputError(f"{flag} must be > 0 and finite, got {value:g}")
+    return value
+
+
+def _resolved(path: str | Path | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def _preset_or_file(value: str | None) -> str | None:
+    """A policy or references value as stored: a file becomes its absolute path, a preset name stays."""
+    return str(Path(value).resolve()) if value is not None and Path(value).is_file() else value
+
+
+def resume_differences(stored: dict[str, Any], budget_total: float | None, given: dict[str, Any]) -> list[str]:
+    """``--flag value (campaign: stored)`` for each given option that differs from a campaign's stored config.
+
+    Parameters
+    ----------
+    stored : dict
+        The campaign's config (``meta.config``).
+    budget_total : float or None
+        The campaign's current total budget (it may have been changed since creation).
+    given : dict
+        Options given now, by config field; None = not given.
+    """
+    wanted = dict(given)
+    wanted["candidates"] = [_resolved(p) for p in given["candidates"]] if given.get("candidates") else None
+    wanted["model"] = _resolved(given.get("model"))
+    wanted["policy"] = _preset_or_file(given.get("policy"))
+    wanted["references"] = _preset_or_file(given.get("references"))
+    current = {**stored, "budget_total": budget_total if budget_total is not None else stored.get("budget_total")}
+    out = []
+    for key, value in wanted.items():
+        if value is None:
+            continue
+        have = current.get(key)
+        same = (math.isclose(float(value), float(have), rel_tol=1e-12) if key == "budget_total" and have is not None
+                else value == have)
+        if not same:
+            out.append(f"{FLAGS.get(key, key)} {_show(value)} (campaign: {_show(have)})")
+    return out
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def set_budget(campaign_dir: str | Path, total: float) -> tuple[float, float, str]:
+    """Change a campaign's total budget (``screener budget``); returns ``(old, new, unit)``.
+
+    Takes the writer lock, so it is refused while the campaign runs; the change and its event are one transaction.
+    """
+    total = check_budget(total, "--total")
+    with Ledger.in_dir(campaign_dir) as ledger:
+        if ledger.get_meta("config") is None:
+            raise InvalidInputError(f"{campaign_dir} holds no complete campaign (no configuration in its ledger)")
+        old, new = ledger.set_budget_total(total)
+        return old, new, ledger.budget().unit
+
+
 def run_campaign(
     campaign_dir: str | Path | None = None,
     *,
     candidates: Sequence[str | Path] | None = None,
     budget: float | None = None,
     model: str | Path | None = None,
-    backend: str = "standin",
-    executor: str = "local",
-    policy: str = "scaling-law",
-    batch_size: int = 16,
-    budget_unit: str = "pbe-equivalent",
+    backend: str | None = None,
+    executor: str | None = None,
+    policy: str | None = None,
+    batch_size: int | None = None,
+    budget_unit: str | None = None,
     rounds: int | None = None,
-    seed: int = 0,
-    references: str = "auto",
+    seed: int | None = None,
+    references: str | None = None,
+    require_competing_phases: bool = False,
     backend_options: dict[str, Any] | None = None,
     executor_options: dict[str, Any] | None = None,
-    fine_tune_epochs: int = 20,
+    fine_tune_epochs: int | None = None,
     progress: Progress | None = None,
     factory: ComponentsFactory | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Create and run a campaign, or resume one.
 
-    ``campaign_dir`` holding a ledger: the campaign resumes with the configuration stored in it (only ``rounds``
-    applies; other options are ignored with a warning when they differ). Otherwise a new campaign is created there
-    (default: ``./campaign-<date-time>``) from ``candidates`` (default: the shipped demo set) with ``budget``.
+    ``campaign_dir`` holding a ledger: the campaign resumes with the configuration stored in it. Only ``rounds``
+    applies to a resume; any other option given (not None) that differs from the stored configuration is refused,
+    with all of them listed in one :class:`~screener.errors.InvalidInputError` (the budget is changed with
+    :func:`set_budget`). Otherwise a new campaign is created there (default: ``./campaign-<date-time>``) from
+    ``candidates`` (default: the shipped demo set) with ``budget``; options not given take :data:`DEFAULTS`.
+
+    The process holds the campaign's writer lock from start to end: a second writer gets
+    :class:`~screener.campaign.folder.CampaignBusyError`.
 
     Returns
     -------
@@ -104,21 +197,33 @@ def run_campaign(
     """
     if factory is None:
         from screener.campaign.components import build_components as factory
+    if budget is not None:
+        budget = check_budget(budget)
+    given = {"budget_total": budget, "candidates": list(candidates) if candidates else None, "model": model,
+             "backend": backend, "executor": executor, "policy": policy, "batch_size": batch_size,
+             "budget_unit": budget_unit, "seed": seed, "references": references, "backend_options": backend_options,
+             "executor_options": executor_options, "fine_tune_epochs": fine_tune_epochs}
     if campaign_dir is not None and (Path(campaign_dir) / LEDGER_FILENAME).exists():
+        with Ledger.in_dir(campaign_dir, read_only=True) as ledger:  # damage is found here, before any work
+            stored = ledger.get_meta("config") or {}
+            total = ledger.get_meta("budget_total")
+        differing = resume_differences(stored, total, given) if stored else []
+        if differing:
+            hint = (f"; change the budget with `screener budget {campaign_dir} --total X`"
+                    if any(d.startswith("--budget ") for d in differing) else "")
+            raise InvalidInputError(
+                f"resuming {campaign_dir}: {', '.join(differing)} differ from the campaign's stored configuration; "
+                f"resume without them or create a new campaign in another folder{hint}"
+            )
         camp = Campaign.open(campaign_dir, factory)
-        given = {"budget_total": budget, "backend": backend if backend != "standin" else None,
-                 "policy": policy if policy != "scaling-law" else None}
-        for key, value in given.items():
-            if value is not None and value != getattr(camp.config, key):
-                logger.warning("resuming %s: --%s ignored (the campaign keeps %r)", campaign_dir, key.split("_")[0],
-                               getattr(camp.config, key))
     else:
         if campaign_dir is not None and Path(campaign_dir).is_dir() and any(Path(campaign_dir).iterdir()):
             raise InvalidInputError(f"{campaign_dir} is not a screener campaign (no {LEDGER_FILENAME}) and not empty")
         if budget is None:
             raise InvalidInputError("a new campaign needs --budget")
-        if not budget > 0:
-            raise InvalidInputError(f"--budget must be > 0, got {budget:g}")
+        opts = {k: (v if v is not None else DEFAULTS[k]) for k, v in given.items() if k in DEFAULTS}
+        backend, executor, policy = opts["backend"], opts["executor"], opts["policy"]
+        budget_unit, references = opts["budget_unit"], opts["references"]
         if backend not in BACKENDS:
             raise InvalidInputError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
         if executor not in EXECUTORS:
@@ -134,21 +239,24 @@ def run_campaign(
         structures = _read_candidates(paths)
         if Path(policy).is_file():  # a YAML file: stored absolute so a resume from elsewhere finds it
             policy = str(Path(policy).resolve())
-        if references not in ("auto", "shipped", "standin"):
+        from screener.campaign.hulls import REFERENCE_MODES
+
+        if references not in REFERENCE_MODES:
             if not Path(references).is_file():
-                raise InvalidInputError(f"references {references!r}: not auto, shipped, standin or an entries file")
+                raise InvalidInputError(
+                    f"references {references!r}: not one of {', '.join(REFERENCE_MODES)} or an entries file")
             references = str(Path(references).resolve())
         config = CampaignConfig(
             budget_total=budget, budget_unit=budget_unit, candidates=[str(Path(p).resolve()) for p in paths],
             model=str(Path(model).resolve()) if model else None, backend=backend, executor=executor, policy=str(policy),
             backend_options=dict(backend_options or {}), executor_options=dict(executor_options or {}),
-            batch_size=batch_size, max_rounds=None, seed=seed, references=references,
-            fine_tune_epochs=fine_tune_epochs,
+            batch_size=opts["batch_size"], max_rounds=None, seed=opts["seed"], references=references,
+            fine_tune_epochs=opts["fine_tune_epochs"], require_competing_phases=require_competing_phases,
         )
         campaign_dir = Path(campaign_dir) if campaign_dir is not None else new_campaign_dir()
         camp = Campaign.create(campaign_dir, config, structures, factory)
     try:
         summary = camp.run(max_rounds=rounds, progress=progress)
     finally:
-        camp.ledger.close()
+        camp.close()
     return Path(campaign_dir), summary

@@ -25,7 +25,7 @@ class CampaignConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    budget_total: float = Field(..., gt=0, description="Total budget in budget units.")
+    budget_total: float = Field(..., gt=0, allow_inf_nan=False, description="Total budget in budget units.")
     budget_unit: Literal["pbe-equivalent", "core-hours"] = Field("pbe-equivalent", description="Unit of the budget.")
     unit_cpu_hours: float | None = Field(
         None, gt=0, description="CPU-hours of one budget unit (set at creation; 1 for core-hours)."
@@ -35,7 +35,10 @@ class CampaignConfig(BaseModel):
     backend: Literal["standin", "vasp", "replay"] = Field("standin", description="Calculator back-end.")
     backend_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of get_calculator.")
     references: str = Field(
-        "auto", description="Reference phases of the hulls: auto, shipped, standin or an entries file."
+        "auto", description="Reference phases of the hulls: auto, standin, shipped, mp, world or an entries file."
+    )
+    require_competing_phases: bool = Field(
+        False, description="Refuse to start when a candidate's PBE or SCAN hull holds only elements."
     )
     executor: Literal["local", "fireworks", "jobflow-remote"] = Field("local", description="Where jobs run.")
     executor_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of get_executor.")

@@ -134,6 +134,12 @@ class Campaign:
         ledger.set_meta("budget_total", config.budget_total)
         config = config.model_copy(update={"screener_version": __version__})
         components = factory(config, campaign_dir, ledger)  # may record defaults it resolved into config
+        from screener.campaign.hulls import record_competing_phases
+
+        # before round 1: how many known competing phases each hull holds per chemical system (or refuse to start)
+        record_competing_phases(ledger, components.hulls,
+                                {sid: s.composition.chemical_system for sid, s in structures.items()},
+                                require=config.require_competing_phases)
         if config.unit_cpu_hours is None:
             if config.budget_unit == "core-hours":
                 config.unit_cpu_hours = 1.0
@@ -432,9 +438,17 @@ class Campaign:
         return bool(accepted)
 
     def _pretraining_set_sizes(self) -> dict[str, int]:
-        """Structures per fidelity the model learned from before the campaign (0 when the model cannot say)."""
-        sizes = getattr(self.components.model, "pretraining_set_sizes", None)
-        return {f: int(n) for f, n in (sizes() if callable(sizes) else {}).items()}
+        """Structures per fidelity the model learned from before the campaign (0 when the model cannot say).
+
+        Read from the model once and kept in the ledger (``meta.pretraining_set_sizes``), so a moved campaign folder
+        or a later model version cannot change the N_p the learning curve was recorded with.
+        """
+        stored = self.ledger.get_meta("pretraining_set_sizes")
+        if stored is None:
+            sizes = getattr(self.components.model, "pretraining_set_sizes", None)
+            stored = {f: int(n) for f, n in (sizes() if callable(sizes) else {}).items()}
+            self.ledger.set_meta("pretraining_set_sizes", stored)
+        return {f: int(stored.get(f, 0)) for f in FIDELITIES}
 
     def _competing_items(self, ids: list[str], ranking: dict[str, dict[str, np.ndarray]],
                          done: set[tuple[str, str]]) -> list[PlanItem]:

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from screener.campaign.ledger import Ledger
+from screener.campaign.folder import lock_holder
+from screener.campaign.ledger import LEDGER_FILENAME, Ledger, LedgerDamagedError, json_safe
 
 __all__ = ["campaign_status"]
 
@@ -26,9 +27,21 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
         ``calculations`` (``{fidelity: {state: count}}``), ``stable_found`` (ids of candidates on the latest SCAN hull,
         i.e. computed at SCAN level with the competing phases that hull holds), ``n_stable_found``, ``stable_pbe``,
         ``model_error`` (latest prospective MAE per fidelity, eV/atom), ``rounds`` (one dict per round),
-        ``finished`` and ``config``.
+        ``finished``, ``running`` (``{"pid", "host", "since"}`` of the process running it, or None) and ``config``.
+        Non-finite numbers are None, so the dict dumps to standard JSON.
+
+    The ledger is only read (SQLite ``mode=ro``, no lock): this works while a run writes and in a read-only folder.
     """
-    with Ledger.in_dir(campaign_dir) as ledger:
+    import sqlite3
+
+    try:
+        return _status(campaign_dir)
+    except sqlite3.DatabaseError as exc:  # damage quick_check did not see, met while reading
+        raise LedgerDamagedError(Path(campaign_dir) / LEDGER_FILENAME, str(exc)) from None
+
+
+def _status(campaign_dir: str | Path) -> dict[str, Any]:
+    with Ledger.in_dir(campaign_dir, read_only=True) as ledger:
         budget = ledger.budget()
         candidates = {c["structure_id"]: c for c in ledger.candidates(role="candidate")}
         stable: dict[str, list[str]] = {}
@@ -47,7 +60,7 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             })
         current = ledger.current_round()
         models = ledger.models()
-        return {
+        return json_safe({
             "campaign_dir": str(campaign_dir),
             "budget_total": budget.total,
             "budget_spent": budget.spent,
@@ -63,5 +76,6 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
             "model_versions": [m["version"] for m in models],
             "rounds": rounds,
             "finished": bool(current is not None and current["state"] == "empty"),
+            "running": lock_holder(campaign_dir),
             "config": ledger.get_meta("config", {}),
-        }
+        })

@@ -17,12 +17,11 @@ import json
 import logging
 import math
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from screener.campaign.ledger import LEDGER_FILENAME, BudgetSummary, Ledger
+from screener.campaign.ledger import BudgetSummary, Ledger
 
 __all__ = [
     "FIDELITIES",
@@ -150,12 +149,13 @@ class CandidateInfo:
 
     def best_structure(self) -> tuple[Any, str]:
         """The structure to show: the final structure of the SCAN result, else of the PBE result, else the input."""
-        from pymatgen.core import Structure
+        from screener._safe_json import structure_from_dict
 
         for fidelity in ("scan", "pbe"):
             for job in self.jobs:
                 if job.fidelity == fidelity and job.state == "done" and job.final_structure:
-                    return Structure.from_dict(job.final_structure), f"final structure of the {fidelity.upper()} job"
+                    return (structure_from_dict(job.final_structure, f"final structure of job {job.uuid}"),
+                            f"final structure of the {fidelity.upper()} job")
         return self.structure, "input structure (no finished calculation)"
 
 
@@ -346,13 +346,8 @@ def job_timestamps(ledger_path: str | Path) -> dict[str, tuple[float | None, flo
 
     The ledger's read API does not return these times; the report needs them for the spend-over-time plot.
     """
-    uri = Path(ledger_path).resolve().as_uri() + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=30.0)
-    try:
-        rows = conn.execute("SELECT uuid, created_at, updated_at FROM jobs").fetchall()
-    finally:
-        conn.close()
-    return {str(u): (c, m) for u, c, m in rows}
+    with Ledger(ledger_path, read_only=True) as ledger:  # mode=ro (immutable in a read-only folder)
+        return ledger.job_times()
 
 
 def _float(x: Any) -> float | None:
@@ -578,11 +573,11 @@ def load_report_data(campaign_dir: str | Path) -> ReportData:
     -------
     ReportData
     """
-    from pymatgen.core import Structure
+    from screener._safe_json import structure_from_dict
 
     campaign_dir = Path(campaign_dir)
-    times = job_timestamps(campaign_dir / LEDGER_FILENAME) if (campaign_dir / LEDGER_FILENAME).is_file() else {}
-    with Ledger.in_dir(campaign_dir) as ledger:
+    with Ledger.in_dir(campaign_dir, read_only=True) as ledger:
+        times = ledger.job_times()
         config = ledger.get_meta("config", {}) or {}
         schema = ledger.get_meta("schema_version")
         budget = ledger.budget()
@@ -642,7 +637,8 @@ def load_report_data(campaign_dir: str | Path) -> ReportData:
         sid = row["structure_id"]
         if sid not in by_id:
             continue
-        structure = Structure.from_dict(json.loads(row["structure_json"])) if row.get("structure_json") else None
+        structure = (structure_from_dict(json.loads(row["structure_json"]), f"candidate {sid!r} in the ledger")
+                     if row.get("structure_json") else None)
         cand = CandidateInfo(
             structure_id=sid, slug=slugify(sid, taken), formula=row.get("formula") or "",
             chemsys=row.get("chemsys") or "",
