@@ -16,6 +16,7 @@ torch is imported only when a prediction or a fine-tune is needed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -27,7 +28,8 @@ from numpy.typing import NDArray
 
 from screener.campaign.protocols import ModelVersion
 
-__all__ = ["EnsembleModel", "DEFAULT_PBE_MODEL", "default_model_dir", "shipped_models_dir", "MIN_POINTS_TO_FINE_TUNE"]
+__all__ = ["EnsembleModel", "DEFAULT_PBE_MODEL", "default_model_dir", "shipped_models_dir", "MIN_POINTS_TO_FINE_TUNE",
+           "pretraining_set_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,41 @@ FINE_TUNE_LR = 1.25e-4  # the paper's learning rate; the small preset's 1e-3 for
 _DEFAULT_MODEL_NAME = "pbe-formation-energy"
 #: Folder name (under ``models/``) of the shipped default PBE ensemble; its MODEL_CARD.md says what it is.
 DEFAULT_PBE_MODEL = "pbe-e-form-small-world20k"
+
+
+#: ``command`` prefix in ``ensemble.json`` of the campaign's own fine-tunes (trained on campaign data, counted apart).
+CAMPAIGN_FINE_TUNE_COMMAND = "screener run (round "
+
+
+def pretraining_set_size(model_dir: str | Path, *, follow_init: bool = True) -> int:
+    """Structures an ensemble learned from before the campaign, from its ``ensemble.json`` (torch is not needed).
+
+    An ensemble's training data are its ``n_structures`` minus its common test split (``split.n_test``, which no
+    member trained on): the train + validation structures, 17,616 of the 19,573 for the shipped model (each member
+    trains on its own 80 % of them and validates on the rest). The campaign's own fine-tunes (trained on the
+    campaign's results, which the loop counts itself) count 0; with ``follow_init`` the ``init_from`` chain is
+    followed and the data of every model it was fine-tuned from are added (without it: this folder's data only).
+
+    Returns
+    -------
+    int
+        0 when the folder has no readable ``ensemble.json`` (a single model folder, a missing path).
+    """
+    total, seen, path = 0, set(), Path(model_dir)
+    while str(path) not in seen and len(seen) < 32:
+        seen.add(str(path))
+        try:
+            info = json.loads((path / "ensemble.json").read_text())
+        except (OSError, ValueError):
+            break
+        if not str(info.get("command") or "").startswith(CAMPAIGN_FINE_TUNE_COMMAND):
+            n_test = int((info.get("split") or {}).get("n_test") or 0)
+            total += max(int(info.get("n_structures") or 0) - n_test, 0)
+        parent = info.get("init_from")
+        if not parent or not follow_init:
+            break
+        path = Path(parent)
+    return total
 
 
 def _cache_root() -> Path:
@@ -116,6 +153,17 @@ class EnsembleModel:
             self._graphs.update(zip(todo, graphs, strict=True))
         return [self._graphs[s] for s in structures]
 
+    def pretraining_set_sizes(self) -> dict[str, int]:
+        """Structures per fidelity the current models learned from before the campaign (the scaling law's N_p0).
+
+        PBE: the pre-training set of the PBE ensemble the campaign started from (see :func:`pretraining_set_size`).
+        SCAN: 0 while the SCAN ensemble is the campaign's own transfer of the PBE one; the training set of a SCAN
+        ensemble that was not made by the campaign.
+        """
+        scan_dir = self.dirs["scan"]
+        return {"pbe": pretraining_set_size(self.dirs["pbe"]),
+                "scan": pretraining_set_size(scan_dir, follow_init=False) if scan_dir else 0}
+
     def predict_formation_energy(
         self, structures: Mapping[str, Any], fidelity: str
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -158,7 +206,7 @@ class EnsembleModel:
                 graphs, y, directory=directory, target=base.target, target_unit=base.target_unit or "eV/atom",
                 train_config=config, n_members=k, member_splits=splits, test_indices=[], init=parent,
                 transfer="full", keep_normalization=True,
-                command=f"screener run (round {round_number} fine-tune, {fidelity})",
+                command=f"{CAMPAIGN_FINE_TUNE_COMMAND}{round_number} fine-tune, {fidelity})",
             )
             self.dirs[fidelity] = directory
             self._ensembles[str(directory)] = ensemble

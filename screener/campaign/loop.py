@@ -219,8 +219,14 @@ class Campaign:
         while True:
             current = self.ledger.current_round()
             if current is not None and current["state"] == "empty":
-                reason = "nothing left to buy within the budget"
-                break
+                if rounds_run or not self._can_buy_more():
+                    reason = "nothing left to buy within the budget"
+                    break
+                # the budget was raised since the campaign ran out: this round plans again
+                self.ledger.set_round_state(current["round"], "ranking")
+                self.ledger.log_event("campaign", "budget left again: the campaign continues",
+                                      round_number=current["round"])
+                continue
             if current is None or current["state"] == "finished":
                 number = 1 if current is None else current["round"] + 1
                 if self.config.max_rounds is not None and number > self.config.max_rounds:
@@ -237,13 +243,12 @@ class Campaign:
                                           round_number=number)
                     reason = "nothing left to buy within the budget"
                     break
-                if current is not None and json.loads(current.get("info_json") or "{}").get("fine_tune") == "deferred":
-                    self._catch_up_fine_tune(current["round"], progress)
                 self.ledger.start_round(number)
                 state = "ranking"
             else:
                 number, state = current["round"], current["state"]
             if state == "ranking":
+                self._catch_up_fine_tune(number - 1, progress)
                 if not self._rank_and_plan(number, progress):
                     self.ledger.set_round_state(number, "empty")
                     self.ledger.log_event("campaign", "campaign finished: nothing more fits the budget",
@@ -638,10 +643,13 @@ class Campaign:
                                      parent=v.parent, n_train=v.n_train, metrics=v.metrics)
 
     def _catch_up_fine_tune(self, number: int, progress: Progress | None) -> None:
-        """The fine-tune round ``number`` deferred because nothing was left to buy then (there is budget now)."""
+        """Fine-tune for round ``number`` if it deferred that because nothing was left to buy then (a resume with
+        a raised budget: the next round should rank with a model that learned from everything)."""
+        info = next((r["info"] for r in self.ledger.rounds() if r["round"] == number), {})
+        if info.get("fine_tune") != "deferred":
+            return
         self._update_hulls()
         self._fine_tune(number, self._targets(), progress)
-        info = next((r["info"] for r in self.ledger.rounds() if r["round"] == number), {})
         self.ledger.set_round_state(number, "finished", info={**info, "fine_tune": "done on resume"})
 
 
