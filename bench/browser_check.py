@@ -3,7 +3,7 @@
 Serves the site on 127.0.0.1, loads every page in Chromium with all other hosts unresolvable, and fails when a page
 logs a console error or throws, a request fails or leaves 127.0.0.1, a structure viewer did not draw (its
 ``data-rendered`` attribute and non-blank canvas pixels are checked), or the candidate table does not sort.
-Screenshots of the overview, the table and the first candidate page are saved.
+Full-page screenshots of the overview, the table and the first candidate page are saved.
 
 Usage::
 
@@ -300,7 +300,12 @@ def check_site(site: Path, chromium: str, shots_dir: Path | None) -> dict:
                 nums_desc = [float(x) for x in order["desc"] if x not in ("", None)]
                 result["sort_ok"] = nums == sorted(nums) and nums_desc == sorted(nums_desc, reverse=True)
             if shots_dir is not None and page in ("index.html", "candidates.html", first_candidate):
-                png = base64.b64decode(dt.call("Page.captureScreenshot", format="png")["data"])
+                # the whole page, not only the first screen: tables and figures further down are checked by eye too
+                size = dt.call("Page.getLayoutMetrics").get("cssContentSize") or {}
+                clip = {"x": 0, "y": 0, "width": size.get("width", 1280),
+                        "height": min(size.get("height", 1600), 12000), "scale": 1}
+                png = base64.b64decode(dt.call("Page.captureScreenshot", format="png", clip=clip,
+                                               captureBeyondViewport=True)["data"])
                 shot = shots_dir / (page.replace("/", "__").removesuffix(".html") + ".png")
                 shot.parent.mkdir(parents=True, exist_ok=True)
                 shot.write_bytes(png)

@@ -454,11 +454,12 @@ def _competing_phases(hull: Any, cand: CandidateInfo, known_counts: dict[str, An
     campaign made one before round 1)."""
     if hull is None or not cand.chemsys:
         return None
+    from screener.errors import ScreenerError
     from screener.hull.phase_diagram import chemsys_elements, entry_key
 
     try:
         elements = chemsys_elements(cand.chemsys)
-    except (ValueError, TypeError, KeyError):
+    except (ScreenerError, ValueError, TypeError, KeyError):  # a chemical system that names no elements
         return None
     refs = {entry_key(e) for e in hull.references}
     known = computed = 0

@@ -208,7 +208,7 @@ def _competing_text(cand: CandidateInfo, fidelity: str) -> Markup:
     if comp.elements_only:
         return Markup('<span class="elements-only" title="the hull holds only the elements in this system">'
                       "elements only</span>")
-    return Markup(f"{comp.known} known + {comp.computed} computed")
+    return Markup(f"{comp.known} + {comp.computed}")
 
 
 def _status(cand: CandidateInfo, fidelity: str) -> Markup:
@@ -260,9 +260,8 @@ def _rounds_table(data: ReportData) -> str:
         rows.append([r.round, r.n_computed["pbe"], r.n_computed["scan"], r.n_found, _pct(r.hit_rate),
                      _num(daf, ".3g"), f"{r.cost_budget_units:.4g}", f"{r.cost_cpu_hours:.4g}", r.cum_found,
                      f"{r.cum_budget_units:.4g}", f"{r.cum_cpu_hours:.4g}"])
-    return _table(["round", "candidates computed, PBE", "candidates computed, SCAN", "found (final SCAN hull)",
-                   "hit rate", "DAF", f"cost ({unit})", "cost (CPU-h)", "found, cumulative",
-                   f"cost, cumulative ({unit})", "cost, cumulative (CPU-h)"], rows)
+    return _table(["round", "computed PBE", "computed SCAN", "found", "hit rate", "DAF", f"cost ({unit})",
+                   "cost (CPU-h)", "found, total", f"cost, total ({unit})", "cost, total (CPU-h)"], rows)
 
 
 # ---- overview ------------------------------------------------------------------------------------------------------
@@ -287,10 +286,11 @@ def overview_page(data: ReportData, figures: Mapping[str, str], *, title: str) -
         out += ["**On the final SCAN hull:** " + ", ".join(_candidate_link(data, s) for s in h.found_ids), ""]
     out += ["See the [sortable table of selected candidates](candidates.md) and the [methods](methods.md).", ""]
     out += ["## Hit rate per round", "", _rounds_table(data),
-            "Candidates computed: successful calculations of candidates (not competing phases) finished in that "
-            "round. Found: those of the round's SCAN-computed candidates on the final SCAN hull. DAF: the round's "
-            f"hit rate divided by the pool's stable share ({md_text(h.prevalence_source) if h.prevalence is None else _pct(h.prevalence)}). "
-            "Costs: charges of every calculation finished in the round (competing phases included).", ""]
+            "Computed: candidates (not competing phases) with a successful calculation of that fidelity bought in "
+            "the round. Found: those of the round's SCAN-computed candidates on the final SCAN hull; hit rate = "
+            "found / computed SCAN. DAF: the round's hit rate divided by the pool's stable share ("
+            + (md_text(h.prevalence_source) if h.prevalence is None else _pct(h.prevalence)) + "). Costs: charges "
+            "of every calculation of the round (competing phases included); totals are cumulative.", ""]
     captions = {
         "spend": ("Budget spent by fidelity", "Charged cost of finished calculations (actual cost where the "
                   f"back-end reported one, else the estimate), in {md_text(data.budget.unit)}."),
@@ -375,13 +375,13 @@ def candidates_page(data: ReportData) -> str:
     """A sortable HTML table of every selected candidate (click a header to sort)."""
     unit = data.budget.unit
     head = ["structure", "formula", "chemical system", "sites",
-            "SCAN E_hull predicted before purchase (meV/atom)", "SCAN E_hull computed (meV/atom)", "SCAN",
-            "PBE E_hull predicted before purchase (meV/atom)", "PBE E_hull computed (meV/atom)", "PBE",
-            "competing phases, SCAN hull", "competing phases, PBE hull", "jobs", f"cost ({unit})"]
+            "SCAN E_hull predicted (meV/atom)", "SCAN E_hull computed (meV/atom)", "SCAN",
+            "PBE E_hull predicted (meV/atom)", "PBE E_hull computed (meV/atom)", "PBE",
+            "competing phases, SCAN hull (known + computed)", "competing phases, PBE hull (known + computed)",
+            f"cost ({unit})"]
     rows = []
     for c in data.candidates:
         cost = sum(j.charge for j in c.jobs if j.finished)
-        jobs = ", ".join(f"{j.fidelity.upper()} {j.state}" for j in c.jobs)
         cells: list[tuple[str, str]] = [
             (c.structure_id, f'<a class="sid" href="candidates/{_esc(c.slug)}.html"><code>{_esc(c.structure_id)}'
                              "</code></a>"),
@@ -399,7 +399,7 @@ def candidates_page(data: ReportData) -> str:
             comp_ph = c.competing.get(f)
             key = "" if comp_ph is None else str(comp_ph.known + comp_ph.computed)
             cells.append((key, _competing_text(c, f)))
-        cells += [(jobs, _esc(jobs)), (f"{cost:.6g}", f"{cost:.3g}")]
+        cells += [(f"{cost:.6g}", f"{cost:.3g}")]
         rows.append("<tr>" + "".join(f'<td data-sort="{_esc(k)}">{v}</td>' for k, v in cells) + "</tr>")
     table = (
         '<div class="table-scroll">\n<table class="sortable" id="candidates-table">\n<thead><tr>'

@@ -126,7 +126,8 @@ def plot_discoveries(headline: Headline | None, unit: str, unit_cpu_hours: float
         PNG file to write.
     """
     fig, ax = _figure(6.5, 3.8, left=0.12, bottom=0.14, top=0.8)
-    rounds = headline.rounds if headline is not None else []
+    # rounds that bought nothing (the last, empty one) add no point
+    rounds = [r for r in (headline.rounds if headline is not None else []) if r.cost_budget_units > 0 or r.n_found]
     if not rounds:
         _empty(ax, "no finished round yet")
         return _save(fig, path)
@@ -142,8 +143,8 @@ def plot_discoveries(headline: Headline | None, unit: str, unit_cpu_hours: float
     ax.set_xlabel("cumulative cost (CPU-hours)")
     ax.set_ylabel("stable crystals found")
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
+    ax.set_xlim(0, 1.08 * max(xs) or 1.0)
+    ax.set_ylim(0, max(1, rounds[-1].cum_found) * 1.15 + 0.2)
     if unit_cpu_hours:
         k = float(unit_cpu_hours)
         top = ax.secondary_xaxis("top", functions=(lambda x: x / k, lambda u: u * k))
