@@ -47,6 +47,15 @@ _ENTRY_CLASSES = (
     "TemperatureEnergyAdjustment",
 )
 
+_COMPAT_MODULES = ("pymatgen.analysis.compatibility", "pymatgen.entries.compatibility")
+_COMPAT_CLASSES = (
+    "MaterialsProject2020Compatibility",
+    "MaterialsProjectCompatibility",
+    "MaterialsProjectAqueousCompatibility",
+    "MITCompatibility",
+    "MITAqueousCompatibility",
+)
+
 #: ``(@module, @class)`` pairs that data may name: structures, entries and plain value types.
 DATA_CLASSES: frozenset[tuple[str, str]] = frozenset(
     [
@@ -65,6 +74,10 @@ DATA_CLASSES: frozenset[tuple[str, str]] = frozenset(
         *((module, cls) for module in _ENTRY_MODULES for cls in _ENTRY_CLASSES),
         ("pymatgen.entries.computed_entries", "GibbsComputedStructureEntry"),
         ("pymatgen.analysis.compatibility.computed_entries", "GibbsComputedStructureEntry"),
+        # an energy adjustment records the compatibility scheme that made it (a config object, no code)
+        *((module, cls) for module in _COMPAT_MODULES for cls in _COMPAT_CLASSES),
+        ("pymatgen.entries.mixing_scheme", "MaterialsProjectDFTMixingScheme"),
+        ("pymatgen.analysis.compatibility.mixing_scheme", "MaterialsProjectDFTMixingScheme"),
         ("pymatgen.analysis.phase_diagram", "PDEntry"),
         ("pymatgen.analysis.phase_diagram", "TransformedPDEntry"),
         ("screener.calculators.result", "CalcResult"),
@@ -210,17 +223,15 @@ def structure_from_dict(d: Mapping[str, Any], what: str) -> Any:
 
 
 def entry_from_dict(d: Mapping[str, Any], what: str) -> Any:
-    """A ``ComputedStructureEntry`` (dict with a structure) or ``ComputedEntry`` after :func:`check`.
+    """A ``ComputedStructureEntry`` (a dict with a structure) or ``ComputedEntry``, after :func:`check`.
 
     pymatgen's own ``from_dict`` decodes ``energy_adjustments``, ``parameters`` and ``data`` with MontyDecoder, which
     is why the whole dict is checked first.
     """
     from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
+    if not isinstance(d, Mapping):
+        raise InvalidInputError(f"{what}: expected an entry (a JSON object), got {type(d).__name__}")
     check(d, what)
-    d = dict(d)
-    if d.get("@class") in ("ComputedEntry", "ComputedStructureEntry", "GibbsComputedStructureEntry") or \
-            "@class" not in d:
-        cls = ComputedStructureEntry if "structure" in d else ComputedEntry
-        return cls.from_dict(d)
-    return decode(d, what)  # e.g. a PDEntry: allowed by check, decoded by its own class
+    cls = ComputedStructureEntry if "structure" in d else ComputedEntry
+    return cls.from_dict(dict(d))

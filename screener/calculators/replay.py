@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobflow import job
 
+from screener._safe_json import check, entry_from_dict
 from screener.calculators.base import calc_uuid, check_fidelity
 from screener.calculators.cost import CostModel
 from screener.calculators.result import CalcResult, make_entry_dict
@@ -102,6 +103,7 @@ class ReplayDataset:
                     )
                 if "structure" not in item:
                     raise InvalidInputError(f"{path}: entry {i} ({sid}) is not a ComputedStructureEntry (no structure)")
+                check(item, f"{path}: entry {i} ({sid})")  # data, never code: checked before anything decodes it
                 dataset.entries[(str(sid), check_fidelity(fidelity))] = item
         logger.info("replay data set: %d entries from %d file(s)", len(dataset.entries), len(paths))
         return dataset
@@ -146,11 +148,9 @@ def replay_job(
     cost_model: dict | None = None,
 ) -> CalcResult:
     """Read one result from the data set and return it as a CalcResult (raises CalculationError if absent)."""
-    from pymatgen.entries.computed_entries import ComputedStructureEntry
-
     start = time.perf_counter()
     item = load_replay_dataset(paths, id_key, default_fidelity).get(structure_id, fidelity)
-    entry = ComputedStructureEntry.from_dict(item)
+    entry = entry_from_dict(item, f"replay entry {structure_id} ({fidelity})")
     structure = entry.structure
     energy = float(entry.uncorrected_energy)
     data = dict(entry.data)

@@ -58,17 +58,17 @@ class CalcResult(BaseModel):
         """Final structure as a pymatgen ``Structure`` (None if there is none)."""
         if self.final_structure is None:
             return None
-        from pymatgen.core import Structure
+        from screener._safe_json import structure_from_dict
 
-        return Structure.from_dict(self.final_structure)
+        return structure_from_dict(self.final_structure, f"final structure of {self.structure_id}")
 
     def to_entry(self) -> Any:
         """``entry`` as a pymatgen ``ComputedStructureEntry`` (None for failed calculations)."""
         if self.entry is None:
             return None
-        from pymatgen.entries.computed_entries import ComputedStructureEntry
+        from screener._safe_json import entry_from_dict
 
-        return ComputedStructureEntry.from_dict(self.entry)
+        return entry_from_dict(self.entry, f"entry of {self.structure_id}")
 
     @classmethod
     def failed(

@@ -52,12 +52,15 @@ class FidelityMismatchError(ScreenerError):
 
 
 def as_entry(entry: ComputedEntry | dict) -> ComputedEntry:
-    """A ComputedEntry from an entry or its ``as_dict()`` (e.g. ``CalcResult.entry``)."""
-    if isinstance(entry, dict):
-        from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
+    """A ComputedEntry from an entry or its ``as_dict()`` (e.g. ``CalcResult.entry``).
 
-        cls = ComputedStructureEntry if "structure" in entry else ComputedEntry
-        return cls.from_dict(entry)
+    A dict is checked against :mod:`screener._safe_json`'s allow-list first (pymatgen's ``from_dict`` would decode
+    whatever classes its ``data``, ``parameters`` and adjustments name).
+    """
+    if isinstance(entry, dict):
+        from screener._safe_json import entry_from_dict
+
+        return entry_from_dict(entry, f"entry {entry.get('entry_id') or ''}".strip())
     return entry
 
 

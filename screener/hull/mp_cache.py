@@ -98,14 +98,16 @@ def get_mp_entries(
     MPAccessError
         mp-api is not installed (``pip install screener[mp]``) or no API key is set.
     """
-    from monty.serialization import dumpfn, loadfn
+    from monty.serialization import dumpfn
+
+    from screener._safe_json import entry_from_dict, read_json
 
     fidelity = normalise_fidelity(fidelity)
     elements = sorted(chemsys_elements(chemsys))
     path = mp_cache_path(elements, fidelity, cache_dir)
     if path.is_file() and not refresh:
         logger.info("MP entries for %s (%s) from cache %s", "-".join(elements), fidelity, path)
-        return list(loadfn(path))
+        return [entry_from_dict(d, str(path)) for d in read_json(path)]  # checked: entries, never code
     if offline:
         raise OfflineError(
             f"offline and no cached Materials Project entries for {'-'.join(elements)} ({fidelity}) in {path.parent}; "

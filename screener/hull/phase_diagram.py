@@ -470,14 +470,17 @@ class FidelityHull(MSONable):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FidelityHull:
-        """Rebuild a hull from :meth:`as_dict` (MP2020 is not re-applied: the stored adjustments are recognised)."""
-        from monty.json import MontyDecoder
+        """Rebuild a hull from :meth:`as_dict` (MP2020 is not re-applied: the stored adjustments are recognised).
 
-        decoder = MontyDecoder()
+        The entries are checked against :mod:`screener._safe_json`'s allow-list before they are decoded.
+        """
+        from screener._safe_json import entry_from_dict
+
+        what = f"{d.get('fidelity', '?')} hull"
         return cls(
             d["fidelity"],
-            entries=[decoder.process_decoded(e) for e in d.get("entries", [])],
-            references=[decoder.process_decoded(e) for e in d.get("references", [])],
+            entries=[entry_from_dict(e, what) for e in d.get("entries", [])],
+            references=[entry_from_dict(e, what) for e in d.get("references", [])],
             on_incompatible=d.get("on_incompatible", "raise"),
             check_potcar=d.get("check_potcar", True),
             on_mixed_backends=d.get("on_mixed_backends", "warn"),

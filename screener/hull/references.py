@@ -223,14 +223,15 @@ def make_reference_entries(
 
 
 def _entries_from_object(obj: Any, source: str) -> list[ComputedEntry]:
-    from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
+    from pymatgen.entries.computed_entries import ComputedEntry
+
+    from screener._safe_json import entry_from_dict
 
     if isinstance(obj, ComputedEntry):
         return [obj]
     if isinstance(obj, dict):
         if "@class" in obj:
-            cls = ComputedStructureEntry if "structure" in obj else ComputedEntry
-            return [cls.from_dict(obj)]
+            return [entry_from_dict(obj, source)]
         if "entries" in obj:
             return _entries_from_object(obj["entries"], source)
         items: Sequence[Any] = list(obj.values())
@@ -244,8 +245,7 @@ def _entries_from_object(obj: Any, source: str) -> list[ComputedEntry]:
             entries.append(item)
         elif isinstance(item, dict) and "energy" in item and "composition" in item:
             # Alexandria-style dumps carry no @class; a structure key means ComputedStructureEntry.
-            cls = ComputedStructureEntry if "structure" in item else ComputedEntry
-            entries.append(cls.from_dict(item))
+            entries.append(entry_from_dict(item, source))
         else:
             raise InvalidInputError(f"{source}: item of type {type(item).__name__} is not a computed entry")
     return entries
@@ -256,19 +256,18 @@ def load_entries(paths: Iterable[str | Path]) -> list[ComputedEntry]:
 
     A file may hold one entry, a list of entries, a dict ``{"entries": [...]}`` or a dict of entries (e.g. element ->
     entry). Entries without ``entry_id`` get ``data["structure_id"]`` (Alexandria's ``mat_id`` when present) or
-    ``<file name>:<index>`` as their id, so every row can be traced back to its file.
+    ``<file name>:<index>`` as their id, so every row can be traced back to its file. The file is read as plain JSON
+    and every dict in it that names a class must be an entry, structure or energy adjustment
+    (:mod:`screener._safe_json`): an entries file cannot name code to run.
     """
-    from monty.serialization import loadfn
+    from screener._safe_json import read_json
 
     entries: list[ComputedEntry] = []
     for path in paths:
         path = Path(path)
         if not path.is_file():
             raise InvalidInputError(f"{path}: no such file")
-        try:
-            obj = loadfn(path)
-        except (ValueError, OSError, EOFError) as exc:
-            raise InvalidInputError(f"{path}: cannot read entries ({exc})") from exc
+        obj = read_json(path)
         file_entries = _entries_from_object(obj, str(path))
         for i, entry in enumerate(file_entries):
             if entry.data is None:

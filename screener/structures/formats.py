@@ -280,8 +280,8 @@ def _json_rows(obj: Any) -> list[tuple[str, Any]] | None:
 
 
 def _item_from_object(obj: Any, default_id: str) -> RawItem:
-    from pymatgen.core import Structure
-    from pymatgen.entries.computed_entries import ComputedStructureEntry
+    # checked against the allow-list before pymatgen decodes anything (site properties, entry data): data, not code
+    from screener._safe_json import entry_from_dict, structure_from_dict
 
     if not isinstance(obj, dict):
         return RawItem(default_id, error=f"expected a JSON object, got {type(obj).__name__}")
@@ -290,7 +290,7 @@ def _item_from_object(obj: Any, default_id: str) -> RawItem:
         if cls == "ComputedStructureEntry" or (cls == "" and {"structure", "energy", "composition"} <= obj.keys()):
             guess_id = obj.get("entry_id") or _id_from(obj.get("data") or {}) or default_id
             try:
-                entry = ComputedStructureEntry.from_dict(obj)
+                entry = entry_from_dict(obj, str(guess_id))
             except Exception as exc:
                 return RawItem(str(guess_id), error=f"unreadable ComputedStructureEntry ({short_message(exc)})")
             structure_id = str(entry.entry_id) if entry.entry_id else _id_from(entry.data) or default_id
@@ -301,7 +301,7 @@ def _item_from_object(obj: Any, default_id: str) -> RawItem:
                 error=f"{cls} has no structure; give ComputedStructureEntry objects",
             )
         if cls in ("Structure", "IStructure") or {"lattice", "sites"} <= obj.keys():
-            structure = Structure.from_dict(obj)
+            structure = structure_from_dict(obj, default_id)
             props = dict(structure.properties or {})
             return RawItem(_id_from(props) or default_id, structure, data=props)
         if "structure" in obj:  # a table row: structure plus other columns
@@ -312,7 +312,7 @@ def _item_from_object(obj: Any, default_id: str) -> RawItem:
                 if isinstance(value, str):
                     structure = _structures_from_cif(value)[0]
                 else:
-                    structure = Structure.from_dict(value)
+                    structure = structure_from_dict(value, structure_id)
             except Exception as exc:
                 return RawItem(structure_id, data=data, error=f"unreadable structure ({short_message(exc)})")
             return RawItem(structure_id, structure, data=data)

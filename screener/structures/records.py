@@ -64,16 +64,16 @@ class StructureRecord:
     @classmethod
     def from_dict(cls, dct: dict[str, Any]) -> StructureRecord:
         """Inverse of :meth:`as_dict`."""
-        from pymatgen.core import Structure
-        from pymatgen.entries.computed_entries import ComputedStructureEntry
+        from screener._safe_json import entry_from_dict, structure_from_dict
 
         entry = dct.get("entry")
+        what = f"record {dct.get('structure_id')}"
         return cls(
             structure_id=dct["structure_id"],
-            structure=Structure.from_dict(dct["structure"]),
+            structure=structure_from_dict(dct["structure"], what),
             targets={k: float(v) for k, v in dct.get("targets", {}).items()},
             source=dct.get("source", ""),
-            entry=None if entry is None else ComputedStructureEntry.from_dict(entry),
+            entry=None if entry is None else entry_from_dict(entry, what),
             data=dict(dct.get("data", {})),
         )
 

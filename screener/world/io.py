@@ -172,7 +172,7 @@ def read_world(directory: str | Path, *, verify: bool = True, fidelities: Sequen
     fidelities : sequence of str, optional
         Read only these fidelities' entries.
     """
-    from pymatgen.entries.computed_entries import ComputedStructureEntry
+    from screener._safe_json import entry_from_dict
 
     directory = Path(directory)
     manifest = _load_manifest(directory)
@@ -189,10 +189,10 @@ def read_world(directory: str | Path, *, verify: bool = True, fidelities: Sequen
         if fidelities is not None and fidelity not in fidelities:
             continue
         items = read_json_bz2(directory / relative)
-        world.entries.setdefault(fidelity, []).extend(ComputedStructureEntry.from_dict(d) for d in items)
+        world.entries.setdefault(fidelity, []).extend(entry_from_dict(d, f"world {relative}") for d in items)
     refs_path = directory / REFERENCES_NAME
     if refs_path.is_file():
         for item in read_json_bz2(refs_path):
-            entry = ComputedStructureEntry.from_dict(item)
+            entry = entry_from_dict(item, f"world {REFERENCES_NAME}")
             world.references.setdefault(entry.data["fidelity"], []).append(entry)
     return world
