@@ -25,20 +25,124 @@ app = typer.Typer(
 _STATE = {"debug": False}
 
 
+def _help_types_without_flags() -> None:
+    """Help shows no value type for flags (``--json``, ``--help``) and ``<path>`` (``<path> ...`` for a repeatable
+    option) where typer writes ``<list[Path]>``.
+
+    Why: typer 0.2x's rich help (``rich_utils._print_options_panel``) prints ``display_type_rich`` for every
+    parameter, flags included (``--json <bool>``), and the Python annotation of list parameters; its plain help
+    (``TyperOption.get_help_record``) skips flags. This is independent of ``Optional``/``Annotated``.
+    """
+    import re
+
+    try:
+        from typer.core import TyperArgument, TyperOption
+    except ImportError:  # pragma: no cover - another typer layout: leave its help as it is
+        return
+    for cls in (TyperOption, TyperArgument):
+        original = getattr(cls, "display_type_rich", None)
+        if original is None or getattr(original, "_screener", False):
+            continue
+
+        def display_type_rich(self, ctx, _original=original):  # noqa: ANN001 - typer's signature
+            if getattr(self, "is_flag", False) and getattr(self, "metavar", None) is None:
+                return None
+            text = _original(self, ctx)
+            if isinstance(text, str):
+                more = " ..." if getattr(self, "multiple", False) else ""
+                text = re.sub(r"^<list\[(.+)\]>$", lambda m: f"<{m.group(1).lower()}>{more}", text)
+            return text
+
+        display_type_rich._screener = True  # type: ignore[attr-defined]
+        cls.display_type_rich = display_type_rich
+
+
+_help_types_without_flags()
+
+
 def _stage_progress():
-    """Rich progress with one bar per stage; returns (progress, callback(stage, done, total))."""
+    """Rich progress with one bar per stage; returns (progress, callback(stage, done, total)).
+
+    A stage that starts again (``done`` back below what its bar shows, e.g. the next round's calculations under the
+    same name) gets its bar reset instead of continuing the old count; ``callback.clear()`` removes the finished
+    bars (the run command calls it after printing a round's line, so the bars on screen are the current round's).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     tasks: dict[str, int] = {}
 
-    def callback(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bars.add_task(stage, total=total)
-        bars.update(tasks[stage], completed=done, total=total)
+    def shown(task: int):
+        return next(t for t in bars.tasks if t.id == task)
 
+    def callback(stage: str, done: int, total: int) -> None:
+        task = tasks.get(stage)
+        if task is not None:
+            bar = shown(task)
+            if done < bar.completed or (bar.finished and total != bar.total):
+                bars.reset(task, total=total, completed=done)
+                return
+        else:
+            tasks[stage] = task = bars.add_task(stage, total=total)
+        bars.update(task, completed=done, total=total)
+
+    def clear() -> None:
+        for stage, task in list(tasks.items()):
+            if shown(task).finished:
+                bars.remove_task(task)
+                del tasks[stage]
+
+    callback.clear = clear  # type: ignore[attr-defined]
     return bars, callback
 
+
+def _expand_globs(paths: list[Path], flag: str) -> list[Path]:
+    """A path that does not exist but holds ``*``, ``?`` or ``[`` is a glob (quoted on the command line)."""
+    import glob
+
+    from screener.errors import InvalidInputError
+
+    out: list[Path] = []
+    for path in paths:
+        text = str(path)
+        if path.exists() or not glob.has_magic(text):
+            out.append(path)
+            continue
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            raise InvalidInputError(f"{flag} {text}: no file matches this pattern")
+        out += [Path(m) for m in matches]
+    return out
+
+
+def _round_line(summary: dict) -> str:
+    """One console line per finished round, every number from the ledger (:meth:`Campaign.round_summary`)."""
+    bought = summary["bought"]
+    failed = sum(summary.get("failed", {}).values())
+    unit = summary["budget_unit"]
+    parts = [
+        f"round {summary['round']}",
+        f"bought {bought.get('pbe', 0)} PBE + {bought.get('scan', 0)} SCAN" + (f" ({failed} failed)" if failed else ""),
+        f"{summary['n_stable_found']} stable at SCAN so far",
+        f"spent {summary['budget_spent']:.4g} of {summary['budget_total']:.4g} {unit}, "
+        f"{summary['budget_left']:.4g} left",
+    ]
+    errors = []
+    for fidelity in ("scan", "pbe"):
+        e = summary["model_error"].get(fidelity)
+        if e:
+            se = e.get("mae_se_ev_per_atom")
+            errors.append(f"{fidelity.upper()} {e['mae_ev_per_atom'] * 1000:.0f}"
+                          + (f" ± {se * 1000:.0f}" if se is not None else "")
+                          + f" meV/atom (n={e.get('n_points')})")
+    parts.append("E_form MAE (prospective) " + (", ".join(errors) if errors else "not measured"))
+    if not summary.get("fine_tuned"):
+        parts.append("no fine-tune (nothing left to buy)")
+    return " | ".join(parts)
+
+
+#: Known third-party warnings that say nothing to a screener user (shown with --verbose).
+_QUIET_WARNING_MODULES = r"(jobflow|monty|chgnet|torch|pymatgen|atomate2|emmet|maggma|ase|dgl|mp_api)(\.|$)"
 
 # Commands that run the network on the CPU: they get the glibc allocator tuned for CGAT's large reused activations.
 _MODEL_COMMANDS = {"train", "predict", "demo", "run", "world"}
@@ -48,20 +152,26 @@ _MODEL_COMMANDS = {"train", "predict", "demo", "run", "world"}
 def _main_options(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details, including the INFO lines "
+                                          "and known warnings of jobflow, CHGNet and other libraries.")] = False,
 ) -> None:
     _STATE["debug"] = debug
     if ctx.invoked_subcommand in _MODEL_COMMANDS:
         from screener.cgat.perf import configure_cpu_allocator
 
         configure_cpu_allocator()
+    import warnings
+
     from rich.logging import RichHandler
 
-    logging.basicConfig(
-        level=logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING),
-        format="%(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
-    )
+    level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)
+    # The level goes on the handler too: libraries that set their own loggers to INFO (jobflow's "Started
+    # executing jobs locally") would otherwise reach it through propagation, whatever the root level says.
+    handler = RichHandler(show_path=False, rich_tracebacks=False)
+    handler.setLevel(level)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
+    if not (verbose or debug):
+        warnings.filterwarnings("ignore", module=_QUIET_WARNING_MODULES)
 
 
 # ---- model commands (issue: foundation and CGAT) -------------------------------------------------------------------
@@ -115,12 +225,24 @@ def _command_line(name: str, *parts: tuple[str, object]) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+def _auto_preset(device: str) -> str:
+    """``paper`` when training runs on CUDA, ``small`` on a CPU (the paper network takes days there)."""
+    if device.startswith("cuda"):
+        return "paper"
+    if device != "auto":
+        return "small"
+    import torch
+
+    return "paper" if torch.cuda.is_available() else "small"
+
+
 @app.command()
 def train(
     data: Annotated[list[Path], typer.Option("--data", help="Labelled structure files/folders (any readable format).")],
     target: Annotated[str, typer.Option(help="Label to learn, e.g. formation_energy_per_atom or e_form.")],
     out: Annotated[Path, typer.Option("--out", help="Ensemble folder to write (re-running resumes it).")],
-    preset: Annotated[str, typer.Option(help="Architecture/training preset: small (CPU, seconds) or paper.")] = "paper",
+    preset: Annotated[str, typer.Option(help="Architecture/training preset: small (CPU-sized), paper (the paper's "
+                                        "network, for a GPU) or auto (default: paper on CUDA, small on a CPU).")] = "auto",
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: preset's).")] = None,
     ensemble: Annotated[int, typer.Option("--ensemble", help="Ensemble members K.")] = 5,
     init: Annotated[Optional[Path], typer.Option(help="Checkpoint (model or ensemble folder) to start from.")] = None,
@@ -145,6 +267,8 @@ def train(
 
     if loss not in ("l1", "robust"):
         raise InvalidInputError(f"unknown loss {loss!r}; choose l1 or robust")
+    if preset == "auto":
+        preset = _auto_preset(device)
     command = _command_line(
         "train", ("--data", data), ("--target", target), ("--preset", preset), ("--epochs", epochs),
         ("--ensemble", ensemble), ("--out", out), ("--init", init), ("--transfer", transfer),
@@ -174,16 +298,33 @@ def train(
 @app.command()
 def predict(
     files: Annotated[list[Path], typer.Argument(help="Structure files/folders to predict.")],
-    model: Annotated[Path, typer.Option("--model", help="Ensemble (or single model) folder.")],
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", help="Ensemble (or single model) folder. Default: the shipped PBE formation-energy ensemble, "
+        "models/pbe-e-form-small-world20k in a checkout (screener/data/models/... in an installed wheel); "
+        "`python -c 'from screener.campaign.ensemble_model import default_model_dir as d; print(d())'` prints it.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")] = Path("predictions.csv"),
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip invalid structures (reported).")] = False,
     batch_size: Annotated[int, typer.Option(help="Crystals per forward pass.")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, ...")] = "auto",
     cache_dir: Annotated[Optional[Path], typer.Option(help="Graph cache folder.")] = None,
 ) -> None:
-    """Predict structures with a trained ensemble: CSV with id, formula, <target>_mean, <target>_std."""
+    """Predict structures with a trained ensemble: CSV with id, formula, <target>_mean_<unit>, <target>_std_<unit>
+    (e.g. e_form_mean_ev_per_atom)."""
     from rich.console import Console
 
+    from screener.errors import InvalidInputError
+
+    if model is None:
+        from screener.campaign.ensemble_model import DEFAULT_PBE_MODEL, shipped_models_dir
+
+        model = shipped_models_dir() / DEFAULT_PBE_MODEL
+        if not model.is_dir():
+            raise InvalidInputError(f"the shipped model {model} is missing from this installation; give --model")
+    # checked before torch and the structures are loaded (that takes tens of seconds)
+    if not model.is_dir():
+        raise InvalidInputError(f"--model {model}: no such folder")
+    if not ((model / "ensemble.json").is_file() or (model / "config.json").is_file()):
+        raise InvalidInputError(f"--model {model}: not a screener model (no ensemble.json or config.json in it)")
     from screener.cgat.api import predict_files
 
     summary = predict_files(
@@ -251,7 +392,17 @@ def hull_command(
     from screener.hull.references import load_entries
     from screener.hull.table import hull_table, read_entry_files, write_hull_csv
 
-    entries = read_entry_files(files)
+    from screener.errors import InvalidInputError
+
+    try:
+        entries = read_entry_files(files)
+    except InvalidInputError as exc:
+        if "no such file" in str(exc):
+            raise
+        raise InvalidInputError(
+            f"{exc}; `screener hull` reads computed entries: ComputedStructureEntry/ComputedEntry JSON files "
+            "(.json, .json.gz, .json.bz2) such as the results of `screener calc`; for structures without energies "
+            "run `screener calc FILE` first") from None
     refs = load_entries(references) if references else []
     with Progress(transient=True) as bar:
         task = bar.add_task(f"{functional} hull", total=len(entries))
@@ -314,7 +465,7 @@ def calc_command(
 @app.command("run")
 def run_command(
     budget: Annotated[Optional[float], typer.Option(help="Budget in --budget-unit (new campaigns; a finite number > 0). Change it later with `screener budget`.")] = None,
-    candidates: Annotated[Optional[list[Path]], typer.Option(help="Candidate structure files (default: demo set).")] = None,
+    candidates: Annotated[Optional[list[Path]], typer.Option(help="Candidate structure files or folders (CIF, POSCAR, extxyz, JSON, CSV): several after one flag (--candidates a.cif b.cif), the flag repeated, a folder, or a quoted glob ('cifs/*.cif'). Default: the 40 shipped MP-20 demo candidates.")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Initial PBE ensemble folder (default: models/ or a cached small one).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Calculator back-end: standin (default), vasp or replay.")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Where jobs run: local (default), fireworks or jobflow-remote.")] = None,
@@ -336,12 +487,19 @@ def run_command(
     """
     from screener.campaign.api import parse_options, run_campaign
 
+    if candidates:
+        candidates = _expand_globs(candidates, "--candidates")
     bars, progress = _stage_progress()
+
+    def on_round(summary: dict) -> None:
+        bars.console.print(_round_line(summary), highlight=False, soft_wrap=True)
+        progress.clear()
 
     with bars, _ledger_errors(campaign or Path(".")):
         folder, summary = run_campaign(
             campaign, candidates=candidates, budget=budget, model=model, backend=backend, executor=executor,
             policy=policy, batch_size=batch, budget_unit=budget_unit, rounds=rounds, seed=seed, progress=progress,
+            on_round=on_round,
             references=references, require_competing_phases=require_competing_phases,
             backend_options=parse_options(backend_option, "--backend-option") if backend_option else None,
             executor_options=parse_options(executor_option, "--executor-option") if executor_option else None,
@@ -529,12 +687,37 @@ def candidates_command(
     typer.echo(f"{len(records)} candidates for {elements} -> {output}")
 
 
+#: Repeatable options of commands without positional arguments that also take several values after one flag
+#: (``run --candidates a.cif b.cif`` = ``--candidates a.cif --candidates b.cif``; click options take one value each).
+_VARIADIC_OPTIONS = {"run": ("--candidates",)}
+
+
+def _spread_variadic_options(argv: list[str]) -> list[str]:
+    """Repeat the flag before each further value of a variadic option (see :data:`_VARIADIC_OPTIONS`)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    flags = _VARIADIC_OPTIONS.get(command or "", ())
+    if not flags:
+        return argv
+    out: list[str] = []
+    current, n_values = None, 0  # the variadic flag being read and how many values it has so far
+    for arg in argv:
+        if arg.startswith("-") and arg != "-":
+            name, eq, _ = arg.partition("=")
+            current, n_values = (name, 1 if eq else 0) if name in flags else (None, 0)
+        elif current is not None:
+            if n_values:
+                out.append(current)
+            n_values += 1
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``screener`` script: run the app, turn errors into one line and an exit code."""
     from screener.errors import ScreenerError
 
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=_spread_variadic_options(sys.argv[1:] if argv is None else list(argv)), standalone_mode=False)
     except ScreenerError as exc:
         if _STATE["debug"]:
             raise

@@ -58,11 +58,12 @@ def test_predict_csv_columns_and_order(trained, ten, tmp_path, run_cli):
     with ten.open() as fh:
         src = list(csv.DictReader(fh))
     # trained with the default L1 loss: no aleatoric column (the log-std output is trained only by --loss robust)
-    assert list(rows[0]) == ["id", "formula", f"{TARGET}_mean", f"{TARGET}_std"]
+    # the unit is in every value column's name (formation_energy_per_atom is in eV/atom)
+    assert list(rows[0]) == ["id", "formula", f"{TARGET}_mean_ev_per_atom", f"{TARGET}_std_ev_per_atom"]
     assert [r["id"] for r in rows] == [r["material_id"] for r in src]  # one row per structure, input order
     assert [r["formula"] for r in rows] == [r["pretty_formula"] for r in src]
-    std = np.array([float(r[f"{TARGET}_std"]) for r in rows])
-    assert np.all(np.isfinite([float(r[f"{TARGET}_mean"]) for r in rows])) and np.all(std > 0)
+    std = np.array([float(r[f"{TARGET}_std_ev_per_atom"]) for r in rows])
+    assert np.all(np.isfinite([float(r[f"{TARGET}_mean_ev_per_atom"]) for r in rows])) and np.all(std > 0)
     assert "predicted 10 structures" in stdout
 
 
@@ -130,5 +131,5 @@ def test_predict_has_aleatoric_column_after_robust_training(ten, tmp_path, run_c
     assert code == 0, err
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0])[-1] == f"{TARGET}_aleatoric_std"
-    assert all(float(r[f"{TARGET}_aleatoric_std"]) > 0 for r in rows)
+    assert list(rows[0])[-1] == f"{TARGET}_aleatoric_std_ev_per_atom"
+    assert all(float(r[f"{TARGET}_aleatoric_std_ev_per_atom"]) > 0 for r in rows)

@@ -6,6 +6,8 @@ MP-r2SCAN) stands in for r2SCAN. Nothing is downloaded: both files live in ``chg
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import threading
 from typing import Any
@@ -26,6 +28,18 @@ _LABELS = {
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _chgnet_prints_to_log() -> Any:
+    """CHGNet print()s "initialized with ... parameters" and "will run on cpu" on every model and calculator it
+    makes; those lines go to this module's INFO log instead (``screener --verbose`` shows them)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield
+    for line in buffer.getvalue().splitlines():
+        if line.strip():
+            logger.info("%s", line.strip())
 
 
 def checkpoint_label(checkpoint: str) -> str:
@@ -51,7 +65,8 @@ def load_chgnet(checkpoint: str = "0.3.0", use_device: str | None = "cpu") -> An
             except ImportError as exc:  # pragma: no cover - chgnet is a core dependency
                 raise CalculationError("the stand-in calculator needs chgnet: pip install chgnet") from exc
             try:
-                model = CHGNet.load(model_name=checkpoint, use_device=use_device, verbose=False)
+                with _chgnet_prints_to_log():
+                    model = CHGNet.load(model_name=checkpoint, use_device=use_device, verbose=False)
             except ValueError as exc:
                 raise CalculationError(f"unknown CHGNet checkpoint {checkpoint!r}: {exc}") from exc
             model.eval()
@@ -69,7 +84,9 @@ def cached_chgnet_calculator(checkpoint: str = "0.3.0", use_device: str | None =
     from chgnet.model.dynamics import CHGNetCalculator
 
     kwargs.setdefault("on_isolated_atoms", "ignore")
-    return CHGNetCalculator(model=load_chgnet(checkpoint, use_device), use_device=use_device, **kwargs)
+    model = load_chgnet(checkpoint, use_device)
+    with _chgnet_prints_to_log():
+        return CHGNetCalculator(model=model, use_device=use_device, **kwargs)
 
 
 def clear_cache() -> None:

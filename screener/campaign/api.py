@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +178,11 @@ def run_campaign(
     fine_tune_epochs: int | None = None,
     progress: Progress | None = None,
     factory: ComponentsFactory | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Create and run a campaign, or resume one.
+
+    ``on_round`` is called with :meth:`Campaign.round_summary` after each finished round (the console's round line).
 
     ``campaign_dir`` holding a ledger: the campaign resumes with the configuration stored in it. Only ``rounds``
     applies to a resume; any other option given (not None) that differs from the stored configuration is refused,
@@ -256,7 +259,7 @@ def run_campaign(
         campaign_dir = Path(campaign_dir) if campaign_dir is not None else new_campaign_dir()
         camp = Campaign.create(campaign_dir, config, structures, factory)
     try:
-        summary = camp.run(max_rounds=rounds, progress=progress)
+        summary = camp.run(max_rounds=rounds, progress=progress, on_round=on_round)
     finally:
         camp.close()
     return Path(campaign_dir), summary

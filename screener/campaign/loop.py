@@ -218,15 +218,9 @@ class Campaign:
         rounds_run, reason = 0, ""
         while True:
             current = self.ledger.current_round()
-            if current is not None and current["state"] == "empty":
-                if rounds_run or not self._can_buy_more():
-                    reason = "nothing left to buy within the budget"
-                    break
-                # the budget was raised since the campaign ran out: this round plans again
-                self.ledger.set_round_state(current["round"], "ranking")
-                self.ledger.log_event("campaign", "budget left again: the campaign continues",
-                                      round_number=current["round"])
-                continue
+            if current is not None and current["state"] == "empty":  # (a raised budget reopens it: set_budget_total)
+                reason = "nothing left to buy within the budget"
+                break
             if current is None or current["state"] == "finished":
                 number = 1 if current is None else current["round"] + 1
                 if self.config.max_rounds is not None and number > self.config.max_rounds:
@@ -274,11 +268,12 @@ class Campaign:
         return {"rounds_run": rounds_run, "finished": finished, "reason": reason}
 
     def _can_buy_more(self) -> bool:
-        """Whether the remaining budget pays for the cheapest calculation of a candidate not yet computed."""
+        """Whether the remaining budget pays for the cheapest calculation still open: SCAN of a candidate without
+        one, PBE of a candidate without PBE or SCAN (a SCAN result makes its PBE screening pointless)."""
         remaining = self.ledger.budget().remaining
         taken = {(j.structure_id, j.fidelity) for j in self.ledger.jobs()}
         costs = [self._cost(s, f)[0] for s, role in self._roles.items() if role == "candidate"
-                 for f in FIDELITIES if (s, f) not in taken]
+                 for f in FIDELITIES if (s, f) not in taken and (s, "scan") not in taken]
         return bool(costs) and min(costs) <= remaining + 1e-9
 
     def round_summary(self, number: int) -> dict[str, Any]:

@@ -291,6 +291,14 @@ def train_from_files(
     )
 
 
+def unit_suffix(unit: str | None) -> str:
+    """Column-name suffix of a unit: ``"eV/atom"`` -> ``"_ev_per_atom"``, ``"meV"`` -> ``"_mev"``, ``""`` -> ``""``."""
+    import re
+
+    text = re.sub(r"[^0-9a-z]+", "_", (unit or "").lower().replace("/", "_per_")).strip("_")
+    return f"_{text}" if text else ""
+
+
 def predict_files(
     model_dir: str | Path,
     paths: Sequence[str | Path],
@@ -306,9 +314,10 @@ def predict_files(
     """Predict every structure in ``paths`` with the ensemble in ``model_dir`` and write a CSV table.
 
     The table has one row per structure, in input order, with columns ``id``, ``formula`` (reduced formula),
-    ``<target>_mean``, ``<target>_std`` (epistemic, across members) and, when the members have a log-std output,
-    ``<target>_aleatoric_std``; all in the target's unit. Skipped structures (``skip_invalid``) have no row and are
-    logged.
+    ``<target>_mean_<unit>``, ``<target>_std_<unit>`` (epistemic, across members) and, when the members have a
+    log-std output, ``<target>_aleatoric_std_<unit>``, the unit spelled as in :func:`unit_suffix` (e.g.
+    ``e_form_mean_ev_per_atom``; no suffix for a target without a unit). Skipped structures (``skip_invalid``) have
+    no row and are logged.
 
     Returns
     -------
@@ -320,10 +329,10 @@ def predict_files(
     result = _read_labelled(paths, None, skip_invalid)
     records, graphs, n_bad = _graphs_for(result.records, ensemble.n_neighbors, skip_invalid, cache_dir, graph_progress)
     pred = ensemble.predict(graphs, batch_size=batch_size, num_workers=num_workers)
-    t = ensemble.target
-    columns = ["id", "formula", f"{t}_mean", f"{t}_std"]
+    t, unit = ensemble.target, unit_suffix(ensemble.target_unit)
+    columns = ["id", "formula", f"{t}_mean{unit}", f"{t}_std{unit}"]
     if pred.aleatoric_std is not None:
-        columns.append(f"{t}_aleatoric_std")
+        columns.append(f"{t}_aleatoric_std{unit}")
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as fh:

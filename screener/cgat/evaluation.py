@@ -86,8 +86,10 @@ def ensemble_metrics(
         errs = []
         for i in val_union:
             ks = [k for k, tr in enumerate(train_sets) if int(i) not in tr]
-            errs.append(abs(pred.members[ks, pos[int(i)]].mean() - y[i]))
-        metrics["ensemble_val_mae_oob"] = float(np.mean(errs))
+            if ks:  # a structure every member trained on (a small fine-tune validates on its training data) has none
+                errs.append(abs(pred.members[ks, pos[int(i)]].mean() - y[i]))
+        if errs:  # else no out-of-bag estimate exists: the metric is left out (the card says n/a), never nan
+            metrics["ensemble_val_mae_oob"] = float(np.mean(errs))
     if len(test):
         cols = [pos[int(i)] for i in test]
         metrics["ensemble_test_mae"] = float(np.mean(np.abs(pred.mean[cols] - y[test])))

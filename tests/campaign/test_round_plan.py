@@ -210,7 +210,8 @@ def test_last_round_does_not_fine_tune_and_a_resume_with_more_budget_does(tmp_pa
     camp = Campaign.create(tmp_path / "c", CampaignConfig(budget_total=12, batch_size=3), make_structures(8),
                            factory)
     summaries: list[dict] = []
-    out = camp.run(on_round=summaries.append)
+    stages: list[str] = []
+    out = camp.run(on_round=summaries.append, progress=lambda stage, done, total: stages.append(stage))
     assert out["finished"]
     finished = [r for r in camp.ledger.rounds() if r["state"] == "finished"]
     last = finished[-1]["round"]
@@ -220,6 +221,9 @@ def test_last_round_does_not_fine_tune_and_a_resume_with_more_budget_does(tmp_pa
     assert finished[-1]["info"]["fine_tune"] == "deferred"
     assert len(camp.ledger.hull_snapshots("scan")) == len(finished)  # the last round still updated its hulls
     assert camp.ledger.rounds()[-1]["state"] == "empty"
+    # progress stages carry their round (a bar per round), and the last round shows no fine-tuning stage
+    assert {"round 1: calculations", "round 2: calculations"} <= set(stages)
+    assert f"round {last}: fine-tuning" not in stages and "round 1: fine-tuning" in stages
     # one summary per finished round, its numbers from the ledger
     assert [s["round"] for s in summaries] == [r["round"] for r in finished]
     assert [s["fine_tuned"] for s in summaries] == [True] * (last - 1) + [False]
@@ -229,7 +233,7 @@ def test_last_round_does_not_fine_tune_and_a_resume_with_more_budget_does(tmp_pa
 
     # a raised budget: the resume fine-tunes the deferred round first, then buys more
     with Ledger.in_dir(tmp_path / "c") as ledger:
-        ledger.set_meta("budget_total", 40.0)
+        ledger.set_budget_total(40.0)  # what `screener budget` does: the empty last round plans again
     model2 = CountingModel()
     camp = Campaign.open(tmp_path / "c", _factory(tmp_path / "store", GreedyPlanner(), model2))
     camp.run(max_rounds=1)
