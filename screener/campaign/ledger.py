@@ -582,6 +582,11 @@ class Ledger:
             out.setdefault(r["fidelity"], {})[r["state"]] = r["n"]
         return out
 
+    def job_times(self) -> dict[str, tuple[float | None, float | None]]:
+        """``{uuid: (created_at, updated_at)}`` of every job (Unix seconds; the report's spend-over-time plot)."""
+        return {str(r["uuid"]): (r["created_at"], r["updated_at"])
+                for r in self._conn.execute("SELECT uuid, created_at, updated_at FROM jobs")}
+
     # ---- models, hulls, learning curve, events ---------------------------------------------------------------------
     def record_model(self, *, version: str, round_number: int, fidelity: str, path: str, parent: str | None,
                      n_train: int, metrics: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """Everything the campaign report shows, read from the campaign ledger (read-only) into plain dataclasses.
 
-The ledger (:class:`screener.campaign.ledger.Ledger`) is only read: its public read API, plus one read-only SQL query
-(:func:`job_timestamps`, opened with ``mode=ro``) for the submission and finish times of the jobs, which the read API
-does not expose.
+The ledger (:class:`screener.campaign.ledger.Ledger`) is only read, through its public read API on a read-only
+connection (``read_only=True``: no lock, nothing written, so a report can be made while ``screener run`` works on
+the folder, or from a read-only archive).
 
 One footing for every comparison: computed and predicted energies above the hull are both measured against the
 *final* hull snapshot of their fidelity (the last one the campaign recorded; never a blend of the two functionals),
@@ -42,7 +42,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FIDELITIES = ("pbe", "scan")
-# ledger meta key of the per-chemical-system competing-phase counts recorded before round 1 (when the campaign makes one)
+# ledger meta key of the competing-phase counts per chemical system, recorded before round 1
 COMPETING_PHASES_META = "competing_phases"
 
 
@@ -302,7 +302,8 @@ class ReportData:
         for cand in self.candidates:
             pred = cand.predicted_at_selection.get(fidelity) or {}
             if quantity == "e_form":
-                predicted, computed = pred.get("e_form_mean_ev_per_atom"), cand.computed_e_form_ev_per_atom.get(fidelity)
+                predicted = pred.get("e_form_mean_ev_per_atom")
+                computed = cand.computed_e_form_ev_per_atom.get(fidelity)
             elif quantity == "e_hull":
                 predicted = cand.predicted_e_hull_final_ev_per_atom.get(fidelity)
                 computed = cand.computed_e_hull_ev_per_atom.get(fidelity)
@@ -342,11 +343,8 @@ def slugify(structure_id: str, taken: set[str] | None = None) -> str:
 
 
 def job_timestamps(ledger_path: str | Path) -> dict[str, tuple[float | None, float | None]]:
-    """``{uuid: (created_at, updated_at)}`` of every job, read through a read-only SQLite connection.
-
-    The ledger's read API does not return these times; the report needs them for the spend-over-time plot.
-    """
-    with Ledger(ledger_path, read_only=True) as ledger:  # mode=ro (immutable in a read-only folder)
+    """``{uuid: (created_at, updated_at)}`` of every job, read through a read-only ledger connection."""
+    with Ledger(ledger_path, read_only=True) as ledger:
         return ledger.job_times()
 
 
@@ -394,7 +392,9 @@ def _load_references(campaign_dir: Path) -> dict[str, list[dict[str, Any]]]:
     except (OSError, ValueError):
         return {}
     out: dict[str, list[dict[str, Any]]] = {}
-    for fidelity, entries in raw.items():
+    for fidelity, entries in raw.items() if isinstance(raw, dict) else ():
+        if fidelity not in FIDELITIES:  # e.g. "meta": where the references came from
+            continue
         rows = []
         for e in entries if isinstance(entries, list) else []:
             data = e.get("data") or {}
@@ -546,19 +546,19 @@ def _headline(data: ReportData, found_ids: list[str], candidate_ids: list[str]) 
         prevalence=prevalence, prevalence_source=source, rounds=rounds)
 
 
-def _known_phase_counts(meta: Any) -> dict[str, dict[str, Any]]:
-    """``{fidelity: {chemsys: n known phases}}`` from a ledger record made before round 1 (empty when absent)."""
-    out: dict[str, dict[str, Any]] = {}
-    if not isinstance(meta, dict):
-        return out
-    for chemsys, counts in meta.items():
-        if isinstance(counts, dict):
-            for fidelity in FIDELITIES:
-                value = counts.get(fidelity)
-                if isinstance(value, dict):
-                    value = value.get("known", value.get("n_known"))
-                if isinstance(value, (int, float)):
-                    out.setdefault(fidelity, {})[str(chemsys)] = int(value)
+def _known_phase_counts(record: Any) -> dict[str, dict[str, int]]:
+    """``{fidelity: {chemsys: n known competing phases}}`` from the ledger's record made before round 1
+    (:func:`screener.campaign.hulls.record_competing_phases`: ``{"systems": {chemsys: {"pbe": n, "scan": n}}}``);
+    empty when the campaign made none."""
+    out: dict[str, dict[str, int]] = {}
+    systems = record.get("systems") if isinstance(record, dict) else None
+    for chemsys, counts in (systems or {}).items() if isinstance(systems, dict) else ():
+        if not isinstance(counts, dict):
+            continue
+        for fidelity in FIDELITIES:
+            value = counts.get(fidelity)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.setdefault(fidelity, {})[str(chemsys)] = int(value)
     return out
 
 

@@ -442,7 +442,8 @@ def candidate_page(cand: CandidateInfo, data: ReportData, *, viewer: str, files:
                "**On the final PBE hull** (not computed at SCAN)." if cand.stable.get("pbe")
                and cand.status("scan") == "not computed" else
                "**On the final PBE hull.**" if cand.stable.get("pbe") else "")
-    out = [front_matter(f"{cand.formula}: {cand.structure_id}") + f"# {md_text(cand.formula)}: {code(cand.structure_id)}",
+    out = [front_matter(f"{cand.formula}: {cand.structure_id}")
+           + f"# {md_text(cand.formula)}: {code(cand.structure_id)}",
            "",
            f"Chemical system **{md_text(cand.chemsys)}**, {int(cand.n_sites)} sites in the input cell. SCAN: "
            f"{_status(cand, 'scan')}; PBE: {_status(cand, 'pbe')}. {verdict}", "",

@@ -70,3 +70,28 @@ def test_slugify_is_safe_and_unique():
 def test_not_a_campaign(tmp_path):
     with pytest.raises(InvalidInputError, match="not a screener campaign"):
         load_report_data(tmp_path)
+
+
+def test_competing_phase_counts_from_the_ledger_record_and_elements_only(synthetic_campaign, tmp_path):
+    """Known phases per hull come from the record the campaign makes before round 1; 'elements only' is flagged."""
+    import shutil
+
+    from screener.campaign.ledger import Ledger
+    from screener.report.pages import candidate_page, candidates_page
+
+    campaign = shutil.copytree(synthetic_campaign, tmp_path / "c", ignore=shutil.ignore_patterns("report"))
+    data = load_report_data(campaign)  # no record: counted from the final hull snapshot
+    nacl = next(c for c in data.candidates if c.structure_id == "NaCl-rs")
+    assert nacl.competing["scan"].source == "final hull snapshot" and nacl.competing["scan"].elements_only
+    assert (nacl.competing["pbe"].known, nacl.competing["pbe"].computed) == (0, 1)  # Na3Cl-hyp computed at PBE
+    with Ledger.in_dir(campaign) as ledger:
+        ledger.set_meta("competing_phases", {"systems": {"Li-O": {"pbe": 3, "scan": 2}, "Cl-Na": {"pbe": 0, "scan": 0}}})
+    data = load_report_data(campaign)
+    li2o = next(c for c in data.candidates if c.structure_id == "Li2O-afl")
+    assert (li2o.competing["pbe"].known, li2o.competing["scan"].known) == (3, 2)
+    assert li2o.competing["pbe"].source == "ledger record before round 1" and not li2o.competing["scan"].elements_only
+    nacl = next(c for c in data.candidates if c.structure_id == "NaCl-rs")
+    assert nacl.competing["scan"].elements_only and not nacl.competing["pbe"].elements_only
+    assert "elements only" in candidates_page(data)
+    page = candidate_page(nacl, data, viewer="", files={}, structure_note="", energy_figure=None, hull_figures={})
+    assert "Hull with the elements only" in page and "The final SCAN hull of Cl-Na" in page

@@ -55,7 +55,8 @@ def _rewrite(ledger: Path, model_dir: Path) -> None:
     conn.execute("UPDATE jobs SET failure_reason = ? WHERE state = 'failed'", (XSS_TEXT,))
     conn.execute("UPDATE models SET version = ? || version", (XSS_TEXT,))
     conn.execute("INSERT INTO events (time, round, kind, message) VALUES (1.0, 1, ?, ?)", (XSS_TEXT, XSS_TEXT))
-    for uuid, result_json in conn.execute("SELECT uuid, result_json FROM jobs WHERE result_json IS NOT NULL").fetchall():
+    done = conn.execute("SELECT uuid, result_json FROM jobs WHERE result_json IS NOT NULL").fetchall()
+    for uuid, result_json in done:
         result = json.loads(result_json)
         result["label"] = XSS_TEXT
         result["run_type"] = XSS_TEXT

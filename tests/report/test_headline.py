@@ -178,7 +178,8 @@ def test_parity_plot_data_are_formation_energies(synthetic_campaign, tmp_path, m
             number, computed = e_form[(p.structure_id, fidelity)]
             assert p.computed == pytest.approx(computed, abs=1e-9)  # E_form (about -2 eV/atom), not E_hull (~0)
             (pred,), = _sql(synthetic_campaign, "SELECT e_form_mean_ev_per_atom FROM predictions WHERE round = ? "
-                                                "AND structure_id = ? AND fidelity = ?", number, p.structure_id, fidelity)
+                                                "AND structure_id = ? AND fidelity = ?",
+                            number, p.structure_id, fidelity)
             assert p.predicted == pytest.approx(pred) and p.round == number  # made before the purchase
     # the E_hull panel: prediction and result on the same final hull, so their difference is the E_form error
     for fidelity in ("pbe", "scan"):
