@@ -205,6 +205,48 @@ def test_crafted_queue_file_in_a_campaign_gives_one_line(run_cli, tmp_path, monk
     assert not pwned.exists()
 
 
+@pytest.fixture
+def launchpad(monkeypatch):
+    """A mongomock LaunchPad (as in tests/execution/test_fireworks_executor.py)."""
+    pytest.importorskip("fireworks")
+    import fireworks.core.launchpad as lp_module
+    from maggma.stores.mongolike import mongomock
+
+    monkeypatch.setattr(lp_module, "MongoClient", mongomock.MongoClient)
+    monkeypatch.setattr(lp_module, "GRIDFS_FALLBACK_COLLECTION", None)
+    lp = lp_module.LaunchPad(name="screener_no_code_test")
+    lp.reset("", require_password=False)
+    return lp
+
+
+@pytest.mark.parametrize("task", ["pytask", "job"])
+def test_fireworks_run_refuses_foreign_fireworks_before_launching(tmp_path, launchpad, task):
+    """``FireWorksExecutor.run`` launches rockets in this process: a waiting firework naming other code stops it."""
+    from fireworks import Firework, Workflow
+    from fireworks.user_objects.firetasks.script_task import PyTask
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    from screener.calculators.replay import ReplayCalculator
+    from screener.execution.fireworks_executor import FireWorksExecutor
+
+    structures = make_structures(1)
+    dataset = _replay_dataset(tmp_path / "dataset.json", structures)
+    executor = FireWorksExecutor(tmp_path / "fw", launchpad=launchpad)
+    (legit,) = executor.submit(ReplayCalculator(path=str(dataset)).make_flow(structures["cand-00"], "pbe", "cand-00"))
+    pwned = tmp_path / "pwned.txt"
+    if task == "pytask":
+        launchpad.add_wf(Workflow([Firework(PyTask(func="os.system", args=[f"id > {pwned}"]), name="evil")]))
+        expected = "PyTask"
+    else:
+        launchpad.add_wf(flow_to_workflow(_evil_job(pwned), store=executor.store))
+        expected = "system"
+    with pytest.raises(InvalidInputError, match=expected):
+        executor.run()
+    assert not pwned.exists()
+    assert executor.collect([legit]) == {legit: None}  # nothing was launched
+    assert launchpad.fireworks.count_documents({"state": {"$in": ["COMPLETED", "FIZZLED", "RUNNING"]}}) == 0
+
+
 def test_vasp_commands_never_come_from_campaign_options():
     from screener.calculators.vasp import VaspCalculator
 
