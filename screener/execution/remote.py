@@ -82,11 +82,20 @@ class JobflowRemoteExecutor:
         self.store.connect()
 
     def submit(self, flow: Job | Flow | list) -> list[str]:
-        """Add each calculation (not already stored) to the project's queue database; returns result uuids."""
+        """Add each calculation to the project's queue database unless it is stored or queued; returns result uuids.
+
+        A resumed campaign resubmits its open jobs rebuilt from the ledger (same result uuid, new uuids for atomate2's
+        inner jobs), so a uuid jobflow-remote already knows is not added twice.
+        """
         uuids = []
+        controller = None
         for uuid, unit in split_units(flow):
             uuids.append(uuid)
             if is_done(self.store, uuid):
+                continue
+            if controller is None:
+                controller = self.jfr.JobController.from_project_name(self.project)
+            if controller.get_job_info(job_id=uuid) is not None:
                 continue
             self.jfr.submit_flow(
                 unit,

@@ -92,3 +92,18 @@ def test_submit_and_collect(fake_jfr, tmp_path, two_candidates):
     assert done.success and done.structure_id == sid
     executor.submit(good)
     assert len(fake_jfr.submitted) == 2  # stored results are not submitted again
+
+
+def test_resubmission_of_a_queued_calculation_is_skipped(fake_jfr, tmp_path, two_candidates):
+    """A resumed campaign rebuilds open jobs from its ledger and submits them again: a uuid jobflow-remote already
+    queued is not added a second time."""
+    from screener.calculators import get_calculator
+
+    executor = get_executor("jobflow-remote", tmp_path)
+    (sid, structure), _ = two_candidates
+    flow = get_calculator("standin").make_flow(structure, "pbe", sid)
+    assert executor.submit(flow) == [flow.uuid]
+    fake_jfr.infos[flow.uuid] = types.SimpleNamespace(state=_State.WAITING)
+    rebuilt = get_calculator("standin").make_flow(structure, "pbe", sid, uuid=flow.uuid)
+    assert executor.submit(rebuilt) == [flow.uuid]
+    assert len(fake_jfr.submitted) == 1
