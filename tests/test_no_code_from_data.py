@@ -247,6 +247,31 @@ def test_fireworks_run_refuses_foreign_fireworks_before_launching(tmp_path, laun
     assert launchpad.fireworks.count_documents({"state": {"$in": ["COMPLETED", "FIZZLED", "RUNNING"]}}) == 0
 
 
+def test_allow_list_covers_every_job_screener_builds(tmp_path):
+    """Every flow the calculators make (and the VASP retry) passes the job check as the local queue stores it: a new
+    atomate2 or pymatgen class in them fails here, not in a user's campaign."""
+    from atomate2.vasp.powerups import update_user_incar_settings
+    from monty.json import jsanitize
+
+    from screener._safe_json import check
+    from screener.calculators.replay import ReplayCalculator
+    from screener.calculators.standin import StandinCalculator
+    from screener.calculators.vasp import DEFAULT_RETRY_INCAR, VaspCalculator
+
+    structures = make_structures(1)
+    s = structures["cand-00"]
+    dataset = _replay_dataset(tmp_path / "dataset.json", structures)
+    flows = [ReplayCalculator(path=str(dataset)).make_flow(s, f, "cand-00") for f in ("pbe", "scan")]
+    for relax in (False, True):
+        flows += [StandinCalculator(relax=relax).make_flow(s, f, "cand-00") for f in ("pbe", "scan")]
+        vasp = VaspCalculator(relax=relax, user_incar_settings={"KPAR": 4})
+        flows += [vasp.make_flow(s, "pbe", "cand-00"), vasp.make_flow(s, "scan", "cand-00", pbe_band_gap_ev=0.5)]
+        flows += [update_user_incar_settings(vasp.make_maker(f), dict(DEFAULT_RETRY_INCAR)).make(s)
+                  for f in ("pbe", "scan")]
+    for flow in flows:
+        check(jsanitize(flow.as_dict(), strict=True, enum_values=True), f"{flow.name}", jobs=True)
+
+
 def test_vasp_commands_never_come_from_campaign_options():
     from screener.calculators.vasp import VaspCalculator
 
