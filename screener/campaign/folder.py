@@ -61,6 +61,7 @@ class CampaignLock:
 
     path: Path
     key: tuple[int, int]
+    what: str | None = None
     released: bool = False
 
     def release(self) -> None:
@@ -73,6 +74,8 @@ class CampaignLock:
             if held is None:
                 return
             held[1] -= 1
+            if held[1] > 0 and self.what == "create":  # the creator goes on to run the campaign it created
+                _write_holder(held[0], "run")
             if held[1] == 0:
                 del _HELD[self.key]
                 try:
@@ -112,15 +115,16 @@ def _write_holder(fd: int, what: str) -> None:
     os.pwrite(fd, json.dumps(info).encode(), 0)
 
 
-def acquire_lock(folder: str | Path, *, what: str = "run") -> CampaignLock:
+def acquire_lock(folder: str | Path, *, what: str | None = None) -> CampaignLock:
     """Take the writer lock of a campaign folder (``<folder>/run.lock``).
 
     Parameters
     ----------
     folder : path
         The campaign folder (it must exist and be writable).
-    what : str
-        What the holder does (``run`` or ``created``), for the message a refused writer gets.
+    what : str, optional
+        What the holder does (``create``, ``run``: the default for a new lock; a re-entrant acquisition keeps what
+        the lock says unless given), for the message a refused writer gets.
 
     Raises
     ------
@@ -138,9 +142,9 @@ def acquire_lock(folder: str | Path, *, what: str = "run") -> CampaignLock:
         if key in _HELD:  # this process holds it already (flock would refuse a second open file)
             os.close(fd)
             _HELD[key][1] += 1
-            if what != "cleanup":
+            if what is not None:
                 _write_holder(_HELD[key][0], what)
-            return CampaignLock(path, key)
+            return CampaignLock(path, key, what)
         deadline = time.monotonic() + _RETRY_S
         while True:
             try:
@@ -164,9 +168,9 @@ def acquire_lock(folder: str | Path, *, what: str = "run") -> CampaignLock:
                 logger.warning("%s: the file system does not support locks (%s); make sure no other process "
                                "writes this campaign", path, exc.strerror)
                 break
-        _write_holder(fd, what)
+        _write_holder(fd, what or "run")
         _HELD[key] = [fd, 1]
-        return CampaignLock(path, key)
+        return CampaignLock(path, key, what)
 
 
 def lock_holder(folder: str | Path) -> dict[str, Any] | None:
