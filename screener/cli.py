@@ -145,7 +145,7 @@ def _round_line(summary: dict) -> str:
 _QUIET_WARNING_MODULES = r"(jobflow|monty|chgnet|torch|pymatgen|atomate2|emmet|maggma|ase|dgl|mp_api)(\.|$)"
 
 # Commands that run the network on the CPU: they get the glibc allocator tuned for CGAT's large reused activations.
-_MODEL_COMMANDS = {"train", "predict", "demo", "run", "world"}
+_MODEL_COMMANDS = {"train", "predict", "demo", "run", "world", "rank"}
 
 
 @app.callback()
@@ -368,6 +368,67 @@ def demo(
     console.print(
         f"MAE {summary.mae:.3f} {unit} (std of the true values {summary.target_std:.3f}); model and card in "
         f"{summary.model_dir}, predictions in {out / 'predictions.csv'}"
+    )
+
+
+# ---- scale commands (issue: scale) ----------------------------------------------------------------------------------
+# (featurize, rank)
+
+
+@app.command()
+def featurize(
+    files: Annotated[list[Path], typer.Argument(help="Structure files/folders, e.g. Alexandria json.bz2 shards.")],
+    store: Annotated[Path, typer.Option("--store", help="Graph-store folder to write (re-running resumes it).")],
+    target: Annotated[Optional[list[str]], typer.Option("--target", help="Label to keep, e.g. e_form (repeatable).")] = None,
+    shard_size: Annotated[int, typer.Option(help="Input entries per shard.", min=1)] = 10_000,
+    n_neighbors: Annotated[int, typer.Option(help="Neighbours per site (the model's).", min=1)] = 24,
+    n_jobs: Annotated[int, typer.Option(help="Worker processes (-1: all cores).")] = -1,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip invalid entries (listed in store.json with file, index and shard).")] = False,
+) -> None:
+    """Featurise structures into a sharded graph store (memory-mapped shards, each structure once, resumable)."""
+    from rich.progress import Progress
+
+    from screener.graphs.store import build_store
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("featurising files", total=None)
+        manifest = build_store(
+            files, store, targets=target or [], n_neighbors=n_neighbors, shard_size=shard_size, n_jobs=n_jobs,
+            skip_invalid=skip_invalid, progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    typer.echo(
+        f"{manifest.n_entries} entries ({manifest.n_graphs} distinct graphs) in {len(manifest.shards)} shards"
+        + (f", {len(manifest.skipped)} invalid skipped (listed in {store / 'store.json'})" if manifest.skipped else "")
+        + f" -> {store}"
+    )
+
+
+@app.command()
+def rank(
+    candidates: Annotated[list[Path], typer.Option("--candidates", help="Graph stores and/or structure files/folders (several after one flag).")],
+    model: Annotated[Optional[Path], typer.Option("--model", help="PBE ensemble predicting E_form (default: the shipped one).")] = None,
+    top: Annotated[int, typer.Option("--top", help="Rows to keep.", min=1)] = 1000,
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")] = Path("ranked.csv"),
+    by: Annotated[str, typer.Option(help="e_form, e_hull (against the shipped elemental references + --hull-entries) or p_stable.")] = "e_form",
+    hull_entries: Annotated[Optional[list[Path]], typer.Option("--hull-entries", help="PBE reference entry files for e_hull/p_stable (repeatable).")] = None,
+    n_jobs: Annotated[int, typer.Option(help="Worker processes (chunks in parallel).", min=1)] = 1,
+    executor: Annotated[str, typer.Option(help="local (process pool) or jobflow (a jobflow Flow run here).")] = "local",
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip invalid candidates (counted, first ones listed).")] = False,
+) -> None:
+    """Rank many candidates in chunks (one per store shard or file) and keep the top K, in bounded memory."""
+    from screener.cgat.rank import rank_candidates, write_ranking
+
+    summary = rank_candidates(
+        _expand_globs(candidates, "--candidates"), model_dir=model, top_k=top, by=by,
+        hull_entries=hull_entries or [], n_jobs=n_jobs, executor=executor, skip_invalid=skip_invalid,
+    )
+    write_ranking(summary, output)
+    for line in summary.skipped:
+        typer.echo(f"skipped {line}", err=True)
+    typer.echo(
+        f"ranked {summary.n_ranked} candidates in {summary.n_chunks} chunks"
+        + (f" ({summary.n_skipped} invalid skipped)" if summary.n_skipped else "")
+        + f"; top {len(summary.rows)} by {by} -> {output}"
     )
 
 
@@ -689,7 +750,7 @@ def candidates_command(
 
 #: Repeatable options of commands without positional arguments that also take several values after one flag
 #: (``run --candidates a.cif b.cif`` = ``--candidates a.cif --candidates b.cif``; click options take one value each).
-_VARIADIC_OPTIONS = {"run": ("--candidates",)}
+_VARIADIC_OPTIONS = {"run": ("--candidates",), "rank": ("--candidates",)}
 
 
 def _spread_variadic_options(argv: list[str]) -> list[str]:

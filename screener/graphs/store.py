@@ -307,7 +307,9 @@ def _init_worker(known: set[bytes]) -> None:
     _KNOWN_KEYS = set(known)
 
 
-def _featurise_one(payload: _Payload, n_neighbors: int, targets: Sequence[str], validate: bool) -> _Outcome:
+def _featurise_one(
+    payload: _Payload, n_neighbors: int, targets: Sequence[str], validate: bool, dedupe: bool = True
+) -> _Outcome:
     from screener.graphs.build import graph_from_arrays, structure_arrays
     from screener.structures.reader import _target_value
     from screener.structures.validation import validate_structure
@@ -327,12 +329,13 @@ def _featurise_one(payload: _Payload, n_neighbors: int, targets: Sequence[str], 
         key = bytes.fromhex(
             graph_key(arrays.lattice_matrix, arrays.frac_coords, arrays.atomic_numbers, n_neighbors, arrays.pbc)
         )
-        if key in _KNOWN_KEYS:
+        if dedupe and key in _KNOWN_KEYS:
             packed = None
         else:
             packed = pack_graph(graph_from_arrays(arrays, n_neighbors=n_neighbors))
             # outcomes are consumed in input order, so a later duplicate always finds this graph stored
-            _KNOWN_KEYS.add(key)
+            if dedupe:
+                _KNOWN_KEYS.add(key)
     except InvalidStructureError as exc:
         return item.structure_id, exc.reason
     labels = []
@@ -342,11 +345,14 @@ def _featurise_one(payload: _Payload, n_neighbors: int, targets: Sequence[str], 
     return item.structure_id, key, packed, tuple(labels)
 
 
-def _featurise_chunk(payloads: list[_Payload], n_neighbors: int, targets: Sequence[str], validate: bool) -> list[_Outcome]:
+def _featurise_chunk(
+    payloads: list[_Payload], n_neighbors: int, targets: Sequence[str], validate: bool, dedupe: bool = True
+) -> list[_Outcome]:
+    """Worker: outcomes of ``payloads`` in order (``dedupe=False``: always build, for ranking)."""
     out = []
     for payload in payloads:
         try:
-            out.append(_featurise_one(payload, n_neighbors, targets, validate))
+            out.append(_featurise_one(payload, n_neighbors, targets, validate, dedupe))
         except Exception as exc:  # noqa: BLE001 - one bad entry must not end hours of work; it is reported
             from screener.structures.formats import short_message
 
