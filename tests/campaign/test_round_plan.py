@@ -241,3 +241,26 @@ def test_last_round_does_not_fine_tune_and_a_resume_with_more_budget_does(tmp_pa
     assert last in {m["round"] for m in camp.ledger.models()}
     assert len(camp.ledger.jobs()) > sum(sum(s["bought"].values()) for s in summaries)  # it bought more
     camp.ledger.close()
+
+
+def test_old_ledger_gets_the_learning_curve_uncertainty_columns(tmp_path):
+    import sqlite3
+
+    with Ledger.in_dir(tmp_path, create=True):
+        pass
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite")
+    for column in ("mae_se_ev_per_atom", "n_pbe_pretraining"):
+        conn.execute(f"ALTER TABLE learning_curve DROP COLUMN {column}")  # a ledger written before they existed
+    conn.execute("INSERT INTO learning_curve (round, fidelity, n_scan, n_pbe, mae_ev_per_atom, source, n_points) "
+                 "VALUES (1, 'scan', 3, 4, 0.2, 'prospective', 3)")
+    conn.commit()
+    conn.close()
+    with Ledger.in_dir(tmp_path) as ledger:
+        (row,) = ledger.learning_curve()
+        assert row["mae_se_ev_per_atom"] is None and row["n_pbe_pretraining"] is None
+        ledger.add_learning_curve_point(round_number=2, fidelity="scan", n_scan=6, n_pbe=17_620, mae_ev_per_atom=0.1,
+                                        source="prospective", n_points=4, mae_se_ev_per_atom=0.02,
+                                        n_pbe_pretraining=17_616)
+        points = learning_curve_points(ledger.learning_curve(), n_pbe_pretraining=17_616)
+    assert [p.n_pbe for p in points] == [17_620, 17_620]  # the old row's campaign-only N_p gets the pre-training
+    assert [p.weight for p in points] == pytest.approx([3.0, 25.0])
