@@ -241,8 +241,9 @@ def train(
     data: Annotated[list[Path], typer.Option("--data", help="Labelled structure files/folders (any readable format).")],
     target: Annotated[str, typer.Option(help="Label to learn, e.g. formation_energy_per_atom or e_form.")],
     out: Annotated[Path, typer.Option("--out", help="Ensemble folder to write (re-running resumes it).")],
-    preset: Annotated[str, typer.Option(help="Architecture/training preset: small (CPU-sized), paper (the paper's "
-                                        "network, for a GPU) or auto (default: paper on CUDA, small on a CPU).")] = "auto",
+    preset: Annotated[str, typer.Option(
+        help="Architecture/training preset: small (CPU-sized), paper (the paper's network, for a GPU) or auto "
+             "(default: paper on CUDA, small on a CPU).")] = "auto",
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: preset's).")] = None,
     ensemble: Annotated[int, typer.Option("--ensemble", help="Ensemble members K.")] = 5,
     init: Annotated[Optional[Path], typer.Option(help="Checkpoint (model or ensemble folder) to start from.")] = None,
@@ -301,7 +302,8 @@ def predict(
     model: Annotated[Optional[Path], typer.Option(
         "--model", help="Ensemble (or single model) folder. Default: the shipped PBE formation-energy ensemble, "
         "models/pbe-e-form-small-world20k in a checkout (screener/data/models/... in an installed wheel); "
-        "`python -c 'from screener.campaign.ensemble_model import default_model_dir as d; print(d())'` prints it.")] = None,
+        "`python -c 'from screener.campaign.ensemble_model import default_model_dir as d; print(d())'` "
+        "prints it.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV to write.")] = Path("predictions.csv"),
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip invalid structures (reported).")] = False,
     batch_size: Annotated[int, typer.Option(help="Crystals per forward pass.")] = 256,
@@ -542,6 +544,10 @@ def run_command(
     executor_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the executor (repeatable).")] = None,
 ) -> None:
     """Run (or resume) an active-learning campaign until the budget is spent.
+
+    Prints one line per round, read from the ledger: calculations bought per fidelity, candidates stable at SCAN so
+    far, budget spent and left, and the model's prospective E_form MAE with its standard error. The INFO lines and
+    known warnings of jobflow, CHGNet and other libraries appear only with `screener --verbose run`.
 
     One process runs a campaign at a time: a second `run` on the same folder exits with code 2 naming the process
     that runs it (status and report work meanwhile). A kill at any point loses nothing: run again to resume.
