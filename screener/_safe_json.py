@@ -27,6 +27,7 @@ __all__ = [
     "DATA_CLASSES",
     "JOB_CLASSES",
     "JOB_CALLABLES",
+    "TASK_DOC_CLASSES",
     "COMMAND_KEYS",
     "check",
     "decode",
@@ -145,6 +146,22 @@ JOB_CALLABLES: frozenset[tuple[str, str]] = frozenset(
     ]
 )
 
+#: ``(@module, @class)`` pairs a stored job output may name besides data, read back when a later job of the same
+#: calculation uses it (the VASP conversion job reads atomate2's TaskDoc): emmet's task document, custodian's record
+#: of the job it ran (its command is recorded, never run again), pymatgen's VASP input/output objects.
+TASK_DOC_CLASSES: frozenset[tuple[str, str]] = DATA_CLASSES | frozenset(
+    [
+        ("emmet.core.tasks", "TaskDoc"),
+        ("jobflow.core.schemas", "JobStoreDocument"),
+        ("custodian.vasp.jobs", "VaspJob"),
+        ("pymatgen.io.vasp.inputs", "Incar"),
+        ("pymatgen.io.vasp.inputs", "Kpoints"),
+        ("pymatgen.io.vasp.inputs", "Poscar"),
+        ("pymatgen.io.vasp.outputs", "Outcar"),
+        *((module, name) for module, name in JOB_CALLABLES if not module.startswith(("screener.", "atomate2."))),
+    ]
+)
+
 #: keys that would name a program or hook to run (atomate2's ``run_vasp``, custodian); refused in jobs and in
 #: back-end options that get stored in a campaign.
 COMMAND_KEYS = frozenset(
@@ -160,7 +177,7 @@ def _refuse(what: str, where: str, named: str, jobs: bool) -> InvalidInputError:
     )
 
 
-def check(obj: Any, what: str, *, jobs: bool = False) -> None:
+def check(obj: Any, what: str, *, jobs: bool = False, task_docs: bool = False) -> None:
     """Raise :class:`InvalidInputError` if raw JSON ``obj`` names a class or function off the allow-list.
 
     Parameters
@@ -171,8 +188,10 @@ def check(obj: Any, what: str, *, jobs: bool = False) -> None:
         What it is, for the message (``"job <uuid>"``, a file name).
     jobs : bool
         Also allow jobflow jobs of screener's calculators (queue files, job dicts).
+    task_docs : bool
+        Also allow the task documents of atomate2's VASP jobs (:data:`TASK_DOC_CLASSES`; stored job outputs).
     """
-    classes = JOB_CLASSES if jobs else DATA_CLASSES
+    classes = JOB_CLASSES if jobs else TASK_DOC_CLASSES if task_docs else DATA_CLASSES
     callables = JOB_CALLABLES if jobs else frozenset()
     stack: list[tuple[Any, str]] = [(obj, "")]
     while stack:  # iterative: a deeply nested file must not become a RecursionError traceback

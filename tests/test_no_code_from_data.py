@@ -387,6 +387,25 @@ def test_crafted_references_json_stops_a_campaign_in_one_line(run_cli, tmp_path,
         assert not ledger.jobs()
 
 
+def test_crafted_stored_output_a_job_depends_on_is_refused(tmp_path, evil_module):
+    """A VASP calculation whose VASP run is "already stored" in a copied job store: the conversion job would get that
+    output decoded for it, so it is checked first."""
+    from screener.calculators.vasp import VaspCalculator
+    from screener.execution.local import LocalExecutor
+
+    structures = make_structures(1)
+    executor = LocalExecutor(tmp_path / "camp")
+    flow = VaspCalculator().make_flow(structures["cand-00"], "pbe", "cand-00")
+    executor.submit(flow)
+    vasp_uuid = flow.jobs[0].uuid
+    executor.store.docs_store.update(
+        {"uuid": vasp_uuid, "index": 1, "output": {"@module": EVIL_MODULE, "@class": "Thing"}}, key=["uuid", "index"])
+    with pytest.raises(InvalidInputError, match=f"stored output of job {vasp_uuid}"):
+        executor.run()
+    assert not evil_module.exists() and EVIL_MODULE not in sys.modules
+    assert not (executor.campaign_dir / "runs").exists()
+
+
 # ---- (d) a legitimate resume after a kill --------------------------------------------------------------------------
 class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs (not an Exception, so no handler catches it)."""

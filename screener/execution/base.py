@@ -22,6 +22,7 @@ __all__ = [
     "write_failure",
     "iter_jobs",
     "refresh_store",
+    "check_stored_inputs",
     "is_done",
 ]
 
@@ -122,6 +123,31 @@ def read_result(store: JobStore, uuid: str) -> CalcResult | None:
         output = (_output_doc(store, uuid, load=True) or {}).get("output") or {}
     check(output, f"job {uuid} in the job store")
     return CalcResult.model_validate({k: v for k, v in output.items() if not k.startswith("@")})
+
+
+def check_stored_inputs(store: JobStore, job_dict: Any, what: str) -> None:
+    """Check the stored outputs a job's inputs refer to before jobflow resolves (decodes) them for it to run.
+
+    A job whose inputs reference an output already in the store (a VASP run finished before a kill) gets that
+    output decoded by jobflow; in a copied campaign it is data from someone else, so its raw JSON must pass
+    :func:`screener._safe_json.check` (task documents allowed) first.
+    """
+    from screener._safe_json import check
+
+    refs: set[str] = set()
+    stack = [job_dict]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("@class") == "OutputReference" and isinstance(node.get("uuid"), str):
+                refs.add(node["uuid"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    for uuid in sorted(refs):
+        doc = _output_doc(store, uuid, load=True)
+        if doc is not None and doc.get("output") is not None:
+            check(doc["output"], f"{what}: stored output of job {uuid}", task_docs=True)
 
 
 def refresh_store(store: JobStore) -> None:

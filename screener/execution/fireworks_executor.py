@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from screener.errors import InvalidInputError
-from screener.execution.base import is_done, read_result, refresh_store, split_units
+from screener.execution.base import check_stored_inputs, is_done, read_result, refresh_store, split_units
 
 if TYPE_CHECKING:
     from jobflow import Flow, Job, JobStore
@@ -130,6 +130,7 @@ class FireWorksExecutor:
                     raise InvalidInputError(f"{what}: refused to run task {name!r}: screener launches only its own "
                                             "jobflow jobs; launch other workflows with rlaunch")
                 check(task.get("job"), f"{what}, job {(task.get('job') or {}).get('uuid')}", jobs=True)
+                check_stored_inputs(self.store, task.get("job"), what)
                 check(task.get("store"), f"{what}, job store", jobs=True)
 
     def collect(self, uuids: list[str]) -> dict[str, CalcResult | None]:

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from screener.errors import InvalidInputError
-from screener.execution.base import is_done, iter_jobs, read_result, split_units, write_failure
+from screener.execution.base import (
+    check_stored_inputs,
+    is_done,
+    iter_jobs,
+    read_result,
+    split_units,
+    write_failure,
+)
 
 if TYPE_CHECKING:
     from jobflow import Flow, Job, JobStore
@@ -184,6 +191,7 @@ class LocalExecutor:
         check(raw, f"queue file {path}", jobs=True)
         if not isinstance(raw, dict) or raw.get("@class") not in ("Job", "Flow"):
             raise InvalidInputError(f"queue file {path}: not a jobflow Job or Flow")
+        check_stored_inputs(self.store, raw, f"queue file {path}")
         unit = MontyDecoder().process_decoded(raw)
         if uuid not in {job.uuid for job in iter_jobs(unit)}:
             raise InvalidInputError(f"queue file {path}: holds no job with uuid {uuid}")
