@@ -232,6 +232,13 @@ def train_from_files(
         raise InvalidInputError("--keep-normalization only applies with --init")
     if preset not in TRAIN_PRESETS:
         raise InvalidInputError(f"unknown preset {preset!r}; choose one of {list(TRAIN_PRESETS)}")
+    from screener.graphs.store import is_store
+
+    if data and any(is_store(p) for p in data):  # graph stores (screener featurize): streamed, never loaded whole
+        return _train_from_stores(data, target=target, out_dir=out_dir, preset=preset, epochs=epochs,
+                                  n_members=n_members, init=init, seed=seed, batch_size=batch_size,
+                                  target_unit=target_unit, loss=loss, device=device, num_workers=num_workers,
+                                  command=command, progress=progress, t0=t0)
     unit = target_unit if target_unit is not None else guess_target_unit(target)
     architecture = get_preset(preset)
     if init is not None:
@@ -297,6 +304,26 @@ def unit_suffix(unit: str | None) -> str:
 
     text = re.sub(r"[^0-9a-z]+", "_", (unit or "").lower().replace("/", "_per_")).strip("_")
     return f"_{text}" if text else ""
+
+
+def _train_from_stores(data, *, init, t0: float, **kwargs: Any) -> TrainSummary:
+    """``train_from_files`` on graph stores: streaming pre-training (:mod:`screener.cgat.streaming`)."""
+    from screener.cgat.streaming import train_streaming_ensemble
+    from screener.graphs.store import is_store
+
+    not_stores = [str(p) for p in data if not is_store(p)]
+    if not_stores:
+        raise InvalidInputError(f"--data mixes graph stores and structure files ({not_stores[0]}); featurise the "
+                                "files into a store first (screener featurize)")
+    if init is not None:
+        raise InvalidInputError("--init (fine-tuning) takes structure files, not graph stores")
+    ensemble = train_streaming_ensemble(data, **kwargs)
+    return TrainSummary(
+        directory=Path(kwargs["out_dir"]), target=ensemble.target, target_unit=ensemble.target_unit,
+        n_structures=ensemble.info.n_structures, n_skipped=int(ensemble.info.split.get("n_missing_target", 0)),
+        n_members=len(ensemble), metrics=ensemble.info.metrics, wall_time_s=time.perf_counter() - t0,
+        ensemble=ensemble,
+    )
 
 
 def predict_files(

@@ -288,7 +288,10 @@ def train_model(
         raise InvalidInputError("loss='robust' needs a model with a log-std output (CGATConfig.robust=True)")
 
     y_train = (np.asarray(train_targets, dtype=np.float64) - norm.mean) / norm.std
-    train_set = GraphDataset(train_graphs, y_train)
+    if hasattr(train_graphs, "epoch_loader"):  # graphs streamed from a graph store (screener.cgat.streaming)
+        train_set = train_graphs.normalised(norm)
+    else:
+        train_set = GraphDataset(train_graphs, y_train)
     base_model.to(device)
     if parameters is None:
         parameters = [p for p in base_model.parameters() if p.requires_grad]
@@ -472,6 +475,8 @@ def _steps_per_epoch(n: int, batch_size: int, env: DistEnv) -> int:
 
 
 def _epoch_loader(dataset: GraphDataset, config: TrainConfig, epoch: int, env: DistEnv, device: torch.device):
+    if hasattr(dataset, "epoch_loader"):  # streamed shards bring their own loader (order, DDP split, windows)
+        return dataset.epoch_loader(config, epoch, env, device)
     if env.enabled:
         from torch.utils.data import DistributedSampler
 
