@@ -219,7 +219,7 @@ def launchpad(monkeypatch):
     return lp
 
 
-@pytest.mark.parametrize("task", ["pytask", "job"])
+@pytest.mark.parametrize("task", ["pytask", "job", "store"])
 def test_fireworks_run_refuses_foreign_fireworks_before_launching(tmp_path, launchpad, task):
     """``FireWorksExecutor.run`` launches rockets in this process: a waiting firework naming other code stops it."""
     from fireworks import Firework, Workflow
@@ -237,9 +237,16 @@ def test_fireworks_run_refuses_foreign_fireworks_before_launching(tmp_path, laun
     if task == "pytask":
         launchpad.add_wf(Workflow([Firework(PyTask(func="os.system", args=[f"id > {pwned}"]), name="evil")]))
         expected = "PyTask"
-    else:
+    elif task == "job":
         launchpad.add_wf(flow_to_workflow(_evil_job(pwned), store=executor.store))
         expected = "system"
+    else:  # our own job, but writing its output wherever the firework says
+        from screener.execution.stores import make_job_store
+
+        elsewhere = make_job_store("local", tmp_path / "elsewhere")
+        job = ReplayCalculator(path=str(dataset)).make_flow(structures["cand-00"], "scan", "cand-00")
+        launchpad.add_wf(flow_to_workflow(job, store=elsewhere))
+        expected = "another job store"
     with pytest.raises(InvalidInputError, match=expected):
         executor.run()
     assert not pwned.exists()

@@ -118,8 +118,16 @@ class FireWorksExecutor:
         FireWorks decodes a task by its ``_fw_name`` and jobflow runs the function a job names, so both are checked
         before ``rapidfire`` reads them (:mod:`screener._safe_json`).
         """
+        from monty.json import jsanitize
+
         from screener._safe_json import check
 
+        def plain(obj: Any) -> Any:  # JSON without @version (a package upgrade between submit and run is fine)
+            if isinstance(obj, dict):
+                return {k: plain(v) for k, v in obj.items() if k != "@version"}
+            return [plain(v) for v in obj] if isinstance(obj, list) else obj
+
+        own_store = plain(jsanitize(self.store.as_dict(), strict=True, enum_values=True))
         waiting = self.launchpad.fireworks.find({"state": {"$in": ["READY", "WAITING", "RESERVED"]}},
                                                 {"fw_id": 1, "name": 1, "spec": 1})
         for fw in waiting:
@@ -131,7 +139,9 @@ class FireWorksExecutor:
                                             "jobflow jobs; launch other workflows with rlaunch")
                 check(task.get("job"), f"{what}, job {(task.get('job') or {}).get('uuid')}", jobs=True)
                 check_stored_inputs(self.store, task.get("job"), what)
-                check(task.get("store"), f"{what}, job store", jobs=True)
+                if plain(task.get("store")) != own_store:  # a store decides where files are written
+                    raise InvalidInputError(f"{what}: refused to run a job that writes to another job store; "
+                                            "launch other campaigns' workflows with rlaunch")
 
     def collect(self, uuids: list[str]) -> dict[str, CalcResult | None]:
         """Results from the job store; a FIZZLED firework gives a failed CalcResult with its exception."""
