@@ -528,6 +528,12 @@ def build_store(
         raise ValueError(f"n_jobs must be >= 1 or -1, got {n_jobs}")
     pool = None
     if n_workers > 1:
+        # imported once here so forked workers inherit them instead of each importing pymatgen's entry machinery
+        import pymatgen.entries.computed_entries  # noqa: F401
+
+        import screener.graphs.build  # noqa: F401
+        import screener.structures.validation  # noqa: F401
+
         context = multiprocessing.get_context(mp_context) if mp_context else None
         pool = ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker, initargs=(set(index),))
     else:

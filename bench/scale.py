@@ -1,0 +1,276 @@
+"""Scale benchmark: graph store, streaming pre-training, sharded ranking, and the paper-preset FLOPs.
+
+Steps (each measured in a fresh subprocess, so its peak RSS is its own):
+
+1. synthetic Alexandria-format PBE shards (:mod:`screener.world.synthetic`, random labels) of the largest size;
+2. ``featurise``: ``build_store`` of the first N entries for each size -> crystals/s (wall) and crystals per CPU
+   second (this process + its workers, ``getrusage``), bytes per crystal on disk;
+3. ``load``: the RSS of holding every graph of the store in memory (what in-memory training needs), for contrast;
+4. ``train``: ``screener train --data STORE`` (streaming, small preset, 1 member, ``--epochs``) -> crystals/s and
+   peak RSS for each size (the RSS must not grow with the dataset); ``loader``: the same stream with collation but
+   no model (what one DataLoader worker must sustain to feed a GPU);
+5. ``rank``: ``rank_candidates`` on the store (predict -> top-K) and on the json.bz2 files (read -> featurise ->
+   predict -> top-K, end to end) with the shipped model -> crystals per CPU second and peak RSS;
+6. ``flops``: :class:`torch.utils.flop_counter.FlopCounterMode` on one forward+backward of the paper preset on a batch
+   of 64 store graphs -> FLOPs per crystal, and the paper-preset cost of 4.5 M entries x 390 epochs.
+
+Sizes beyond those run (100 k, 1 M) are EXTRAPOLATED linearly from the per-CPU-second figures and marked so.
+Prints ONE JSON object on the last line of stdout; ``--out`` also writes it (with the command and the hardware).
+
+Example
+-------
+    OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py --sizes 2000 20000 --n-jobs 2 --out bench/results/scale_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _hardware import cpu_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = REPO / "models" / "pbe-e-form-small-world20k"
+
+
+def _usage() -> dict[str, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime,
+        "peak_rss_mb": max(own.ru_maxrss, kids.ru_maxrss) / 1024.0,  # Linux: kB
+        "peak_rss_self_mb": own.ru_maxrss / 1024.0,
+        "peak_rss_workers_mb": kids.ru_maxrss / 1024.0,
+    }
+
+
+def _timed(fn) -> dict:
+    t0, u0 = time.perf_counter(), _usage()["cpu_s"]
+    extra = fn() or {}
+    u = _usage()
+    return {"wall_s": round(time.perf_counter() - t0, 3), "cpu_s": round(u["cpu_s"] - u0, 3),
+            "peak_rss_mb": round(u["peak_rss_mb"], 1), "peak_rss_self_mb": round(u["peak_rss_self_mb"], 1),
+            "peak_rss_workers_mb": round(u["peak_rss_workers_mb"], 1), **extra}
+
+
+# ---- child steps (run in fresh processes) ----------------------------------------------------------------------
+
+
+def child(step: str, args: list[str]) -> dict:
+    warnings.simplefilter("ignore")
+    if step == "featurise":
+        from screener.graphs.store import build_store
+
+        store, n_jobs, files = args[0], int(args[1]), args[2:]
+
+        def run():
+            m = build_store(files, store, targets=["e_form"], shard_size=5000, n_jobs=n_jobs)
+            n_bytes = sum(p.stat().st_size for p in Path(store).rglob("*") if p.is_file())
+            return {"n_entries": m.n_entries, "n_graphs": m.n_graphs, "n_shards": len(m.shards), "n_bytes": n_bytes,
+                    "n_skipped": len(m.skipped)}
+
+        return _timed(run)
+    if step == "load":
+        from screener.graphs.store import GraphStore
+
+        def run():
+            store = GraphStore(args[0])
+            graphs = [g for k in range(store.n_shards) for _, g, _ in store.iter_shard(k)]
+            return {"n_graphs_in_memory": len(graphs)}
+
+        return _timed(run)
+    if step == "train":
+        import torch
+
+        torch.set_num_threads(1)
+        from screener.cgat.streaming import train_streaming_ensemble
+
+        store, out, epochs = args[0], args[1], int(args[2])
+
+        def run():
+            ens = train_streaming_ensemble([store], target="e_form", out_dir=out, preset="small", epochs=epochs,
+                                           n_members=1, device="cpu", max_val=500, batch_size=64)
+            n_train = ens.info.split["n_train"][0]
+            return {"n_train": n_train, "n_val": ens.info.split["n_val"][0], "epochs": epochs,
+                    "n_structures_model_card": ens.info.n_structures}
+
+        return _timed(run)
+    if step == "loader":
+        from screener.cgat.runtime import DistEnv
+        from screener.cgat.streaming import first_pass, StreamingGraphs
+        from screener.cgat.training import collate_with_targets
+
+        def run():
+            stream = StreamingGraphs(first_pass([args[0]], "e_form").parts)
+            # a plain loop over one epoch with collation: what one DataLoader worker does for the GPU
+            n, batch = 0, []
+            from screener.cgat.streaming import _EpochStream
+
+            for item in _EpochStream(stream, 0, 0, DistEnv(False), 64):
+                batch.append(item)
+                if len(batch) == 64:
+                    collate_with_targets(batch)
+                    n += len(batch)
+                    batch = []
+            return {"n_streamed": n}
+
+        return _timed(run)
+    if step == "rank":
+        import torch
+
+        torch.set_num_threads(1)
+        from screener.cgat.rank import rank_candidates
+
+        n_jobs, sources = int(args[0]), args[1:]
+
+        def run():
+            s = rank_candidates(sources, model_dir=MODEL, top_k=100, n_jobs=n_jobs)
+            return {"n_ranked": s.n_ranked, "n_chunks": s.n_chunks, "n_skipped": s.n_skipped}
+
+        return _timed(run)
+    if step == "flops":
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        torch.set_num_threads(1)
+        from screener.cgat.config import get_preset
+        from screener.cgat.model import CGAT
+        from screener.graphs.batch import collate_graphs
+        from screener.graphs.store import GraphStore
+
+        store = GraphStore(args[0])
+        graphs = [g for _, g, _ in store.iter_shard(0, rows=range(64))]
+        batch = collate_graphs(graphs)
+        out = {"batch": len(graphs), "mean_atoms_per_crystal": float(sum(g.n_atoms for g in graphs) / len(graphs))}
+        for preset in ("small", "paper"):
+            torch.manual_seed(0)
+            model = CGAT(get_preset(preset))
+            with FlopCounterMode(display=False) as fwd:
+                pred, _ = model(batch)
+            with FlopCounterMode(display=False) as both:
+                pred, log_std = model(batch)
+                (pred.sum() + (0 if log_std is None else log_std.sum())).backward()
+            out[preset] = {"n_parameters": sum(p.numel() for p in model.parameters()),
+                           "forward_flop_per_crystal": fwd.get_total_flops() / len(graphs),
+                           "train_step_flop_per_crystal": both.get_total_flops() / len(graphs)}
+        return out
+    raise SystemExit(f"unknown step {step}")
+
+
+def _run_child(step: str, *args: str) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", step, *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    print(f"[scale] {step} {' '.join(map(str, args))[:120]}", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"{step} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"[scale]   -> {json.dumps(result)[:300]}", file=sys.stderr, flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--per-file", type=int, default=2000)
+    parser.add_argument("--rank-files-size", type=int, default=4000,
+                        help="Entries ranked end to end from the json.bz2 files (the slow path).")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/screener-scale-bench"))
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--child", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1:])))
+        return
+
+    warnings.simplefilter("ignore")
+    from screener.world.synthetic import write_synthetic_alexandria
+
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = sorted(args.sizes)
+    t0 = time.perf_counter()
+    files = write_synthetic_alexandria(work / "shards", sizes[-1], per_file=args.per_file, seed=0)
+    gen_s = time.perf_counter() - t0
+    result: dict = {
+        "benchmark": "scale",
+        "command": "OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "hardware": f"{os.cpu_count()}-core CPU, {cpu_model()}",
+        "cpu_model": cpu_model(),
+        "n_jobs": args.n_jobs,
+        "load_average_1min_at_start": os.getloadavg()[0],
+        "inputs": {"kind": "synthetic Alexandria-format json.bz2 (screener.world.synthetic, random labels)",
+                   "files": len(files), "per_file": args.per_file, "generate_s": round(gen_s, 1)},
+        "featurise": [], "load_all_graphs": [], "train_streaming": [], "loader_only": [], "rank": [],
+    }
+    for n in sizes:
+        n_files = -(-n // args.per_file)
+        store = work / f"store_{n}"
+        if store.exists():
+            import shutil
+
+            shutil.rmtree(store)
+        f = _run_child("featurise", store, args.n_jobs, *files[:n_files])
+        f.update(size=n, crystals_per_s_wall=round(f["n_entries"] / f["wall_s"], 1),
+                 crystals_per_cpu_s=round(f["n_entries"] / f["cpu_s"], 1),
+                 bytes_per_crystal=round(f["n_bytes"] / f["n_entries"], 1))
+        result["featurise"].append(f)
+        load = _run_child("load", store)
+        load.update(size=n)
+        result["load_all_graphs"].append(load)
+        tr = _run_child("train", store, work / f"model_{n}", args.epochs)
+        tr.update(size=n, crystals_per_s_wall=round(tr["n_train"] * tr["epochs"] / tr["wall_s"], 1),
+                  crystals_per_cpu_s=round(tr["n_train"] * tr["epochs"] / tr["cpu_s"], 1))
+        result["train_streaming"].append(tr)
+        ld = _run_child("loader", store)
+        ld.update(size=n, crystals_per_cpu_s=round(ld["n_streamed"] / ld["cpu_s"], 1))
+        result["loader_only"].append(ld)
+    big = work / f"store_{sizes[-1]}"
+    for mode, sources in (("store (predict -> top-K)", [big]), ("json.bz2 end to end", files[: -(-args.rank_files_size // args.per_file)])):
+        r = _run_child("rank", args.n_jobs, *sources)
+        r.update(mode=mode, crystals_per_s_wall=round(r["n_ranked"] / r["wall_s"], 1),
+                 crystals_per_cpu_s=round(r["n_ranked"] / r["cpu_s"], 1))
+        result["rank"].append(r)
+    result["flops"] = _run_child("flops", big)
+
+    # ---- extrapolations (linear in the per-CPU-second figures) --------------------------------------------------
+    feat = result["featurise"][-1]
+    e2e = result["rank"][-1]
+    paper = result["flops"]["paper"]["train_step_flop_per_crystal"]
+    total_flop = 4.5e6 * 390 * paper
+    result["extrapolated"] = {
+        "note": "EXTRAPOLATED linearly from the measured per-CPU-second rates of the largest size; not run",
+        "featurise_core_hours_100k": round(1e5 / feat["crystals_per_cpu_s"] / 3600, 2),
+        "featurise_core_hours_1M": round(1e6 / feat["crystals_per_cpu_s"] / 3600, 2),
+        "featurise_core_hours_4p5M": round(4.5e6 / feat["crystals_per_cpu_s"] / 3600, 2),
+        "store_gb_1M": round(1e6 * feat["bytes_per_crystal"] / 1e9, 2),
+        "store_gb_4p5M": round(4.5e6 * feat["bytes_per_crystal"] / 1e9, 2),
+        "streaming_train_small_epoch_core_hours_1M": round(
+            1e6 / result["train_streaming"][-1]["crystals_per_cpu_s"] / 3600, 2),
+        "rank_end_to_end_candidates_per_hour_16_cores": round(e2e["crystals_per_cpu_s"] * 16 * 3600),
+        "rank_end_to_end_core_hours_1M": round(1e6 / e2e["crystals_per_cpu_s"] / 3600, 2),
+        "rank_end_to_end_core_hours_1B": round(1e9 / e2e["crystals_per_cpu_s"] / 3600),
+        "paper_preset_pretrain_4p5M_x_390_epochs_pflop": round(total_flop / 1e15, 1),
+        "paper_preset_gpu_hours_at_100_tflops_sustained": round(total_flop / 100e12 / 3600, 1),
+    }
+    result["load_average_1min_at_end"] = os.getloadavg()[0]
+    result["wall_s_total"] = round(time.perf_counter() - t0, 1)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
