@@ -2,9 +2,9 @@
 
 The campaign runs on the real components (CHGNet stand-in calculators, local jobflow executor with its JSON job
 store, a tiny CGAT ensemble, the scaling-law policy) in a subprocess. First one uninterrupted run gives the reference
-(its wall time sets how the kill times are drawn); then campaigns are started, killed with SIGKILL after a random
-delay, and started again with the same options (a resume) until they finish, until at least ``--kills`` kills were
-made. Each finished campaign is compared with the reference: jobs, results, the SCAN-stable set and the budget spent.
+(its ledger events measure progress); then a campaign is started, killed with SIGKILL once it has reached a random
+point of the reference's progress plus a random 0-4 s (or, for the point 0, during start-up and creation), and
+started again with the same options (a resume), until it finishes, until at least ``--kills`` kills were made. Each finished campaign is compared with the reference: jobs, results, the SCAN-stable set and the budget spent.
 
 Counts (the JSON object printed last; also written to ``--out``):
 
@@ -81,6 +81,26 @@ def _env(work: Path) -> dict[str, str]:
 def _start(work: Path, options: dict[str, Any], log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", WORKER, str(log), json.dumps(options)], env=_env(work),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work)
+
+
+def _start_to_files(work: Path, options: dict[str, Any], log: Path, out: Path) -> subprocess.Popen:
+    """A campaign process writing its stdout and stderr to ``out`` (polled, never read while it runs)."""
+    with open(out, "w") as fh:
+        return subprocess.Popen([sys.executable, "-c", WORKER, str(log), json.dumps(options)], env=_env(work),
+                                stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=work)
+
+
+def _progress(campaign: Path) -> int:
+    """How far a campaign got: the number of events in its ledger (0 before its creation is complete)."""
+    from screener.campaign.ledger import Ledger
+
+    if not (campaign / "ledger.sqlite").exists():
+        return 0
+    try:
+        with Ledger.in_dir(campaign, read_only=True) as ledger:
+            return len(ledger.events())
+    except Exception:  # noqa: BLE001 - being written at this instant: ask again
+        return -1
 
 
 def _train_model(work: Path) -> Path:
@@ -177,17 +197,18 @@ def main() -> None:
     # the reference: one uninterrupted run
     reference_dir = work / "reference"
     shutil.rmtree(reference_dir, ignore_errors=True)
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), time.time()
     proc = _start(work, {**options, "campaign_dir": str(reference_dir)}, work / "reference.log")
     out, err = proc.communicate()
     serial_s = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"reference run failed: {err[-2000:]}")
     reference = outcome(reference_dir)
-    # what a restart costs before it does new work: a "resume" of the finished reference (imports, checks, models)
-    t0 = time.perf_counter()
-    _start(work, {**options, "campaign_dir": str(reference_dir)}, work / "restart.log").communicate()
-    restart_s = time.perf_counter() - t0
+    n_events = _progress(reference_dir)
+    from screener.campaign.ledger import Ledger
+
+    with Ledger.in_dir(reference_dir, read_only=True) as ledger:
+        creation_s = ledger.events()[0]["time"] - started_at  # start-up and creation: the first event is its end
 
     rng = random.Random(args.seed)
     counts = Counter()
@@ -200,30 +221,37 @@ def main() -> None:
         log = work / f"killed-{k:02d}.log"
         shutil.rmtree(camp, ignore_errors=True)
         log.unlink(missing_ok=True)
-        # kill points uniform over the uninterrupted run's timeline (creation included); after a kill the next one
-        # comes after the restart's overhead plus the gap to the next point, so the kills spread over the whole run
-        points = sorted(rng.uniform(0.0, serial_s) for _ in range(args.kills - counts["kills"]))
-        delays = [points[0]] + [restart_s + b - a for a, b in zip(points, points[1:])]
+        # kill points spread over the whole run by progress: the k-th kill waits until the campaign has logged a
+        # random number of the reference run's ledger events (drawn uniformly, sorted), then a random 0-4 s more, so
+        # it lands anywhere (creation, ranking, a calculation, a ledger write, fine-tuning) and every restart gets
+        # further; a target of 0 events kills during start-up or creation
+        targets = sorted(rng.randrange(0, n_events) for _ in range(args.kills - counts["kills"]))
         starts = kills = 0
         while True:
             starts += 1
-            proc = _start(work, {**options, "campaign_dir": str(camp)}, log)
+            output = work / f"killed-{k:02d}-start{starts:02d}.txt"
+            proc = _start_to_files(work, {**options, "campaign_dir": str(camp)}, log, output)
             counts["resumed"] += int(starts > 1)  # a restart after a kill (one that fails stops the benchmark)
-            delay = delays[starts - 1] if starts <= len(delays) else None
-            try:
-                out, err = proc.communicate(timeout=delay)
-            except subprocess.TimeoutExpired:
-                if counts["kills"] < args.kills:
+            if kills < len(targets):
+                target = targets[kills]
+                while proc.poll() is None and _progress(camp) < target:
+                    time.sleep(0.2)
+                extra = rng.uniform(0.5, creation_s) if target == 0 else rng.uniform(0.0, 4.0)
+                deadline = time.perf_counter() + extra
+                while proc.poll() is None and time.perf_counter() < deadline:
+                    time.sleep(0.05)
+                if proc.poll() is None:
                     proc.send_signal(signal.SIGKILL)
-                    proc.communicate()
+                    proc.wait()
                     kills += 1
                     counts["kills"] += 1
                     stages[_stage(camp)] += 1
                     continue
-                out, err = proc.communicate()
+            proc.wait()
+            text = output.read_text()
             if proc.returncode != 0:
-                raise SystemExit(f"campaign {camp} exited {proc.returncode} after {kills} kills: {err[-2000:]}")
-            if "SUMMARY" in out and json.loads(out.split("SUMMARY ", 1)[1].splitlines()[0])["finished"]:
+                raise SystemExit(f"campaign {camp} exited {proc.returncode} after {kills} kills: {text[-2000:]}")
+            if "SUMMARY" in text and json.loads(text.split("SUMMARY ", 1)[1].splitlines()[0])["finished"]:
                 break
         result = outcome(camp)
         performed = Counter(line.strip() for line in log.read_text().splitlines() if line.strip())
@@ -242,7 +270,7 @@ def main() -> None:
         "identical_final_result": counts["identical_final_result"], "duplicates": counts["duplicates"],
         "lost": counts["lost"], "overspent": counts["overspent"], "recomputed": counts["recomputed"],
         "kill_stages": dict(sorted(stages.items())), "per_campaign": campaigns,
-        "reference": {"wall_s": round(serial_s, 1), "restart_s": round(restart_s, 1), "calculations": len(reference["results"]),
+        "reference": {"wall_s": round(serial_s, 1), "creation_s": round(creation_s, 1), "ledger_events": n_events, "calculations": len(reference["results"]),
                       "rounds": len(reference["rounds"]), "stable_scan": reference["stable_scan"],
                       "spent": reference["spent"], "total": reference["total"]},
         "wall_s": round(time.perf_counter() - t_start, 1),

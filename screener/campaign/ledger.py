@@ -185,10 +185,6 @@ class Ledger:
         self._lock = None
         if not self.path.exists() and not create:
             raise InvalidInputError(f"{self.path.parent} is not a screener campaign (no {LEDGER_FILENAME} in it)")
-        if not read_only:
-            from screener.campaign.folder import acquire_lock
-
-            self._lock = acquire_lock(self.path.parent)
         try:
             existed = self.path.exists()
             if read_only:
@@ -198,8 +194,11 @@ class Ledger:
                 self._conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
             self._conn.row_factory = sqlite3.Row
             if existed:
-                self._check_integrity()
+                self._check_integrity()  # before the lock: a damaged campaign is left exactly as it was
             if not read_only:
+                from screener.campaign.folder import acquire_lock
+
+                self._lock = acquire_lock(self.path.parent)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=FULL")
             if create:
@@ -661,8 +660,8 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
         return conn
-    except sqlite3.OperationalError as exc:
-        if "unable to open" not in str(exc):
+    except sqlite3.OperationalError as exc:  # no -wal/-shm and none can be created
+        if "unable to open" not in str(exc) and "readonly" not in str(exc):
             raise
     wal = path.with_name(path.name + "-wal")
     if wal.exists() and wal.stat().st_size > 0:
