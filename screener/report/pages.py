@@ -299,8 +299,9 @@ def overview_page(data: ReportData, figures: Mapping[str, str], *, title: str) -
                         "The dashed line, where the pool's stable share is known, is what picking candidates at "
                         "random would have found with the same number of SCAN calculations."),
         "learning_curve": ("Model error vs training-set size", "Prospective MAE of each round's predictions of "
-                           "formation energy against that round's new results (before the model trained on them), "
-                           "with the scaling law the policy fitted in its latest round."),
+                           "formation energy against that round's new results (before the model trained on them), ±1 "
+                           "standard error where recorded, with the scaling law the policy fitted in its latest round "
+                           "(on a log axis a point at N_s = 0 is drawn at 1)."),
         "parity_e_form": ("Predicted vs computed formation energy", "The quantity the model predicts: the "
                           "prediction made in the round the calculation was bought (±1 ensemble standard deviation) "
                           "against the computed formation energy, per fidelity, in eV/atom. MAE as in the summary."),
@@ -319,27 +320,32 @@ def _decisions_section(data: ReportData) -> list[str]:
     out = ["## Policy decisions", ""]
     if not data.rounds:
         return out + ["No round has been planned yet.", ""]
-    rows = []
+    plans, numbers = [], []
     for r in data.rounds:
         n = r.policy_numbers
         alloc = n.get("allocation") or {}
         law = n.get("scaling_law") or {}
         a, b = n.get("a", law.get("a")), n.get("b", law.get("b"))
-        gain_s, gain_p = alloc.get("gain_per_cpu_hour_scan"), alloc.get("gain_per_cpu_hour_pbe")
-        rows.append([
-            r.round, r.state, n.get("policy", "-"), n.get("n_scan_planned", "-"), n.get("n_pbe_planned", "-"),
-            alloc.get("decision", "-"), _mev(_finite(alloc.get("mae_now"))),
-            _num(None if _finite(gain_s) is None else 1000 * gain_s, ".3g"),
-            _num(None if _finite(gain_p) is None else 1000 * gain_p, ".3g"),
+        gain_s, gain_p = _finite(alloc.get("gain_per_cpu_hour_scan")), _finite(alloc.get("gain_per_cpu_hour_pbe"))
+        plans.append([r.round, r.state, n.get("policy", "-"), n.get("n_scan_planned", "-"),
+                      n.get("n_pbe_planned", "-"), alloc.get("decision", "-"), f"{r.cost:.4g}"])
+        numbers.append([
+            r.round, _mev(_finite(alloc.get("mae_now"))),
+            _num(None if gain_s is None else 1000 * gain_s, ".3g"),
+            _num(None if gain_p is None else 1000 * gain_p, ".3g"),
             f"{_num(a)} ± {_num(n.get('a_std'))}" if a is not None else "-",
             f"{_num(b)} ± {_num(n.get('b_std'))}" if b is not None else "-",
-            n.get("fit_source", law.get("source", "-")), f"{r.cost:.4g}",
+            n.get("fit_source", law.get("source", "-")),
         ])
-    out += [_table(["round", "state", "policy", "SCAN planned", "PBE planned", "allocation", "MAE now (meV/atom)",
-                    "MAE gain per CPU-h, SCAN (meV/atom)", "MAE gain per CPU-h, PBE (meV/atom)", "a", "b", "fit",
-                    f"cost ({data.budget.unit})"], rows), "",
-            "*a*, *b*: slopes of log MAE against log N_s and log N_p in the scaling law; gains are the predicted drop "
-            "of the SCAN model's MAE per CPU-hour spent on each fidelity (the allocation buys the larger one).", ""]
+    # two narrower tables rather than one of 13 columns that does not fit the page
+    out += [_table(["round", "state", "policy", "SCAN planned", "PBE planned", "allocation",
+                    f"cost ({data.budget.unit})"], plans), "",
+            _table(["round", "SCAN model MAE now (meV/atom)", "MAE drop per CPU-h on SCAN (meV/atom per CPU-h)",
+                    "MAE drop per CPU-h on PBE (meV/atom per CPU-h)", "a", "b", "fit"], numbers), "",
+            "MAE now: the SCAN model's formation-energy error the policy's scaling law gave at the round's N_s, N_p. "
+            "*a*, *b*: slopes of log MAE against log N_s and log N_p in the scaling law; the drops are the predicted "
+            "gain in the SCAN model's MAE per CPU-hour spent on each fidelity (the allocation buys the larger one).",
+            ""]
     for r in data.rounds:
         n = r.policy_numbers
         reason = (n.get("allocation") or {}).get("reason")

@@ -134,9 +134,12 @@ def plot_discoveries(headline: Headline | None, unit: str, unit_cpu_hours: float
     xs = [0.0] + [r.cum_cpu_hours for r in rounds]
     ax.plot(xs, [0] + [r.cum_found for r in rounds], marker="o", color=FIDELITY_COLORS["scan"],
             label="confirmed stable (final SCAN hull)")
+    last = 0
     for r in rounds:
-        ax.annotate(f"r{r.round}", (r.cum_cpu_hours, r.cum_found), textcoords="offset points", xytext=(3, 4),
-                    fontsize=7, color="0.4")
+        if r.cum_found != last or r is rounds[0]:  # label the rounds that found something (labels would overlap)
+            ax.annotate(f"round {r.round}", (r.cum_cpu_hours, r.cum_found), textcoords="offset points",
+                        xytext=(-10, 6), fontsize=7, color="0.35", ha="right")
+        last = r.cum_found
     if headline.prevalence:
         ax.plot(xs, [0.0] + [headline.prevalence * r.cum_scan_computed for r in rounds], ls="--", color="0.5",
                 label=f"random picks (pool share {100 * headline.prevalence:.1f} %)")
@@ -151,6 +154,16 @@ def plot_discoveries(headline: Headline | None, unit: str, unit_cpu_hours: float
         top.set_xlabel(f"cumulative cost ({unit})")
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
+
+
+def _se_mev(points: Sequence[dict[str, Any]]) -> list[float] | None:
+    """Standard errors (meV/atom) of learning-curve points where the ledger records them (else no error bars)."""
+    se = [p.get("mae_se_ev_per_atom") for p in points]
+    if not any(isinstance(v, (int, float)) for v in se):
+        return None
+    # a log axis cannot draw a bar below zero: cap the lower bar just above it
+    return [[min(1000 * (v or 0.0), 0.95 * 1000 * p["mae_ev_per_atom"]) for v, p in zip(se, points, strict=True)],
+            [1000 * (v or 0.0) for v in se]]
 
 
 def plot_learning_curve(curve: Sequence[dict[str, Any]], fit: Any, path: Path) -> Path:
@@ -173,8 +186,9 @@ def plot_learning_curve(curve: Sequence[dict[str, Any]], fit: Any, path: Path) -
     n_max = max([max(p["n_scan"], 1) for p in scan] + [1])
     n_pbe_now = max([p["n_pbe"] for p in curve] + [1])
     if scan:
-        ax_s.scatter([max(p["n_scan"], 1) for p in scan], [1000 * p["mae_ev_per_atom"] for p in scan],
-                     color=FIDELITY_COLORS["scan"], zorder=3, label="measured (prospective)")
+        ax_s.errorbar([max(p["n_scan"], 1) for p in scan], [1000 * p["mae_ev_per_atom"] for p in scan],
+                      yerr=_se_mev(scan), fmt="o", color=FIDELITY_COLORS["scan"], ecolor="0.5", capsize=2, zorder=3,
+                      label="measured (prospective, ±1 standard error)")
     curve_mev = None
     if fit is not None:
         grid = np.geomspace(1, max(10.0, 4.0 * n_max), 60)
@@ -187,8 +201,14 @@ def plot_learning_curve(curve: Sequence[dict[str, Any]], fit: Any, path: Path) -
         except Exception as exc:  # noqa: BLE001 - a band is decoration; the curve itself is drawn
             logger.debug("no confidence band: %s", exc)
     if scan or fit is not None:
+        from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
         ax_s.set_xscale("log")
         ax_s.set_yscale("log")
+        # plain 1, 2, 5, 10, 20 ... labels: matplotlib's minor labels overlap within a decade
+        ax_s.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax_s.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax_s.xaxis.set_minor_formatter(NullFormatter())
         if scan:  # the measured points set the scale; a prior-only law may lie far off them
             maes = [1000 * p["mae_ev_per_atom"] for p in scan]
             lo, hi = min(maes) / 3.0, max(maes) * 3.0
@@ -203,9 +223,20 @@ def plot_learning_curve(curve: Sequence[dict[str, Any]], fit: Any, path: Path) -
         _empty(ax_s, "no SCAN learning-curve points yet")
     ax_s.set_title("SCAN model error vs N_s")
     if pbe:
-        ax_p.scatter([max(p["n_pbe"], 1) for p in pbe], [1000 * p["mae_ev_per_atom"] for p in pbe],
-                     color=FIDELITY_COLORS["pbe"], zorder=3, label="measured (prospective)")
-        ax_p.set_xscale("log")
+        n_p = [max(p["n_pbe"], 1) for p in pbe]
+        ax_p.errorbar(n_p, [1000 * p["mae_ev_per_atom"] for p in pbe], yerr=_se_mev(pbe), fmt="o",
+                      color=FIDELITY_COLORS["pbe"], ecolor="0.5", capsize=2, zorder=3,
+                      label="measured (prospective, ±1 standard error)")
+        ax_p.margins(y=0.2)
+        if max(n_p) >= 10 * min(n_p):  # a log axis over less than a decade only shows overlapping tick labels
+            ax_p.set_xscale("log")
+        else:
+            from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+            ax_p.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+            ax_p.xaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+            pad = max(1.0, 0.25 * (max(n_p) - min(n_p))) + 0.5  # keeps the outer tick labels inside
+            ax_p.set_xlim(min(n_p) - pad, max(n_p) + pad)
         ax_p.set_yscale("log")
         ax_p.set_xlabel("PBE training-set size N_p")
         ax_p.set_ylabel("PBE model MAE (meV/atom)")
@@ -241,15 +272,16 @@ def plot_parity(points: dict[str, Sequence[ParityPoint]], quantity: str, path: P
         ys = [scale * p.predicted for p in pts]
         es = [scale * (p.predicted_std or 0.0) for p in pts]
         ax.errorbar(xs, ys, yerr=es, fmt="o", color=FIDELITY_COLORS[fidelity], ecolor="0.6", capsize=2, ms=4)
-        lo, hi = min(xs + [y - e for y, e in zip(ys, es, strict=True)]), max(xs + [y + e for y, e in
-                                                                                 zip(ys, es, strict=True)])
-        pad = 0.05 * (hi - lo) or 0.05 * scale
+        # the points set the scale (a wide error bar may run off it)
+        lo, hi = min(xs + ys), max(xs + ys)
+        pad = 0.08 * (hi - lo) or 0.05 * scale
         lo, hi = lo - pad, hi + pad
         ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls="--")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-        mae = sum(abs(y - x) for x, y in zip(xs, ys, strict=True)) / len(xs)
-        ax.text(0.03, 0.97, f"MAE {mae:.3g} {unit}\nn = {len(xs)}", transform=ax.transAxes, va="top", fontsize=8)
+        mae_mev = 1000 / scale * sum(abs(y - x) for x, y in zip(xs, ys, strict=True)) / len(xs)
+        ax.text(0.03, 0.97, f"MAE {mae_mev:.0f} meV/atom\nn = {len(xs)}", transform=ax.transAxes, va="top",
+                fontsize=8)
         ax.set_xlabel(f"computed {name} ({unit})")
         ax.set_ylabel(f"predicted before purchase ({unit})")
     return _save(fig, path)
