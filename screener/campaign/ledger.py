@@ -609,6 +609,7 @@ class Ledger:
 
     def record_hull(self, round_number: int, fidelity: str, *, n_entries: int, n_stable: int, hull_json: str) -> None:
         """Snapshot of a hull after a round."""
+        hull_json = _dumps(json.loads(hull_json))  # standard JSON: a non-finite number is stored as null
         with self.transaction() as cur:
             cur.execute(
                 "INSERT OR REPLACE INTO hulls VALUES (?, ?, ?, ?, ?, ?)",
