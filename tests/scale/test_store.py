@@ -74,8 +74,9 @@ def test_killed_build_resumes_keeping_finished_shards(synthetic_files, tmp_path,
 
     def dying_write(directory, buf, n_targets, stop):
         calls["n"] += 1
-        if calls["n"] == 3:  # killed while writing the third shard: a partial folder is left behind
-            (directory / f"shard_{buf.index:06d}.tmp").mkdir()
+        if calls["n"] == 3:  # killed after the third shard was renamed into place, before store.json listed it
+            real_write(directory, buf, n_targets, stop)
+            (directory / f"shard_{buf.index + 1:06d}.tmp").mkdir()  # and a partial next one
             raise KeyboardInterrupt
         return real_write(directory, buf, n_targets, stop)
 
@@ -84,7 +85,7 @@ def test_killed_build_resumes_keeping_finished_shards(synthetic_files, tmp_path,
         build_store(synthetic_files, tmp_path / "s", targets=["e_form"], shard_size=15, n_jobs=1)
     partial = GraphStore(tmp_path / "s")
     assert [s.name for s in partial.manifest.shards] == ["shard_000000", "shard_000001"]
-    assert not partial.manifest.complete
+    assert not partial.manifest.complete and (tmp_path / "s" / "shard_000002").is_dir()
     kept = (tmp_path / "s" / "shard_000000" / "graphs.npy").stat().st_mtime_ns
 
     monkeypatch.setattr(store_mod, "_write_shard", real_write)
@@ -128,3 +129,14 @@ def test_resume_refuses_other_inputs(synthetic_files, tmp_path):
     build_store(synthetic_files[:1], tmp_path / "s", n_jobs=1)
     with pytest.raises(InvalidInputError, match="other input files"):
         build_store(synthetic_files, tmp_path / "s", n_jobs=1)
+
+
+def test_cli_featurize_bad_entry_one_line_then_skip(synthetic_files, tmp_path, run_cli):
+    files = _with_bad_entry(synthetic_files, tmp_path / "in")
+    code, out, err = run_cli(["featurize", *files, "--store", tmp_path / "s", "--shard-size", "10", "--n-jobs", "1"])
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and f"{files[1].name} entry 7" in err and "shard_000002" in err
+    code, out, err = run_cli(["featurize", *files, "--store", tmp_path / "s", "--shard-size", "10", "--n-jobs", "1",
+                              "--skip-invalid"])
+    assert code == 0, err
+    assert "59 entries" in out and "1 invalid skipped" in out
