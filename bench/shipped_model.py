@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", type=Path, required=True, help="Ensemble folder (ensemble.json).")
     p.add_argument("--data", type=Path, nargs="+", required=True, help="The training data, as given to screener train.")
     p.add_argument("--output", type=Path, default=ROOT / "results" / "shipped_model_cpu.json")
+    p.add_argument("--write-calibration", action="store_true",
+                   help="Fit the spread scale on the held-out split and write <model>/calibration.json (weights "
+                        "untouched); the campaign reads it as the prior scale of its PBE predictions.")
     args = p.parse_args(argv)
     import torch
 
@@ -128,6 +131,16 @@ def main(argv: list[str] | None = None) -> dict:
         "by_n_elements": {int(k): metrics(n_elements == k) for k in sorted(set(n_elements)) if np.sum(n_elements == k) >= 20},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
+    from screener.campaign.ensemble_model import write_spread_calibration
+    from screener.policies.calibration import fit_spread_calibration
+
+    # conformal scale of the epistemic spread on the held-out split (data alone: 1,957 errors need no prior)
+    fit = fit_spread_calibration(err, stds["epistemic"], prior_weight=0.0,
+                                 source=f"held-out split of {args.model.name} ({len(test)} structures), "
+                                        "bench/shipped_model.py")
+    out["spread_calibration"] = fit.model_dump(mode="json")
+    if args.write_calibration:
+        write_spread_calibration(args.model, {"pbe": fit}, command=out["command"])
     return write_result(out, args.output)
 
 

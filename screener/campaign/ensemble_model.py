@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from screener.campaign.protocols import ModelVersion
 
 __all__ = ["EnsembleModel", "DEFAULT_PBE_MODEL", "default_model_dir", "shipped_models_dir", "MIN_POINTS_TO_FINE_TUNE",
-           "pretraining_set_size"]
+           "pretraining_set_size", "CALIBRATION_FILENAME", "read_spread_calibration", "write_spread_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,53 @@ def pretraining_set_size(model_dir: str | Path, *, follow_init: bool = True) -> 
             break
         path = Path(parent)
     return total
+
+
+#: Spread calibration of an ensemble folder, beside ``ensemble.json`` (metadata only: the weights are not touched).
+CALIBRATION_FILENAME = "calibration.json"
+
+
+def read_spread_calibration(model_dir: str | Path | None) -> dict[str, float]:
+    """Spread scale per fidelity recorded for an ensemble (``calibration.json``), following ``init_from``.
+
+    A campaign's fine-tunes carry no file of their own; their scale comes from the campaign's prospective errors
+    (:func:`screener.campaign.ranking.spread_calibration`), with the scale found here as its prior.
+
+    Returns
+    -------
+    dict
+        ``{fidelity: scale}``; empty when no folder in the chain records one. Unreadable or non-positive values are
+        ignored (a plain JSON number per fidelity; nothing in the file is decoded into objects).
+    """
+    seen: set[str] = set()
+    path = Path(model_dir) if model_dir else None
+    while path is not None and str(path) not in seen and len(seen) < 32:
+        seen.add(str(path))
+        try:
+            raw = json.loads((path / CALIBRATION_FILENAME).read_text())
+            scales = {str(f): float(v["scale"]) for f, v in (raw.get("fidelities") or {}).items()
+                      if isinstance(v, dict) and float(v.get("scale", 0)) > 0}
+            if scales:
+                return scales
+        except (OSError, ValueError, TypeError, AttributeError, KeyError):
+            pass
+        try:
+            parent = json.loads((path / "ensemble.json").read_text()).get("init_from")
+        except (OSError, ValueError, AttributeError):
+            parent = None
+        path = Path(parent) if parent else None
+    return {}
+
+
+def write_spread_calibration(model_dir: str | Path, fits: Mapping[str, Any], *, command: str = "") -> Path:
+    """Write ``calibration.json`` (fits: ``{fidelity: SpreadCalibration}``) into an ensemble folder."""
+    out = Path(model_dir) / CALIBRATION_FILENAME
+    payload = {"what": "multiply the ensemble std by 'scale' (split-conformal: the 68.27 % quantile of "
+                       "|error| / std on held-out errors); weights unchanged",
+               "command": command,
+               "fidelities": {f: fit.model_dump(mode="json") for f, fit in fits.items()}}
+    out.write_text(json.dumps(payload, indent=1) + "\n")
+    return out
 
 
 def _cache_root() -> Path:
@@ -163,6 +210,17 @@ class EnsembleModel:
         scan_dir = self.dirs["scan"]
         return {"pbe": pretraining_set_size(self.dirs["pbe"]),
                 "scan": pretraining_set_size(scan_dir, follow_init=False) if scan_dir else 0}
+
+    def spread_scales(self) -> dict[str, float]:
+        """Prior spread scale per fidelity from the initial models' ``calibration.json`` (1 where none is recorded;
+        SCAN predictions made by the PBE model use the PBE scale)."""
+        pbe = read_spread_calibration(self.dirs["pbe"])
+        scan = read_spread_calibration(self.dirs["scan"]) if self.dirs["scan"] else {}
+        return {"pbe": pbe.get("pbe", 1.0), "scan": scan.get("scan", pbe.get("scan", pbe.get("pbe", 1.0)))}
+
+    def borrows_model(self, fidelity: str) -> bool:
+        """Whether ``fidelity``'s predictions come from another fidelity's model (SCAN before any SCAN fine-tune)."""
+        return self.dirs.get(fidelity) is None
 
     def predict_formation_energy(
         self, structures: Mapping[str, Any], fidelity: str

@@ -326,11 +326,17 @@ class Campaign:
         comps = [structures[s].composition for s in ids]
         out: dict[str, dict[str, np.ndarray]] = {}
         rows: list[dict[str, Any]] = []
+        calibration = self._spread_calibration(number)
         for fidelity in FIDELITIES:
             mean, std = self.components.model.predict_formation_energy(structures, fidelity)
+            # calibrated spread (and, for predictions borrowed from the other fidelity's model, the learned shift);
+            # the ledger keeps the model's raw E_form mean/std, the E_hull columns and P(stable) are calibrated
+            cal = calibration[fidelity]
+            borrowed = getattr(self.components.model, "borrows_model", lambda f: False)(fidelity)
+            shift = cal.bias_ev_per_atom if borrowed else 0.0
             e_hull, e_std, hull_e, fallback = predicted_e_hull(
-                mean, std, comps, self.components.hulls, fidelity,
-                fallback_fidelity="pbe" if fidelity != "pbe" else None,
+                np.asarray(mean, float) - shift, np.asarray(std, float) * cal.scale, comps, self.components.hulls,
+                fidelity, fallback_fidelity="pbe" if fidelity != "pbe" else None,
             )
             p = probability_below(e_hull, e_std, self.config.stable_threshold_ev_per_atom)
             out[fidelity] = {"e_form_mean": np.asarray(mean, float), "e_hull_mean": e_hull, "e_hull_std": e_std}
@@ -343,13 +349,26 @@ class Campaign:
             ]
         self.ledger.record_predictions(number, rows)
         out["_ids"] = {"ids": np.asarray(ids, dtype=object)}
+        out["_calibration"] = {f"{f}_{k}": v for f in FIDELITIES for k, v in calibration[f].numbers().items()}
         return out
+
+    def _spread_calibration(self, number: int) -> dict[str, Any]:
+        """Spread scale per fidelity for round ``number``: refitted on the prospective errors of earlier rounds,
+        shrunk toward the initial model's recorded scale (``calibration.json``; 1 where none)."""
+        from screener.campaign.ranking import spread_calibration
+
+        scales = getattr(self.components.model, "spread_scales", None)
+        prior = scales() if callable(scales) else {}
+        targets = self._targets() if number > 1 else {}
+        return {f: spread_calibration(self.ledger, targets, f, number, prior_scale=float(prior.get(f, 1.0)))
+                for f in FIDELITIES}
 
     def _rank_and_plan(self, number: int, progress: Progress | None) -> bool:
         if progress:
             progress(f"round {number}: ranking", 0, 1)
         ranking = self.rank(number)
         ids = list(ranking.pop("_ids")["ids"])
+        calibration_numbers = ranking.pop("_calibration", {})
         jobs = self.ledger.jobs()
         done = {(j.structure_id, j.fidelity) for j in jobs}
         n_done = {f: sum(1 for j in jobs if j.fidelity == f and j.state == "done") for f in FIDELITIES}
@@ -430,7 +449,7 @@ class Campaign:
         # the decisions recorded are exactly the plan's distinct items; ``accepted`` says which became jobs
         numbers.update({"n_planned": len(items), "n_dropped_repeats": len(dropped),
                         "n_pbe_pretraining": pretrained.get("pbe", 0), "n_pbe_campaign": n_done["pbe"],
-                        "n_scan_campaign": n_done["scan"]})
+                        "n_scan_campaign": n_done["scan"], "calibration": calibration_numbers})
         accepted = self.ledger.commit_plan(number, decisions=decisions, numbers=numbers, jobs=job_rows,
                                            new_candidates=new_candidates)
         if progress:
@@ -604,6 +623,14 @@ class Campaign:
                       and (j.structure_id, fidelity) in preds and j.structure_id in targets[fidelity]]
             if errors:
                 mae, se = mae_with_standard_error(errors)
+                # this round's prospective errors against the raw and the calibrated sigma it was ranked with
+                from screener.campaign.ranking import prospective_errors
+                from screener.policies.calibration import coverage
+
+                err, raw_std, used_std = prospective_errors(self.ledger, targets, fidelity, [number])
+                for tag, std in (("raw", raw_std), ("calibrated", used_std)):
+                    info[f"within_1_sigma_{tag}_{fidelity}"], info[f"within_2_sigma_{tag}_{fidelity}"] = \
+                        coverage(err, std)
                 info[f"mae_{fidelity}_ev_per_atom"] = mae
                 info[f"mae_se_{fidelity}_ev_per_atom"] = se
                 info[f"n_{fidelity}_measured"] = len(errors)

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from screener.campaign.protocols import Hulls
 
-__all__ = ["predicted_e_hull", "probability_below"]
+__all__ = ["predicted_e_hull", "probability_below", "prospective_errors", "spread_calibration"]
 
 STD_FLOOR_EV_PER_ATOM = 1e-3
 
@@ -84,3 +84,42 @@ def probability_below(
     std = np.maximum(np.asarray(std, dtype=float), STD_FLOOR_EV_PER_ATOM)
     z = (threshold - mean) / (std * math.sqrt(2.0))
     return 0.5 * (1.0 + np.vectorize(math.erf, otypes=[float])(z)) if z.size else np.zeros(0)
+
+
+def prospective_errors(ledger: Any, targets: dict[str, dict[str, float]], fidelity: str,
+                       rounds: Sequence[int]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Errors of predictions made before purchase: round r's recorded prediction of each structure computed in round r
+    at ``fidelity`` minus its result (formation energy, eV/atom), with the raw ensemble std and the calibrated std the
+    round ranked with (``e_hull_std_ev_per_atom``; equal to the raw one in ledgers written before calibration).
+
+    Returns
+    -------
+    errors, raw_std, used_std : ndarray
+    """
+    done: dict[int, list[str]] = {}
+    for job in ledger.jobs(states=["done"]):
+        if job.fidelity == fidelity and job.round in rounds and job.structure_id in targets.get(fidelity, {}):
+            done.setdefault(job.round, []).append(job.structure_id)
+    err, raw, used = [], [], []
+    for r, sids in sorted(done.items()):
+        preds = {p["structure_id"]: p for p in ledger.predictions(r) if p["fidelity"] == fidelity}
+        for sid in sids:
+            p = preds.get(sid)
+            if p is None or p.get("e_form_mean_ev_per_atom") is None:
+                continue
+            err.append(p["e_form_mean_ev_per_atom"] - targets[fidelity][sid])
+            raw.append(p.get("e_form_std_ev_per_atom") or 0.0)
+            used.append(p.get("e_hull_std_ev_per_atom") or raw[-1])
+    return np.asarray(err, float), np.asarray(raw, float), np.asarray(used, float)
+
+
+def spread_calibration(ledger: Any, targets: dict[str, dict[str, float]], fidelity: str, before_round: int,
+                       prior_scale: float = 1.0, prior_weight: float = 5.0) -> Any:
+    """The spread scale of ``fidelity`` refitted on the campaign's prospective errors of rounds before
+    ``before_round``, shrunk toward ``prior_scale`` (the model card's); see :mod:`screener.policies.calibration`."""
+    from screener.policies.calibration import fit_spread_calibration
+
+    err, raw, _ = prospective_errors(ledger, targets, fidelity, range(1, before_round))
+    return fit_spread_calibration(err, raw, prior_scale=prior_scale, prior_weight=prior_weight,
+                                  source=f"prospective errors of rounds < {before_round} (prior scale "
+                                         f"{prior_scale:.3g})")
