@@ -313,6 +313,7 @@ class RankSummary:
     n_chunks: int
     skipped: list[str] = field(default_factory=list)
     target: str = "e_form"
+    target_unit: str = "eV/atom"
     output: Path | None = None
 
 
@@ -379,7 +380,9 @@ def rank_candidates(
     model_dir = str(Path(model_dir).resolve())
     from screener.cgat.ensemble import CGATEnsemble
 
-    target = CGATEnsemble.load(model_dir).target  # fails early (one line) on a bad model folder
+    first = CGATEnsemble.load(model_dir)  # fails early (one line) on a bad model folder
+    target, target_unit = first.target, first.target_unit
+    del first
     chunks = plan_chunks(candidates)
     hull_entries = [str(Path(p).resolve()) for p in hull_entries]
     options = {"hull_entries": hull_entries, "skip_invalid": skip_invalid}
@@ -423,16 +426,20 @@ def rank_candidates(
             "screener.cgat.rank.rank_flow with FireWorks or jobflow-remote: see docs/scale.md)"
         )
     return RankSummary(rows=merged["rows"], n_ranked=merged["n_ranked"], n_skipped=merged["n_skipped"],
-                       n_chunks=len(chunks), skipped=merged["skipped"], target=target)
+                       n_chunks=len(chunks), skipped=merged["skipped"], target=target,
+                       target_unit=target_unit)
 
 
 def write_ranking(summary: RankSummary, output: str | os.PathLike[str]) -> Path:
-    """Write the ranking as CSV (``rank``, ``id``, ``formula``, predictions, ``source``)."""
+    """Write the ranking as CSV (``rank``, ``id``, ``formula``, predictions named as ``screener predict`` names
+    them, e.g. ``e_form_mean_ev_per_atom``, then ``source``)."""
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     has_hull = bool(summary.rows) and "e_hull_pred_ev_per_atom" in summary.rows[0]
-    t = summary.target
-    columns = ["rank", "id", "formula", f"{t}_mean", f"{t}_std"]
+    from screener.cgat.api import unit_suffix
+
+    t, unit = summary.target, unit_suffix(summary.target_unit)
+    columns = ["rank", "id", "formula", f"{t}_mean{unit}", f"{t}_std{unit}"]
     if has_hull:
         columns += ["e_hull_pred_ev_per_atom", "p_stable"]
     columns.append("source")

@@ -74,6 +74,6 @@ def test_cli_rank_writes_the_top_k(stores, run_cli, tmp_path):
     code, out, err = run_cli(["rank", "--model", MODEL, "--candidates", many, "--top", "4", "-o", tmp_path / "r.csv"])
     assert code == 0, err
     lines = (tmp_path / "r.csv").read_text().splitlines()
-    assert lines[0].startswith("rank,id,formula,e_form_mean,e_form_std") and len(lines) == 5
+    assert lines[0].startswith("rank,id,formula,e_form_mean_ev_per_atom,e_form_std_ev_per_atom") and len(lines) == 5
     code, _, err = run_cli(["rank", "--model", MODEL, "--candidates", tmp_path / "missing", "--top", "4"])
     assert code == 2 and "missing" in err and "Traceback" not in err
