@@ -107,6 +107,11 @@ class StreamingGraphs:
         """Under DDP, the batch count every rank stops at (the smallest rank's); None without DDP."""
         if not env.enabled:
             return None
+        if len(self.parts) < env.world_size:
+            raise InvalidInputError(
+                f"{len(self.parts)} training shard(s) for {env.world_size} DDP ranks: each rank needs its own shards; "
+                "featurise with a smaller --shard-size (best: many more shards than ranks)"
+            )
         order = self.shard_order(seed, epoch)
         sizes = [sum(len(self.parts[i].rows) for i in order[r :: env.world_size]) for r in range(env.world_size)]
         return min(math.ceil(s / batch_size) for s in sizes)

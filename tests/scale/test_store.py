@@ -140,3 +140,17 @@ def test_cli_featurize_bad_entry_one_line_then_skip(synthetic_files, tmp_path, r
                               "--skip-invalid"])
     assert code == 0, err
     assert "59 entries" in out and "1 invalid skipped" in out
+
+
+def test_real_alexandria_shard_and_synthetic_shards_share_the_format(data_dir, synthetic_files, tmp_path):
+    from screener.structures import read_structures
+
+    real = data_dir / "structures" / "alexandria_part_1.json.bz2"
+    manifest = build_store([real, synthetic_files[0]], tmp_path / "s", targets=["e_form", "e_above_hull"], n_jobs=1)
+    records = read_structures([real, synthetic_files[0]]).records
+    store = GraphStore(tmp_path / "s")
+    rows = list(store.iter_shard(0))
+    assert manifest.n_entries == len(records) == 30 and [r[0] for r in rows] == [r.structure_id for r in records]
+    assert rows[0][0].startswith("agm") and rows[-1][0].startswith("syn3-")
+    for (_, _, labels), rec in zip(rows, records):  # e_form and e_above_hull read from entry.data of both kinds
+        assert labels.tolist() == [rec.data["e_form"], rec.data["e_above_hull"]]

@@ -106,3 +106,12 @@ def test_cli_train_on_a_store_records_n_p(stores, run_cli, tmp_path):
     from screener.campaign.ensemble_model import pretraining_set_size
 
     assert pretraining_set_size(tmp_path / "m") == 60
+
+
+def test_ddp_with_fewer_shards_than_ranks_is_refused(stores):
+    from screener.errors import InvalidInputError
+
+    one, _ = stores
+    stream = StreamingGraphs(_parts(one))
+    with pytest.raises(InvalidInputError, match="1 training shard"):
+        stream.batches_per_rank(0, 0, 8, DistEnv(True, rank=0, local_rank=0, world_size=2))
