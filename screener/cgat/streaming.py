@@ -130,6 +130,8 @@ class StreamingGraphs:
     def iter_window(self, part_ids: Sequence[int], order: np.ndarray | None = None,
                     opened: dict[tuple[str, int], StoreShard] | None = None) -> Iterator[tuple[CrystalGraph, float]]:
         """``(graph, target)`` of the entries of these parts, in ``order`` (default: as stored)."""
+        from screener.graphs.cache import unpack_graph
+
         stores: dict[str, GraphStore] = {}
         opened = {} if opened is None else opened
         index = [(pi, j) for pi in part_ids for j in range(len(self.parts[pi].rows))]
@@ -145,8 +147,6 @@ class StreamingGraphs:
             row = int(part.rows[j])
             g_shard, g_row = (int(x) for x in shard.refs[row])
             packed = _opened(store, g_shard, opened).packed(g_row)
-            from screener.graphs.cache import unpack_graph
-
             graph = unpack_graph(packed, structure_id=shard.ids[row])
             y = float(part.y[j])
             if norm is not None:
