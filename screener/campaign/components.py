@@ -33,10 +33,16 @@ class PolicyPlanner:
         The campaign's config: ``unit_cpu_hours`` (CPU-hours of one budget unit, read at each plan) and
         ``batch_size`` (``--batch``: the policy's round budget becomes ``batch_size`` SCAN-equivalents and at most
         ``batch_size`` calculations are planned per round).
+    ledger, hulls : optional
+        The campaign's ledger and hulls: the ``expected-value`` policy reads the computed PBE E_hull of screened
+        candidates and the (PBE, SCAN) E_hull pairs of the campaign and of the known set from them.
     """
 
-    def __init__(self, policy: Any, config: CampaignConfig) -> None:
+    def __init__(self, policy: Any, config: CampaignConfig, *, ledger: Ledger | None = None,
+                 hulls: Any = None) -> None:
         self.config = config
+        self.ledger, self.hulls = ledger, hulls
+        self._known_pairs: list[tuple[float, float]] | None = None
         self.policy = policy.model_copy(
             update={"batch_size": config.batch_size, "max_calculations_per_round": config.batch_size,
                     "seed": config.seed})
@@ -79,6 +85,8 @@ class PolicyPlanner:
             ],
             "round_index": request.round_number,
         }
+        if self.policy.kind == "expected-value":
+            state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"] = self._pbe_results()
         # the request's batch (the loop asks again with the slots a first plan left free); PBE phases count in it
         slots = min(self.config.batch_size, request.batch_size) - len(first)
         if slots < 1:
@@ -97,7 +105,8 @@ class PolicyPlanner:
             else:
                 cost = float(request.cost[p.fidelity][index[p.job_id]])
             items.append(PlanItem(p.job_id, p.fidelity, p.reason, cost,
-                                  {"score": p.score, "for_candidate": p.for_candidate, "kind": p.kind}))
+                                  {"score": p.score, "for_candidate": p.for_candidate, "kind": p.kind,
+                                   **(p.numbers or {})}))
         numbers: dict[str, Any] = {"policy": plan.policy, "kind": plan.kind, "n_pbe_pretraining":
                                    request.n_pbe_pretraining, "n_pbe_campaign": request.n_pbe, **plan.numbers}
         if plan.allocation is not None:
@@ -105,6 +114,47 @@ class PolicyPlanner:
         if plan.fit is not None:
             numbers["scaling_law"] = plan.fit.model_dump(mode="json")
         return Plan(items, numbers)
+
+    def _pbe_results(self) -> tuple[dict[str, float], list[tuple[float, float]]]:
+        """Computed PBE E_hull per structure (current hull) and the (PBE, SCAN) E_hull pairs: the campaign's own and
+        the known set's (reference phases present at both fidelities, matched by id; computed once per planner)."""
+        if self.ledger is None or self.hulls is None:
+            return {}, []
+        e_hull: dict[str, dict[str, float]] = {"pbe": {}, "scan": {}}
+        for job in self.ledger.jobs(states=["done"]):
+            entry = (job.result or {}).get("entry")
+            if entry and job.fidelity in e_hull:
+                value = self.hulls.e_above_hull_ev_per_atom(job.fidelity, entry)
+                if np.isfinite(value):
+                    e_hull[job.fidelity][job.structure_id] = float(value)
+        pairs = [(e_hull["pbe"][s], e_hull["scan"][s]) for s in e_hull["pbe"] if s in e_hull["scan"]]
+        if self._known_pairs is None:
+            self._known_pairs = _known_pairs(self.hulls)
+        return e_hull["pbe"], pairs + self._known_pairs
+
+
+def _known_pairs(hulls: Any) -> list[tuple[float, float]]:
+    """(PBE, SCAN) E_hull of the reference compounds known at both fidelities (empty when the hulls cannot say)."""
+    try:
+        from screener.hull.phase_diagram import entry_key
+
+        by_fid = {}
+        for f in ("pbe", "scan"):
+            hull = hulls.hulls[f]
+            by_fid[f] = {str(entry_key(e)): e for e in hull.references if len(e.composition.elements) > 1}
+        out = []
+        for key, entry in by_fid["pbe"].items():
+            twin = by_fid["scan"].get(key)
+            if twin is None:
+                continue
+            x = hulls.hulls["pbe"].e_above_hull_ev_per_atom(entry)
+            y = hulls.hulls["scan"].e_above_hull_ev_per_atom(twin)
+            if np.isfinite(x) and np.isfinite(y):
+                out.append((float(x), float(y)))
+        return out
+    except Exception as exc:  # noqa: BLE001 - a hull without ids or references: the prior and campaign pairs remain
+        logger.info("no known PBE/SCAN pairs for the PBE->SCAN relation: %s", exc)
+        return []
 
 
 def learning_curve_points(rows: list[dict[str, Any]], n_pbe_pretraining: int = 0) -> list[Any]:
@@ -141,7 +191,7 @@ def build_components(config: CampaignConfig, campaign_dir: Path, ledger: Ledger)
     """The real components for ``config`` (the current model versions come from the ledger)."""
     from screener.calculators import get_calculator
     from screener.campaign.ensemble_model import EnsembleModel, default_model_dir
-    from screener.campaign.hulls import CampaignHulls, prepare_references
+    from screener.campaign.hulls import REFERENCES_FILENAME, CampaignHulls, prepare_references
     from screener.execution import get_executor
     from screener.policies import load_policy
 
@@ -149,8 +199,13 @@ def build_components(config: CampaignConfig, campaign_dir: Path, ledger: Ledger)
     calculator = get_calculator(config.backend, **config.backend_options)
     policy = load_policy(config.policy)
     executor = get_executor(config.executor, campaign_dir, **config.executor_options)
-    elements = {el for c in ledger.candidates(role=None) for el in (c["chemsys"] or "").split("-") if el}
-    references = prepare_references(campaign_dir, config.references, elements, config.backend)
+    rows = ledger.candidates(role=None)
+    elements = {el for c in rows for el in (c["chemsys"] or "").split("-") if el}
+    candidates = None
+    if not (campaign_dir / REFERENCES_FILENAME).exists():  # created once; the candidates decide its known phases
+        candidates = {c["structure_id"]: _structure(c["structure_json"]) for c in rows if c["role"] == "candidate"}
+    references = prepare_references(campaign_dir, config.references, elements, config.backend,
+                                    candidates=candidates, backend_options=config.backend_options)
     hulls = CampaignHulls.from_file(references)
     models = {m["fidelity"]: m["path"] for m in ledger.models()}  # latest version of each fidelity wins
     pbe_dir = models.get("pbe") or config.model or str(default_model_dir())
@@ -158,5 +213,18 @@ def build_components(config: CampaignConfig, campaign_dir: Path, ledger: Ledger)
         config.model = pbe_dir  # recorded so a resumed campaign starts from the same weights
     model = EnsembleModel(pbe_dir, models.get("scan"), cache_dir=campaign_dir / "graphs",
                           epochs=config.fine_tune_epochs)
-    planner = PolicyPlanner(policy, config)
+    planner = PolicyPlanner(policy, config, ledger=ledger, hulls=hulls)
     return Components(calculator=calculator, executor=executor, model=model, hulls=hulls, planner=planner)
+
+
+def _structure(structure_json: str) -> Any:
+    """A candidate's Structure from the ledger, decoded without running anything named in it."""
+    import json
+
+    try:
+        from screener._safe_json import structure_from_dict
+    except ImportError:  # pragma: no cover - older tree
+        from pymatgen.core import Structure
+
+        return Structure.from_dict(json.loads(structure_json))
+    return structure_from_dict(json.loads(structure_json), "candidate structure in the ledger")

@@ -23,6 +23,7 @@ from screener.policies.scaling_law import ScalingLawPrior
 __all__ = [
     "AcquisitionConfig",
     "ExploitationConfig",
+    "ExpectedValueConfig",
     "PolicyConfig",
     "PolicyKind",
     "BUILTIN_POLICIES",
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: The shipped presets: a link to the repository's ``policies/`` (copied into wheels as package data).
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
-PolicyKind = Literal["scaling-law", "random", "scan-only", "pbe-then-scan"]
+PolicyKind = Literal["scaling-law", "random", "scan-only", "pbe-then-scan", "expected-value"]
 
 
 class AcquisitionConfig(BaseModel):
@@ -61,6 +62,25 @@ class ExploitationConfig(BaseModel):
         0.25, ge=0, le=1, description="Share of the round budget reserved for confirming likely-stable candidates."
     )
     min_probability_stable: float = Field(0.5, ge=0, le=1, description="P(stable) a candidate needs to be confirmed.")
+
+
+class ExpectedValueConfig(BaseModel):
+    """Settings of the ``expected-value`` kind (see :mod:`screener.policies.expected_value`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pbe_scan_prior_alpha_ev_per_atom: float = Field(0.0, description="Prior intercept of SCAN on PBE E_hull.")
+    pbe_scan_prior_beta: float = Field(1.0, description="Prior slope of SCAN on PBE E_hull.")
+    pbe_scan_prior_sigma_ev_per_atom: float = Field(
+        0.1, gt=0, description="Prior residual std of SCAN given PBE E_hull (stand-in worlds: PBE-as-SCAN E_hull "
+        "MAE 0.07-0.12 eV/atom).")
+    prior_weight: float = Field(5.0, ge=0, description="Pseudo-pairs of the prior.")
+    learning_value: bool = Field(True, description="Add the scaling law's learning value to each option.")
+    learning_value_draws: int = Field(16, ge=1, le=256, description="Fixed-seed draws of the preposterior estimate.")
+    learning_value_min_n_scan: int = Field(
+        100, ge=1, description="N_s below this counts as this in the learning value: the power law describes "
+        "transfer learning curves from ~1e2 SCAN points on (Hoffmann et al. 2023); below, it would promise an "
+        "unbounded MAE drop from the first few calculations.")
 
 
 class PolicyConfig(BaseModel):
@@ -95,6 +115,7 @@ class PolicyConfig(BaseModel):
         2, ge=1, description="Learning-curve points needed before the campaign's own fit is used (else prior only)."
     )
     seed: int = Field(0, description="Seed of the random policy (combined with the round index).")
+    expected_value: ExpectedValueConfig = Field(default_factory=ExpectedValueConfig)
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> PolicyConfig:
@@ -122,6 +143,13 @@ BUILTIN_POLICIES: dict[str, PolicyConfig] = {
         name="scan-only",
         kind="scan-only",
         description="Greedy: the whole budget buys SCAN calculations of the best-ranked candidates.",
+        exploitation=ExploitationConfig(fraction=0.0),
+    ),
+    "expected-value": PolicyConfig(
+        name="expected-value",
+        kind="expected-value",
+        description="Per candidate: skip, PBE screen or SCAN now, by expected confirmed SCAN-stable finds per unit "
+        "cost (calibrated P, PBE->SCAN relation, scaling-law learning value).",
         exploitation=ExploitationConfig(fraction=0.0),
     ),
     "pbe-then-scan": PolicyConfig(

@@ -79,6 +79,10 @@ class PolicyState(BaseModel):
     budget_cpu_hours: float = Field(ge=0, description="Remaining campaign budget.")
     required_phases: list[CompetingPhaseJob] = Field(default_factory=list)
     round_index: int = Field(0, ge=0)
+    pbe_result_e_hull_ev_per_atom: dict[str, float] = Field(
+        default_factory=dict, description="Computed PBE E_hull of candidates with a PBE result (expected-value).")
+    pbe_scan_pairs: list[tuple[float, float]] = Field(
+        default_factory=list, description="(PBE, SCAN) computed E_hull pairs: campaign and known set (expected-value).")
 
     @model_validator(mode="after")
     def _check_lengths(self) -> PolicyState:
@@ -108,6 +112,8 @@ class PlannedCalculation(BaseModel):
     cost_cpu_hours: float
     score: float | None = Field(None, description="Acquisition score of the candidate (higher is better).")
     for_candidate: str = Field(description="Candidate the calculation serves.")
+    numbers: dict[str, float | int | str | bool | None] | None = Field(
+        None, description="The numbers behind the decision (expected-value: P, rates, learning values).")
 
 
 class RoundPlan(BaseModel):
@@ -312,6 +318,10 @@ def decide(
         shuffled = gen.permutation(len(state.candidate_ids)).astype(float)  # random priorities
         r.add_pbe(r.order(-shuffled, r.open_pbe), policy.pbe_fraction * B, "random PBE")
         r.add_scan(r.order(-shuffled, r.open_scan), r.left, "random SCAN")
+    elif policy.kind == "expected-value":
+        from screener.policies.expected_value import plan_expected_value
+
+        numbers.update(plan_expected_value(r, policy, state))
     else:  # scaling-law
         ex = policy.exploitation
         likely = r.open_scan & (r.p_stable >= ex.min_probability_stable)

@@ -1,0 +1,204 @@
+"""Per-candidate choice by expected value: skip, PBE now (then SCAN if the PBE result says so) or SCAN now.
+
+The objective is confirmed SCAN-stable finds per unit of budget. For each open candidate ``i`` (SCAN cost ``c_s``,
+PBE cost ``c_p``, both that candidate's own) the policy values each option by expected finds per unit cost:
+
+* **SCAN now**: ``(p_i + L_s) / c_s``, where ``p_i`` is the calibrated P(SCAN-stable): from the SCAN prediction
+  (the campaign's calibrated sigma), or, for a candidate with a PBE result ``x``, ``q(x) = P(SCAN-stable | PBE
+  E_hull = x)`` from the PBE -> SCAN relation ``E_scan = alpha + beta x + N(0, sigma_r)``;
+* **PBE now, SCAN later if worth it**: the PBE result ``X ~ N(mu_p, sigma_p)`` (calibrated PBE prediction); the
+  candidate is SCAN-computed afterwards when ``q(X) / c_s >= lambda`` (``lambda``: the finds per unit the budget
+  earns at its margin, i.e. the rate of the last SCAN-now pick the remaining budget reaches). Expected finds
+  ``F = E[q(X) 1{go}]``, expected cost ``c_p + c_s P(go)``, value ``(F + L_p + P(go) L_s) / (c_p + c_s P(go))``
+  (Gauss-Hermite quadrature over X);
+* **skip**: 0 (a candidate is planned only if its best rate is positive and the round budget reaches it).
+
+``L_s`` and ``L_p`` are the **learning values** of one calculation: the scaling law's expected MAE drop turned into
+expected extra finds in the rest of the campaign. With ``K`` SCAN picks left after this round (remaining budget /
+median SCAN cost), ``V(m)`` = expected finds among the model's top ``K`` when its predictions sharpen from sigma to
+``m sigma`` (a preposterior estimate: new means ``~ N(mu, sigma^2 - m^2 sigma^2)``, fixed-seed draws), and ``m =
+MAE(N_s + k, N_p) / MAE(N_s, N_p)`` for ``k`` more SCAN calculations (``N_p + k`` for PBE), ``L = (V(m) - V(1)) / k``,
+with ``N_s`` counted as at least ``learning_value_min_n_scan`` (100): the power law holds from there on.
+With a large pre-training set (``N_p`` ~ 2e4 and more) ``L_p`` is negligible: PBE is worth its screen value only.
+
+Candidates are planned greedily by their best option's rate until the round budget is spent (SCAN plans carry their
+competing phases). Every planned item records its numbers (``numbers`` of the plan item: ``p_scan``, ``q_pbe``,
+``rate_*``, ``L_*``, ``lambda``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.special import ndtr
+
+__all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "learning_values", "plan_expected_value"]
+
+_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(24)  # probabilists' Hermite: E[f(Z)], Z ~ N(0, 1)
+_GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
+
+
+class PbeScanRelation:
+    """``E_hull(SCAN) = alpha + beta E_hull(PBE) + N(0, sigma)`` (eV/atom), fitted with a prior."""
+
+    def __init__(self, alpha: float, beta: float, sigma: float, n_pairs: int, source: str) -> None:
+        self.alpha, self.beta, self.sigma, self.n_pairs, self.source = alpha, beta, sigma, n_pairs, source
+
+    def p_scan_stable(self, e_hull_pbe: Any, threshold: float = 0.0) -> np.ndarray:
+        """P(SCAN E_hull <= threshold | PBE E_hull)."""
+        x = np.asarray(e_hull_pbe, dtype=float)
+        return ndtr((threshold - self.alpha - self.beta * x) / self.sigma)
+
+    def numbers(self) -> dict[str, Any]:
+        return {"pbe_scan_alpha_ev_per_atom": self.alpha, "pbe_scan_beta": self.beta,
+                "pbe_scan_sigma_ev_per_atom": self.sigma, "pbe_scan_n_pairs": self.n_pairs}
+
+
+def fit_pbe_scan_relation(pairs: Any, *, prior_alpha: float = 0.0, prior_beta: float = 1.0, prior_sigma: float = 0.1,
+                          prior_weight: float = 5.0) -> PbeScanRelation:
+    """Least squares of SCAN on PBE E_hull over computed pairs, shrunk toward the prior with ``prior_weight``
+    pseudo-pairs (alpha, beta by precision-weighted average; sigma^2 from residuals plus ``prior_weight`` prior
+    pseudo-residuals). Only pairs with PBE E_hull < 0.5 eV/atom count: the decision is made near the hull, and far
+    above it the two functionals' disagreement grows."""
+    arr = np.asarray(pairs, dtype=float).reshape(-1, 2) if len(pairs) else np.zeros((0, 2))
+    arr = arr[np.isfinite(arr).all(axis=1) & (arr[:, 0] < 0.5)]
+    n = len(arr)
+    alpha, beta = prior_alpha, prior_beta
+    if n >= 3 and np.ptp(arr[:, 0]) > 1e-6:
+        b_ols, a_ols = np.polyfit(arr[:, 0], arr[:, 1], 1)
+        w = n / (n + prior_weight)
+        alpha, beta = w * a_ols + (1 - w) * prior_alpha, w * b_ols + (1 - w) * prior_beta
+    elif n >= 1:
+        w = n / (n + prior_weight)
+        alpha = w * float(np.mean(arr[:, 1] - prior_beta * arr[:, 0])) + (1 - w) * prior_alpha
+    res = arr[:, 1] - alpha - beta * arr[:, 0] if n else np.zeros(0)
+    sigma = math.sqrt((float(np.sum(res**2)) + prior_weight * prior_sigma**2) / (n + prior_weight))
+    return PbeScanRelation(float(alpha), float(beta), max(sigma, 1e-3), n,
+                           f"{n} computed PBE/SCAN pairs + prior ({prior_alpha:g} + {prior_beta:g} x, "
+                           f"sigma {prior_sigma:g}, weight {prior_weight:g})")
+
+
+def _top_k_finds(p: np.ndarray, k: int) -> float:
+    if k <= 0 or p.size == 0:
+        return 0.0
+    k = min(k, p.size)
+    return float(np.sum(np.partition(p, p.size - k)[p.size - k:]))
+
+
+def learning_values(fit: Any, n_scan: int, n_pbe: int, mean: np.ndarray, std: np.ndarray, *, picks_left: int,
+                    threshold: float = 0.0, k: int = 10, draws: int = 16, seed: int = 0) -> dict[str, float]:
+    """Expected extra finds per SCAN and per PBE calculation from the scaling law (see the module docstring)."""
+    mae_now = float(fit.predict_mae(max(n_scan, 1), max(n_pbe, 1)))
+    out = {"mae_now_ev_per_atom": mae_now, "picks_left": int(picks_left)}
+    mean, std = np.asarray(mean, float), np.maximum(np.asarray(std, float), 1e-3)
+    v_now = _top_k_finds(ndtr((threshold - mean) / std), picks_left)
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((draws, mean.size))
+    for name, n_s, n_p in (("scan", n_scan + k, n_pbe), ("pbe", n_scan, n_pbe + k)):
+        mae = float(fit.predict_mae(max(n_s, 1), max(n_p, 1)))
+        m = min(max(mae / mae_now, 1e-3), 1.0) if mae_now > 0 else 1.0
+        out[f"mae_after_{name}_ev_per_atom"] = mae
+        if m >= 1.0 or picks_left <= 0 or mean.size == 0:
+            out[f"learning_value_{name}"] = 0.0
+            continue
+        # preposterior: a sharper model moves each mean by N(0, (1 - m^2) sigma^2) and leaves m sigma of doubt
+        new_mean = mean + z * std * math.sqrt(1.0 - m * m)
+        p_new = ndtr((threshold - new_mean) / (m * std))
+        v_new = float(np.mean([_top_k_finds(row, picks_left) for row in p_new]))
+        out[f"learning_value_{name}"] = max(v_new - v_now, 0.0) / k
+    return out
+
+
+def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
+    """Fill the round ``r`` (a :class:`screener.policies.decide._Round`) by expected finds per unit cost; returns the
+    round's numbers (the per-item numbers go into each planned item)."""
+    cfg = policy.expected_value
+    thr = policy.acquisition.threshold_ev_per_atom
+    ids = state.candidate_ids
+    n = len(ids)
+    if n == 0 or r.left <= 0:
+        return {}
+    floor = policy.acquisition.std_floor_ev_per_atom
+    mu_s = r.mean_scan
+    sd_s = np.maximum(np.asarray(state.scan_std_ev_per_atom, float), floor)
+    mu_p = r.mean_pbe
+    sd_p = np.maximum(np.asarray(state.pbe_std_ev_per_atom or state.scan_std_ev_per_atom, float), floor)
+    relation = fit_pbe_scan_relation(state.pbe_scan_pairs, prior_alpha=cfg.pbe_scan_prior_alpha_ev_per_atom,
+                                     prior_beta=cfg.pbe_scan_prior_beta,
+                                     prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight)
+    p_model = ndtr((thr - mu_s) / sd_s)
+    pbe_result = np.array([state.pbe_result_e_hull_ev_per_atom.get(c, np.nan) for c in ids], dtype=float)
+    has_pbe = np.isfinite(pbe_result)
+    q_pbe = np.where(has_pbe, relation.p_scan_stable(np.where(has_pbe, pbe_result, 0.0), thr), np.nan)
+    p_scan = np.where(has_pbe, q_pbe, p_model)
+    c_s, c_p = r.cost_scan, r.cost_pbe
+
+    # lambda: finds per unit of the last SCAN-now pick the remaining campaign budget reaches
+    open_s = r.open_scan & ~r.planned
+    rate_s0 = np.where(open_s, p_scan / c_s, -np.inf)
+    order = np.argsort(-rate_s0, kind="stable")
+    cum = np.cumsum(c_s[order])
+    reach = int(np.searchsorted(cum, state.budget_cpu_hours, side="right"))
+    valid = order[: int(open_s.sum())]
+    lam = float(rate_s0[valid[min(reach, len(valid) - 1)]]) if len(valid) and reach < len(valid) else 0.0
+
+    # learning values from the scaling law (N_p includes the pre-training set: state.n_pbe)
+    picks_left = int(max(state.budget_cpu_hours - r.budget, 0.0) / float(np.median(c_s[open_s]))) if open_s.any() \
+        else 0
+    if cfg.learning_value:
+        fit = r.fit()
+        lv = learning_values(fit, max(state.n_scan, cfg.learning_value_min_n_scan), state.n_pbe, mu_s[open_s], sd_s[open_s], picks_left=picks_left,
+                             threshold=thr, k=max(policy.batch_size, 1), draws=cfg.learning_value_draws,
+                             seed=state.round_index)
+    else:
+        lv = {"learning_value_scan": 0.0, "learning_value_pbe": 0.0}
+    l_s, l_p = float(lv["learning_value_scan"]), float(lv["learning_value_pbe"])
+
+    # PBE now, SCAN later if the result clears lambda: quadrature over the PBE outcome
+    x = mu_p[:, None] + sd_p[:, None] * _GH_NODES[None, :]
+    q = relation.p_scan_stable(x, thr)
+    go = (q / c_s[:, None]) >= lam
+    p_go = go.astype(float) @ _GH_WEIGHTS
+    finds_pbe = (q * go) @ _GH_WEIGHTS
+    cost_pbe_route = c_p + c_s * p_go
+    rate_pbe = (finds_pbe + l_p + p_go * l_s) / cost_pbe_route
+    rate_scan = (p_scan + l_s) / c_s
+
+    open_p = r.open_pbe & ~r.planned
+    options: list[tuple[float, int, str]] = []
+    for i in np.flatnonzero(open_s):
+        best, fid = rate_scan[i], "scan"
+        if open_p[i] and rate_pbe[i] > best:
+            best, fid = rate_pbe[i], "pbe"
+        if best > 0:
+            options.append((-float(best), int(i), fid))
+    options.sort()
+    n_choice = {"scan": 0, "pbe": 0}
+    for neg_rate, i, fid in options:
+        if r.left < min(r.min_cost_pbe, r.min_cost_scan):
+            break
+        before = len(r.items)
+        numbers = {"p_scan_stable": float(p_scan[i]), "p_scan_source": "pbe result" if has_pbe[i] else "model",
+                   "q_pbe_route_finds": float(finds_pbe[i]), "p_go_scan_after_pbe": float(p_go[i]),
+                   "rate_scan_per_cpu_hour": float(rate_scan[i]), "rate_pbe_per_cpu_hour": float(rate_pbe[i]),
+                   "learning_value_scan": l_s, "learning_value_pbe": l_p, "lambda_per_cpu_hour": lam,
+                   "cost_scan_cpu_hours": float(c_s[i]), "cost_pbe_cpu_hours": float(c_p[i])}
+        if has_pbe[i]:
+            numbers["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])
+        if fid == "scan":
+            why = (f"EV: SCAN now, P(SCAN-stable)={p_scan[i]:.2f} ({numbers['p_scan_source']}), "
+                   f"{-neg_rate:.3g} finds/CPU-h")
+            r.add_scan([i], r.left, why)
+        else:
+            why = (f"EV: PBE screen, SCAN after if P>= {lam * c_s[i]:.2f} (P(go)={p_go[i]:.2f}), "
+                   f"{-neg_rate:.3g} finds/CPU-h vs SCAN now {rate_scan[i]:.3g}")
+            r.add_pbe([i], r.left, why)
+        for item in r.items[before:]:
+            if item.kind == "candidate" and item.job_id == ids[i]:
+                item.numbers = numbers
+                n_choice[fid] += 1
+    return {"ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"], "ev_n_pbe_chosen": n_choice["pbe"],
+            "ev_picks_left": picks_left, **{f"ev_{k}": v for k, v in lv.items()}, **relation.numbers(),
+            "pbe_scan_relation_source": relation.source}

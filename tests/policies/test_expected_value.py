@@ -1,0 +1,87 @@
+"""The expected-value policy (screener/policies/expected_value.py): per-candidate skip / PBE / SCAN by finds per
+unit cost, with its numbers on every planned item."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from screener.policies import decide, load_policy
+from screener.policies.expected_value import fit_pbe_scan_relation
+
+
+def _state(n=40, seed=0, **kw):
+    rng = np.random.default_rng(seed)
+    mean = rng.normal(0.2, 0.3, n)
+    state = {
+        "candidate_ids": [f"c{i}" for i in range(n)], "chemsys": [f"Li-X{i}" for i in range(n)],
+        "scan_mean_ev_per_atom": list(mean), "scan_std_ev_per_atom": [0.1] * n,
+        "pbe_mean_ev_per_atom": list(mean - 0.02), "pbe_std_ev_per_atom": [0.1] * n,
+        "cost_scan_cpu_hours": [5.0] * n, "cost_pbe_cpu_hours": [1.0] * n,
+        "n_scan": 0, "n_pbe": 20000, "budget_cpu_hours": 200.0,
+    }
+    state.update(kw)
+    return state
+
+
+def test_every_planned_candidate_carries_its_numbers():
+    plan = decide("expected-value", _state())
+    cands = [i for i in plan.items if i.kind == "candidate"]
+    assert cands
+    for item in cands:
+        assert {"p_scan_stable", "rate_scan_per_cpu_hour", "rate_pbe_per_cpu_hour", "learning_value_scan",
+                "learning_value_pbe", "lambda_per_cpu_hour"} <= set(item.numbers)
+    assert plan.total_cost_cpu_hours <= plan.budget_cpu_hours + 1e-9
+    assert "pbe_scan_beta" in plan.numbers
+
+
+def test_cheaper_of_two_equally_likely_candidates_goes_first():
+    state = _state(n=2, scan_mean_ev_per_atom=[-0.1, -0.1], cost_scan_cpu_hours=[9.0, 3.0],
+                   budget_cpu_hours=100.0)
+    policy = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 12.5})
+    plan = decide(policy, state)
+    assert [i.job_id for i in plan.items] == ["c1", "c0"]
+    assert plan.items[0].numbers["rate_scan_per_cpu_hour"] > plan.items[1].numbers["rate_scan_per_cpu_hour"]
+
+
+def test_pbe_result_drives_the_scan_probability():
+    # c0 and c1 look alike to the model; only c0's PBE result puts it on the hull
+    state = _state(n=3, scan_mean_ev_per_atom=[0.3, 0.3, 0.3], pbe_mean_ev_per_atom=[0.3, 0.3, 0.3],
+                   pbe_done=["c0", "c1"], pbe_result_e_hull_ev_per_atom={"c0": -0.05, "c1": 0.6})
+    plan = decide("expected-value", state)
+    first = plan.items[0]
+    assert first.job_id == "c0" and first.fidelity == "scan"
+    assert first.numbers["p_scan_source"] == "pbe result"
+    assert first.numbers["p_scan_stable"] > 0.6
+
+
+def test_large_pretraining_set_makes_pbe_learning_value_negligible():
+    small = decide("expected-value", _state(n_pbe=50, budget_cpu_hours=2000.0)).numbers
+    large = decide("expected-value", _state(n_pbe=2_000_000, budget_cpu_hours=2000.0)).numbers
+    assert large["ev_learning_value_pbe"] < 0.05 * small["ev_learning_value_pbe"]
+    assert small["ev_learning_value_pbe"] > 0
+
+
+def test_uncertain_candidate_is_screened_with_pbe_when_scan_is_dear():
+    # one sure candidate and many coin flips; SCAN costs 20x PBE: screening the coin flips is worth it
+    n = 30
+    mean = [-0.3] + [0.05] * (n - 1)
+    state = _state(n=n, scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, scan_std_ev_per_atom=[0.2] * n,
+                   pbe_std_ev_per_atom=[0.2] * n, cost_scan_cpu_hours=[20.0] * n, cost_pbe_cpu_hours=[1.0] * n,
+                   budget_cpu_hours=100.0)
+    policy = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 40.0})
+    plan = decide(policy, state)
+    fids = {i.job_id: i.fidelity for i in plan.items}
+    assert fids["c0"] == "scan"
+    assert sum(f == "pbe" for f in fids.values()) >= 5
+
+
+def test_pbe_scan_relation_follows_pairs_and_keeps_the_prior_without_them():
+    prior = fit_pbe_scan_relation([])
+    assert (prior.alpha, prior.beta, prior.sigma) == (0.0, 1.0, pytest.approx(0.1))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-0.1, 0.4, 400)
+    rel = fit_pbe_scan_relation(np.c_[x, 0.05 + 0.8 * x + rng.normal(0, 0.02, 400)])
+    assert rel.alpha == pytest.approx(0.05, abs=0.01)
+    assert rel.beta == pytest.approx(0.8, abs=0.03)
+    assert rel.sigma < 0.03
