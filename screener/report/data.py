@@ -267,6 +267,8 @@ class ReportData:
     schema_version: str | None = None
     headline: Headline | None = None
     _hulls: dict[str, Any] = field(default_factory=dict, repr=False)
+    # element sets of the selected candidates' systems: the only part of a hull the report draws or measures against
+    _systems: list[frozenset[str]] | None = field(default=None, repr=False)
 
     @property
     def finished(self) -> bool:
@@ -281,7 +283,7 @@ class ReportData:
             else:
                 from screener.hull import FidelityHull
 
-                self._hulls[fidelity] = FidelityHull.from_dict(d)
+                self._hulls[fidelity] = FidelityHull.from_dict(_restricted(d, self._systems))
         return self._hulls[fidelity]
 
     def stable_candidates(self, fidelity: str = "scan") -> list[str]:
@@ -314,6 +316,37 @@ class ReportData:
             out.append(ParityPoint(cand.structure_id, fidelity, int(pred.get("round") or 0), float(predicted),
                                    _float(pred.get("e_form_std_ev_per_atom")), float(computed)))
         return out
+
+
+def _entry_elements(entry: Any) -> frozenset[str]:
+    comp = entry.get("composition") if isinstance(entry, dict) else None
+    if not isinstance(comp, dict):
+        return frozenset()
+    return frozenset("".join(c for c in str(el) if c.isalpha()) for el, n in comp.items() if n)
+
+
+def _restricted(hull_dict: dict[str, Any], systems: list[frozenset[str]] | None) -> dict[str, Any]:
+    """A stored hull with only the entries inside some of ``systems`` (their subsystems included).
+
+    Decoding every known phase of a large reference set costs seconds; the report only measures the selected
+    candidates, whose hulls need nothing outside their own systems, so the result is the same. Entries lose their
+    structures (not needed for energies or hull plots).
+    """
+    keep = {}
+    for key in ("entries", "references"):
+        keep[key] = [_without_structure(e) for e in hull_dict.get(key) or []
+                     if systems is None or any(_entry_elements(e) <= s for s in systems)]
+    return {**hull_dict, **keep}
+
+
+def _without_structure(entry: Any) -> Any:
+    """A structure entry as a plain ComputedEntry: a hull needs compositions and energies, and decoding hundreds of
+    structures is most of the cost of reading a stored hull."""
+    if not isinstance(entry, dict) or "structure" not in entry:
+        return entry
+    out = {k: v for k, v in entry.items() if k != "structure"}
+    out["@module"], out["@class"] = "pymatgen.entries.computed_entries", "ComputedEntry"
+    return out
 
 
 def backend_labels(jobs: list[JobInfo]) -> dict[str, list[str]]:
@@ -627,6 +660,8 @@ def load_report_data(campaign_dir: str | Path) -> ReportData:
     by_id: dict[str, list[JobInfo]] = {}
     for job in jobs:
         by_id.setdefault(job.structure_id, []).append(job)
+    data._systems = [frozenset(p for p in str(row.get("chemsys") or "").split("-") if p) for row in cand_rows
+                     if row["structure_id"] in by_id]
     latest_pred: dict[tuple[str, str], dict[str, Any]] = {}
     pred_by_round: dict[tuple[int, str, str], dict[str, Any]] = {}
     for number, rows in sorted(predictions.items()):
