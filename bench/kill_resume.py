@@ -2,9 +2,10 @@
 
 The campaign runs on the real components (CHGNet stand-in calculators, local jobflow executor with its JSON job
 store, a tiny CGAT ensemble, the scaling-law policy) in a subprocess. First one uninterrupted run gives the reference
-(its ledger events measure progress); then a campaign is started, killed with SIGKILL once it has reached a random
-point of the reference's progress plus a random 0-4 s (or, for the point 0, during start-up and creation), and
-started again with the same options (a resume), until it finishes, until at least ``--kills`` kills were made. Each finished campaign is compared with the reference: jobs, results, the SCAN-stable set and the budget spent.
+(its ledger events measure progress); then a campaign is started, killed with SIGKILL at a random point (during its
+creation, a restart's start-up, or a random point of the work left: after a random number of the reference's
+ledger events plus a random part of the time the reference took to its next event) and started again with the same
+options (a resume) until it finishes; campaigns are run this way until at least ``--kills`` kills were made. Each finished campaign is compared with the reference: jobs, results, the SCAN-stable set and the budget spent.
 
 Counts (the JSON object printed last; also written to ``--out``):
 
@@ -177,8 +178,8 @@ def _stage(campaign: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20, help="SIGKILLs to make (at least).")
-    parser.add_argument("--budget", type=float, default=30.0)
-    parser.add_argument("--batch", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=40.0)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="Seed of the kill times.")
     parser.add_argument("--references", default="auto", help="Hull references of the campaign (screener run's).")
     parser.add_argument("--work", type=Path, default=None, help="Work folder (default: a temporary one).")
@@ -191,7 +192,8 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="kill-resume-"))
     work.mkdir(parents=True, exist_ok=True)
     model = _train_model(work)
-    options = {"candidates": [str(DATA / "mp20_val_6.csv")], "budget": args.budget, "model": str(model),
+    options = {"candidates": [str(DATA / "mp20_train_24.csv"), str(DATA / "mp20_val_6.csv")],
+               "budget": args.budget, "model": str(model),
                "batch_size": args.batch, "fine_tune_epochs": 1, "seed": 0, "references": args.references}
 
     # the reference: one uninterrupted run
@@ -208,7 +210,10 @@ def main() -> None:
     from screener.campaign.ledger import Ledger
 
     with Ledger.in_dir(reference_dir, read_only=True) as ledger:
-        creation_s = ledger.events()[0]["time"] - started_at  # start-up and creation: the first event is its end
+        times = [e["time"] for e in ledger.events()]
+    creation_s = times[0] - started_at  # start-up and creation: the first event is its end
+    # the reference's time from its k-th event to the next one (k = 1..n), what a kill after the k-th falls into
+    gaps = [0.0] + [b - a for a, b in zip(times, times[1:])] + [1.0]
 
     rng = random.Random(args.seed)
     counts = Counter()
@@ -221,23 +226,29 @@ def main() -> None:
         log = work / f"killed-{k:02d}.log"
         shutil.rmtree(camp, ignore_errors=True)
         log.unlink(missing_ok=True)
-        # kill points spread over the whole run by progress: the k-th kill waits until the campaign has logged a
-        # random number of the reference run's ledger events (drawn uniformly, sorted), then a random 0-4 s more, so
-        # it lands anywhere (creation, ranking, a calculation, a ledger write, fine-tuning) and every restart gets
-        # further; a target of 0 events kills during start-up or creation
-        targets = sorted(rng.randrange(0, n_events) for _ in range(args.kills - counts["kills"]))
         starts = kills = 0
         while True:
             starts += 1
             output = work / f"killed-{k:02d}-start{starts:02d}.txt"
+            done_events = max(0, _progress(camp))
             proc = _start_to_files(work, {**options, "campaign_dir": str(camp)}, log, output)
+            t_start = time.perf_counter()
             counts["resumed"] += int(starts > 1)  # a restart after a kill (one that fails stops the benchmark)
-            if kills < len(targets):
-                target = targets[kills]
-                while proc.poll() is None and _progress(camp) < target:
-                    time.sleep(0.2)
-                extra = rng.uniform(0.5, creation_s) if target == 0 else rng.uniform(0.0, 4.0)
-                deadline = time.perf_counter() + extra
+            if counts["kills"] < args.kills and done_events < n_events:
+                # where to kill: during creation (first start, 30 %), during a restart's start-up (10 %), or at a
+                # random point of the work still to do: once the campaign has logged a random number of the
+                # reference's ledger events, a random part of the time the reference spent before its next event
+                u = rng.random()
+                if starts == 1 and u < 0.3:
+                    target, extra = 0, rng.uniform(0.5, creation_s)
+                elif starts > 1 and u < 0.1:
+                    target, extra = 0, rng.uniform(0.5, 5.0)
+                else:
+                    target = rng.randrange(done_events + 1, n_events + 1)
+                    extra = rng.uniform(0.0, gaps[min(target, len(gaps) - 1)])
+                while proc.poll() is None and target and _progress(camp) < target:
+                    time.sleep(0.1)
+                deadline = (time.perf_counter() if target else t_start) + extra
                 while proc.poll() is None and time.perf_counter() < deadline:
                     time.sleep(0.05)
                 if proc.poll() is None:
@@ -270,7 +281,8 @@ def main() -> None:
         "identical_final_result": counts["identical_final_result"], "duplicates": counts["duplicates"],
         "lost": counts["lost"], "overspent": counts["overspent"], "recomputed": counts["recomputed"],
         "kill_stages": dict(sorted(stages.items())), "per_campaign": campaigns,
-        "reference": {"wall_s": round(serial_s, 1), "creation_s": round(creation_s, 1), "ledger_events": n_events, "calculations": len(reference["results"]),
+        "reference": {"wall_s": round(serial_s, 1), "creation_s": round(creation_s, 1), "ledger_events": n_events,
+                      "calculations": len(reference["results"]),
                       "rounds": len(reference["rounds"]), "stable_scan": reference["stable_scan"],
                       "spent": reference["spent"], "total": reference["total"]},
         "wall_s": round(time.perf_counter() - t_start, 1),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -185,6 +186,10 @@ class Ledger:
         self._lock = None
         if not self.path.exists() and not create:
             raise InvalidInputError(f"{self.path.parent} is not a screener campaign (no {LEDGER_FILENAME} in it)")
+        if not read_only and self.path.exists() and not (os.access(self.path, os.W_OK)
+                                                         and os.access(self.path.parent, os.W_OK)):
+            raise InvalidInputError(f"campaign folder {self.path.parent} is read-only: screener status and screener "
+                                    "report --output ELSEWHERE can read it; copy it somewhere writable to run it")
         try:
             existed = self.path.exists()
             if read_only:

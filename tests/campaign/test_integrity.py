@@ -160,6 +160,9 @@ def test_read_only_folder_gives_status_and_a_report_elsewhere(fake_cli, tmp_path
                                 cwd=out_dir)
         assert report.returncode == 0, report.stderr
         assert (out_dir / "report" / "mkdocs.yml").exists()
+        run = subprocess.run([*prefix, sys.executable, "-c", code, "run", "--campaign", str(camp)],
+                             capture_output=True, text=True, env=env, cwd=out_dir)
+        assert run.returncode == 2 and "is read-only" in run.stderr and len(run.stderr.strip().splitlines()) == 1
         assert _snapshot(camp) == before and not (camp / "ledger.sqlite-wal").exists()
     finally:
         for p in [base, *base.rglob("*")]:
