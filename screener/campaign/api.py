@@ -21,10 +21,10 @@ logger = logging.getLogger(__name__)
 
 
 def default_candidates_path() -> Path:
-    """The shipped demo candidates: 40 MP-20 test-split structures (screener/data/demo_candidates)."""
+    """The shipped demo candidates: 40 Materials Project structures of Li-Fe-O (screener/data/demo_candidates)."""
     from screener.data import data_path
 
-    return Path(data_path("demo_candidates")) / "mp20_test_40.csv"
+    return Path(data_path("demo_candidates")) / "mp_li_fe_o_40.csv"
 
 
 def new_campaign_dir(base: str | Path = ".") -> Path:

@@ -45,8 +45,11 @@ def test_new_stable_phase_moves_the_hull_at_its_neighbours(hulls):
     json.dumps(snap["json"])  # storable in the ledger
 
 
-def test_scan_hull_reports_missing_competing_phases(hulls):
-    hulls.add_result("pbe", _entry("Li3Na", ["Li", "Li", "Li", "Na"], "pbe", -0.3).as_dict())
+def test_scan_hull_reports_missing_competing_phases():
+    # a known phase given at PBE only (e.g. an MP GGA entry without its r2SCAN twin): the SCAN hull needs it
+    refs = {f: [_entry(f"ref:{f}:{el}", [el], f, 0.0) for el in ("Li", "Na")] for f in ("pbe", "scan")}
+    refs["pbe"].append(_entry("Li3Na", ["Li", "Li", "Li", "Na"], "pbe", -0.3))
+    hulls = CampaignHulls({f: [e.as_dict() for e in es] for f, es in refs.items()})
     missing = hulls.missing_competing_phases("scan", "Li-Na")
     assert [sid for sid, _ in missing] == ["Li3Na"] and missing[0][1].composition.reduced_formula == "NaLi3"
     assert hulls.missing_competing_phases("pbe", "Li-Na") == []
@@ -63,7 +66,7 @@ def test_element_without_reference_gives_nan_not_a_guess(hulls):
 def test_shipped_references_file(tmp_path):
     path = prepare_references(tmp_path, "auto", ["Li", "O"], backend="vasp")
     data = json.loads(path.read_text())
-    assert set(data) == {"pbe", "scan"} and len(data["pbe"]) == 2 and len(data["scan"]) == 2
+    assert set(data) == {"pbe", "scan", "meta"} and len(data["pbe"]) == 2 and len(data["scan"]) == 2
     hulls = CampaignHulls.from_file(path)
     assert hulls.hull_formation_energy_ev_per_atom("scan", "Li2O") == pytest.approx(0.0)
     assert prepare_references(tmp_path, "shipped", ["Fe"], backend="vasp") == path  # written once, then reused

@@ -1,0 +1,213 @@
+"""Known phases: the competing phases a campaign's hulls start from, like Materials Project's GGA and r2SCAN sets.
+
+A hull that holds only the elements calls nearly every compound stable. Before a campaign computes anything its PBE
+and SCAN hulls therefore hold the *known* phases of every candidate's chemical system and its subsystems:
+
+``standin`` back-end
+    the shipped set ``screener/data/known_phases/standin_known_phases.json.gz``: real Materials Project structures
+    labelled with the stand-in calculators themselves (CHGNet 0.3.0 for PBE, CHGNet r2scan for SCAN), built by
+    ``bench/build_known_phases.py`` (see the README next to it);
+``vasp``
+    Materials Project entries (GGA/GGA+U with MP2020, and r2SCAN) from the mp-api cache (:mod:`screener.hull.mp_cache`)
+    or a user entries file;
+``replay``
+    the labelled data set's (the world's) own entries of those systems.
+
+Whatever the source, a known phase that IS a candidate (same id, or the same structure by pymatgen's
+``StructureMatcher``) is dropped: a candidate is never its own competing phase (:func:`exclude_candidates`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from screener.errors import InvalidInputError
+from screener.hull.corrections import normalise_fidelity
+from screener.hull.phase_diagram import chemsys_elements, entry_key
+
+if TYPE_CHECKING:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Structure
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+__all__ = [
+    "KNOWN_PHASES_FORMAT",
+    "STANDIN_KNOWN_PHASES",
+    "standin_known_phases_path",
+    "read_known_phases",
+    "make_known_phase_entries",
+    "standin_known_phases",
+    "standin_elemental_references",
+    "candidate_matches",
+    "exclude_candidates",
+    "count_compounds",
+]
+
+logger = logging.getLogger(__name__)
+
+KNOWN_PHASES_FORMAT = "screener-known-phases/1"
+STANDIN_KNOWN_PHASES = "known_phases/standin_known_phases.json.gz"
+_RUN_TYPES = {"pbe": "CHGNet-0.3.0 stand-in", "scan": "CHGNet-r2scan stand-in"}
+_LABELS = {"pbe": "known phase, stand-in CHGNet 0.3.0 single point (not DFT)",
+           "scan": "known phase, stand-in CHGNet r2scan single point (not DFT)"}
+
+
+def standin_known_phases_path() -> Path:
+    """The shipped known-phase set of the stand-in back-end."""
+    from screener.data import data_path
+
+    return Path(data_path(STANDIN_KNOWN_PHASES))
+
+
+@lru_cache(maxsize=2)
+def read_known_phases(path: str | None = None) -> dict[str, Any]:
+    """The known-phase document (``{"format", "command", "sources", "phases": [...]}``), read once per process.
+
+    Each phase is ``{"structure_id", "source", "structure" (Structure dict), "energy_ev": {"pbe": E, "scan": E}}``
+    (total energies of the cell in eV) and, for elemental ground states, ``"element_reference": "Fe"``.
+    """
+    path = str(path or standin_known_phases_path())
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read the known-phase set {path}: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != KNOWN_PHASES_FORMAT:
+        raise InvalidInputError(f"{path} is not a known-phase set (format {KNOWN_PHASES_FORMAT})")
+    return doc
+
+
+def _record_elements(record: Mapping[str, Any]) -> frozenset[str]:
+    """Elements of a stored phase without building its Structure (species of each site)."""
+    out = set()
+    for site in record["structure"]["sites"]:
+        for sp in site["species"]:
+            out.add("".join(c for c in str(sp["element"]) if c.isalpha()))
+    return frozenset(out)
+
+
+def make_known_phase_entries(
+    records: Iterable[Mapping[str, Any]],
+    fidelity: str,
+    *,
+    systems: Iterable[Any] | None = None,
+) -> list[ComputedStructureEntry]:
+    """Stand-in entries of one fidelity from stored phase records.
+
+    Parameters
+    ----------
+    records : iterable of dict
+        The ``phases`` of a known-phase document.
+    fidelity : {"pbe", "scan"}
+    systems : iterable of chemical systems, optional
+        Keep only phases whose elements all belong to one of these systems (its subsystems included).
+
+    Returns
+    -------
+    list of ComputedStructureEntry
+        ``data["backend"] = "standin"`` (never MP2020-corrected), ``data["known_phase"] = True``; elemental ground
+        states get the ids of :func:`screener.hull.make_reference_entries` (``ref:standin:<fidelity>:<El>``).
+    """
+    from pymatgen.core import Structure
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    fidelity = normalise_fidelity(fidelity)
+    wanted = None if systems is None else [chemsys_elements(s) for s in systems]
+    entries = []
+    for rec in records:
+        if wanted is not None:
+            els = _record_elements(rec)
+            if not any(els <= w for w in wanted):
+                continue
+        element = rec.get("element_reference")
+        sid = f"ref:standin:{fidelity}:{element}" if element else str(rec["structure_id"])
+        entries.append(ComputedStructureEntry(
+            Structure.from_dict(rec["structure"]),
+            float(rec["energy_ev"][fidelity]),
+            parameters={"run_type": _RUN_TYPES[fidelity]},
+            data={"fidelity": fidelity, "backend": "standin", "structure_id": sid, "apply_mp2020": False,
+                  "known_phase": True, "source": rec.get("source", ""), "label": _LABELS[fidelity]},
+            entry_id=sid,
+        ))
+    return entries
+
+
+def standin_known_phases(systems: Iterable[Any], fidelity: str, path: str | Path | None = None
+                         ) -> list[ComputedStructureEntry]:
+    """Compounds of the shipped stand-in set in these chemical systems and their subsystems (no elements)."""
+    doc = read_known_phases(str(path) if path else None)
+    records = [r for r in doc["phases"] if not r.get("element_reference")]
+    return make_known_phase_entries(records, fidelity, systems=list(systems))
+
+
+def standin_elemental_references(elements: Iterable[str], fidelity: str, path: str | Path | None = None
+                                 ) -> list[ComputedStructureEntry]:
+    """Stand-in elemental ground states stored in the shipped set (those it has of ``elements``)."""
+    doc = read_known_phases(str(path) if path else None)
+    wanted = set(elements)
+    records = [r for r in doc["phases"] if r.get("element_reference") in wanted]
+    return make_known_phase_entries(records, fidelity)
+
+
+def candidate_matches(
+    structure_id: str | None,
+    structure: Structure | None,
+    candidates: Mapping[str, Structure],
+    matcher: StructureMatcher | None = None,
+    *,
+    material_id: str | None = None,
+) -> str | None:
+    """The id of the candidate a known phase is (same id or material id, or a StructureMatcher match), else None."""
+    for key in (structure_id, material_id):
+        if key is not None and str(key) in candidates:
+            return str(key)
+    if structure is None:
+        return None
+    formula = structure.composition.reduced_formula
+    same = [(cid, s) for cid, s in candidates.items() if s.composition.reduced_formula == formula]
+    if not same:
+        return None
+    if matcher is None:
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+
+        matcher = StructureMatcher()
+    return next((cid for cid, s in same if matcher.fit(structure, s)), None)
+
+
+def exclude_candidates(
+    entries: Sequence[Any], candidates: Mapping[str, Structure]
+) -> tuple[list[Any], dict[str, str]]:
+    """Drop known phases that are candidates; return ``(kept, {dropped entry key: candidate id})``."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    matcher = StructureMatcher()
+    kept, dropped = [], {}
+    for entry in entries:
+        if len(entry.composition.elements) == 1 and str(entry_key(entry) or "").startswith("ref:"):
+            kept.append(entry)  # an elemental reference is never a candidate's stand-in
+            continue
+        mid = (entry.data or {}).get("material_id")
+        match = candidate_matches(entry_key(entry), getattr(entry, "structure", None), candidates, matcher,
+                                  material_id=str(mid) if mid else None)
+        if match is None:
+            kept.append(entry)
+        else:
+            dropped[str(entry_key(entry))] = match
+    return kept, dropped
+
+
+def count_compounds(entries: Iterable[Any], chemsys: Any, *, exclude: Iterable[str] = ()) -> int:
+    """Entries with two or more elements, all in ``chemsys``: the competing phases beyond the elements."""
+    elements = chemsys_elements(chemsys)
+    skip = set(exclude)
+    return sum(
+        1 for e in entries
+        if len(e.composition.elements) > 1 and entry_key(e) not in skip
+        and {str(el) for el in e.composition.elements} <= elements
+    )
