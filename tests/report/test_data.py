@@ -85,7 +85,8 @@ def test_competing_phase_counts_from_the_ledger_record_and_elements_only(synthet
     assert nacl.competing["scan"].source == "final hull snapshot" and nacl.competing["scan"].elements_only
     assert (nacl.competing["pbe"].known, nacl.competing["pbe"].computed) == (0, 1)  # Na3Cl-hyp computed at PBE
     with Ledger.in_dir(campaign) as ledger:
-        ledger.set_meta("competing_phases", {"systems": {"Li-O": {"pbe": 3, "scan": 2}, "Cl-Na": {"pbe": 0, "scan": 0}}})
+        ledger.set_meta("competing_phases",
+                        {"systems": {"Li-O": {"pbe": 3, "scan": 2}, "Cl-Na": {"pbe": 0, "scan": 0}}})
     data = load_report_data(campaign)
     li2o = next(c for c in data.candidates if c.structure_id == "Li2O-afl")
     assert (li2o.competing["pbe"].known, li2o.competing["scan"].known) == (3, 2)
@@ -95,3 +96,31 @@ def test_competing_phase_counts_from_the_ledger_record_and_elements_only(synthet
     assert "elements only" in candidates_page(data)
     page = candidate_page(nacl, data, viewer="", files={}, structure_note="", energy_figure=None, hull_figures={})
     assert "Hull with the elements only" in page and "The final SCAN hull of Cl-Na" in page
+
+
+def test_pool_prevalence_and_daf_from_a_replay_data_set(synthetic_campaign, tmp_path):
+    """A replay data set knows every candidate's SCAN E_hull: prevalence = stable share of the pool, DAF = hit rate
+    / prevalence; without it the report says 'unknown'."""
+    import json
+    import shutil
+
+    from synthetic_campaign import candidate_structures
+
+    from screener.calculators.result import make_entry_dict
+    from screener.campaign.ledger import Ledger
+
+    campaign = shutil.copytree(synthetic_campaign, tmp_path / "c", ignore=shutil.ignore_patterns("report"))
+    truth = {"Li2O-afl": 0.0, "LiO2-hyp": 0.2, "NaCl-rs": 0.0, "Na3Cl-hyp": 0.5, "Li/O odd:id": 0.3,
+             "never-picked": 0.1}  # 2 of 6 stable
+    entries = [make_entry_dict(s, -1.0 * len(s), structure_id=sid, fidelity="scan", backend="replay",
+                               run_type="r2SCAN", data={"e_above_hull": truth[sid]})
+               for sid, s in candidate_structures().items()]
+    (tmp_path / "world.json").write_text(json.dumps(entries))
+    with Ledger.in_dir(campaign) as ledger:
+        config = ledger.get_meta("config")
+        ledger.set_meta("config", config | {"backend": "replay",
+                                            "backend_options": {"path": str(tmp_path / "world.json")}})
+    h = load_report_data(campaign).headline
+    assert h.prevalence == pytest.approx(2 / 6) and "6 of 6 candidates" in h.prevalence_source
+    assert h.daf == pytest.approx(h.hit_rate / (2 / 6)) and h.daf == pytest.approx((2 / 3) / (2 / 6))
+    assert load_report_data(synthetic_campaign).headline.daf is None  # stand-in: unknown
