@@ -47,7 +47,9 @@ from typing import Any
 
 import numpy as np
 
-POLICIES = ("scaling-law", "random", "scan-only", "pbe-then-scan")
+POLICIES = ("expected-value", "scaling-law", "random", "scan-only", "pbe-then-scan")
+#: the baselines the issue compares against (the default policy is compared too, but is not a baseline)
+BASELINES = ("random", "scan-only", "pbe-then-scan")
 #: one dense chemical space: ~11 % of its structures are on their SCAN hull (a whole-world draw: ~50 %)
 ELEMENTS = "Li,Mn,Fe,Co,Ni,O"
 QUICK = dict(size=300, elements=ELEMENTS, pool_fraction=0.5, preset="small", members=3, pretrain_epochs=60,
@@ -81,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fine-tune-epochs", type=int, help="Epochs of each round's fine-tune.")
     p.add_argument("--seeds", help="Comma-separated campaign seeds (every policy runs each seed).")
     p.add_argument("--policies", default=",".join(POLICIES), help="Comma-separated policy presets or YAML files.")
+    p.add_argument("--cost", choices=["size", "flat"], default="size",
+                   help="Cost model of the replayed calculations: size-dependent (n_sites^2) or flat (every PBE run "
+                        "1 unit, every SCAN run 5).")
     p.add_argument("--tol", type=float, default=1e-6, help="SCAN E_hull (eV/atom) at or below which truly stable.")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/screener-bench"), help="Worlds, models, campaigns.")
     p.add_argument("--device", default="auto", help="Torch device for training (auto, cpu, cuda).")
@@ -213,11 +218,14 @@ def run_one(args: argparse.Namespace, *, policy: str, seed: int, campaign_dir: P
         if stage.endswith("ranking") and done == 0:
             logging.getLogger("bench.campaign").info("%s, seed %s: %s", policy, seed, stage)
 
+    options: dict[str, Any] = {"path": world.replay_paths()}
+    if args.cost == "flat":
+        options["cost_model"] = {"exponent": 0.0}
     _, summary = run_campaign(
         campaign_dir, candidates=[pool_file], budget=args.budget, model=model, backend="replay", executor="local",
         policy=str(yaml_path), batch_size=args.batch, budget_unit="pbe-equivalent", seed=seed,
         references=str(references),
-        backend_options={"path": world.replay_paths()}, fine_tune_epochs=args.fine_tune_epochs, progress=progress,
+        backend_options=options, fine_tune_epochs=args.fine_tune_epochs, progress=progress,
     )
     wall = time.perf_counter() - t0
     status = campaign_status(campaign_dir)
@@ -289,11 +297,17 @@ def policy_name(spec: str) -> str:
 
 
 def aggregate(values: list[float]) -> dict[str, Any]:
+    """Mean, std, range and the 95 % t-interval of the mean over seeds."""
+    from scipy.stats import t as student_t
+
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
     if v.size == 0:
-        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": round(float(v.mean()), 4), "std": round(float(v.std(ddof=1)) if v.size > 1 else 0.0, 4),
-            "min": round(float(v.min()), 4), "max": round(float(v.max()), 4), "n": int(v.size)}
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0, "ci95": None}
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    half = float(student_t.ppf(0.975, v.size - 1) * sd / np.sqrt(v.size)) if v.size > 1 else float("nan")
+    ci = [round(float(v.mean()) - half, 4), round(float(v.mean()) + half, 4)] if np.isfinite(half) else None
+    return {"mean": round(float(v.mean()), 4), "std": round(sd, 4), "min": round(float(v.min()), 4),
+            "max": round(float(v.max()), 4), "n": int(v.size), "ci95": ci}
 
 
 # ---- main ----------------------------------------------------------------------------------------------------------
@@ -331,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
     pool_file = write_pool(run_root / "pool.extxyz", world, pool_ids)
     references = write_references(run_root / f"references_{args.known_hull}.json", world,
                                   [ids[i] for i in known], args.known_hull)
-    cost = CostModel()
+    cost = CostModel(exponent=0.0) if args.cost == "flat" else CostModel()
     sites = {e.data["structure_id"]: len(e.structure) for e in world.entries["pbe"]}
     median_sites = sorted(sites[s] for s in pool_ids)[(len(pool_ids) - 1) // 2]
     unit = cost.cpu_hours(median_sites, "pbe")
@@ -342,10 +356,20 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in args.seed_list:
         for policy in args.policy_list:
             name = policy_name(policy)
+            # each finished campaign's figures are kept beside it: a killed benchmark resumes where it stopped
+            tag = f"{name}_{args.cost}_b{args.budget:g}"
+            done_file = run_root / f"seed{seed}" / f"{tag}.score.json"
+            if done_file.is_file():
+                runs[policy][str(seed)] = json.loads(done_file.read_text())
+                log(f"seed {seed}: {name}: finished before, figures read from {done_file}")
+                continue
             log(f"seed {seed}: {name} campaign (budget {args.budget:g} PBE-equivalents, batch {args.batch})")
-            run = run_one(args, policy=policy, seed=seed, campaign_dir=run_root / f"seed{seed}" / name,
+            run = run_one(args, policy=policy, seed=seed, campaign_dir=run_root / f"seed{seed}" / tag,
                           pool_file=pool_file, model=model, world=world, references=references)
             runs[policy][str(seed)] = s = score(run, truth, prevalence)
+            s["found_per_unit"] = s["found"] / s["budget_spent"] if s["budget_spent"] else float("nan")
+            s["fraction_of_oracle"] = s["found"] / bound["max_found"] if bound["max_found"] else float("nan")
+            done_file.write_text(json.dumps(s, indent=1))
             log(f"seed {seed}: {name}: found {s['found']} of {s['selected']} SCAN-confirmed "
                 f"(+{s['n_pbe']} PBE), DAF {s['daf']:.2f}, {s['rounds']} rounds, {s['wall_s']:.0f} s")
 
@@ -353,8 +377,17 @@ def main(argv: list[str] | None = None) -> dict:
     base = "random" if "random" in runs else None
     for policy, by_seed in runs.items():
         seeds = [str(s) for s in args.seed_list]
-        row: dict[str, Any] = {k: aggregate([by_seed[s][k] for s in seeds])
-                               for k in ("found", "selected", "precision", "daf", "n_pbe", "n_scan")}
+        row: dict[str, Any] = {k: aggregate([by_seed[s].get(k, float("nan")) for s in seeds])
+                               for k in ("found", "found_per_unit", "fraction_of_oracle", "selected", "precision",
+                                         "daf", "n_pbe", "n_scan", "wall_s")}
+        # per seed: found per unit over the best baseline of that seed (the interval is over seeds)
+        baselines = [b for b in BASELINES if b in runs and b != policy]
+        if baselines:
+            ratios = []
+            for s_ in seeds:
+                best = max(runs[b][s_]["found_per_unit"] for b in baselines)
+                ratios.append(by_seed[s_]["found_per_unit"] / best if best > 0 else float("nan"))
+            row["found_per_unit_vs_best_baseline"] = aggregate(ratios)
         if base is not None:
             row["found_vs_random"] = aggregate([by_seed[s]["found"] / by_seed_base["found"]
                                                 if (by_seed_base := runs[base][s])["found"] else float("nan")
@@ -389,7 +422,9 @@ def main(argv: list[str] | None = None) -> dict:
             "daf": "precision / prevalence", "vs_random": "per seed ratio to the random policy, then mean",
             "oracle": "truly stable candidates SCAN-confirmed cheapest first until the budget ends",
         },
-        "oracle": bound,
+        "oracle": {**bound, "found_per_unit": bound["max_found"] / args.budget,
+                   "daf": 1 / prevalence if prevalence else None},
+        "cost_model": "flat: PBE 1, SCAN 5 units" if args.cost == "flat" else "size-dependent (n_sites^2)",
         "summary": summary,
         "runs": {policy_name(p): v for p, v in runs.items()},
         "caveats": caveats(args, prevalence, bound, len(args.seed_list), model_info),

@@ -210,6 +210,8 @@ class ReplayCalculator:
     name: str = "replay"
 
     def __post_init__(self) -> None:
+        if isinstance(self.cost_model, dict):  # from a campaign's stored backend options (plain JSON)
+            self.cost_model = CostModel(**self.cost_model)
         raw = self.path if isinstance(self.path, list | tuple) else [self.path]
         if not raw or raw == [""]:
             raise InvalidInputError("the replay calculator needs path= (a labelled data set file)")
