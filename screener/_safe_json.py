@@ -191,26 +191,42 @@ def check(obj: Any, what: str, *, jobs: bool = False, task_docs: bool = False) -
     task_docs : bool
         Also allow the task documents of atomate2's VASP jobs (:data:`TASK_DOC_CLASSES`; stored job outputs).
     """
+    if isinstance(obj, Mapping) and not isinstance(obj, dict):
+        obj = dict(obj)  # parsed JSON holds plain dicts below the top
     classes = JOB_CLASSES if jobs else TASK_DOC_CLASSES if task_docs else DATA_CLASSES
     callables = JOB_CALLABLES if jobs else frozenset()
-    stack: list[tuple[Any, str]] = [(obj, "")]
+    stack: list[Any] = [obj]
     while stack:  # iterative: a deeply nested file must not become a RecursionError traceback
-        node, where = stack.pop()
-        if isinstance(node, Mapping):
+        node = stack.pop()
+        if isinstance(node, dict):
             if "@module" in node or "@class" in node or "@callable" in node:
                 module, cls, func = node.get("@module"), node.get("@class"), node.get("@callable")
                 if func is not None:
                     if (module, func) not in callables:
-                        raise _refuse(what, where, f"function {module}.{func}", jobs)
+                        raise _refuse(what, _path_to(obj, node), f"function {module}.{func}", jobs)
                 elif (module, cls) not in classes:
-                    raise _refuse(what, where, f"class {module}.{cls}", jobs)
-            for key, value in node.items():
-                if jobs and key in COMMAND_KEYS and value:
-                    raise _refuse(what, f"{where}.{key}".lstrip("."), f"a command setting {key!r}", jobs)
-                if isinstance(value, Mapping | list):
-                    stack.append((value, f"{where}.{key}".lstrip(".")))
+                    raise _refuse(what, _path_to(obj, node), f"class {module}.{cls}", jobs)
+            if jobs:
+                for key in COMMAND_KEYS.intersection(node):
+                    if node[key]:
+                        raise _refuse(what, _path_to(obj, node, key), f"a command setting {key!r}", jobs)
+            stack.extend(v for v in node.values() if isinstance(v, dict | list))
         elif isinstance(node, list):
-            stack.extend((value, f"{where}[{i}]") for i, value in enumerate(node) if isinstance(value, Mapping | list))
+            stack.extend(v for v in node if isinstance(v, dict | list))
+
+
+def _path_to(obj: Any, target: Any, key: str | None = None) -> str:
+    """Where ``target`` sits in ``obj`` (``a.b[2].c``), for the message; only computed once something is refused."""
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        node, where = stack.pop()
+        if node is target:
+            return f"{where}.{key}".lstrip(".") if key else where
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            if isinstance(v, dict | list):
+                stack.append((v, f"{where}[{k}]" if isinstance(node, list) else f"{where}.{k}".lstrip(".")))
+    return ""
 
 
 def decode(obj: Any, what: str, *, jobs: bool = False) -> Any:
@@ -237,8 +253,14 @@ def structure_from_dict(d: Mapping[str, Any], what: str) -> Any:
     """A pymatgen ``Structure`` from its dict, after :func:`check` (site properties may name classes)."""
     from pymatgen.core import Structure
 
+    if not isinstance(d, Mapping):
+        raise InvalidInputError(f"{what}: expected a structure (a JSON object), got {type(d).__name__}")
+    d = dict(d)
     check(d, what)
-    return Structure.from_dict(dict(d))
+    try:
+        return Structure.from_dict(d)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InvalidInputError(f"{what}: not a valid structure ({type(exc).__name__}: {exc})") from exc
 
 
 def entry_from_dict(d: Mapping[str, Any], what: str) -> Any:
@@ -251,6 +273,10 @@ def entry_from_dict(d: Mapping[str, Any], what: str) -> Any:
 
     if not isinstance(d, Mapping):
         raise InvalidInputError(f"{what}: expected an entry (a JSON object), got {type(d).__name__}")
+    d = dict(d)
     check(d, what)
     cls = ComputedStructureEntry if "structure" in d else ComputedEntry
-    return cls.from_dict(dict(d))
+    try:
+        return cls.from_dict(d)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InvalidInputError(f"{what}: not a valid {cls.__name__} ({type(exc).__name__}: {exc})") from exc
