@@ -12,7 +12,9 @@ Steps (each measured in a fresh subprocess, so its peak RSS is its own):
 5. ``rank``: ``rank_candidates`` on the store (predict -> top-K) and on the json.bz2 files (read -> featurise ->
    predict -> top-K, end to end) with the shipped model -> crystals per CPU second and peak RSS;
 6. ``flops``: :class:`torch.utils.flop_counter.FlopCounterMode` on one forward+backward of the paper preset on a batch
-   of 64 store graphs -> FLOPs per crystal, and the paper-preset cost of 4.5 M entries x 390 epochs.
+   of 64 store graphs -> FLOPs per crystal, and the paper-preset cost of 4.5 M entries x 390 epochs;
+7. optional ``--round-overhead N``: a 2-round campaign on N synthetic candidates, timing its stages (ranking =
+   predictions + hull look-ups + planning + ledger writes; calculations and fine-tuning are timed apart).
 
 Sizes beyond those run (100 k, 1 M) are EXTRAPOLATED linearly from the per-CPU-second figures and marked so.
 Prints ONE JSON object on the last line of stdout; ``--out`` also writes it (with the command and the hardware).
@@ -163,6 +165,26 @@ def child(step: str, args: list[str]) -> dict:
                            "forward_flop_per_crystal": fwd.get_total_flops() / len(graphs),
                            "train_step_flop_per_crystal": both.get_total_flops() / len(graphs)}
         return out
+    if step == "round":
+        from screener.campaign.api import run_campaign
+        from screener.world.synthetic import write_synthetic_alexandria
+
+        n, folder = int(args[0]), Path(args[1])
+        files = write_synthetic_alexandria(folder / "candidates", n, per_file=min(n, 10_000), seed=7)
+        events: list[tuple[float, str, int, int]] = []
+
+        def run():
+            run_campaign(folder / "campaign", candidates=files, budget=8, batch_size=2, rounds=2, fine_tune_epochs=1,
+                         progress=lambda stage, done, total: events.append((time.perf_counter(), stage, done, total)))
+            stages, starts = {}, {}
+            for t, stage, done, total in events:
+                if done == 0 and stage not in starts:
+                    starts[stage] = t
+                if done == total and stage in starts:
+                    stages[stage] = round(t - starts.pop(stage), 2)
+            return {"n_candidates": n, "stage_wall_s": stages}
+
+        return _timed(run)
     raise SystemExit(f"unknown step {step}")
 
 
@@ -188,11 +210,39 @@ def main() -> None:
                         help="Entries ranked end to end from the json.bz2 files (the slow path).")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/screener-scale-bench"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--round-overhead", type=int, nargs="*", default=[],
+                        help="Also run a 2-round campaign on this many synthetic candidates (each size) and time its "
+                             "stages; with --only-round-overhead the other steps are skipped and the result is merged "
+                             "into --out.")
+    parser.add_argument("--only-round-overhead", action="store_true")
     parser.add_argument("--child", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1:])))
         return
+    if args.round_overhead:
+        runs = []
+        for n in args.round_overhead:
+            r = _run_child("round", n, args.workdir / f"round_{n}")
+            runs.append(r)
+        overhead = {
+            "command": "OMP_NUM_THREADS=1 .venv/bin/python bench/scale.py "
+                       + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "hardware": f"{os.cpu_count()}-core CPU, {cpu_model()}",
+            "note": "2-round campaign (standin back-end, batch 2, fine_tune_epochs 1) on synthetic candidates of random "
+                    "chemistry (every candidate its own chemical system: the worst case for hull look-ups); "
+                    "'round N: ranking' = prediction of every candidate at PBE and SCAN + hull look-ups + planning + "
+                    "ledger writes; round 1 also builds the graphs (cached for round 2). Wall seconds on the shared "
+                    "CPU; cpu_s covers the whole run.",
+            "runs": runs,
+        }
+        if args.only_round_overhead:
+            previous = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
+            previous["round_overhead"] = overhead
+            if args.out:
+                args.out.write_text(json.dumps(previous, indent=1) + "\n")
+            print(json.dumps(previous))
+            return
 
     warnings.simplefilter("ignore")
     from screener.world.synthetic import write_synthetic_alexandria
@@ -264,6 +314,10 @@ def main() -> None:
         "paper_preset_pretrain_4p5M_x_390_epochs_pflop": round(total_flop / 1e15, 1),
         "paper_preset_gpu_hours_at_100_tflops_sustained": round(total_flop / 100e12 / 3600, 1),
     }
+    if args.round_overhead:
+        result["round_overhead"] = overhead
+    elif args.out and args.out.is_file() and "round_overhead" in json.loads(args.out.read_text()):
+        result["round_overhead"] = json.loads(args.out.read_text())["round_overhead"]  # kept from an earlier run
     result["load_average_1min_at_end"] = os.getloadavg()[0]
     result["wall_s_total"] = round(time.perf_counter() - t0, 1)
     if args.out:

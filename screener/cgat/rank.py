@@ -252,7 +252,13 @@ def rank_chunk(
 
 
 def merge_rankings(results: Sequence[dict[str, Any]], top_k: int, by: str = "e_form") -> dict[str, Any]:
-    """Merge chunk results (:func:`rank_chunk`) into the global top ``top_k``."""
+    """Merge chunk results (:func:`rank_chunk`) into the global top ``top_k``.
+
+    A chunk that failed on bad input (``{"error": message}``) makes the merge return ``{"error": message}`` too.
+    """
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        return {"error": errors[0], "n_failed_chunks": len(errors)}
     key = _sort_key(by)
     rows = heapq.nsmallest(top_k, (row for r in results for row in r["rows"]), key=key)
     return {
@@ -270,7 +276,15 @@ def merge_rankings(results: Sequence[dict[str, Any]], top_k: int, by: str = "e_f
 def _jobs():
     from jobflow import job
 
-    return job(rank_chunk, name="rank_chunk"), job(merge_rankings, name="merge_rankings")
+    return job(rank_chunk_or_error, name="rank_chunk"), job(merge_rankings, name="merge_rankings")
+
+
+def rank_chunk_or_error(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`rank_chunk`, with bad input returned as ``{"error": message}`` (the job succeeds, the merge reports)."""
+    try:
+        return rank_chunk(*args, **kwargs)
+    except ScreenerError as exc:
+        return {"error": str(exc)}
 
 
 def rank_flow(
@@ -327,10 +341,8 @@ def _init_rank_worker() -> None:
 
 
 def _run_chunk(args: tuple) -> dict[str, Any]:
-    try:
-        return rank_chunk(*args[:4], **args[4])
-    except ScreenerError as exc:  # returned as text: exceptions with custom __init__ do not survive pickling
-        return {"error": str(exc)}
+    # errors come back as text: exceptions with a custom __init__ do not survive pickling
+    return rank_chunk_or_error(*args[:4], **args[4])
 
 
 def rank_candidates(
@@ -405,6 +417,8 @@ def rank_candidates(
         flow = rank_flow(model_dir, chunks, top_k, by, hull_entries=hull_entries, skip_invalid=skip_invalid)
         responses = run_locally(flow, ensure_success=True, log=False)
         merged = responses[flow.output.uuid][1].output
+        if "error" in merged:
+            raise InvalidInputError(merged["error"])
     elif executor == "local":
         work = [(model_dir, c.as_dict(), top_k, by, options) for c in chunks]
         if n_jobs <= 1 or len(chunks) == 1:

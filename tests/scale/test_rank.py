@@ -65,6 +65,8 @@ def test_bad_candidate_is_located_and_skipped_on_request(synthetic_files, tmp_pa
     bad.write_bytes(bz2.compress(json.dumps(entries).encode()))
     with pytest.raises(InvalidInputError, match=r"bad.json.bz2 entry 4 .*--skip-invalid"):
         rank_candidates([synthetic_files[0], bad], model_dir=MODEL, top_k=3)
+    with pytest.raises(InvalidInputError, match=r"bad.json.bz2 entry 4"):  # the same through a jobflow Flow
+        rank_candidates([synthetic_files[0], bad], model_dir=MODEL, top_k=3, executor="jobflow")
     summary = rank_candidates([synthetic_files[0], bad], model_dir=MODEL, top_k=3, skip_invalid=True)
     assert summary.n_ranked == 39 and summary.n_skipped == 1 and "bad.json.bz2 entry 4" in summary.skipped[0]
 
