@@ -338,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--site", type=Path, help="A built report site (folder with index.html).")
     parser.add_argument("--campaign", type=Path, help="A campaign folder: its report is built first.")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
-    parser.add_argument("--screenshots", type=Path, default=ROOT / "bench" / "results" / "browser_check",
+    parser.add_argument("--screenshots", default=str(ROOT / "bench" / "results" / "browser_check"),
                         help="Folder for screenshots ('' for none).")
+    parser.add_argument("--out", type=Path, help="Also save the JSON result in this file (e.g. bench/results/...).")
     args = parser.parse_args(argv)
     if not Path(args.chromium).exists():
         print(json.dumps({"ok": False, "error": f"no chromium at {args.chromium}"}))
@@ -347,8 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     tmp = None
     site = args.site
+    timings: dict = {}
     if site is None:
-        from screener.report import build_report
+        from screener.report import run_mkdocs_build, write_report
 
         tmp = Path(tempfile.mkdtemp(prefix="report-check-"))
         campaign = args.campaign
@@ -357,17 +359,28 @@ def main(argv: list[str] | None = None) -> int:
             from synthetic_campaign import build_synthetic_campaign
 
             campaign = build_synthetic_campaign(tmp / "campaign")
-        site = build_report(campaign, tmp / "report").site_dir
+        t_write = time.perf_counter()
+        written = write_report(campaign, tmp / "report")
+        t_mkdocs = time.perf_counter()
+        site = run_mkdocs_build(written.project_dir)
+        n = max(1, written.n_candidates)
+        timings = {"n_candidates": written.n_candidates, "write_s": round(t_mkdocs - t_write, 2),
+                   "write_s_per_candidate": round((t_mkdocs - t_write) / n, 3),
+                   "mkdocs_build_s": round(time.perf_counter() - t_mkdocs, 2)}
     t_build = time.perf_counter() - t0
-    shots = Path(args.screenshots) if str(args.screenshots) else None
+    shots = Path(args.screenshots) if args.screenshots else None
     result = check_site(Path(site), args.chromium, shots)
     result.update({
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "build_s": round(t_build, 2), "check_s": round(time.perf_counter() - t0 - t_build, 2),
+        "build_s": round(t_build, 2), **timings, "check_s": round(time.perf_counter() - t0 - t_build, 2),
         "hardware": f"{os.cpu_count()}-core CPU, {_cpu_model()}",
+        "load_average_1min": round(os.getloadavg()[0], 2),
     })
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
     return 0 if result["ok"] else 1
 
