@@ -360,8 +360,12 @@ class Campaign:
         scales = getattr(self.components.model, "spread_scales", None)
         prior = scales() if callable(scales) else {}
         targets = self._targets() if number > 1 else {}
-        return {f: spread_calibration(self.ledger, targets, f, number, prior_scale=float(prior.get(f, 1.0)))
-                for f in FIDELITIES}
+        out = {"pbe": spread_calibration(self.ledger, targets, "pbe", number, prior_scale=float(prior.get("pbe", 1.0)))}
+        # SCAN predictions made by the PBE model share its spread: until SCAN errors say otherwise, the PBE scale
+        borrowed = getattr(self.components.model, "borrows_model", lambda f: False)("scan")
+        scan_prior = out["pbe"].scale if borrowed else float(prior.get("scan", 1.0))
+        out["scan"] = spread_calibration(self.ledger, targets, "scan", number, prior_scale=scan_prior)
+        return out
 
     def _rank_and_plan(self, number: int, progress: Progress | None) -> bool:
         if progress:
