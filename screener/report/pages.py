@@ -560,7 +560,8 @@ def methods_page(data: ReportData, *, model_cards: Mapping[str, str], versions: 
         lines = safe_markdown(strip_external_links(card)).strip().splitlines()
         heading = f"### Model card of the {md_text(name)}"
         if lines and lines[0].startswith("# "):  # the card's own title joins ours; its sections go below it
-            heading += ": " + md_text(html.unescape(lines[0][2:]).removeprefix("Model card:").strip())
+            title = html.unescape(lines[0][2:]).removeprefix("Model card:").replace("`", "").strip()
+            heading += ": " + md_text(title)
             lines = lines[1:]
         out += [heading, "", _demote("\n".join(lines), 2), ""]
     out += ["## Calculators", ""]

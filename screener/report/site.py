@@ -102,7 +102,9 @@ def _mkdocs_config(title: str) -> dict[str, Any]:
         "extra": {"generator": False},
         "extra_css": ["assets/report.css"],
         "extra_javascript": [f"assets/{a}" for a in ASSETS if a.endswith(".js")],
-        "markdown_extensions": ["admonition", "pymdownx.details", "attr_list", "tables", {"toc": {"permalink": True}}],
+        # superfences: fenced code inside list items (model cards' "Rebuild" commands) stays a code block
+        "markdown_extensions": ["admonition", "pymdownx.details", "pymdownx.superfences", "attr_list", "tables",
+                                {"toc": {"permalink": True}}],
         "plugins": ["search"],
         "nav": [{"Overview": "index.md"}, {"Candidates": "candidates.md"}, {"Methods": "methods.md"},
                 {"Event log": "events.md"}],
