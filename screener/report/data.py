@@ -133,16 +133,20 @@ class CandidateInfo:
     predicted_e_hull_final_ev_per_atom: dict[str, float | None] = field(default_factory=dict)
     stable: dict[str, bool] = field(default_factory=dict)
     competing: dict[str, CompetingPhases | None] = field(default_factory=dict)
+    in_final_hull: dict[str, bool] = field(default_factory=dict)
 
     def status(self, fidelity: str) -> str:
-        """``stable``, ``above hull``, ``not computed``, ``failed``, ``pending`` or ``no hull`` at ``fidelity``."""
+        """``stable``, ``above hull``, ``not in a hull yet`` (a result newer than the last snapshot), ``no hull``,
+        ``not computed``, ``failed`` or ``pending`` at ``fidelity``."""
         jobs = [j for j in self.jobs if j.fidelity == fidelity]
         if not jobs:
             return "not computed"
         if any(j.state == "done" for j in jobs):
             if self.stable.get(fidelity):
                 return "stable"
-            return "above hull" if self.computed_e_hull_ev_per_atom.get(fidelity) is not None else "no hull"
+            if self.computed_e_hull_ev_per_atom.get(fidelity) is None:
+                return "no hull"
+            return "above hull" if self.in_final_hull.get(fidelity, True) else "not in a hull yet"
         if any(j.state == "failed" for j in jobs):
             return "failed"
         return "pending"
@@ -477,6 +481,7 @@ def _computed_energies(data: ReportData, cand: CandidateInfo) -> None:
             # an entry is data: ComputedEntry.from_dict, never a decoder that imports what the dict names
             entry = as_entry(dict(done[-1].entry))
             cand.computed_e_hull_ev_per_atom[fidelity] = hull.e_above_hull_ev_per_atom(entry)
+            cand.in_final_hull[fidelity] = cand.structure_id in hull  # False: finished after the last snapshot
             cand.computed_e_form_ev_per_atom[fidelity] = hull.e_form_ev_per_atom(entry)
         except (ScreenerError, ValueError, KeyError, TypeError) as exc:  # e.g. an element without reference
             logger.warning("%s (%s): no computed E_hull: %s", cand.structure_id, fidelity, exc)

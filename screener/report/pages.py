@@ -47,7 +47,7 @@ _BACKEND_NOTES = {
     "vasp": "VASP DFT calculations (atomate2 workflows)",
 }
 _STATUS_TEXT = {"stable": "stable", "above hull": "above hull", "not computed": "not computed", "failed": "failed",
-                "pending": "pending", "no hull": "no hull"}
+                "pending": "pending", "no hull": "no hull", "not in a hull yet": "not in a hull yet"}
 
 
 # ---- escaping ------------------------------------------------------------------------------------------------------

@@ -124,3 +124,18 @@ def test_pool_prevalence_and_daf_from_a_replay_data_set(synthetic_campaign, tmp_
     assert h.prevalence == pytest.approx(2 / 6) and "6 of 6 candidates" in h.prevalence_source
     assert h.daf == pytest.approx(h.hit_rate / (2 / 6)) and h.daf == pytest.approx((2 / 3) / (2 / 6))
     assert load_report_data(synthetic_campaign).headline.daf is None  # stand-in: unknown
+
+
+def test_a_result_newer_than_the_last_hull_snapshot_is_not_called_above_hull(synthetic_campaign, tmp_path):
+    import shutil
+    import sqlite3
+
+    campaign = shutil.copytree(synthetic_campaign, tmp_path / "c", ignore=shutil.ignore_patterns("report"))
+    conn = sqlite3.connect(campaign / "ledger.sqlite")
+    conn.execute("DELETE FROM hulls WHERE round = 2")  # as if round 2's results came in but its snapshot did not
+    conn.commit()
+    conn.close()
+    by_id = {c.structure_id: c for c in load_report_data(campaign).candidates}
+    assert by_id["Li/O odd:id"].status("scan") == "not in a hull yet"  # SCAN done in round 2
+    assert by_id["LiO2-hyp"].status("pbe") == "above hull" and by_id["LiO2-hyp"].status("scan") == "not computed"
+    assert by_id["Na3Cl-hyp"].status("scan") == "failed"
