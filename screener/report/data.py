@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from screener.campaign.ledger import BudgetSummary, Ledger
+from screener.errors import InvalidInputError
 
 __all__ = [
     "FIDELITIES",
@@ -611,10 +612,25 @@ def load_report_data(campaign_dir: str | Path) -> ReportData:
     Returns
     -------
     ReportData
+
+    Raises
+    ------
+    InvalidInputError
+        Not a campaign, or its ledger holds a value of the wrong kind (a damaged or hand-edited folder): one line
+        naming the folder, never a traceback.
     """
+    campaign_dir = Path(campaign_dir)
+    try:
+        return _load(campaign_dir)
+    except (ValueError, TypeError, KeyError, AttributeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(
+            f"{campaign_dir}: the ledger holds a value the report cannot read ({type(exc).__name__}: {exc}); "
+            "nothing was written") from exc
+
+
+def _load(campaign_dir: Path) -> ReportData:
     from screener._safe_json import structure_from_dict
 
-    campaign_dir = Path(campaign_dir)
     with Ledger.in_dir(campaign_dir, read_only=True) as ledger:
         times = ledger.job_times()
         config = ledger.get_meta("config", {}) or {}

@@ -139,3 +139,16 @@ def test_a_result_newer_than_the_last_hull_snapshot_is_not_called_above_hull(syn
     assert by_id["Li/O odd:id"].status("scan") == "not in a hull yet"  # SCAN done in round 2
     assert by_id["LiO2-hyp"].status("pbe") == "above hull" and by_id["LiO2-hyp"].status("scan") == "not computed"
     assert by_id["Na3Cl-hyp"].status("scan") == "failed"
+
+
+def test_a_ledger_value_of_the_wrong_kind_is_one_clear_error(synthetic_campaign, tmp_path):
+    import shutil
+    import sqlite3
+
+    campaign = shutil.copytree(synthetic_campaign, tmp_path / "c", ignore=shutil.ignore_patterns("report"))
+    conn = sqlite3.connect(campaign / "ledger.sqlite")
+    conn.execute("UPDATE candidates SET n_sites = 'many' WHERE structure_id = 'NaCl-rs'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(InvalidInputError, match="the ledger holds a value the report cannot read"):
+        load_report_data(campaign)
