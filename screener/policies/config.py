@@ -69,11 +69,12 @@ class ExpectedValueConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pbe_scan_prior_alpha_ev_per_atom: float = Field(0.0, description="Prior intercept of SCAN on PBE E_hull.")
-    pbe_scan_prior_beta: float = Field(1.0, description="Prior slope of SCAN on PBE E_hull.")
+    pbe_scan_prior_p_stable_if_pbe_stable: float = Field(
+        0.86, gt=0, lt=1, description="Prior P(SCAN-stable | PBE-stable): GNoME 84-87 % of PBE-stable finds stay "
+        "stable under r2SCAN; the stand-in worlds ~87 %.")
     pbe_scan_prior_sigma_ev_per_atom: float = Field(
-        0.1, gt=0, description="Prior residual std of SCAN given PBE E_hull (stand-in worlds: PBE-as-SCAN E_hull "
-        "MAE 0.07-0.12 eV/atom).")
+        0.1, gt=0, description="Prior PBE E_hull scale over which P(SCAN-stable) falls (stand-in worlds: PBE-as-SCAN "
+        "E_hull MAE 0.07-0.12 eV/atom).")
     prior_weight: float = Field(5.0, ge=0, description="Pseudo-pairs of the prior.")
     learning_value: bool = Field(True, description="Add the scaling law's learning value to each option.")
     learning_value_draws: int = Field(16, ge=1, le=256, description="Fixed-seed draws of the preposterior estimate.")

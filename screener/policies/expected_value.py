@@ -5,7 +5,7 @@ PBE cost ``c_p``, both that candidate's own) the policy values each option by ex
 
 * **SCAN now**: ``(p_i + L_s) / c_s``, where ``p_i`` is the calibrated P(SCAN-stable): from the SCAN prediction
   (the campaign's calibrated sigma), or, for a candidate with a PBE result ``x``, ``q(x) = P(SCAN-stable | PBE
-  E_hull = x)`` from the PBE -> SCAN relation ``E_scan = alpha + beta x + N(0, sigma_r)``;
+  E_hull = x)`` from the PBE -> SCAN relation, a probit ``Phi(c0 - c1 max(x, 0))`` fitted on computed pairs;
 * **PBE now, SCAN later if worth it**: the PBE result ``X ~ N(mu_p, sigma_p)`` (calibrated PBE prediction); the
   candidate is SCAN-computed afterwards when ``q(X) / c_s >= lambda`` (``lambda``: the finds per unit the budget
   earns at its margin, i.e. the rate of the last SCAN-now pick the remaining budget reaches). Expected finds
@@ -41,43 +41,56 @@ _GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
 
 
 class PbeScanRelation:
-    """``E_hull(SCAN) = alpha + beta E_hull(PBE) + N(0, sigma)`` (eV/atom), fitted with a prior."""
+    """``P(SCAN-stable | PBE E_hull = x) = Phi(c0 - c1 max(x, 0))`` (a probit in the computed PBE E_hull).
 
-    def __init__(self, alpha: float, beta: float, sigma: float, n_pairs: int, source: str) -> None:
-        self.alpha, self.beta, self.sigma, self.n_pairs, self.source = alpha, beta, sigma, n_pairs, source
+    Both E_hull are censored at 0 (a computed structure on its hull reads 0, however deep below the old hull it
+    fell), so a linear map of SCAN on PBE E_hull cannot say how often a PBE-stable result stays SCAN-stable; a probit
+    on the binary outcome (SCAN E_hull <= tol) can. ``c0`` sets P(SCAN-stable | PBE-stable) = Phi(c0); ``1 / c1`` is
+    the E_hull scale (eV/atom) over which that probability falls.
+    """
 
-    def p_scan_stable(self, e_hull_pbe: Any, threshold: float = 0.0) -> np.ndarray:
-        """P(SCAN E_hull <= threshold | PBE E_hull)."""
-        x = np.asarray(e_hull_pbe, dtype=float)
-        return ndtr((threshold - self.alpha - self.beta * x) / self.sigma)
+    def __init__(self, c0: float, c1: float, n_pairs: int, source: str) -> None:
+        self.c0, self.c1, self.n_pairs, self.source = c0, c1, n_pairs, source
+
+    def p_scan_stable(self, e_hull_pbe: Any) -> np.ndarray:
+        """P(SCAN E_hull <= 0 | computed PBE E_hull)."""
+        x = np.maximum(np.asarray(e_hull_pbe, dtype=float), 0.0)
+        return ndtr(self.c0 - self.c1 * x)
 
     def numbers(self) -> dict[str, Any]:
-        return {"pbe_scan_alpha_ev_per_atom": self.alpha, "pbe_scan_beta": self.beta,
-                "pbe_scan_sigma_ev_per_atom": self.sigma, "pbe_scan_n_pairs": self.n_pairs}
+        return {"pbe_scan_p_stable_if_pbe_stable": float(ndtr(self.c0)), "pbe_scan_c0": self.c0,
+                "pbe_scan_c1_per_ev_per_atom": self.c1, "pbe_scan_n_pairs": self.n_pairs}
 
 
-def fit_pbe_scan_relation(pairs: Any, *, prior_alpha: float = 0.0, prior_beta: float = 1.0, prior_sigma: float = 0.1,
-                          prior_weight: float = 5.0) -> PbeScanRelation:
-    """Least squares of SCAN on PBE E_hull over computed pairs, shrunk toward the prior with ``prior_weight``
-    pseudo-pairs (alpha, beta by precision-weighted average; sigma^2 from residuals plus ``prior_weight`` prior
-    pseudo-residuals). Only pairs with PBE E_hull < 0.5 eV/atom count: the decision is made near the hull, and far
-    above it the two functionals' disagreement grows."""
+def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sigma: float = 0.1,
+                          prior_weight: float = 5.0, tol: float = 1e-6) -> PbeScanRelation:
+    """Maximum a posteriori probit of SCAN-stable (SCAN E_hull <= ``tol``) on the computed PBE E_hull.
+
+    The prior (``c0 = Phi^-1(prior_p_stable)``, ``c1 = 1 / prior_sigma``) enters as a Gaussian penalty worth
+    ``prior_weight`` observations, so a few pairs move it little and hundreds take over.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import log_ndtr, ndtri
+
     arr = np.asarray(pairs, dtype=float).reshape(-1, 2) if len(pairs) else np.zeros((0, 2))
-    arr = arr[np.isfinite(arr).all(axis=1) & (arr[:, 0] < 0.5)]
+    arr = arr[np.isfinite(arr).all(axis=1)]
+    c0p, c1p = float(ndtri(prior_p_stable)), 1.0 / prior_sigma
     n = len(arr)
-    alpha, beta = prior_alpha, prior_beta
-    if n >= 3 and np.ptp(arr[:, 0]) > 1e-6:
-        b_ols, a_ols = np.polyfit(arr[:, 0], arr[:, 1], 1)
-        w = n / (n + prior_weight)
-        alpha, beta = w * a_ols + (1 - w) * prior_alpha, w * b_ols + (1 - w) * prior_beta
-    elif n >= 1:
-        w = n / (n + prior_weight)
-        alpha = w * float(np.mean(arr[:, 1] - prior_beta * arr[:, 0])) + (1 - w) * prior_alpha
-    res = arr[:, 1] - alpha - beta * arr[:, 0] if n else np.zeros(0)
-    sigma = math.sqrt((float(np.sum(res**2)) + prior_weight * prior_sigma**2) / (n + prior_weight))
-    return PbeScanRelation(float(alpha), float(beta), max(sigma, 1e-3), n,
-                           f"{n} computed PBE/SCAN pairs + prior ({prior_alpha:g} + {prior_beta:g} x, "
-                           f"sigma {prior_sigma:g}, weight {prior_weight:g})")
+    if n == 0:
+        return PbeScanRelation(c0p, c1p, 0, f"prior only (P(SCAN-stable | PBE-stable) = {prior_p_stable:g}, "
+                                            f"scale {prior_sigma:g} eV/atom)")
+    x = np.maximum(arr[:, 0], 0.0)
+    y = arr[:, 1] <= tol
+
+    def loss(c: np.ndarray) -> float:
+        z = c[0] - c[1] * x
+        ll = np.sum(np.where(y, log_ndtr(z), log_ndtr(-z)))
+        return float(-ll + prior_weight * ((c[0] - c0p) ** 2 + ((c[1] - c1p) / c1p) ** 2))
+
+    res = minimize(loss, np.array([c0p, c1p]), method="L-BFGS-B", bounds=[(-5.0, 5.0), (0.0, 20 * c1p)])
+    c0, c1 = (float(v) for v in res.x)
+    return PbeScanRelation(c0, c1, n, f"probit on {n} computed PBE/SCAN pairs (campaign and known set) with a "
+                                      f"prior worth {prior_weight:g} pairs")
 
 
 def _top_k_finds(p: np.ndarray, k: int) -> float:
@@ -125,13 +138,12 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     sd_s = np.maximum(np.asarray(state.scan_std_ev_per_atom, float), floor)
     mu_p = r.mean_pbe
     sd_p = np.maximum(np.asarray(state.pbe_std_ev_per_atom or state.scan_std_ev_per_atom, float), floor)
-    relation = fit_pbe_scan_relation(state.pbe_scan_pairs, prior_alpha=cfg.pbe_scan_prior_alpha_ev_per_atom,
-                                     prior_beta=cfg.pbe_scan_prior_beta,
+    relation = fit_pbe_scan_relation(state.pbe_scan_pairs, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
                                      prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight)
     p_model = ndtr((thr - mu_s) / sd_s)
     pbe_result = np.array([state.pbe_result_e_hull_ev_per_atom.get(c, np.nan) for c in ids], dtype=float)
     has_pbe = np.isfinite(pbe_result)
-    q_pbe = np.where(has_pbe, relation.p_scan_stable(np.where(has_pbe, pbe_result, 0.0), thr), np.nan)
+    q_pbe = np.where(has_pbe, relation.p_scan_stable(np.where(has_pbe, pbe_result, 0.0)), np.nan)
     p_scan = np.where(has_pbe, q_pbe, p_model)
     c_s, c_p = r.cost_scan, r.cost_pbe
 
@@ -158,7 +170,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
 
     # PBE now, SCAN later if the result clears lambda: quadrature over the PBE outcome
     x = mu_p[:, None] + sd_p[:, None] * _GH_NODES[None, :]
-    q = relation.p_scan_stable(x, thr)
+    q = relation.p_scan_stable(x)  # a predicted X below the hull is computed as on it (E_hull 0)
     go = (q / c_s[:, None]) >= lam
     p_go = go.astype(float) @ _GH_WEIGHTS
     finds_pbe = (q * go) @ _GH_WEIGHTS

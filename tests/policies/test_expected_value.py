@@ -32,7 +32,7 @@ def test_every_planned_candidate_carries_its_numbers():
         assert {"p_scan_stable", "rate_scan_per_cpu_hour", "rate_pbe_per_cpu_hour", "learning_value_scan",
                 "learning_value_pbe", "lambda_per_cpu_hour"} <= set(item.numbers)
     assert plan.total_cost_cpu_hours <= plan.budget_cpu_hours + 1e-9
-    assert "pbe_scan_beta" in plan.numbers
+    assert "pbe_scan_c0" in plan.numbers
 
 
 def test_cheaper_of_two_equally_likely_candidates_goes_first():
@@ -78,10 +78,12 @@ def test_uncertain_candidate_is_screened_with_pbe_when_scan_is_dear():
 
 def test_pbe_scan_relation_follows_pairs_and_keeps_the_prior_without_them():
     prior = fit_pbe_scan_relation([])
-    assert (prior.alpha, prior.beta, prior.sigma) == (0.0, 1.0, pytest.approx(0.1))
+    assert prior.p_scan_stable(0.0) == pytest.approx(0.86)
+    assert prior.p_scan_stable(-0.3) == pytest.approx(0.86)  # E_hull is censored at 0
     rng = np.random.default_rng(1)
-    x = rng.uniform(-0.1, 0.4, 400)
-    rel = fit_pbe_scan_relation(np.c_[x, 0.05 + 0.8 * x + rng.normal(0, 0.02, 400)])
-    assert rel.alpha == pytest.approx(0.05, abs=0.01)
-    assert rel.beta == pytest.approx(0.8, abs=0.03)
-    assert rel.sigma < 0.03
+    x = np.maximum(rng.uniform(-0.1, 0.4, 600), 0.0)
+    y = np.where(x + rng.normal(0, 0.03, 600) <= 0.02, 0.0, 0.1)  # SCAN-stable mostly where PBE E_hull < 0.02
+    rel = fit_pbe_scan_relation(np.c_[x, y])
+    assert rel.p_scan_stable(0.0) > 0.7
+    assert rel.p_scan_stable(0.15) < 0.05
+    assert rel.n_pairs == 600
