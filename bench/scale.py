@@ -196,7 +196,7 @@ def _run_child(step: str, *args: str) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{step} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"[scale]   -> {json.dumps(result)[:300]}", file=sys.stderr, flush=True)
+    print(f"[scale]   -> {json.dumps(result)}", file=sys.stderr, flush=True)
     return result
 
 
