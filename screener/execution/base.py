@@ -24,9 +24,30 @@ __all__ = [
     "refresh_store",
     "check_stored_inputs",
     "is_done",
+    "JOB_STATES",
+    "JobsPending",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: What an executor's ``states(uuids)`` reports per job, mapped from the engine's own states: ``pending`` (queued,
+#: waiting, reserved), ``running``, ``done``, ``failed`` (the engine's failure states, or a user-set timeout) and
+#: ``unknown`` (the engine has no such job: never submitted, or deleted from it).
+JOB_STATES = ("pending", "running", "done", "failed", "unknown")
+
+
+class JobsPending(Exception):  # noqa: N818 - not an error: the campaign waits for its engine
+    """Raised by a campaign run without waiting (``--no-wait``) while the engine still has its jobs.
+
+    Nothing is wrong: the jobs are submitted and reserved in the ledger; a later ``screener run`` (or
+    ``screener collect``) collects them. ``counts`` maps ``pending``/``running`` to numbers of jobs.
+    """
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = dict(counts)
+        parts = [f"{n} {state}" for state, n in self.counts.items() if n]
+        super().__init__(f"{sum(self.counts.values())} calculation(s) with the executor ({', '.join(parts)})")
+
 
 EXECUTORS = {
     "local": "screener.execution.local:LocalExecutor",

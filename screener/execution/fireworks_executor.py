@@ -2,9 +2,12 @@
 
 Each job's ``JobFiretask`` carries the job store it writes to, so results land in the same store whichever worker
 (``rlaunch`` / ``qlaunch`` on a cluster) ran them; ``collect`` reads them back from that store, and reports a
-FIZZLED firework as a failed CalcResult with FireWorks' exception. With workers on other machines use a MongoDB job
-store (``store_kind="mongo"``, ``store_uri="mongodb://..."``); the campaign's JSON store only suits rockets
-launched from this process (``run()``, e.g. tests and demos).
+FIZZLED or DEFUSED firework as a failed CalcResult with FireWorks' reason. ``states`` maps FireWorks' states to
+screener's (READY, WAITING, RESERVED, PAUSED -> pending; RUNNING -> running; COMPLETED -> done; FIZZLED, DEFUSED ->
+failed; a firework missing from the LaunchPad -> unknown), so jobs picked up late by workers elsewhere are polled
+again, never charged as failures. With workers on other machines use a MongoDB job store (``store_kind="mongo"``,
+``store_uri="mongodb://..."``); the campaign's JSON store suits one worker at a time on a shared file system
+(tests, demos). See docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -27,6 +30,44 @@ logger = logging.getLogger(__name__)
 
 _INSTALL_HINT = "the fireworks executor needs FireWorks: pip install 'screener[fireworks]'"
 _JOB_TASK = "{{jobflow.managers.fireworks.JobFiretask}}"
+_STATES = {"READY": "pending", "WAITING": "pending", "RESERVED": "pending", "PAUSED": "pending",
+           "RUNNING": "running", "COMPLETED": "done", "FIZZLED": "failed", "DEFUSED": "failed",
+           "ARCHIVED": "failed"}
+_UNREACHABLE_MS = 10_000  # how long a LaunchPad read from a file may take to answer before it counts as unreachable
+
+
+def load_launchpad(path: str | Path) -> Any:
+    """A LaunchPad from a ``launchpad.yaml``, checked to answer; a missing file or an unreachable server is one
+    :class:`InvalidInputError` (no MongoDB default wait of 30 s: ``serverSelectionTimeoutMS`` 10 s unless set)."""
+    from fireworks import LaunchPad
+    from monty.serialization import loadfn
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InvalidInputError(f"LaunchPad file {path} does not exist (make one with `lpad init`; see docs/cluster.md)")
+    try:
+        spec = loadfn(str(path))
+    except Exception as exc:  # noqa: BLE001 - any YAML error is the user's file
+        raise InvalidInputError(f"LaunchPad file {path}: cannot read it ({exc})") from exc
+    if not isinstance(spec, dict):
+        raise InvalidInputError(f"LaunchPad file {path}: expected a mapping (host, name, ...)")
+    spec.setdefault("mongoclient_kwargs", {}).setdefault("serverSelectionTimeoutMS", _UNREACHABLE_MS)
+    try:
+        launchpad = LaunchPad.from_dict(spec)
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidInputError(f"LaunchPad file {path}: {exc}") from exc
+    check_reachable(launchpad, str(path))
+    return launchpad
+
+
+def check_reachable(launchpad: Any, what: str) -> None:
+    """One cheap read: an unreachable or refusing MongoDB is one line naming the LaunchPad, not a traceback."""
+    try:
+        launchpad.fireworks.find_one({}, {"_id": 1})
+    except Exception as exc:  # noqa: BLE001 - pymongo's errors (timeouts, auth) all mean the same to the user
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(f"cannot reach the LaunchPad of {what} (host {getattr(launchpad, 'host', '?')}): "
+                                f"{first[:200]}") from exc
 
 
 class FireWorksExecutor:
@@ -44,11 +85,18 @@ class FireWorksExecutor:
         See :func:`~screener.execution.stores.make_job_store`.
     fworker : FWorker, optional
         Worker used by :meth:`run`.
+    launch_here : bool
+        Whether :meth:`run` launches rockets in this process (``rapidfire``); ``False``: workers elsewhere
+        (``qlaunch``/``rlaunch``) run every job and :meth:`run` only waits for them.
+    lost_run_timeout_s : float, optional
+        A RUNNING firework whose worker has not pinged the LaunchPad for this long (a node that died, a walltime
+        kill) is a lost run (``LaunchPad.detect_lostruns``): it is rerun up to ``max_reruns`` times, then FIZZLED
+        (failed, with the reason). Default: never (FireWorks pings hourly, so use more than 3600 s).
+    max_reruns : int
+        Reruns of a lost run before it is failed.
     """
 
     name = "fireworks"
-    #: ``run()`` launches rockets in this process (``rapidfire``); on a cluster, workers run them instead
-    runs_locally = True
 
     def __init__(
         self,
@@ -59,6 +107,9 @@ class FireWorksExecutor:
         store_kind: str = "local",
         store_uri: str | None = None,
         fworker: Any = None,
+        launch_here: bool = True,
+        lost_run_timeout_s: float | None = None,
+        max_reruns: int = 1,
     ) -> None:
         try:
             from fireworks import LaunchPad
@@ -66,16 +117,27 @@ class FireWorksExecutor:
             raise InvalidInputError(_INSTALL_HINT) from exc
         from screener.execution.stores import make_job_store
 
-        self.campaign_dir = Path(campaign_dir)
-        self.campaign_dir.mkdir(parents=True, exist_ok=True)
+        if lost_run_timeout_s is not None and not float(lost_run_timeout_s) > 0:
+            raise InvalidInputError(f"lost_run_timeout_s must be > 0 seconds, got {lost_run_timeout_s!r}")
         if launchpad is None:
             launchpad = LaunchPad.auto_load()
+            check_reachable(launchpad, "FW_CONFIG (LaunchPad.auto_load)")
         elif isinstance(launchpad, str | Path):
-            launchpad = LaunchPad.from_file(str(launchpad))
+            launchpad = load_launchpad(launchpad)
+        self.campaign_dir = Path(campaign_dir)
+        self.campaign_dir.mkdir(parents=True, exist_ok=True)
         self.launchpad = launchpad
         self.fworker = fworker
+        self.launch_here = bool(launch_here)
+        self.lost_run_timeout_s = None if lost_run_timeout_s is None else float(lost_run_timeout_s)
+        self.max_reruns = int(max_reruns)
         self.store = store if store is not None else make_job_store(store_kind, store_uri or self.campaign_dir)
         self.store.connect()
+
+    @property
+    def runs_locally(self) -> bool:
+        """Whether :meth:`run` executes the jobs in this process (else workers elsewhere do)."""
+        return self.launch_here
 
     def _fw_of(self, uuid: str) -> dict | None:
         return self.launchpad.fireworks.find_one(
@@ -98,11 +160,15 @@ class FireWorksExecutor:
     def run(self, *, nlaunches: int = 0) -> int:
         """Launch rockets in this process until no firework is ready (``rapidfire``); returns fireworks run.
 
-        On a cluster, run ``rlaunch``/``qlaunch`` instead and only ``collect`` here. Only screener's own jobs are
-        launched: any waiting firework with other tasks or other code stops this before anything runs.
+        On a cluster, run ``rlaunch``/``qlaunch`` instead and only ``collect`` here (``launch_here=False``: this
+        does nothing). Only screener's own jobs are launched: any waiting firework with other tasks or other code
+        stops this before anything runs.
         """
         from fireworks import FWorker
         from fireworks.core.rocket_launcher import rapidfire
+
+        if not self.launch_here:
+            return 0
 
         self._check_waiting()
         before = self.launchpad.fireworks.count_documents({"state": {"$in": ["COMPLETED", "FIZZLED"]}})
@@ -143,32 +209,72 @@ class FireWorksExecutor:
                     raise InvalidInputError(f"{what}: refused to run a job that writes to another job store; "
                                             "launch other campaigns' workflows with rlaunch")
 
+    def states(self, uuids: list[str]) -> dict[str, str]:
+        """Each job's state as FireWorks reports it: pending / running / done / failed / unknown (not on the
+        LaunchPad). Lost runs past ``lost_run_timeout_s`` are rerun or failed first (``detect_lostruns``)."""
+        self._handle_lost_runs()
+        return {uuid: self._state_of(self._fw_of(uuid)) for uuid in uuids}
+
+    @staticmethod
+    def _state_of(fw: dict | None) -> str:
+        return "unknown" if fw is None else _STATES.get(str(fw.get("state")), "pending")
+
+    def _handle_lost_runs(self) -> None:
+        """Rerun (up to ``max_reruns``) or fizzle the RUNNING fireworks whose worker stopped pinging."""
+        if self.lost_run_timeout_s is None:
+            return
+        _, lost_fw_ids, _ = self.launchpad.detect_lostruns(expiration_secs=self.lost_run_timeout_s)
+        for fw_id in lost_fw_ids:
+            fw = self.launchpad.fireworks.find_one({"fw_id": fw_id}, {"launches": 1})
+            if len((fw or {}).get("launches") or []) <= self.max_reruns:
+                logger.warning("firework %s lost its worker: rerun", fw_id)
+                self.launchpad.rerun_fw(fw_id)
+            else:
+                logger.warning("firework %s lost its worker again: failed", fw_id)
+                self.launchpad.mark_fizzled(self._last_launch_id(fw_id))
+
+    def _last_launch_id(self, fw_id: int) -> int:
+        fw = self.launchpad.fireworks.find_one({"fw_id": fw_id}, {"launches": 1}) or {}
+        return (fw.get("launches") or [None])[-1]
+
     def collect(self, uuids: list[str]) -> dict[str, CalcResult | None]:
-        """Results from the job store; a FIZZLED firework gives a failed CalcResult with its exception."""
+        """Results from the job store (None: still pending or running). A FIZZLED or DEFUSED firework, or a
+        COMPLETED one whose result is not in the job store, gives a failed CalcResult with the reason."""
         from screener.calculators.result import CalcResult
 
+        # the engine's state first, then the store: a firework COMPLETED before this read has its output stored
+        fws = {uuid: self._fw_of(uuid) for uuid in uuids}
         refresh_store(self.store)  # workers wrote to it
         out: dict[str, CalcResult | None] = {}
         for uuid in uuids:
             result = read_result(self.store, uuid)
             if result is None:
-                result = self._fizzled_result(uuid, CalcResult)
+                result = self._failed_result(uuid, fws[uuid], CalcResult)
             out[uuid] = result
         return out
 
-    def _fizzled_result(self, uuid: str, result_cls: type) -> Any:
-        fw = self.launchpad.fireworks.find_one({"spec._tasks.job.uuid": uuid}, sort=[("fw_id", -1)])
-        if fw is None or fw.get("state") != "FIZZLED":
+    def _failed_result(self, uuid: str, brief: dict | None, result_cls: type) -> Any:
+        state = (brief or {}).get("state")
+        if state not in ("FIZZLED", "DEFUSED", "ARCHIVED", "COMPLETED"):
             return None
-        reason = "FireWorks reports the firework FIZZLED"
+        fw = self.launchpad.fireworks.find_one({"fw_id": brief["fw_id"]}) or {}
+        if state == "COMPLETED":
+            reason = ("FireWorks reports the firework COMPLETED but its result is not in the job store "
+                      "(do the workers write to the store this campaign reads?)")
+        elif state == "FIZZLED":
+            reason = "FireWorks reports the firework FIZZLED"
+        else:
+            reason = f"FireWorks reports the firework {state} (stopped by a user)"
         launch_ids = fw.get("launches") or []
-        if launch_ids:
+        if state == "FIZZLED" and launch_ids:
             launch = self.launchpad.launches.find_one({"launch_id": launch_ids[-1]})
             stored = ((launch or {}).get("action") or {}).get("stored_data") or {}
             exc = stored.get("_exception") or {}
             trace = exc.get("_stacktrace") if isinstance(exc, dict) else None
             if trace:
                 reason += ": " + trace.strip().splitlines()[-1]
+            elif len(launch_ids) > 1:
+                reason += f" after {len(launch_ids)} launches (lost runs)"
         spec = fw.get("spec", {})
         return result_cls.failed(
             structure_id=str(spec.get("structure_id", uuid)),

@@ -28,7 +28,11 @@ _INSTALL_HINT = (
     "the jobflow-remote executor needs jobflow-remote: pip install 'screener[remote]' "
     "(then configure a project: jf project generate NAME; see docs/calculations.md)"
 )
-_FAILED_STATES = {"FAILED", "REMOTE_ERROR"}
+# jobflow-remote's JobState -> screener's; a state not listed (a newer jobflow-remote) counts as pending
+_STATES = {"WAITING": "pending", "READY": "pending", "CHECKED_OUT": "pending", "UPLOADED": "pending",
+           "SUBMITTED": "pending", "BATCH_SUBMITTED": "pending", "PAUSED": "pending", "STOPPED": "pending",
+           "RUNNING": "running", "BATCH_RUNNING": "running", "TERMINATED": "running", "DOWNLOADED": "running",
+           "COMPLETED": "done", "FAILED": "failed", "REMOTE_ERROR": "failed", "USER_STOPPED": "failed"}
 
 
 def _jobflow_remote() -> Any:
@@ -37,6 +41,11 @@ def _jobflow_remote() -> Any:
     except ImportError as exc:
         raise InvalidInputError(_INSTALL_HINT) from exc
     return jobflow_remote
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 class JobflowRemoteExecutor:
@@ -78,8 +87,34 @@ class JobflowRemoteExecutor:
         self.worker = worker
         self.exec_config = exec_config
         self.resources = resources
-        self.store = store if store is not None else self.jfr.get_jobstore(project_name=project)
-        self.store.connect()
+        try:
+            self.store = store if store is not None else self.jfr.get_jobstore(project_name=project)
+            self.store.connect()
+        except Exception as exc:  # noqa: BLE001 - a wrong project name or an unreachable store: the user's config
+            raise InvalidInputError(f"jobflow-remote project {project or '(default)'!r}: "
+                                    f"{_first_line(exc)} (list projects with `jf project list`)") from exc
+        self._controller: Any = None
+
+    def _jc(self) -> Any:
+        """The project's JobController (made once); a wrong project is one InvalidInputError."""
+        if self._controller is None:
+            try:
+                self._controller = self.jfr.JobController.from_project_name(self.project)
+            except Exception as exc:  # noqa: BLE001
+                raise InvalidInputError(f"jobflow-remote project {self.project or '(default)'!r}: "
+                                        f"{_first_line(exc)} (list projects with `jf project list`)") from exc
+        return self._controller
+
+    def states(self, uuids: list[str]) -> dict[str, str]:
+        """Each job's state as jobflow-remote reports it: pending / running / done / failed / unknown."""
+        out = {}
+        for uuid in uuids:
+            info = self._jc().get_job_info(job_id=uuid)
+            if info is None:
+                out[uuid] = "unknown"
+            else:
+                out[uuid] = _STATES.get(getattr(info.state, "name", str(info.state)), "pending")
+        return out
 
     def submit(self, flow: Job | Flow | list) -> list[str]:
         """Add each calculation to the project's queue database unless it is stored or queued; returns result uuids.
@@ -88,14 +123,11 @@ class JobflowRemoteExecutor:
         inner jobs), so a uuid jobflow-remote already knows is not added twice.
         """
         uuids = []
-        controller = None
         for uuid, unit in split_units(flow):
             uuids.append(uuid)
             if is_done(self.store, uuid):
                 continue
-            if controller is None:
-                controller = self.jfr.JobController.from_project_name(self.project)
-            if controller.get_job_info(job_id=uuid) is not None:
+            if self._jc().get_job_info(job_id=uuid) is not None:
                 continue
             self.jfr.submit_flow(
                 unit,
@@ -116,14 +148,11 @@ class JobflowRemoteExecutor:
         from screener.calculators.result import CalcResult
 
         refresh_store(self.store)
-        controller = None
         out: dict[str, CalcResult | None] = {}
         for uuid in uuids:
             result = read_result(self.store, uuid)
             if result is None:
-                if controller is None:
-                    controller = self.jfr.JobController.from_project_name(self.project)
-                result = self._failed_from_info(controller, uuid, CalcResult)
+                result = self._failed_from_info(self._jc(), uuid, CalcResult)
             out[uuid] = result
         return out
 
@@ -133,7 +162,7 @@ class JobflowRemoteExecutor:
         if info is None:
             return None
         state = getattr(info.state, "name", str(info.state))
-        if state not in _FAILED_STATES:
+        if _STATES.get(state) != "failed":
             return None
         remote = getattr(info, "remote", None)
         error = getattr(info, "error", None) or getattr(remote, "error", None) or "no message"
