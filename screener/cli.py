@@ -541,7 +541,9 @@ def run_command(
     references: Annotated[Optional[str], typer.Option(help="Known phases and elemental references of the hulls: auto (default: the back-end's own known phases), standin, shipped (elements only), mp (downloads MP entries), world (replay) or an entries file.")] = None,
     require_competing_phases: Annotated[bool, typer.Option("--require-competing-phases", help="Refuse to start (new campaigns) when a candidate's PBE or SCAN hull holds only elements.")] = False,
     backend_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the back-end, e.g. path=data.json.bz2 (repeatable).")] = None,
-    executor_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the executor (repeatable).")] = None,
+    executor_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the executor (repeatable), e.g. launchpad=~/fw/launchpad.yaml; see docs/cluster.md.")] = None,
+    wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait", help="Wait for the round's calculations, polling the executor (default for local), or submit them and exit (default for fireworks and jobflow-remote); collect later with `screener collect`.")] = None,
+    poll_interval: Annotated[Optional[float], typer.Option("--poll-interval", help="Seconds between polls of fireworks / jobflow-remote while waiting (this run only; default: the campaign's, 30).")] = None,
 ) -> None:
     """Run (or resume) an active-learning campaign until the budget is spent.
 
@@ -570,9 +572,49 @@ def run_command(
             references=references, require_competing_phases=require_competing_phases,
             backend_options=parse_options(backend_option, "--backend-option") if backend_option else None,
             executor_options=parse_options(executor_option, "--executor-option") if executor_option else None,
+            wait=wait, poll_interval_s=poll_interval,
         )
+    _campaign_outcome(folder, summary)
+
+
+def _campaign_outcome(folder: Path, summary: dict) -> None:
     typer.echo(f"{folder}: {summary['rounds_run']} round(s) run; {summary['reason']}")
+    if summary.get("pending"):
+        typer.echo(f"collect with `screener collect {folder}` (e.g. from cron) once workers have run them; "
+                   f"see `screener status {folder}`")
+        return
     typer.echo(f"see `screener status {folder}`" + ("" if summary["finished"] else f"; resume with `screener run --campaign {folder}`"))
+
+
+@app.command("collect")
+def collect_command(
+    campaign_dir: Annotated[Path, typer.Argument(help="Campaign folder whose calculations run on fireworks or jobflow-remote.")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Poll until the round's calculations are back, or (default) collect what has finished and exit.")] = False,
+    poll_interval: Annotated[Optional[float], typer.Option("--poll-interval", help="Seconds between polls with --wait (default: the campaign's, 30).")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Run at most this many rounds now.", min=1)] = None,
+) -> None:
+    """Collect finished calculations of a campaign submitted with `screener run --no-wait`, and move it on.
+
+    Records what the executor has finished; when a round is complete, updates the hulls, fine-tunes, plans and
+    submits the next round, then exits saying what is pending. Safe to run from cron: a second collect while one
+    runs exits with code 2. Same as `screener run --campaign CAMPAIGN_DIR --no-wait`.
+    """
+    from screener.campaign.api import run_campaign
+    from screener.campaign.ledger import LEDGER_FILENAME
+    from screener.errors import InvalidInputError
+
+    if not (campaign_dir / LEDGER_FILENAME).is_file():
+        raise InvalidInputError(f"{campaign_dir} holds no campaign (no {LEDGER_FILENAME})")
+    bars, progress = _stage_progress()
+
+    def on_round(summary: dict) -> None:
+        bars.console.print(_round_line(summary), highlight=False, soft_wrap=True)
+        progress.clear()
+
+    with bars, _ledger_errors(campaign_dir):
+        folder, summary = run_campaign(campaign_dir, rounds=rounds, progress=progress, on_round=on_round, wait=wait,
+                                       poll_interval_s=poll_interval)
+    _campaign_outcome(folder, summary)
 
 
 @app.command("status")

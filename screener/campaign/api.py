@@ -176,6 +176,8 @@ def run_campaign(
     backend_options: dict[str, Any] | None = None,
     executor_options: dict[str, Any] | None = None,
     fine_tune_epochs: int | None = None,
+    wait: bool | None = None,
+    poll_interval_s: float | None = None,
     progress: Progress | None = None,
     factory: ComponentsFactory | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
@@ -192,6 +194,11 @@ def run_campaign(
 
     The process holds the campaign's writer lock from start to end: a second writer gets
     :class:`~screener.campaign.folder.CampaignBusyError`.
+
+    ``wait`` (default: True for the ``local`` executor, False for ``fireworks`` and ``jobflow-remote``): poll the
+    executor every ``poll_interval_s`` (this run only; default: the campaign's ``poll_interval_s``) until the round's
+    jobs are back. False: submit the round's jobs and return with ``summary["pending"]`` (``{"pending": n,
+    "running": n}``); a later call collects them. Neither option is compared with the stored configuration.
 
     Returns
     -------
@@ -210,6 +217,7 @@ def run_campaign(
         with Ledger.in_dir(campaign_dir, read_only=True) as ledger:  # damage is found here, before any work
             stored = ledger.get_meta("config") or {}
             total = ledger.get_meta("budget_total")
+        _check_wait(wait, poll_interval_s, stored.get("executor", "local"))
         differing = resume_differences(stored, total, given) if stored else []
         if differing:
             hint = (f"; change the budget with `screener budget {campaign_dir} --total X`"
@@ -227,6 +235,7 @@ def run_campaign(
         opts = {k: (v if v is not None else DEFAULTS[k]) for k, v in given.items() if k in DEFAULTS}
         backend, executor, policy = opts["backend"], opts["executor"], opts["policy"]
         budget_unit, references = opts["budget_unit"], opts["references"]
+        _check_wait(wait, poll_interval_s, executor)
         if backend not in BACKENDS:
             raise InvalidInputError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
         if executor not in EXECUTORS:
@@ -258,8 +267,32 @@ def run_campaign(
         )
         campaign_dir = Path(campaign_dir) if campaign_dir is not None else new_campaign_dir()
         camp = Campaign.create(campaign_dir, config, structures, factory)
+    from screener.execution.base import JobsPending
+
+    if poll_interval_s is not None:  # this run's polling only: not stored, never compared on a resume
+        camp.config = camp.config.model_copy(update={"poll_interval_s": float(poll_interval_s)})
+    camp.wait = (camp.config.executor == "local") if wait is None else bool(wait)
+    finished_rounds = []
+
+    def counted(summary: dict[str, Any]) -> None:
+        finished_rounds.append(summary["round"])
+        if on_round:
+            on_round(summary)
+
     try:
-        summary = camp.run(max_rounds=rounds, progress=progress, on_round=on_round)
+        summary = camp.run(max_rounds=rounds, progress=progress, on_round=counted)
+    except JobsPending as pending:  # submitted; the engine runs them: a later run (or `screener collect`) collects
+        summary = {"rounds_run": len(finished_rounds), "finished": False, "pending": pending.counts,
+                   "reason": f"{pending} submitted and reserved; collect them later"}
     finally:
         camp.close()
     return Path(campaign_dir), summary
+
+
+def _check_wait(wait: bool | None, poll_interval_s: float | None, executor: str) -> None:
+    """``--no-wait`` needs an executor whose jobs run elsewhere; ``--poll-interval`` a finite number > 0."""
+    if wait is False and executor == "local":
+        raise InvalidInputError("--no-wait needs an executor whose jobs run elsewhere (fireworks, jobflow-remote); "
+                                "the local executor runs them in this process")
+    if poll_interval_s is not None and not (math.isfinite(poll_interval_s) and poll_interval_s > 0):
+        raise InvalidInputError(f"--poll-interval must be a finite number of seconds > 0, got {poll_interval_s}")

@@ -86,6 +86,8 @@ class Campaign:
         self._roles: dict[str, str] = {}
         self._in_hull: set[str] = set()
         self._cost_cache: dict[tuple[str, str], tuple[float, float]] = {}
+        #: False: submit and return (JobsPending) instead of polling the executor until its jobs are back
+        self.wait = True
         self._load_candidates()
 
     # ---- construction ----------------------------------------------------------------------------------------------
@@ -511,31 +513,74 @@ class Campaign:
 
     # ---- step 4: compute -------------------------------------------------------------------------------------------
     def _execute_open_jobs(self, progress: Progress | None, stage: str = "calculations") -> None:
+        """Submit the open jobs not yet with the executor, then collect results until none is open.
+
+        Executors with ``states(uuids)`` (FireWorks, jobflow-remote) report each job as the engine sees it: pending
+        and running jobs are polled again every ``config.poll_interval_s``, never charged as failures; a submitted
+        job the engine no longer knows (deleted), or reports finished without a result, is failed and charged its
+        reserved estimate (the rule of docs/cluster.md), never re-bought. Without waiting (``self.wait`` False,
+        ``screener run --no-wait``) this raises :class:`~screener.execution.base.JobsPending` once the jobs are
+        submitted; a later run collects them.
+        """
+        from screener.execution.base import JobsPending
+
         executor = self.components.executor
         open_jobs = self.ledger.jobs(states=OPEN_STATES)
         if not open_jobs:
             return
         total = len(open_jobs)
+        engine = getattr(executor, "states", None)
+        wait = getattr(self, "wait", True)
+        known = engine([j.uuid for j in open_jobs]) if engine else {}  # the engine's state before its results
         pending = self._record(open_jobs, executor.collect([j.uuid for j in open_jobs]))
-        for job in pending:  # not in the job store yet: rebuild the flow from the ledger's data, same uuid, submit
+        resubmit = []
+        for job in pending:
+            state = known.get(job.uuid)
+            if state in ("pending", "running"):
+                continue  # the engine has it: polled, never resubmitted
+            if engine and (state in ("done", "failed") or (state == "unknown" and job.state == "submitted")):
+                self._charge_lost(job, state)
+                continue
+            resubmit.append(job)
+        for job in resubmit:  # not with the executor yet: rebuild the flow from the ledger's data, same uuid, submit
             executor.submit(self._rebuild_flow(job))
             self.ledger.mark_submitted([job.uuid])
+        pending = [j for j in pending if j in resubmit or known.get(j.uuid) in ("pending", "running")]
         blocking = getattr(executor, "runs_locally", self.config.executor == "local")
         while pending:
             if progress:
                 progress(stage, total - len(pending), total)
+            if not wait:
+                states = [known.get(j.uuid) if known.get(j.uuid) in ("pending", "running") else "pending"
+                          for j in pending]
+                raise JobsPending({s: states.count(s) for s in ("pending", "running")})
             executor.run()
+            known = engine([j.uuid for j in pending]) if engine else {}
             still = self._record(pending, executor.collect([j.uuid for j in pending]))
-            if still and blocking and len(still) == len(pending):
+            if engine:
+                for job in [j for j in still if known.get(j.uuid) not in ("pending", "running")]:
+                    self._charge_lost(job, known.get(job.uuid))
+                    still.remove(job)
+            elif still and blocking and len(still) == len(pending):
                 for job in still:  # a local run that leaves no output failed before writing one
                     self.ledger.finish_job(job.uuid, success=False, result_json=None, actual_cost=None,
                                            actual_cpu_hours=None, failure_reason="the job produced no result")
                 still = []
-            if still and not blocking:
+            if still and (engine or not blocking):
                 time.sleep(self.config.poll_interval_s)
             pending = still
         if progress:
             progress(stage, total, total)
+
+    def _charge_lost(self, job: Any, state: str | None) -> None:
+        """A job the engine lost: failed, charged its reserved estimate (``actual_cost`` None), not bought again."""
+        name = self.config.executor
+        if state == "unknown":
+            why = f"lost: {name} no longer has this submitted job (deleted from it?)"
+        else:
+            why = f"{name} reports it {state} but no result reached the job store"
+        self.ledger.finish_job(job.uuid, success=False, result_json=None, actual_cost=None, actual_cpu_hours=None,
+                               failure_reason=f"{why}; charged its reserved estimate, not bought again")
 
     def _rebuild_flow(self, job: Any) -> Any:
         """The flow of an open job, made again by the calculator from what the ledger records as data.
