@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import bz2
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,6 @@ def synthetic_alexandria_entries(
     start : int
         Index of the first entry (so files can be written independently).
     """
-    from pymatgen.core import Lattice, Structure
-
     from screener.world.generate import _usable_elements
     from screener.world.prototypes import load_prototypes
 
@@ -64,41 +63,50 @@ def synthetic_alexandria_entries(
     if not protos:  # pragma: no cover - the shipped prototypes always give some
         raise InvalidInputError("no usable prototypes")
     for i in range(start, start + n_entries):
-        rng = np.random.default_rng([seed, i])
-        base = protos[int(rng.integers(len(protos)))]
-        elements = sorted({site.specie.symbol for site in base})
-        targets = rng.choice(len(usable), size=len(elements), replace=False)
-        mapping = {el: usable[int(t)] for el, t in zip(elements, targets)}
-        species = [mapping[site.specie.symbol] for site in base]
-        matrix = base.lattice.matrix @ (np.eye(3) + rng.normal(0.0, 0.02, (3, 3)) * np.eye(3))
-        frac = (base.frac_coords + rng.normal(0.0, 0.002, base.frac_coords.shape)) % 1.0
-        structure = Structure(Lattice(matrix), species, frac)
-        n_sites = len(structure)
-        e_form = float(rng.normal(-1.0, 0.8))
-        e_hull = float(abs(rng.normal(0.0, 0.15)))
-        energy = float(rng.normal(-5.0, 1.5)) * n_sites
-        yield {
-            "@module": "pymatgen.entries.computed_entries",
-            "@class": "ComputedStructureEntry",
-            "energy": energy,
-            "composition": structure.composition.as_dict(),
-            "entry_id": None,
-            "correction": 0.0,
-            "energy_adjustments": [],
-            "parameters": {},
-            "data": {
-                "mat_id": f"syn{seed}-{i:010d}",
-                "formula": structure.composition.reduced_formula,
-                "elements": sorted(mapping.values()),
-                "nsites": n_sites,
-                "energy_total": energy,
-                "energy_corrected": energy,
-                "e_above_hull": e_hull,
-                "e_form": e_form,
-                "synthetic": True,
-            },
-            "structure": structure.as_dict(),
-        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pymatgen: no electronegativity for noble gases (formula ordering)
+            yield _entry(protos, usable, seed, i)
+
+
+def _entry(protos: list, usable: list[str], seed: int, i: int) -> dict[str, Any]:
+    """Entry ``i``: a pure function of ``(seed, i)``."""
+    from pymatgen.core import Lattice, Structure
+
+    rng = np.random.default_rng([seed, i])
+    base = protos[int(rng.integers(len(protos)))]
+    elements = sorted({site.specie.symbol for site in base})
+    targets = rng.choice(len(usable), size=len(elements), replace=False)
+    mapping = {el: usable[int(t)] for el, t in zip(elements, targets)}
+    species = [mapping[site.specie.symbol] for site in base]
+    matrix = base.lattice.matrix @ (np.eye(3) + rng.normal(0.0, 0.02, (3, 3)) * np.eye(3))
+    frac = (base.frac_coords + rng.normal(0.0, 0.002, base.frac_coords.shape)) % 1.0
+    structure = Structure(Lattice(matrix), species, frac)
+    n_sites = len(structure)
+    e_form = float(rng.normal(-1.0, 0.8))
+    e_hull = float(abs(rng.normal(0.0, 0.15)))
+    energy = float(rng.normal(-5.0, 1.5)) * n_sites
+    return {
+        "@module": "pymatgen.entries.computed_entries",
+        "@class": "ComputedStructureEntry",
+        "energy": energy,
+        "composition": structure.composition.as_dict(),
+        "entry_id": None,
+        "correction": 0.0,
+        "energy_adjustments": [],
+        "parameters": {},
+        "data": {
+            "mat_id": f"syn{seed}-{i:010d}",
+            "formula": structure.composition.reduced_formula,
+            "elements": sorted(mapping.values()),
+            "nsites": n_sites,
+            "energy_total": energy,
+            "energy_corrected": energy,
+            "e_above_hull": e_hull,
+            "e_form": e_form,
+            "synthetic": True,
+        },
+        "structure": structure.as_dict(),
+    }
 
 
 def write_synthetic_alexandria(
