@@ -36,15 +36,29 @@ _STATES = {"READY": "pending", "WAITING": "pending", "RESERVED": "pending", "PAU
 _UNREACHABLE_MS = 10_000  # how long a LaunchPad read from a file may take to answer before it counts as unreachable
 
 
+_LAUNCHPADS: dict[tuple[str, str], Any] = {}
+
+
 def load_launchpad(path: str | Path) -> Any:
     """A LaunchPad from a ``launchpad.yaml``, checked to answer; a missing file or an unreachable server is one
-    :class:`InvalidInputError` (no MongoDB default wait of 30 s: ``serverSelectionTimeoutMS`` 10 s unless set)."""
-    from fireworks import LaunchPad
-    from monty.serialization import loadfn
+    :class:`InvalidInputError` (no MongoDB default wait of 30 s: ``serverSelectionTimeoutMS`` 10 s unless set).
 
+    One LaunchPad (one client) per file and content in a process: a campaign builds its executor more than once,
+    and with FireWorks' mongomock persistence each client would write its own snapshot of the file at exit.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise InvalidInputError(f"LaunchPad file {path} does not exist (make one with `lpad init`; see docs/cluster.md)")
+    key = (str(path.resolve()), path.read_text(errors="replace"))
+    if key not in _LAUNCHPADS:
+        _LAUNCHPADS[key] = _read_launchpad(path)
+    return _LAUNCHPADS[key]
+
+
+def _read_launchpad(path: Path) -> Any:
+    from fireworks import LaunchPad
+    from monty.serialization import loadfn
+
     try:
         spec = loadfn(str(path))
     except Exception as exc:  # noqa: BLE001 - any YAML error is the user's file
@@ -61,13 +75,15 @@ def load_launchpad(path: str | Path) -> Any:
 
 
 def check_reachable(launchpad: Any, what: str) -> None:
-    """One cheap read: an unreachable or refusing MongoDB is one line naming the LaunchPad, not a traceback."""
+    """One cheap read: an unreachable or refusing MongoDB, or a LaunchPad never reset, is one line, not a traceback."""
     try:
-        launchpad.fireworks.find_one({}, {"_id": 1})
+        initialized = launchpad.fw_id_assigner.find_one({}, {"_id": 1}) is not None
     except Exception as exc:  # noqa: BLE001 - pymongo's errors (timeouts, auth) all mean the same to the user
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInputError(f"cannot reach the LaunchPad of {what} (host {getattr(launchpad, 'host', '?')}): "
                                 f"{first[:200]}") from exc
+    if not initialized:
+        raise InvalidInputError(f"the LaunchPad of {what} is not initialized: run `lpad -l FILE reset` once")
 
 
 class FireWorksExecutor:
