@@ -532,6 +532,15 @@ class Campaign:
         engine = getattr(executor, "states", None)
         wait = getattr(self, "wait", True)
         known = engine([j.uuid for j in open_jobs]) if engine else {}  # the engine's state before its results
+        submitted = [j for j in open_jobs if j.state == "submitted"]
+        if engine and submitted and all(known.get(j.uuid) == "unknown" for j in submitted) and not any(
+                state != "unknown" for state in engine([j.uuid for j in self.ledger.jobs(states=["done", "failed"])
+                                                        ][-20:]).values()):
+            # the engine knows none of the campaign's jobs: another LaunchPad / project, not jobs lost one by one
+            raise InvalidInputError(
+                f"the {self.config.executor} executor knows none of the campaign's {len(submitted)} submitted "
+                "calculation(s): is it the LaunchPad (or jobflow-remote project) they were submitted to? Nothing "
+                "was changed; see docs/cluster.md for jobs deleted on purpose")
         pending = self._record(open_jobs, executor.collect([j.uuid for j in open_jobs]))
         resubmit = []
         for job in pending:
