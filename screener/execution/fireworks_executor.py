@@ -241,8 +241,8 @@ class FireWorksExecutor:
             return
         _, lost_fw_ids, _ = self.launchpad.detect_lostruns(expiration_secs=self.lost_run_timeout_s)
         for fw_id in lost_fw_ids:
-            fw = self.launchpad.fireworks.find_one({"fw_id": fw_id}, {"launches": 1})
-            if len((fw or {}).get("launches") or []) <= self.max_reruns:
+            fw = self.launchpad.fireworks.find_one({"fw_id": fw_id}, {"launches": 1, "archived_launches": 1}) or {}
+            if len(fw.get("launches") or []) + len(fw.get("archived_launches") or []) <= self.max_reruns:
                 logger.warning("firework %s lost its worker: rerun", fw_id)
                 self.launchpad.rerun_fw(fw_id)
             else:
@@ -289,8 +289,9 @@ class FireWorksExecutor:
             trace = exc.get("_stacktrace") if isinstance(exc, dict) else None
             if trace:
                 reason += ": " + trace.strip().splitlines()[-1]
-            elif len(launch_ids) > 1:
-                reason += f" after {len(launch_ids)} launches (lost runs)"
+            else:
+                n = len(launch_ids) + len(fw.get("archived_launches") or [])
+                reason += f": its worker stopped reporting ({n} launch(es), lost runs past lost_run_timeout_s)"
         spec = fw.get("spec", {})
         return result_cls.failed(
             structure_id=str(spec.get("structure_id", uuid)),

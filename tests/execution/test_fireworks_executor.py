@@ -53,3 +53,28 @@ def test_small_flow_end_to_end(tmp_path, launchpad, two_candidates):
     local.submit(flows[0])
     local.run()
     assert local.collect([uuids[0]])[uuids[0]].energy_ev == pytest.approx(good[0].energy_ev, abs=1e-6)
+
+
+def test_states_follow_the_engine_and_lost_runs_are_rerun_then_failed(tmp_path, launchpad, two_candidates):
+    """READY -> pending, RUNNING -> running; a run whose worker stopped pinging is rerun once, then failed."""
+    import time
+
+    from fireworks import FWorker
+
+    from screener.calculators import get_calculator
+    from screener.execution import get_executor
+
+    executor = get_executor("fireworks", tmp_path / "fw", launchpad=launchpad, launch_here=False,
+                            lost_run_timeout_s=0.05, max_reruns=1)
+    (sid, structure), _ = two_candidates
+    uuid = executor.submit(get_calculator("standin").make_flow(structure, "pbe", sid))[0]
+    assert executor.states([uuid, "not-a-job"]) == {uuid: "pending", "not-a-job": "unknown"}
+    assert executor.run() == 0 and executor.collect([uuid]) == {uuid: None}  # workers elsewhere run it
+
+    for expected in ("pending", "failed"):  # a worker takes it and dies (no pings): rerun, then failed
+        launchpad.checkout_fw(FWorker(), str(tmp_path))
+        assert executor.states([uuid]) == {uuid: "running"}
+        time.sleep(0.1)
+        assert executor.states([uuid]) == {uuid: expected}
+    result = executor.collect([uuid])[uuid]
+    assert result is not None and not result.success and "stopped reporting" in result.failure_reason
