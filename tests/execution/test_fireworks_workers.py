@@ -157,3 +157,35 @@ def test_bad_launchpad_input_is_one_line_and_leaves_the_campaign_untouched(clust
     assert proc.returncode == 2 and out.strip().count("\n") == 0 and "cannot reach the LaunchPad" in out, out
     assert not (cluster["tmp"] / "new").exists()
     assert json.dumps([(j.uuid, j.state) for j in jobs(cluster)[0]]) == before
+
+
+def test_a_worker_killed_mid_job_loses_nothing_the_job_is_retried(cluster):
+    """SIGKILL a worker inside a job: the next worker runs it again and the round completes, nothing failed.
+
+    (With this file LaunchPad the killed worker's claim never reaches the file, so the firework is READY again; on
+    MongoDB it stays RUNNING until ``lost_run_timeout_s`` reruns it: test_fireworks_executor.py.)
+    """
+    import time
+
+    code, out = start(cluster)
+    assert code == 0, out
+    runs = cluster["tmp"] / "node"
+    runs.mkdir()
+    slow = subprocess.Popen([str(BIN / "rlaunch"), "-l", str(cluster["lp"]), "rapidfire"], cwd=runs,
+                            env={**cluster["env"], "FAKE_DFT_SLEEP_S": "60"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while not list(runs.glob("launcher_*")) and time.time() < deadline:
+            time.sleep(0.2)
+        assert list(runs.glob("launcher_*")), "the worker never started a job"
+        time.sleep(1.0)  # inside fake_dft's sleep
+    finally:
+        slow.kill()
+        slow.wait()
+    worker(cluster)
+    code, out = screener(cluster, "collect", str(cluster["campaign"]))
+    assert code == 0, out
+    after, rounds, _ = jobs(cluster)
+    assert rounds[0]["state"] == "finished"
+    assert [j.state for j in after if j.round == 1] == ["done"] * 4
