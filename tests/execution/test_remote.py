@@ -16,6 +16,8 @@ from screener.execution import get_executor
 
 class _State(Enum):
     WAITING = "WAITING"
+    SUBMITTED = "SUBMITTED"
+    RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     REMOTE_ERROR = "REMOTE_ERROR"
 
@@ -107,3 +109,25 @@ def test_resubmission_of_a_queued_calculation_is_skipped(fake_jfr, tmp_path, two
     rebuilt = get_calculator("standin").make_flow(structure, "pbe", sid, uuid=flow.uuid)
     assert executor.submit(rebuilt) == [flow.uuid]
     assert len(fake_jfr.submitted) == 1
+
+
+def test_states_are_jobflow_remotes_own(fake_jfr, tmp_path):
+    executor = get_executor("jobflow-remote", tmp_path, project="dft")
+    for uuid, state in [("a", _State.WAITING), ("b", _State.SUBMITTED), ("c", _State.RUNNING),
+                        ("d", _State.COMPLETED), ("e", _State.REMOTE_ERROR)]:
+        fake_jfr.infos[uuid] = types.SimpleNamespace(state=state)
+    assert executor.states(["a", "b", "c", "d", "e", "f"]) == {
+        "a": "pending", "b": "pending", "c": "running", "d": "done", "e": "failed", "f": "unknown"}
+
+
+def test_a_wrong_project_name_is_one_line(fake_jfr, monkeypatch, tmp_path):
+    class ConfigError(Exception):  # what jobflow_remote raises for a project it has no file for
+        pass
+
+    def get_jobstore(project_name=None):
+        raise ConfigError(f"The selected project {project_name} is not among the defined projects")
+
+    monkeypatch.setattr(fake_jfr, "get_jobstore", get_jobstore)
+    with pytest.raises(InvalidInputError, match="jobflow-remote project 'nope': The selected project nope") as info:
+        get_executor("jobflow-remote", tmp_path, project="nope")
+    assert "\n" not in str(info.value)
