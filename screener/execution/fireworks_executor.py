@@ -292,7 +292,11 @@ class FireWorksExecutor:
             else:
                 n = len(launch_ids) + len(fw.get("archived_launches") or [])
                 reason += f": its worker stopped reporting ({n} launch(es), lost runs past lost_run_timeout_s)"
-        spec = fw.get("spec", {})
+        spec = dict(fw.get("spec", {}))
+        for task in spec.get("_tasks") or []:  # the job's own metadata (make_flow: ids, estimated cost) first
+            job = task.get("job") if isinstance(task, dict) else None
+            if isinstance(job, dict) and job.get("uuid") == uuid and isinstance(job.get("metadata"), dict):
+                spec = {**spec, **job["metadata"]}
         return result_cls.failed(
             structure_id=str(spec.get("structure_id", uuid)),
             fidelity=spec.get("fidelity", "pbe"),

@@ -78,3 +78,4 @@ def test_states_follow_the_engine_and_lost_runs_are_rerun_then_failed(tmp_path, 
         assert executor.states([uuid]) == {uuid: expected}
     result = executor.collect([uuid])[uuid]
     assert result is not None and not result.success and "stopped reporting" in result.failure_reason
+    assert result.structure_id == sid and result.cost_cpu_hours > 0  # from the job's metadata: charged its estimate
