@@ -30,9 +30,10 @@ _INSTALL_HINT = (
 )
 # jobflow-remote's JobState -> screener's; a state not listed (a newer jobflow-remote) counts as pending
 _STATES = {"WAITING": "pending", "READY": "pending", "CHECKED_OUT": "pending", "UPLOADED": "pending",
-           "SUBMITTED": "pending", "BATCH_SUBMITTED": "pending", "PAUSED": "pending", "STOPPED": "pending",
-           "RUNNING": "running", "BATCH_RUNNING": "running", "TERMINATED": "running", "DOWNLOADED": "running",
-           "COMPLETED": "done", "FAILED": "failed", "REMOTE_ERROR": "failed", "USER_STOPPED": "failed"}
+           "SUBMITTED": "pending", "BATCH_SUBMITTED": "pending", "PAUSED": "pending",
+           "RUNNING": "running", "BATCH_RUNNING": "running", "RUN_FINISHED": "running", "TERMINATED": "running",
+           "DOWNLOADED": "running", "COMPLETED": "done", "FAILED": "failed", "REMOTE_ERROR": "failed",
+           "STOPPED": "failed", "USER_STOPPED": "failed"}  # STOPPED: a parent failed, it will not run
 
 
 def _jobflow_remote() -> Any:
