@@ -110,12 +110,13 @@ def prepare_references(
         entries = {f: [e for e in loaded if entry_fidelity(e) == f] for f in ("pbe", "scan")}
         meta["sources"] = str(Path(mode).resolve())
     if candidates:
-        from screener.hull.known_phases import exclude_candidates
+        from screener.hull.known_phases import CandidateIndex, exclude_candidates
 
         excluded: dict[str, str] = {}
+        index = CandidateIndex(candidates)  # one for all four lists: each structure is compared once
         for f in ("pbe", "scan"):
-            entries[f], dropped = exclude_candidates(entries[f], candidates)
-            known[f], dropped_known = exclude_candidates(known[f], candidates)
+            entries[f], dropped = exclude_candidates(entries[f], index)
+            known[f], dropped_known = exclude_candidates(known[f], index)
             excluded.update(dropped)
             excluded.update(dropped_known)
         if excluded:
@@ -207,9 +208,9 @@ def _mp_known(systems: list[str], *, offline: bool) -> tuple[dict[str, list[Any]
 def _world_references(elements: list[str], systems: list[str], options: Mapping[str, Any]
                       ) -> tuple[dict[str, list[Any]], dict[str, list[Any]], str]:
     """The replay data set's entries of the candidates' systems and its world's elemental references."""
-    from pymatgen.core import Structure
     from pymatgen.entries.computed_entries import ComputedStructureEntry
 
+    from screener._safe_json import structure_from_dict
     from screener.hull.phase_diagram import chemsys_elements
 
     raw = options.get("path")
@@ -225,7 +226,7 @@ def _world_references(elements: list[str], systems: list[str], options: Mapping[
     def entry(item: Mapping[str, Any], sid: str, fidelity: str) -> Any:
         # built field by field (no MontyDecoder): the data set is data, never code
         return ComputedStructureEntry(
-            Structure.from_dict(item["structure"]), float(item["energy"]),
+            structure_from_dict(item["structure"], f"replay data set entry {sid}"), float(item["energy"]),
             correction=float(item.get("correction") or 0.0),
             parameters={"run_type": str((item.get("parameters") or {}).get("run_type") or f"replayed {fidelity}")},
             data={"fidelity": fidelity, "backend": "replay", "structure_id": sid, "apply_mp2020": False,
@@ -337,11 +338,32 @@ class CampaignHulls:
     def __init__(self, references: Mapping[str, Any]) -> None:
         from screener.hull import FidelityHull
 
+        # Reference phases join the hulls as plain ComputedEntry (composition and energy are all a hull needs):
+        # decoding hundreds of structures at every start, and storing them in every snapshot, would dominate a
+        # small campaign. Their structures stay here, decoded only for a competing phase that must be computed.
+        self._structures: dict[str, Mapping[str, Any]] = {}
         self.hulls = {
-            f: FidelityHull(f, references=[_entry(e) for e in references.get(f, [])], on_mixed_backends="warn")
+            f: FidelityHull(f, references=[self._without_structure(e) for e in references.get(f, [])],
+                            on_mixed_backends="warn")
             for f in ("pbe", "scan")
         }
         self.meta: dict[str, Any] = dict(references.get("meta") or {})
+
+    def _without_structure(self, entry: Mapping[str, Any] | Any) -> Any:
+        if not isinstance(entry, Mapping) or "structure" not in entry:
+            return _entry(entry, "a reference entry")
+        d = {k: v for k, v in entry.items() if k != "structure"}
+        d["@class"] = "ComputedEntry"
+        key = (d.get("data") or {}).get("structure_id") or d.get("entry_id")
+        if key is not None:
+            self._structures[str(key)] = entry["structure"]
+        return _entry(d, "a reference entry")
+
+    def _structure(self, key: str) -> Any:
+        from screener._safe_json import structure_from_dict
+
+        raw = self._structures.get(key)
+        return None if raw is None else structure_from_dict(raw, f"structure of reference {key}")
 
     def competing_phase_counts(self, chemsys: Any, *, exclude: Iterable[str] = ()) -> dict[str, int]:
         """How many known competing phases each hull holds in a chemical system and its subsystems.
@@ -411,12 +433,24 @@ class CampaignHulls:
         from screener.hull import MissingReferenceError
         from screener.hull.phase_diagram import entry_key
 
-        known = {entry_key(e) for e in self.hulls["pbe"].references}
+        from screener.hull.phase_diagram import chemsys_elements
+
+        elements = chemsys_elements(chemsys)
+        known = {entry_key(e) for e in self.hulls["pbe"].references
+                 if len(e.composition.elements) > 1 and {str(el) for el in e.composition.elements} <= elements}
+        if all(k in self.hulls["scan"] for k in known):  # the usual case: known at both fidelities, nothing to buy
+            return []
         try:
             phases = self.hulls["scan"].missing_competing_phases(chemsys, self.hulls["pbe"])
         except MissingReferenceError:
             return []
-        return [(p.structure_id, p.structure) for p in phases if p.structure is not None and p.structure_id in known]
+        out = []
+        for p in phases:
+            if p.structure_id in known:
+                structure = p.structure if p.structure is not None else self._structure(p.structure_id)
+                if structure is not None:
+                    out.append((p.structure_id, structure))
+        return out
 
     def snapshot(self, fidelity: str) -> dict[str, Any]:
         from screener.hull.phase_diagram import entry_key

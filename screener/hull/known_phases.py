@@ -44,6 +44,7 @@ __all__ = [
     "make_known_phase_entries",
     "standin_known_phases",
     "standin_elemental_references",
+    "CandidateIndex",
     "candidate_matches",
     "exclude_candidates",
     "count_compounds",
@@ -155,46 +156,80 @@ def standin_elemental_references(elements: Iterable[str], fidelity: str, path: s
     return make_known_phase_entries(records, fidelity)
 
 
+class CandidateIndex:
+    """The candidates, ready to be compared with many known phases (each structure reduced once).
+
+    ``StructureMatcher.fit`` reduces both structures (Niggli, primitive cell) on every call; with hundreds of known
+    polymorphs of a candidate's formula that dominates a campaign's start, so the candidates are reduced here once
+    and each known structure once per :meth:`match`, and results are remembered by id (the PBE and SCAN entries of
+    a known phase share their structure).
+    """
+
+    def __init__(self, candidates: Mapping[str, Structure], matcher: StructureMatcher | None = None) -> None:
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+
+        self.ids = {str(k) for k in candidates}
+        self.matcher = matcher or StructureMatcher()
+        self._by_formula: dict[str, list[tuple[str, Any]]] = {}
+        for cid, s in candidates.items():
+            self._by_formula.setdefault(s.composition.reduced_formula, []).append((str(cid), s))
+        self._reduced: dict[str, Any] = {}
+        self._memo: dict[str, str | None] = {}
+
+    def _reduce(self, structure: Structure) -> Any:
+        return self.matcher._get_reduced_structure(structure, self.matcher._primitive_cell, True)
+
+    def match(self, structure_id: str | None, structure: Structure | None, *, material_id: str | None = None
+              ) -> str | None:
+        """The id of the candidate this phase is (same id or material id, or a StructureMatcher match), else None."""
+        for key in (structure_id, material_id):
+            if key is not None and str(key) in self.ids:
+                return str(key)
+        if structure is None:
+            return None
+        same = self._by_formula.get(structure.composition.reduced_formula)
+        if not same:
+            return None
+        if structure_id is not None and str(structure_id) in self._memo:
+            return self._memo[str(structure_id)]
+        reduced = self._reduce(structure)
+        found = None
+        for cid, cand in same:
+            if cid not in self._reduced:
+                self._reduced[cid] = self._reduce(cand)
+            if self.matcher.fit(reduced, self._reduced[cid], skip_structure_reduction=True):
+                found = cid
+                break
+        if structure_id is not None:
+            self._memo[str(structure_id)] = found
+        return found
+
+
 def candidate_matches(
     structure_id: str | None,
     structure: Structure | None,
-    candidates: Mapping[str, Structure],
+    candidates: Mapping[str, Structure] | CandidateIndex,
     matcher: StructureMatcher | None = None,
     *,
     material_id: str | None = None,
 ) -> str | None:
     """The id of the candidate a known phase is (same id or material id, or a StructureMatcher match), else None."""
-    for key in (structure_id, material_id):
-        if key is not None and str(key) in candidates:
-            return str(key)
-    if structure is None:
-        return None
-    formula = structure.composition.reduced_formula
-    same = [(cid, s) for cid, s in candidates.items() if s.composition.reduced_formula == formula]
-    if not same:
-        return None
-    if matcher is None:
-        from pymatgen.analysis.structure_matcher import StructureMatcher
-
-        matcher = StructureMatcher()
-    return next((cid for cid, s in same if matcher.fit(structure, s)), None)
+    index = candidates if isinstance(candidates, CandidateIndex) else CandidateIndex(candidates, matcher)
+    return index.match(structure_id, structure, material_id=material_id)
 
 
 def exclude_candidates(
-    entries: Sequence[Any], candidates: Mapping[str, Structure]
+    entries: Sequence[Any], candidates: Mapping[str, Structure] | CandidateIndex
 ) -> tuple[list[Any], dict[str, str]]:
     """Drop known phases that are candidates; return ``(kept, {dropped entry key: candidate id})``."""
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    matcher = StructureMatcher()
+    index = candidates if isinstance(candidates, CandidateIndex) else CandidateIndex(candidates)
     kept, dropped = [], {}
     for entry in entries:
         if len(entry.composition.elements) == 1 and str(entry_key(entry) or "").startswith("ref:"):
             kept.append(entry)  # an elemental reference is never a candidate's stand-in
             continue
         mid = (entry.data or {}).get("material_id")
-        match = candidate_matches(entry_key(entry), getattr(entry, "structure", None), candidates, matcher,
-                                  material_id=str(mid) if mid else None)
+        match = index.match(entry_key(entry), getattr(entry, "structure", None), material_id=str(mid) if mid else None)
         if match is None:
             kept.append(entry)
         else:

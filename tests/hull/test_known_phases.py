@@ -110,7 +110,8 @@ def test_vasp_campaign_takes_mp_entries_from_the_cache_only(tmp_path, monkeypatc
 
     monkeypatch.setenv("SCREENER_MP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(sys.modules, "mp_api", None)  # any attempt to reach the server would fail loudly
-    candidate = next(e for e in mp_entries_readonly if e.composition.reduced_formula == "LiFeO2")
+    entries = [e for e in mp_entries_readonly if len(e.structure) <= 24]  # small cells keep the test fast
+    candidate = next(e for e in entries if e.composition.reduced_formula == "LiFeO2")
     cands = {"my-LiFeO2": candidate.structure}
     # not cached: elements only, said loudly, nothing fetched
     (tmp_path / "a").mkdir()
@@ -120,12 +121,12 @@ def test_vasp_campaign_takes_mp_entries_from_the_cache_only(tmp_path, monkeypatc
     assert CampaignHulls.from_file(path).competing_phase_counts("Fe-Li-O") == {"pbe": 0, "scan": 0}
     # cached (as `--references mp` would have left it): the MP entries are the known phases, the candidate is not
     scan = []
-    for e in mp_entries_readonly:
+    for e in entries:
         s = copy.deepcopy(e)
         s.energy_adjustments, s.parameters = [], {**s.parameters, "run_type": "r2SCAN"}
         s.data = {**s.data, "fidelity": "scan"}
         scan.append(s)
-    pbe = [copy.deepcopy(e) for e in mp_entries_readonly]
+    pbe = [copy.deepcopy(e) for e in entries]
     for e in pbe:
         e.data = {**e.data, "fidelity": "pbe"}
     for fidelity, entries in (("pbe", pbe), ("scan", scan)):
@@ -135,6 +136,34 @@ def test_vasp_campaign_takes_mp_entries_from_the_cache_only(tmp_path, monkeypatc
     path = prepare_references(tmp_path / "b", "auto", ["Fe", "Li", "O"], "vasp", candidates=cands)
     hulls = CampaignHulls.from_file(path)
     counts = hulls.competing_phase_counts("Fe-Li-O")
-    n_compounds = sum(len(e.composition.elements) > 1 for e in mp_entries_readonly)
+    n_compounds = sum(len(e.composition.elements) > 1 for e in entries)
     assert counts["pbe"] == counts["scan"] and 100 < counts["pbe"] < n_compounds  # the candidate and its twins out
     assert str(candidate.entry_id) in hulls.meta["excluded_as_candidates"]
+
+
+def test_replay_campaign_takes_the_data_sets_own_entries(tmp_path):
+    """``auto`` for replay: the data set's other entries of the candidates' systems are the known phases."""
+    from monty.serialization import dumpfn
+
+    from screener.campaign.hulls import CampaignHulls, prepare_references
+
+    structures = {"li": _cell(["Li"]), "na": _cell(["Na"]), "k": _cell(["K"]), "li3na": _cell(["Li", "Li", "Li", "Na"]),
+                  "lina": _cell(["Li", "Na"]), "lik": _cell(["Li", "K"]), "cand": _cell(["Li", "Na", "Na"])}
+    mu = {"Li": -1.9, "Na": -1.3, "K": -1.1}
+    items = []
+    for sid, s in structures.items():
+        for fidelity, shift in (("pbe", 0.0), ("scan", -0.2)):
+            energy = sum(mu[str(sp)] + shift for sp in s.species) - (0.1 * len(s) if len(s.composition) > 1 else 0)
+            items.append(_entry(sid, s, fidelity, energy / len(s)).as_dict())
+    dumpfn(items, tmp_path / "world.json.gz")
+    camp = tmp_path / "camp"
+    camp.mkdir()
+    path = prepare_references(camp, "auto", ["Li", "Na"], "replay", candidates={"my-cand": structures["cand"]},
+                              backend_options={"path": str(tmp_path / "world.json.gz")})
+    hulls = CampaignHulls.from_file(path)
+    assert hulls.meta["mode"] == "world"
+    # Li3Na and LiNa are known; the candidate's own structure (another id in the data set) is held out; Li-K is
+    # not in the candidate's system
+    assert hulls.competing_phase_counts("Li-Na") == {"pbe": 2, "scan": 2}
+    assert hulls.meta["excluded_as_candidates"] == {"cand": "my-cand"}
+    assert hulls.hull_formation_energy_ev_per_atom("scan", "Li3Na") == pytest.approx(-0.1)
