@@ -5,9 +5,11 @@ Steps (each measured in a fresh subprocess, so its peak RSS is its own):
 1. synthetic Alexandria-format PBE shards (:mod:`screener.world.synthetic`, random labels) of the largest size;
 2. ``featurise``: ``build_store`` of the first N entries for each size -> crystals/s (wall) and crystals per CPU
    second (this process + its workers, ``getrusage``), bytes per crystal on disk;
-3. ``load``: the RSS of holding every graph of the store in memory (what in-memory training needs), for contrast;
+3. ``load``: the resident memory of holding every graph of the store in memory (what in-memory training needs), for
+   contrast;
 4. ``train``: ``screener train --data STORE`` (streaming, small preset, 1 member, ``--epochs``) -> crystals/s and
-   peak RSS for each size (the RSS must not grow with the dataset); ``loader``: the same stream with collation but
+   peak RSS for each size (the RSS must not grow with the dataset: same shard size, window of 2 shards and validation
+   set at every size); ``loader``: the same stream with collation but
    no model (what one DataLoader worker must sustain to feed a GPU);
 5. ``rank``: ``rank_candidates`` on the store (predict -> top-K) and on the json.bz2 files (read -> featurise ->
    predict -> top-K, end to end) with the shipped model -> crystals per CPU second and peak RSS;
@@ -49,7 +51,8 @@ def _usage() -> dict[str, float]:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime,
-        "peak_rss_mb": max(own.ru_maxrss, kids.ru_maxrss) / 1024.0,  # Linux: kB
+        # Linux: kB; a child's maxrss starts at its parent's RSS at fork (kept small: the parent imports no pymatgen)
+        "peak_rss_mb": max(own.ru_maxrss, kids.ru_maxrss) / 1024.0,
         "peak_rss_self_mb": own.ru_maxrss / 1024.0,
         "peak_rss_workers_mb": kids.ru_maxrss / 1024.0,
     }
@@ -69,13 +72,18 @@ def _timed(fn) -> dict:
 
 def child(step: str, args: list[str]) -> dict:
     warnings.simplefilter("ignore")
+    if step == "generate":
+        from screener.world.synthetic import write_synthetic_alexandria
+
+        paths = write_synthetic_alexandria(args[0], int(args[1]), per_file=int(args[2]), seed=0)
+        return {"files": [str(p) for p in paths]}
     if step == "featurise":
         from screener.graphs.store import build_store
 
-        store, n_jobs, files = args[0], int(args[1]), args[2:]
+        store, n_jobs, shard_size, files = args[0], int(args[1]), int(args[2]), args[3:]
 
         def run():
-            m = build_store(files, store, targets=["e_form"], shard_size=5000, n_jobs=n_jobs)
+            m = build_store(files, store, targets=["e_form"], shard_size=shard_size, n_jobs=n_jobs)
             n_bytes = sum(p.stat().st_size for p in Path(store).rglob("*") if p.is_file())
             return {"n_entries": m.n_entries, "n_graphs": m.n_graphs, "n_shards": len(m.shards), "n_bytes": n_bytes,
                     "n_skipped": len(m.skipped)}
@@ -84,10 +92,14 @@ def child(step: str, args: list[str]) -> dict:
     if step == "load":
         from screener.graphs.store import GraphStore
 
+        def rss_mb() -> float:  # current resident set (the peak is set by the imports, not by the graphs)
+            return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
         def run():
             store = GraphStore(args[0])
+            before = rss_mb()
             graphs = [g for k in range(store.n_shards) for _, g, _ in store.iter_shard(k)]
-            return {"n_graphs_in_memory": len(graphs)}
+            return {"n_graphs_in_memory": len(graphs), "rss_of_the_graphs_mb": round(rss_mb() - before, 1)}
 
         return _timed(run)
     if step == "train":
@@ -96,11 +108,12 @@ def child(step: str, args: list[str]) -> dict:
         torch.set_num_threads(1)
         from screener.cgat.streaming import train_streaming_ensemble
 
-        store, out, epochs = args[0], args[1], int(args[2])
+        store, out, epochs, max_val = args[0], args[1], int(args[2]), int(args[3])
 
         def run():
             ens = train_streaming_ensemble([store], target="e_form", out_dir=out, preset="small", epochs=epochs,
-                                           n_members=1, device="cpu", max_val=500, batch_size=64)
+                                           n_members=1, device="cpu", max_val=max_val, batch_size=64,
+                                           buffer_shards=2)
             n_train = ens.info.split["n_train"][0]
             return {"n_train": n_train, "n_val": ens.info.split["n_val"][0], "epochs": epochs,
                     "n_structures_model_card": ens.info.n_structures}
@@ -150,7 +163,11 @@ def child(step: str, args: list[str]) -> dict:
         from screener.graphs.store import GraphStore
 
         store = GraphStore(args[0])
-        graphs = [g for _, g, _ in store.iter_shard(0, rows=range(64))]
+        graphs = []
+        for k in range(store.n_shards):
+            graphs += [g for _, g, _ in store.iter_shard(k)][: 64 - len(graphs)]
+            if len(graphs) == 64:
+                break
         batch = collate_graphs(graphs)
         out = {"batch": len(graphs), "mean_atoms_per_crystal": float(sum(g.n_atoms for g in graphs) / len(graphs))}
         for preset in ("small", "paper"):
@@ -206,6 +223,10 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--per-file", type=int, default=2000)
+    parser.add_argument("--shard-size", type=int, default=1000,
+                        help="Store shard size: the same for every size, so the streaming window (2 shards) is too.")
+    parser.add_argument("--max-val", type=int, default=100,
+                        help="Validation entries held in memory (the same for every size).")
     parser.add_argument("--rank-files-size", type=int, default=4000,
                         help="Entries ranked end to end from the json.bz2 files (the slow path).")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/screener-scale-bench"))
@@ -244,14 +265,13 @@ def main() -> None:
             print(json.dumps(previous))
             return
 
-    warnings.simplefilter("ignore")
-    from screener.world.synthetic import write_synthetic_alexandria
-
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     sizes = sorted(args.sizes)
     t0 = time.perf_counter()
-    files = write_synthetic_alexandria(work / "shards", sizes[-1], per_file=args.per_file, seed=0)
+    # generated in a child: this process stays small, so the children's peak RSS (which starts at the parent's RSS
+    # at fork) is their own
+    files = [Path(p) for p in _run_child("generate", work / "shards", sizes[-1], args.per_file)["files"]]
     gen_s = time.perf_counter() - t0
     result: dict = {
         "benchmark": "scale",
@@ -271,7 +291,7 @@ def main() -> None:
             import shutil
 
             shutil.rmtree(store)
-        f = _run_child("featurise", store, args.n_jobs, *files[:n_files])
+        f = _run_child("featurise", store, args.n_jobs, args.shard_size, *files[:n_files])
         f.update(size=n, crystals_per_s_wall=round(f["n_entries"] / f["wall_s"], 1),
                  crystals_per_cpu_s=round(f["n_entries"] / f["cpu_s"], 1),
                  bytes_per_crystal=round(f["n_bytes"] / f["n_entries"], 1))
@@ -279,7 +299,7 @@ def main() -> None:
         load = _run_child("load", store)
         load.update(size=n)
         result["load_all_graphs"].append(load)
-        tr = _run_child("train", store, work / f"model_{n}", args.epochs)
+        tr = _run_child("train", store, work / f"model_{n}", args.epochs, args.max_val)
         tr.update(size=n, crystals_per_s_wall=round(tr["n_train"] * tr["epochs"] / tr["wall_s"], 1),
                   crystals_per_cpu_s=round(tr["n_train"] * tr["epochs"] / tr["cpu_s"], 1))
         result["train_streaming"].append(tr)
