@@ -232,23 +232,25 @@ def main() -> None:
             output = work / f"killed-{k:02d}-start{starts:02d}.txt"
             done_events = max(0, _progress(camp))
             proc = _start_to_files(work, {**options, "campaign_dir": str(camp)}, log, output)
-            t_start = time.perf_counter()
+            t_proc = time.perf_counter()
             counts["resumed"] += int(starts > 1)  # a restart after a kill (one that fails stops the benchmark)
             if counts["kills"] < args.kills and done_events < n_events:
-                # where to kill: during creation (first start, 30 %), during a restart's start-up (10 %), or at a
-                # random point of the work still to do: once the campaign has logged a random number of the
-                # reference's ledger events, a random part of the time the reference spent before its next event
+                # where to kill: during start-up and creation (the first start of the first two campaigns, then
+                # 30 % of first starts), during a restart's start-up (10 %), or at a random point of the work still
+                # to do: once the campaign has logged a random number of the reference's ledger events, a random
+                # part of the time the reference spent before its next event
                 u = rng.random()
-                if starts == 1 and u < 0.3:
-                    target, extra = 0, rng.uniform(0.5, creation_s)
+                if starts == 1 and (k <= 2 or u < 0.3):
+                    target, extra = 0, rng.uniform(0.5, 1.0) * creation_s
                 elif starts > 1 and u < 0.1:
                     target, extra = 0, rng.uniform(0.5, 5.0)
                 else:
-                    target = rng.randrange(done_events + 1, n_events + 1)
+                    # (the last events come within milliseconds of each other, at the end of the run: not a target)
+                    target = rng.randrange(done_events + 1, max(n_events - 2, done_events + 2))
                     extra = rng.uniform(0.0, gaps[min(target, len(gaps) - 1)])
                 while proc.poll() is None and target and _progress(camp) < target:
                     time.sleep(0.1)
-                deadline = (time.perf_counter() if target else t_start) + extra
+                deadline = (time.perf_counter() if target else t_proc) + extra
                 while proc.poll() is None and time.perf_counter() < deadline:
                     time.sleep(0.05)
                 if proc.poll() is None:
