@@ -155,6 +155,19 @@ class FireWorksExecutor:
         """Whether :meth:`run` executes the jobs in this process (else workers elsewhere do)."""
         return self.launch_here
 
+    def _fws_of(self, uuids: list[str]) -> dict[str, dict | None]:
+        """The newest firework of each job in one query (``$in``): one scan of the LaunchPad per poll, not one a job."""
+        out: dict[str, dict | None] = {uuid: None for uuid in uuids}
+        for start in range(0, len(uuids), 5000):
+            chunk = uuids[start:start + 5000]
+            for fw in self.launchpad.fireworks.find({"spec._tasks.job.uuid": {"$in": chunk}},
+                                                    {"fw_id": 1, "state": 1, "spec._tasks.job.uuid": 1}):
+                for task in (fw.get("spec") or {}).get("_tasks") or []:
+                    uuid = ((task or {}).get("job") or {}).get("uuid")
+                    if uuid in out and (out[uuid] is None or fw["fw_id"] > out[uuid]["fw_id"]):
+                        out[uuid] = {"fw_id": fw["fw_id"], "state": fw.get("state")}
+        return out
+
     def _fw_of(self, uuid: str) -> dict | None:
         return self.launchpad.fireworks.find_one(
             {"spec._tasks.job.uuid": uuid}, {"fw_id": 1, "state": 1}, sort=[("fw_id", -1)]
@@ -229,7 +242,7 @@ class FireWorksExecutor:
         """Each job's state as FireWorks reports it: pending / running / done / failed / unknown (not on the
         LaunchPad). Lost runs past ``lost_run_timeout_s`` are rerun or failed first (``detect_lostruns``)."""
         self._handle_lost_runs()
-        return {uuid: self._state_of(self._fw_of(uuid)) for uuid in uuids}
+        return {uuid: self._state_of(fw) for uuid, fw in self._fws_of(list(uuids)).items()}
 
     @staticmethod
     def _state_of(fw: dict | None) -> str:
@@ -259,7 +272,7 @@ class FireWorksExecutor:
         from screener.calculators.result import CalcResult
 
         # the engine's state first, then the store: a firework COMPLETED before this read has its output stored
-        fws = {uuid: self._fw_of(uuid) for uuid in uuids}
+        fws = self._fws_of(list(uuids))
         refresh_store(self.store)  # workers wrote to it
         out: dict[str, CalcResult | None] = {}
         for uuid in uuids:
