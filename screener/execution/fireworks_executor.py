@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from screener.errors import InvalidInputError
-from screener.execution.base import check_stored_inputs, is_done, read_result, refresh_store, split_units
+from screener.execution.base import check_stored_inputs, is_done, read_results, refresh_store, split_units
 
 if TYPE_CHECKING:
     from jobflow import Flow, Job, JobStore
@@ -274,12 +274,10 @@ class FireWorksExecutor:
         # the engine's state first, then the store: a firework COMPLETED before this read has its output stored
         fws = self._fws_of(list(uuids))
         refresh_store(self.store)  # workers wrote to it
-        out: dict[str, CalcResult | None] = {}
-        for uuid in uuids:
-            result = read_result(self.store, uuid)
+        out = read_results(self.store, list(uuids))
+        for uuid, result in out.items():
             if result is None:
-                result = self._failed_result(uuid, fws[uuid], CalcResult)
-            out[uuid] = result
+                out[uuid] = self._failed_result(uuid, fws[uuid], CalcResult)
         return out
 
     def _failed_result(self, uuid: str, brief: dict | None, result_cls: type) -> Any:

@@ -22,7 +22,7 @@ from screener.execution.base import (
     check_stored_inputs,
     is_done,
     iter_jobs,
-    read_result,
+    read_results,
     split_units,
     write_failure,
 )
@@ -200,7 +200,7 @@ class LocalExecutor:
     # -- results ------------------------------------------------------------------------------------------------
     def collect(self, uuids: list[str]) -> dict[str, CalcResult | None]:
         """Stored results by uuid (None where the calculation has not finished)."""
-        return {uuid: read_result(self.store, uuid) for uuid in uuids}
+        return read_results(self.store, list(uuids))
 
     def describe(self) -> dict[str, Any]:
         """Counts of queued and finished calculations."""
