@@ -177,10 +177,11 @@ class FireWorksExecutor:
         """Add one workflow per calculation to the LaunchPad (skipping stored or already queued ones)."""
         from jobflow.managers.fireworks import flow_to_workflow
 
-        uuids = []
-        for uuid, unit in split_units(flow):
-            uuids.append(uuid)
-            if is_done(self.store, uuid) or self._fw_of(uuid) is not None:
+        units = split_units(flow)
+        uuids = [uuid for uuid, _ in units]
+        queued = self._fws_of(uuids)  # one query for all, not two a job
+        for uuid, unit in units:
+            if queued[uuid] is not None or is_done(self.store, uuid):
                 continue
             workflow = flow_to_workflow(unit, store=self.store, name=getattr(unit, "name", uuid))
             self.launchpad.add_wf(workflow)
