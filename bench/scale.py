@@ -259,6 +259,12 @@ def main() -> None:
         }
         if args.only_round_overhead:
             previous = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
+            if "round_overhead" in previous:  # keep the runs of other sizes, each with its command
+                old = previous["round_overhead"]
+                kept = [{**r, "command": r.get("command", old["command"])} for r in old["runs"]
+                        if r["n_candidates"] not in args.round_overhead]
+                overhead["runs"] = sorted(kept + [{**r, "command": overhead["command"]} for r in runs],
+                                          key=lambda r: r["n_candidates"])
             previous["round_overhead"] = overhead
             if args.out:
                 args.out.write_text(json.dumps(previous, indent=1) + "\n")
