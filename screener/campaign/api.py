@@ -75,7 +75,7 @@ def _read_candidates(paths: Sequence[str | Path]) -> dict[str, Any]:
 
 # Options of a new campaign when not given (None means "not given": on a resume only given options are compared).
 DEFAULTS: dict[str, Any] = {
-    "backend": "standin", "executor": "local", "policy": "scaling-law", "batch_size": 16,
+    "backend": "standin", "executor": "local", "policy": "expected-value", "batch_size": 16,
     "budget_unit": "pbe-equivalent", "seed": 0, "references": "auto", "fine_tune_epochs": 20,
 }
 # The command-line flag of each CampaignConfig field, for messages.

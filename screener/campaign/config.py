@@ -42,7 +42,7 @@ class CampaignConfig(BaseModel):
     )
     executor: Literal["local", "fireworks", "jobflow-remote"] = Field("local", description="Where jobs run.")
     executor_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of get_executor.")
-    policy: str = Field("scaling-law", description="Policy preset name or YAML path.")
+    policy: str = Field("expected-value", description="Policy preset name or YAML path.")
     batch_size: int = Field(16, ge=1, description="Calculations acquired per round (at most).")
     max_rounds: int | None = Field(None, ge=1, description="Stop after this many rounds (None: until the budget ends).")
     seed: int = Field(0, description="Seed of every random choice (policy, fine-tuning).")

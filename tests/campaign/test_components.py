@@ -22,7 +22,7 @@ def _request(remaining, competing=(), done=frozenset()):
     )
 
 
-@pytest.mark.parametrize("policy", ["scaling-law", "scan-only", "pbe-then-scan", "random"])
+@pytest.mark.parametrize("policy", ["scaling-law", "expected-value", "scan-only", "pbe-then-scan", "random"])
 @pytest.mark.parametrize("remaining", [0.3, 3.0, 12.0, 100.0])
 def test_plan_fits_the_budget_in_budget_units(policy, remaining):
     config = CampaignConfig(budget_total=100, unit_cpu_hours=4.0, batch_size=4)

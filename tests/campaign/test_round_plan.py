@@ -82,7 +82,7 @@ def test_policy_planner_never_plans_a_candidate_as_its_own_or_anothers_competing
                    PlanItem("mp-3", "pbe", "competing phase", 1.0, {"chemsys": "Li-O"})],
     )
     config = CampaignConfig(budget_total=100, unit_cpu_hours=1.0, batch_size=8)
-    for policy in ("scaling-law", "scan-only", "pbe-then-scan", "random"):
+    for policy in ("scaling-law", "expected-value", "scan-only", "pbe-then-scan", "random"):
         plan = PolicyPlanner(load_policy(policy), config).plan(request)
         planned = [i.structure_id for i in plan.items]
         assert len(planned) == len(set(planned)), (policy, [(i.structure_id, i.fidelity, i.reason)
