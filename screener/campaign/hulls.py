@@ -211,7 +211,7 @@ def _world_references(elements: list[str], systems: list[str], options: Mapping[
     from pymatgen.entries.computed_entries import ComputedStructureEntry
 
     from screener._safe_json import structure_from_dict
-    from screener.hull.phase_diagram import chemsys_elements
+    from screener.hull.known_phases import subsystems
 
     raw = options.get("path")
     paths = [str(p) for p in (raw if isinstance(raw, list | tuple) else [raw] if raw else [])]
@@ -221,7 +221,7 @@ def _world_references(elements: list[str], systems: list[str], options: Mapping[
 
     dataset = load_replay_dataset([str(Path(p).resolve()) for p in paths], options.get("id_key", "structure_id"),
                                   options.get("default_fidelity"))
-    wanted = [chemsys_elements(s) for s in systems]
+    wanted = subsystems(systems)
 
     def entry(item: Mapping[str, Any], sid: str, fidelity: str) -> Any:
         # built field by field (no MontyDecoder): the data set is data, never code
@@ -239,7 +239,7 @@ def _world_references(elements: list[str], systems: list[str], options: Mapping[
     for (sid, fidelity), item in dataset.entries.items():
         species = {"".join(c for c in str(sp["element"]) if c.isalpha())
                    for site in item["structure"]["sites"] for sp in site["species"]}
-        if any(species <= w for w in wanted):
+        if frozenset(species) in wanted:
             (elemental if len(species) == 1 else known)[fidelity].append(entry(item, sid, fidelity))
     refs: dict[str, list[Any]] = {"pbe": [], "scan": []}
     for p in paths:  # a world's shard <world>/<fidelity>/part_000.json.bz2: its elemental references

@@ -48,6 +48,7 @@ __all__ = [
     "candidate_matches",
     "exclude_candidates",
     "count_compounds",
+    "subsystems",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,18 @@ def _record_elements(record: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(out)
 
 
+def subsystems(systems: Iterable[Any]) -> set[frozenset[str]]:
+    """Every subsystem (element set) of every chemical system: a phase belongs to them when its elements are one."""
+    from itertools import combinations
+
+    out: set[frozenset[str]] = set()
+    for system in {chemsys_elements(s) for s in systems}:
+        members = sorted(system)
+        for k in range(1, len(members) + 1):
+            out.update(frozenset(c) for c in combinations(members, k))
+    return out
+
+
 def make_known_phase_entries(
     records: Iterable[Mapping[str, Any]],
     fidelity: str,
@@ -119,13 +132,11 @@ def make_known_phase_entries(
     from pymatgen.entries.computed_entries import ComputedStructureEntry
 
     fidelity = normalise_fidelity(fidelity)
-    wanted = None if systems is None else [chemsys_elements(s) for s in systems]
+    allowed = None if systems is None else subsystems(systems)
     entries = []
     for rec in records:
-        if wanted is not None:
-            els = _record_elements(rec)
-            if not any(els <= w for w in wanted):
-                continue
+        if allowed is not None and _record_elements(rec) not in allowed:
+            continue
         element = rec.get("element_reference")
         sid = f"ref:standin:{fidelity}:{element}" if element else str(rec["structure_id"])
         entries.append(ComputedStructureEntry(
