@@ -57,19 +57,20 @@ def load_launchpad(path: str | Path) -> Any:
 
 def _read_launchpad(path: Path) -> Any:
     from fireworks import LaunchPad
-    from monty.serialization import loadfn
+    from ruamel.yaml import YAML
 
     try:
-        spec = loadfn(str(path))
+        spec = YAML(typ="safe").load(path.read_text())  # plain YAML: no @module/@class decoded (not monty's loadfn)
     except Exception as exc:  # noqa: BLE001 - any YAML error is the user's file
-        raise InvalidInputError(f"LaunchPad file {path}: cannot read it ({exc})") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InvalidInputError(f"LaunchPad file {path}: cannot read it ({first})") from exc
     if not isinstance(spec, dict):
         raise InvalidInputError(f"LaunchPad file {path}: expected a mapping (host, name, ...)")
     spec.setdefault("mongoclient_kwargs", {}).setdefault("serverSelectionTimeoutMS", _UNREACHABLE_MS)
     try:
         launchpad = LaunchPad.from_dict(spec)
     except Exception as exc:  # noqa: BLE001
-        raise InvalidInputError(f"LaunchPad file {path}: {exc}") from exc
+        raise InvalidInputError(f"LaunchPad file {path}: {(str(exc).strip().splitlines() or [''])[0]}") from exc
     check_reachable(launchpad, str(path))
     return launchpad
 
