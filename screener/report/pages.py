@@ -99,7 +99,7 @@ def _mev(x_ev: Any, std_ev: Any = None) -> str:
         return "-"
     text = f"{1000 * float(x_ev):.0f}"
     if std_ev is not None:
-        text += f" ± {1000 * float(std_ev):.0f}"
+        text += f"\u00a0±\u00a0{1000 * float(std_ev):.0f}"  # no-break spaces: "12 ± 3" stays on one line
     return text
 
 
@@ -109,12 +109,12 @@ def _ev(x_ev: Any, std_ev: Any = None) -> str:
         return "-"
     text = f"{float(x_ev):.3f}"
     if std_ev is not None:
-        text += f" ± {float(std_ev):.3f}"
+        text += f"\u00a0±\u00a0{float(std_ev):.3f}"
     return text
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f} %"
+    return "-" if x is None else f"{100 * x:.1f}\u00a0%"
 
 
 def _time(ts: Any) -> str:
@@ -289,7 +289,8 @@ def overview_page(data: ReportData, figures: Mapping[str, str], *, title: str) -
             "Computed: candidates (not competing phases) with a successful calculation of that fidelity bought in "
             "the round. Found: those of the round's SCAN-computed candidates on the final SCAN hull; hit rate = "
             "found / computed SCAN. DAF: the round's hit rate divided by the pool's stable share ("
-            + (md_text(h.prevalence_source) if h.prevalence is None else _pct(h.prevalence)) + "). Costs: charges "
+            + (md_text(h.prevalence_source.removeprefix("unknown (").removesuffix(")")) + ", so no DAF"
+               if h.prevalence is None else _pct(h.prevalence)) + "). Costs: charges "
             "of every calculation of the round (competing phases included); totals are cumulative.", ""]
     captions = {
         "spend": ("Budget spent by fidelity", "Charged cost of finished calculations (actual cost where the "
@@ -333,8 +334,8 @@ def _decisions_section(data: ReportData) -> list[str]:
             r.round, _mev(_finite(alloc.get("mae_now"))),
             _num(None if gain_s is None else 1000 * gain_s, ".3g"),
             _num(None if gain_p is None else 1000 * gain_p, ".3g"),
-            f"{_num(a)} ± {_num(n.get('a_std'))}" if a is not None else "-",
-            f"{_num(b)} ± {_num(n.get('b_std'))}" if b is not None else "-",
+            f"{_num(a)}\u00a0±\u00a0{_num(n.get('a_std'))}" if a is not None else "-",
+            f"{_num(b)}\u00a0±\u00a0{_num(n.get('b_std'))}" if b is not None else "-",
             n.get("fit_source", law.get("source", "-")),
         ])
     # two narrower tables rather than one of 13 columns that does not fit the page

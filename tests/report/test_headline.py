@@ -146,7 +146,7 @@ def test_headline_figures_equal_the_ledger(synthetic_campaign, built_report):
         f"{f.upper()}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
         for f, c in sorted(truth["calculations"].items()))
     assert cell["n_scan_computed"] == str(truth["n_scan"])
-    assert cell["hit_rate"] == f"{100 * truth['hit_rate']:.1f} %"
+    assert cell["hit_rate"] == f"{100 * truth['hit_rate']:.1f}\u00a0%"
     assert cell["cpu_hours_per_find"] == f"{truth['cpu_h_per_find']:.4g}"
     for fidelity in ("pbe", "scan"):
         assert cell[f"mae_{fidelity}"].startswith(f"{1000 * truth['mae'][fidelity]:.0f} (over ")
@@ -154,7 +154,7 @@ def test_headline_figures_equal_the_ledger(synthetic_campaign, built_report):
     rounds = next(t for t in page.tables if t and t[0][:5] == ["round", "computed PBE", "computed SCAN", "found",
                                                                 "hit rate"])
     shown = {int(row[0]): (int(row[2]), int(row[3]), row[4]) for row in rounds[1:]}
-    assert shown == {n: (k, hits, "-" if rate is None else f"{100 * rate:.1f} %")
+    assert shown == {n: (k, hits, "-" if rate is None else f"{100 * rate:.1f}\u00a0%")
                      for n, (k, hits, rate) in truth["per_round"].items()}
 
 
