@@ -199,14 +199,22 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                    "cost_scan_cpu_hours": float(c_s[i]), "cost_pbe_cpu_hours": float(c_p[i])}
         if has_pbe[i]:
             numbers["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])
-        if fid == "scan":
-            why = (f"EV: SCAN now, P(SCAN-stable)={p_scan[i]:.2f} ({numbers['p_scan_source']}), "
-                   f"{-neg_rate:.3g} finds/CPU-h")
-            r.add_scan([i], r.left, why)
-        else:
-            why = (f"EV: PBE screen, SCAN after if P>= {lam * c_s[i]:.2f} (P(go)={p_go[i]:.2f}), "
-                   f"{-neg_rate:.3g} finds/CPU-h vs SCAN now {rate_scan[i]:.3g}")
-            r.add_pbe([i], r.left, why)
+        # the best option first; if it no longer fits in the round, the other one (e.g. a cheap PBE screen at the
+        # end of the budget, which would otherwise be left unspent)
+        tries = [fid] + (["pbe" if fid == "scan" else "scan"] if open_p[i] and min(rate_pbe[i], rate_scan[i]) > 0
+                         else [])
+        for option in tries:
+            if option == "scan":
+                why = (f"EV: SCAN now, P(SCAN-stable)={p_scan[i]:.2f} ({numbers['p_scan_source']}), "
+                       f"{rate_scan[i]:.3g} finds/CPU-h")
+                r.add_scan([i], r.left, why)
+            else:
+                why = (f"EV: PBE screen, SCAN after if P>= {lam * c_s[i]:.2f} (P(go)={p_go[i]:.2f}), "
+                       f"{rate_pbe[i]:.3g} finds/CPU-h vs SCAN now {rate_scan[i]:.3g}")
+                r.add_pbe([i], r.left, why)
+            if len(r.items) > before:
+                fid = option
+                break
         for item in r.items[before:]:
             if item.kind == "candidate" and item.job_id == ids[i]:
                 item.numbers = numbers

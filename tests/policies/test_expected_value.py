@@ -87,3 +87,12 @@ def test_pbe_scan_relation_follows_pairs_and_keeps_the_prior_without_them():
     assert rel.p_scan_stable(0.0) > 0.7
     assert rel.p_scan_stable(0.15) < 0.05
     assert rel.n_pairs == 600
+
+
+def test_cheap_pbe_screen_when_the_preferred_scan_no_longer_fits_in_the_round():
+    # c0 is best as SCAN now, but only a PBE run fits in what is left of the round: the round is not left unspent
+    state = _state(n=1, scan_mean_ev_per_atom=[-0.3], pbe_mean_ev_per_atom=[-0.3], budget_cpu_hours=100.0)
+    policy = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 2.0})
+    plan = decide(policy, state)
+    assert [(i.job_id, i.fidelity) for i in plan.items] == [("c0", "pbe")]
+    assert plan.items[0].numbers["rate_scan_per_cpu_hour"] > plan.items[0].numbers["rate_pbe_per_cpu_hour"]
