@@ -36,7 +36,6 @@ Prints progress to stderr and ONE JSON object on the last line of stdout (also w
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import gzip
 import json
@@ -54,7 +53,6 @@ SHARED = ROOT.parent / "shared" / "data"
 OUT_DIR = ROOT / "screener" / "data" / "known_phases"
 CANDIDATES_CSV = ROOT / "screener" / "data" / "demo_candidates" / "mp_li_fe_o_40.csv"
 TRAIN_CSV = ROOT / "screener" / "data" / "demo" / "mp20_train_200.csv"
-NOBLE_GASES = {"He", "Ne", "Ar", "Kr", "Xe", "Rn"}
 SOURCE_ORDER = ("mp20-test", "mp20-val", "mp20-train", "mp-Li-Fe-O", "matbench-phonons")
 SOURCES = {
     "mp20": "OPRYAN90/cdvae@437566befc3b53756d8b18f1fe885fbae84e49a6 data/mp_20/{train,val,test}.csv (MIT; data MP, "
@@ -250,9 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logging.getLogger(name).setLevel(logging.WARNING)
     t_start = time.perf_counter()
 
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    from screener.hull.known_phases import KNOWN_PHASES_FORMAT, candidate_matches, make_known_phase_entries
+    from screener.hull.known_phases import KNOWN_PHASES_FORMAT, CandidateIndex, make_known_phase_entries
     from screener.hull.phase_diagram import FidelityHull
     from screener.hull.references import _load_ref_file, elemental_reference_structures
 
@@ -260,7 +256,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log.info("read %d structures: %s", len(pool), dict(Counter(p["source"] for p in pool)))
     unique, absorbed = _deduplicate(pool)
     log.info("%d unique after de-duplication (%.0f s)", len(unique), time.perf_counter() - t_start)
-    with_refs = set(_load_ref_file("MP-PBE-Element-Refs.json.gz")) | set(_load_ref_file("MatPES-PBE-Element-Refs.json.gz"))
+    with_refs = (set(_load_ref_file("MP-PBE-Element-Refs.json.gz"))
+                 | set(_load_ref_file("MatPES-PBE-Element-Refs.json.gz")))
     picked = _pick_candidates(unique, args.n_candidates, args.max_sites, frozenset(args.space.split("-")),
                               args.min_known)
     _write_candidates(picked, pool, CANDIDATES_CSV)
@@ -269,9 +266,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # 3. the known set: everything else, the candidates and their matches held out
     held_out = {p["id"] for p in picked} | {a for p in picked for a in absorbed.get(p["id"], [])}
     cand_structures = {p["id"]: p["structure"] for p in picked}
-    matcher = StructureMatcher()
+    index = CandidateIndex(cand_structures)
     known = [p for p in unique if p["id"] not in held_out and not (_elements(p["structure"]) - with_refs)]
-    known = [p for p in known if not candidate_matches(p["id"], p["structure"], cand_structures, matcher)]
+    known = [p for p in known if index.match(p["id"], p["structure"]) is None]
     elements = sorted({el for p in known + picked for el in _elements(p["structure"])})
     refs: dict[str, Any] = {}
     for el in elements:  # the rule of prepare_references(mode="standin")
