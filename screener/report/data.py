@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ __all__ = [
     "RoundMetrics",
     "Headline",
     "ParityPoint",
+    "Reliability",
+    "RELIABILITY_K",
+    "reliability",
     "ReportData",
     "load_report_data",
     "job_timestamps",
@@ -252,6 +256,39 @@ class ParityPoint:
     computed: float
 
 
+#: Multiples of sigma at which the reliability plot compares observed and Gaussian coverage.
+RELIABILITY_K = tuple(0.25 * i for i in range(1, 13))
+
+
+@dataclass
+class Reliability:
+    """Coverage of one fidelity's prospective errors (predictions made before purchase minus results on the final
+    hull, pooled over rounds): share with ``|error| <= k * sigma`` per ``k``, with the raw ensemble sigma and with the
+    calibrated sigma the round ranked with, against the Gaussian share ``erf(k / sqrt 2)``."""
+
+    fidelity: str
+    k: list[float]
+    nominal: list[float]
+    raw: list[float]
+    calibrated: list[float]
+    n_errors: int
+
+
+def reliability(errors: Any, raw_std: Any, used_std: Any, fidelity: str,
+                k: Sequence[float] = RELIABILITY_K) -> Reliability | None:
+    """Observed coverage at each ``k`` (None without errors), via :func:`screener.policies.calibration.coverage`
+    (its 1-sigma share at ``scale = k``), so the report counts exactly as the campaign does."""
+    from screener.policies.calibration import coverage
+
+    n = len(errors)
+    if n == 0:
+        return None
+    return Reliability(
+        fidelity=fidelity, k=[float(x) for x in k], nominal=[math.erf(x / math.sqrt(2.0)) for x in k],
+        raw=[coverage(errors, raw_std, x)[0] for x in k], calibrated=[coverage(errors, used_std, x)[0] for x in k],
+        n_errors=n)
+
+
 @dataclass
 class ReportData:
     """The whole campaign, ready to be written as pages and plots."""
@@ -271,6 +308,7 @@ class ReportData:
     references: dict[str, list[dict[str, Any]]]
     schema_version: str | None = None
     headline: Headline | None = None
+    reliability: dict[str, Reliability] = field(default_factory=dict)
     _hulls: dict[str, Any] = field(default_factory=dict, repr=False)
     # element sets of the selected candidates' systems: the only part of a hull the report draws or measures against
     _systems: list[frozenset[str]] | None = field(default=None, repr=False)
@@ -713,6 +751,17 @@ def _load(campaign_dir: Path) -> ReportData:
         for fidelity in FIDELITIES:
             cand.competing[fidelity] = _competing_phases(data.hull(fidelity), cand, known_counts.get(fidelity))
         data.candidates.append(cand)
+    targets = {f: {c.structure_id: c.computed_e_form_ev_per_atom[f] for c in data.candidates
+                   if c.computed_e_form_ev_per_atom.get(f) is not None} for f in FIDELITIES}
+    if any(targets.values()):
+        from screener.campaign.ranking import prospective_errors
+
+        with Ledger.in_dir(campaign_dir, read_only=True) as ledger:
+            for fidelity in FIDELITIES:
+                curve = reliability(*prospective_errors(ledger, targets, fidelity, [r.round for r in rounds]),
+                                    fidelity)
+                if curve is not None:
+                    data.reliability[fidelity] = curve
     ids = [row["structure_id"] for row in cand_rows]
     data.headline = _headline(data, [s for s in ids if s in latest_stable["scan"]], ids)
     return data

@@ -313,40 +313,87 @@ def overview_page(data: ReportData, figures: Mapping[str, str], *, title: str) -
     for key, (heading, caption) in captions.items():
         if key in figures:
             out += [f"## {heading}", "", f"![{heading}]({figures[key]}){{ .report-figure }}", "", caption, ""]
-    out += _decisions_section(data)
+    out += _decisions_section(data, figures)
     return "\n".join(out)
 
 
-def _decisions_section(data: ReportData) -> list[str]:
+def _has_scaling_law(n: Mapping[str, Any]) -> bool:
+    """Whether a plan recorded the scaling-law allocation (``scaling-law`` and similar policies)."""
+    return bool(n.get("allocation") or n.get("scaling_law")) or n.get("a") is not None
+
+
+def _has_expected_value(n: Mapping[str, Any]) -> bool:
+    """Whether a plan recorded the expected-value numbers (lambda, learning values, PBE -> SCAN relation)."""
+    return any(str(k).startswith(("ev_", "pbe_scan_")) for k in n)
+
+
+def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = None) -> list[str]:
     out = ["## Policy decisions", ""]
     if not data.rounds:
         return out + ["No round has been planned yet.", ""]
-    plans, numbers = [], []
+    with_alloc = any((r.policy_numbers.get("allocation") or {}).get("decision") for r in data.rounds)
+    plans, law_rows, ev_rows, rel_rows = [], [], [], []
     for r in data.rounds:
         n = r.policy_numbers
         alloc = n.get("allocation") or {}
-        law = n.get("scaling_law") or {}
-        a, b = n.get("a", law.get("a")), n.get("b", law.get("b"))
-        gain_s, gain_p = _finite(alloc.get("gain_per_cpu_hour_scan")), _finite(alloc.get("gain_per_cpu_hour_pbe"))
         plans.append([r.round, r.state, n.get("policy", "-"), n.get("n_scan_planned", "-"),
-                      n.get("n_pbe_planned", "-"), alloc.get("decision", "-"), f"{r.cost:.4g}"])
-        numbers.append([
-            r.round, _mev(_finite(alloc.get("mae_now"))),
-            _num(None if gain_s is None else 1000 * gain_s, ".3g"),
-            _num(None if gain_p is None else 1000 * gain_p, ".3g"),
-            f"{_num(a)}\u00a0±\u00a0{_num(n.get('a_std'))}" if a is not None else "-",
-            f"{_num(b)}\u00a0±\u00a0{_num(n.get('b_std'))}" if b is not None else "-",
-            n.get("fit_source", law.get("source", "-")),
-        ])
-    # two narrower tables rather than one of 13 columns that does not fit the page
-    out += [_table(["round", "state", "policy", "SCAN planned", "PBE planned", "allocation",
-                    f"cost ({data.budget.unit})"], plans), "",
-            _table(["round", "SCAN model MAE now (meV/atom)", "MAE drop per CPU-h on SCAN (meV/atom per CPU-h)",
-                    "MAE drop per CPU-h on PBE (meV/atom per CPU-h)", "a", "b", "fit"], numbers), "",
-            "MAE now: the SCAN model's formation-energy error the policy's scaling law gave at the round's N_s, N_p. "
-            "*a*, *b*: slopes of log MAE against log N_s and log N_p in the scaling law; the drops are the predicted "
-            "gain in the SCAN model's MAE per CPU-hour spent on each fidelity (the allocation buys the larger one).",
-            ""]
+                      n.get("n_pbe_planned", "-")] + ([alloc.get("decision", "-")] if with_alloc else [])
+                     + [f"{r.cost:.4g}"])
+        if _has_scaling_law(n):
+            law = n.get("scaling_law") or {}
+            a, b = n.get("a", law.get("a")), n.get("b", law.get("b"))
+            gain_s, gain_p = _finite(alloc.get("gain_per_cpu_hour_scan")), _finite(alloc.get("gain_per_cpu_hour_pbe"))
+            law_rows.append([
+                r.round, _mev(_finite(alloc.get("mae_now"))),
+                _num(None if gain_s is None else 1000 * gain_s, ".3g"),
+                _num(None if gain_p is None else 1000 * gain_p, ".3g"),
+                f"{_num(a)}\u00a0±\u00a0{_num(n.get('a_std'))}" if a is not None else "-",
+                f"{_num(b)}\u00a0±\u00a0{_num(n.get('b_std'))}" if b is not None else "-",
+                n.get("fit_source", law.get("source", "-")),
+            ])
+        if _has_expected_value(n):
+            n_p = _finite(n.get("n_pbe_pretraining"))
+            n_p_campaign = _finite(n.get("n_pbe_campaign"))
+            ev_rows.append([
+                r.round, _num(n.get("ev_lambda_per_cpu_hour"), ".3g"),
+                _num(n.get("ev_learning_value_scan"), ".3g"), _num(n.get("ev_learning_value_pbe"), ".3g"),
+                _mev(_finite(n.get("ev_mae_now_ev_per_atom"))), _num(n.get("ev_picks_left"), "g"),
+                "-" if n_p is None and n_p_campaign is None else
+                f"{_num(n_p, '.0f', '0')} + {_num(n_p_campaign, '.0f', '0')}",
+                _num(n.get("n_scan_campaign"), ".0f"),
+            ])
+            rel_rows.append([
+                r.round, _num(n.get("pbe_scan_p_stable_if_pbe_stable"), ".3f"), _num(n.get("pbe_scan_c0"), ".3g"),
+                _num(n.get("pbe_scan_c1_per_ev_per_atom"), ".3g"), _num(n.get("pbe_scan_n_pairs"), ".0f"),
+                n.get("pbe_scan_relation_source") or "-",
+            ])
+    # several narrow tables rather than one of 13 columns that does not fit the page
+    out += [_table(["round", "state", "policy", "SCAN planned", "PBE planned"] + (["allocation"] if with_alloc else [])
+                   + [f"cost ({data.budget.unit})"], plans), ""]
+    if law_rows:
+        out += ["### Scaling-law allocation", "",
+                _table(["round", "SCAN model MAE now (meV/atom)", "MAE drop per CPU-h on SCAN (meV/atom per CPU-h)",
+                        "MAE drop per CPU-h on PBE (meV/atom per CPU-h)", "a", "b", "fit"], law_rows), "",
+                "MAE now: the SCAN model's formation-energy error the policy's scaling law gave at the round's N_s, "
+                "N_p. *a*, *b*: slopes of log MAE against log N_s and log N_p in the scaling law; the drops are the "
+                "predicted gain in the SCAN model's MAE per CPU-hour spent on each fidelity (the allocation buys the "
+                "larger one).", ""]
+    if ev_rows:
+        out += ["### Expected value", "",
+                _table(["round", "lambda (finds per CPU-h)", "learning value SCAN (finds per calc.)",
+                        "learning value PBE (finds per calc.)", "SCAN model MAE now (meV/atom)", "SCAN picks left",
+                        "N_p (pre-training + campaign)", "N_s (campaign)"], ev_rows), "",
+                "lambda: finds per CPU-hour of the last SCAN-now pick the remaining budget reaches; a PBE-screened "
+                "candidate goes on to SCAN when its P(SCAN-stable) per CPU-hour of SCAN reaches it. Learning value: "
+                "expected extra finds among the SCAN picks left from one more calculation's improvement of the model "
+                "(from the scaling law at N_p, N_s). MAE now: that law's SCAN formation-energy error.", "",
+                _table(["round", "P(SCAN-stable | PBE-stable)", "c0", "c1 (per eV/atom)", "pairs", "fitted on"],
+                       rel_rows), "",
+                "PBE -> SCAN relation: P(SCAN-stable) of a candidate with computed PBE E_hull x is "
+                "Phi(c0 - c1 max(x, 0)), a probit fitted on computed PBE/SCAN pairs; Phi(c0) is the share of "
+                "PBE-stable structures that are SCAN-stable.", ""]
+    out += _calibration_section(data, figures or {})
+    ev_keys = ("p_scan_stable", "rate_scan_per_cpu_hour", "learning_value_scan")
     for r in data.rounds:
         n = r.policy_numbers
         reason = (n.get("allocation") or {}).get("reason")
@@ -366,6 +413,63 @@ def _decisions_section(data: ReportData) -> list[str]:
                              "yes" if d.get("accepted") else "no (budget)",
                              _num((d.get("numbers") or {}).get("score"))] for d in r.decisions])
             out += ["    " + line for line in table.splitlines()] + [""]
+        ev = [d for d in r.decisions if any(k in (d.get("numbers") or {}) for k in ev_keys)]
+        if ev:
+            table = _table(["#", "structure", "fidelity", "P(SCAN-stable)", "from", "finds/CPU-h SCAN now",
+                            "finds/CPU-h PBE route", "P(SCAN after PBE)", "learning value SCAN / PBE",
+                            "cost SCAN / PBE (CPU-h)"],
+                           [_ev_decision_row(data, d) for d in ev])
+            out += ["    Expected-value numbers of each decision (ledger `decisions.numbers_json`):", ""]
+            out += ["    " + line for line in table.splitlines()] + [""]
+    return out
+
+
+def _ev_decision_row(data: ReportData, d: Mapping[str, Any]) -> list[Any]:
+    n = d.get("numbers") or {}
+    return [d["position"], _candidate_link(data, d["structure_id"]), str(d["fidelity"]).upper(),
+            _num(n.get("p_scan_stable"), ".3f"), n.get("p_scan_source") or "-",
+            _num(n.get("rate_scan_per_cpu_hour"), ".3g"), _num(n.get("rate_pbe_per_cpu_hour"), ".3g"),
+            _num(n.get("p_go_scan_after_pbe"), ".3f"),
+            f"{_num(n.get('learning_value_scan'), '.3g')} / {_num(n.get('learning_value_pbe'), '.3g')}",
+            f"{_num(n.get('cost_scan_cpu_hours'), '.3g')} / {_num(n.get('cost_pbe_cpu_hours'), '.3g')}"]
+
+
+def _calibration_section(data: ReportData, figures: Mapping[str, str]) -> list[str]:
+    """Calibration of the predicted spread: the scale each round ranked with, the round's coverage, the plot."""
+    rows = []
+    for r in data.rounds:
+        cal = r.policy_numbers.get("calibration") or {}
+        for fidelity in FIDELITIES:
+            info = r.info
+            shares = [info.get(f"within_{k}_sigma_{tag}_{fidelity}") for k in (1, 2) for tag in ("raw", "calibrated")]
+            scale = cal.get(f"{fidelity}_scale")
+            if scale is None and all(x is None for x in shares):
+                continue
+            n_fit = cal.get(f"{fidelity}_n_errors")
+            mae = _finite(info.get(f"mae_{fidelity}_ev_per_atom"))
+            se = _finite(info.get(f"mae_se_{fidelity}_ev_per_atom"))
+            rows.append([r.round, fidelity.upper(),
+                         "-" if scale is None else f"{_num(scale, '.3g')} (n = {_num(n_fit, '.0f', '0')})",
+                         _num(info.get(f"n_{fidelity}_measured"), ".0f")] + [_pct(_finite(x)) for x in shares]
+                        + [_mev(mae, se)])
+    if not rows and not data.reliability:
+        return []
+    out = ["### Calibration", ""]
+    if rows:
+        out += [_table(["round", "fidelity", "sigma scale used (fitted on)", "errors measured", "within 1 sigma, raw",
+                        "within 1 sigma, calibrated", "within 2 sigma, raw", "within 2 sigma, calibrated",
+                        "MAE (meV/atom)"], rows), "",
+                "Each round's prospective errors (its predictions of formation energy, made before purchase, minus "
+                "the results it bought) against the raw ensemble sigma and the calibrated sigma (raw times the scale "
+                "the round ranked with, fitted on the errors of earlier rounds shrunk toward the model card's). A "
+                "calibrated Gaussian puts 68.3 % within 1 sigma and 95.4 % within 2 sigma.", ""]
+    if data.reliability and "reliability" in figures:
+        out += [f"![Reliability of the predicted spread]({figures['reliability']})"
+                "{ .report-figure }", "",
+                "Reliability: the observed share of prospective errors within k sigma (k = 0.25, 0.5, ..., 3) against "
+                "the share a Gaussian puts there, raw and calibrated sigma, pooled over all rounds (errors against "
+                "the final hull's formation energies). Points below the diagonal: the spread is too narrow "
+                "(overconfident); above: too wide.", ""]
     return out
 
 

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from screener.report.data import CandidateInfo, Headline, JobInfo, ParityPoint, RoundInfo
+from screener.report.data import CandidateInfo, Headline, JobInfo, ParityPoint, Reliability, RoundInfo
 
 __all__ = [
     "plot_spend",
     "plot_discoveries",
     "plot_learning_curve",
     "plot_parity",
+    "plot_reliability",
     "plot_candidate_energies",
     "plot_hull",
     "FIDELITY_COLORS",
@@ -284,6 +285,40 @@ def plot_parity(points: dict[str, Sequence[ParityPoint]], quantity: str, path: P
                 fontsize=8)
         ax.set_xlabel(f"computed {name} ({unit})")
         ax.set_ylabel(f"predicted before purchase ({unit})")
+    return _save(fig, path)
+
+
+def plot_reliability(curves: dict[str, Reliability], path: Path) -> Path:
+    """Reliability of the predicted spread: observed share of prospective errors within k sigma against the Gaussian
+    share, raw and calibrated sigma, one panel per fidelity (a calibrated model lies on the diagonal).
+
+    Parameters
+    ----------
+    curves : dict fidelity -> Reliability
+        From :attr:`ReportData.reliability`.
+    path : Path
+        PNG file to write.
+    """
+    fig, axes = _figure(9.0, 4.2, ncols=2, left=0.09, bottom=0.13)
+    for ax, fidelity in zip(axes, ("pbe", "scan"), strict=True):
+        curve = curves.get(fidelity)
+        ax.set_title(f"{fidelity.upper()}: coverage of k sigma", fontsize=10)
+        if curve is None:
+            _empty(ax, f"no prospective {fidelity.upper()} error yet")
+            continue
+        ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--", label="Gaussian")
+        color = FIDELITY_COLORS[fidelity]
+        ax.plot(curve.nominal, curve.raw, "o:", color=color, mfc="none", ms=4, label="raw sigma")
+        ax.plot(curve.nominal, curve.calibrated, "o-", color=color, ms=4, label="calibrated sigma")
+        for k, x, y in zip(curve.k, curve.nominal, curve.calibrated, strict=True):
+            if k in (1.0, 2.0):
+                ax.annotate(f"{k:.0f}\u03c3", (x, y), textcoords="offset points", xytext=(-14, 4), fontsize=7)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.text(0.97, 0.03, f"n = {curve.n_errors}", transform=ax.transAxes, ha="right", fontsize=8)
+        ax.set_xlabel("Gaussian share within k sigma (k = 0.25 to 3)")
+        ax.set_ylabel("observed share of errors")
+        ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
 
 

@@ -198,6 +198,7 @@ def write_report(
                                            figs / "parity_e_form.png"),
         "parity_e_hull": plots.plot_parity({f: data.parity(f, "e_hull") for f in FIDELITIES}, "e_hull",
                                            figs / "parity_e_hull.png"),
+        "reliability": plots.plot_reliability(data.reliability, figs / "reliability.png"),
     }
     pages = [docs / "index.md", docs / "candidates.md", docs / "methods.md", docs / "events.md"]
     pages[0].write_text(overview_page(data, {k: p.relative_to(docs).as_posix() for k, p in figures.items()},
