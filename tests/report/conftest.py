@@ -24,3 +24,11 @@ def built_report(synthetic_campaign, tmp_path_factory):
     from screener.report import build_report
 
     return build_report(synthetic_campaign, tmp_path_factory.mktemp("site") / "report")
+
+
+@pytest.fixture(scope="session")
+def ev_campaign(tmp_path_factory) -> Path:
+    """The same campaign with the numbers the expected-value policy records."""
+    from synthetic_campaign import build_synthetic_campaign
+
+    return build_synthetic_campaign(tmp_path_factory.mktemp("report-ev") / "campaign", policy="expected-value")

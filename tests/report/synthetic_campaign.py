@@ -101,8 +101,50 @@ def _numbers(round_number: int, n_scan: int, n_pbe: int) -> dict:
                            "reason": f"round {round_number}: PBE buys more per CPU-hour"}}
 
 
-def build_synthetic_campaign(campaign_dir: str | Path) -> Path:
-    """Write the campaign into ``campaign_dir`` (created) and return it."""
+def _ev_numbers(round_number: int, n_scan: int, n_pbe: int, n_done: dict[str, int]) -> dict:
+    """Plan numbers as the expected-value policy records them (distinct per round, so a mix-up shows)."""
+    return {"policy": "expected-value", "kind": "expected-value", "n_scan_planned": n_scan, "n_pbe_planned": n_pbe,
+            "n_pbe_pretraining": 17616, "n_pbe_campaign": n_done["pbe"], "n_scan_campaign": n_done["scan"],
+            "ev_lambda_per_cpu_hour": 0.0123 * round_number, "ev_learning_value_scan": 0.0456 / round_number,
+            "ev_learning_value_pbe": 0.00078 * round_number, "ev_mae_now_ev_per_atom": 0.0912 / round_number,
+            "ev_picks_left": 4 - round_number, "pbe_scan_p_stable_if_pbe_stable": 0.8123 - 0.01 * round_number,
+            "pbe_scan_c0": 0.887 + 0.1 * round_number, "pbe_scan_c1_per_ev_per_atom": 14.6 - round_number,
+            "pbe_scan_n_pairs": 150 + round_number, "pbe_scan_relation_source": "probit on <pairs> | known set",
+            "calibration": {f"{f}_{k}": v for f, base in (("pbe", 1.51), ("scan", 1.73))
+                            for k, v in (("scale", base + 0.11 * round_number), ("n_errors", 3 * round_number))}}
+
+
+def _ev_decision_numbers(sid: str, position: int, round_number: int) -> dict:
+    x = 0.1 * position + 0.013 * round_number
+    return {"score": 0.9 - x, "for_candidate": sid, "kind": "candidate", "p_scan_stable": 0.93 - x,
+            "p_scan_source": "pbe result" if position % 2 else "model", "q_pbe_route_finds": 0.41 - x / 2,
+            "p_go_scan_after_pbe": 0.77 - x / 3, "rate_scan_per_cpu_hour": 0.529 - x / 4,
+            "rate_pbe_per_cpu_hour": 0.141 + x / 5, "learning_value_scan": 0.0134 + x / 100,
+            "learning_value_pbe": 0.00029 + x / 1000, "lambda_per_cpu_hour": 0.0426,
+            "cost_scan_cpu_hours": 1.8 + position, "cost_pbe_cpu_hours": 0.36 + position / 10}
+
+
+def _ev_round_info(round_number: int, items: list[tuple[str, str]]) -> dict:
+    """Per-round coverage as the campaign loop records it (values invented, distinct per round and fidelity)."""
+    info = {}
+    for j, fidelity in enumerate(sorted({f for _, f in items})):
+        for k in (1, 2):
+            for t, tag in enumerate(("raw", "calibrated")):
+                info[f"within_{k}_sigma_{tag}_{fidelity}"] = round(0.1 * k + 0.05 * t + 0.01 * j + 0.2 * round_number,
+                                                                    4)
+        info[f"mae_{fidelity}_ev_per_atom"] = 0.05 * round_number + 0.01 * j
+        info[f"mae_se_{fidelity}_ev_per_atom"] = 0.01
+        info[f"n_{fidelity}_measured"] = sum(1 for _, f in items if f == fidelity)
+    return info
+
+
+def build_synthetic_campaign(campaign_dir: str | Path, *, policy: str = "scaling-law") -> Path:
+    """Write the campaign into ``campaign_dir`` (created) and return it.
+
+    ``policy="expected-value"`` records the numbers the expected-value policy writes (plan, decisions, per-round
+    coverage) instead of the scaling-law allocation.
+    """
+    ev = policy == "expected-value"
     campaign_dir = Path(campaign_dir)
     structures = candidate_structures()
     config = CampaignConfig(budget_total=100.0, unit_cpu_hours=1.0, backend="standin", batch_size=4,
@@ -133,16 +175,18 @@ def build_synthetic_campaign(campaign_dir: str | Path) -> Path:
             ledger.start_round(number)
             ledger.record_predictions(number, _predictions(ids, 0.03 / number))
             jobs, decisions = [], []
-            for sid, fidelity in items:
+            for position, (sid, fidelity) in enumerate(items):
                 cost = 0.4 * len(structures[sid]) * (5.0 if fidelity == "scan" else 1.0)
                 jobs.append({"uuid": str(uuidlib.uuid4()), "structure_id": sid, "fidelity": fidelity,
                              "estimated_cost": cost, "estimated_cpu_hours": cost, "flow_json": "{}"})
                 decisions.append({"structure_id": sid, "fidelity": fidelity, "estimated_cost": cost,
                                   "reason": f"scaling law: {fidelity.upper()}",
-                                  "numbers": {"score": 0.5, "for_candidate": sid, "kind": "candidate"}})
+                                  "numbers": (_ev_decision_numbers(sid, position, number) if ev else
+                                              {"score": 0.5, "for_candidate": sid, "kind": "candidate"})})
             n_scan = sum(1 for _, f in items if f == "scan")
-            accepted = ledger.commit_plan(number, decisions=decisions, jobs=jobs,
-                                          numbers=_numbers(number, n_scan, len(items) - n_scan))
+            numbers = (_ev_numbers(number, n_scan, len(items) - n_scan, n_done) if ev
+                       else _numbers(number, n_scan, len(items) - n_scan))
+            accepted = ledger.commit_plan(number, decisions=decisions, jobs=jobs, numbers=numbers)
             ledger.mark_submitted(accepted)
             for job in jobs:
                 sid, fidelity = job["structure_id"], job["fidelity"]
@@ -167,7 +211,8 @@ def build_synthetic_campaign(campaign_dir: str | Path) -> Path:
             ledger.record_model(version=f"scan-r{number}", round_number=number, fidelity="scan",
                                 path=str(campaign_dir / "models" / f"round_{number:03d}" / "scan"),
                                 parent=None, n_train=n_done["scan"], metrics={"val_mae_ev_per_atom": 0.1 / number})
-            ledger.set_round_state(number, "finished", info={f"mae_pbe_ev_per_atom": 0.12 / number})
+            ledger.set_round_state(number, "finished", info=_ev_round_info(number, items) if ev
+                                   else {"mae_pbe_ev_per_atom": 0.12 / number})
         ledger.start_round(3)
         ledger.set_round_state(3, "empty")
     return campaign_dir

@@ -1,0 +1,174 @@
+"""The policy's numbers and the calibration in the report equal the ledger's, read here with plain SQL.
+
+An expected-value campaign shows its per-round numbers (lambda, learning values, N_p/N_s, PBE -> SCAN relation), each
+decision's numbers and no scaling-law table; the calibration table shows each round's coverage from
+``rounds.info_json``; the reliability curve equals a direct count over the ledger's predictions and results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+
+import pytest
+from test_headline import _ledger_e_form
+
+from screener.report.data import RELIABILITY_K, load_report_data
+from screener.report.pages import overview_page
+
+FIGURES = {"reliability": "figures/reliability.png"}
+
+
+def _sql(campaign, query, *args):
+    conn = sqlite3.connect(f"file:{campaign / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        return conn.execute(query, args).fetchall()
+    finally:
+        conn.close()
+
+
+def _plan_numbers(campaign) -> dict[int, dict]:
+    return {r: json.loads(d) for r, d in _sql(campaign, "SELECT round, data_json FROM events WHERE kind = 'policy'")}
+
+
+def _tables(markdown: str, first_header: str) -> list[list[list[str]]]:
+    """Every markdown table (also indented ones) whose header starts with ``| first_header |``: rows of cells."""
+    lines = [line.strip() for line in markdown.splitlines()]
+    out = []
+    for i, line in enumerate(lines):
+        if line.startswith(f"| {first_header} |"):
+            header = [c.strip() for c in line.strip("|").split(" | ")]
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows.append([c.strip() for c in row.strip("|").split(" | ")])
+            out.append([header] + rows)
+    return out
+
+
+def _table_with(markdown: str, first_header: str, column: str) -> tuple[list[str], list[list[str]]]:
+    found = [t for t in _tables(markdown, first_header) if column in t[0]]
+    assert len(found) == 1, f"one table with column {column!r} expected, found {len(found)}"
+    return found[0][0], found[0][1:]
+
+
+def _close(cell: str, value: float, rel: float = 5e-3) -> bool:
+    return math.isclose(float(cell.replace("\u00a0%", "")), value, rel_tol=rel, abs_tol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def ev_overview(ev_campaign):
+    return overview_page(load_report_data(ev_campaign), FIGURES, title="EV")
+
+
+def test_ev_round_numbers_equal_the_ledger(ev_campaign, ev_overview):
+    plans = _plan_numbers(ev_campaign)
+    assert plans and all(p["policy"] == "expected-value" for p in plans.values())
+    header, rows = _table_with(ev_overview, "round", "lambda (finds per CPU-h)")
+    assert [int(r[0]) for r in rows] == sorted(plans)
+    col = {name: header.index(name) for name in header}
+    for row in rows:
+        n = plans[int(row[0])]
+        assert _close(row[col["lambda (finds per CPU-h)"]], n["ev_lambda_per_cpu_hour"])
+        assert _close(row[col["learning value SCAN (finds per calc.)"]], n["ev_learning_value_scan"])
+        assert _close(row[col["learning value PBE (finds per calc.)"]], n["ev_learning_value_pbe"])
+        assert _close(row[col["SCAN model MAE now (meV/atom)"]], 1000 * n["ev_mae_now_ev_per_atom"], rel=0.02)
+        assert row[col["N&#95;p (pre-training + campaign)"]] == f"{n['n_pbe_pretraining']} + {n['n_pbe_campaign']}"
+        assert int(row[col["N&#95;s (campaign)"]]) == n["n_scan_campaign"]
+    header, rows = _table_with(ev_overview, "round", "c1 (per eV/atom)")
+    for row in rows:
+        n = plans[int(row[0])]
+        assert _close(row[1], n["pbe_scan_p_stable_if_pbe_stable"])
+        assert _close(row[2], n["pbe_scan_c0"])
+        assert _close(row[3], n["pbe_scan_c1_per_ev_per_atom"])
+        assert int(row[4]) == n["pbe_scan_n_pairs"]
+        assert "<pairs>" not in row[5] and "&#60;pairs&#62;" in row[5]  # data escaped, not markup
+    # no scaling-law table of dashes for a campaign whose policy recorded none
+    assert "MAE drop per CPU-h on SCAN" not in ev_overview
+
+
+def test_scaling_law_table_kept_for_scaling_law_rounds(synthetic_campaign):
+    page = overview_page(load_report_data(synthetic_campaign), FIGURES, title="SL")
+    _, rows = _table_with(page, "round", "MAE drop per CPU-h on SCAN (meV/atom per CPU-h)")
+    assert [int(r[0]) for r in rows] == sorted(_plan_numbers(synthetic_campaign))
+    assert "lambda (finds per CPU-h)" not in page
+
+
+def test_each_decision_shows_its_ledger_numbers(ev_campaign, ev_overview):
+    decisions = _sql(ev_campaign, "SELECT round, position, structure_id, numbers_json FROM decisions "
+                                  "ORDER BY round, position")
+    tables = [t for t in _tables(ev_overview, "&#35;") if "P(SCAN-stable)" in t[0]]
+    assert len(tables) == len({d[0] for d in decisions})
+    rows = [r for t in tables for r in t[1:]]
+    assert len(rows) == len(decisions)
+    for row, (_, position, sid, numbers_json) in zip(rows, decisions, strict=True):
+        n = json.loads(numbers_json)
+        assert int(row[0]) == position and sid.split("/")[0] in row[1]
+        assert _close(row[3], n["p_scan_stable"])
+        assert row[4] == n["p_scan_source"]
+        assert _close(row[5], n["rate_scan_per_cpu_hour"])
+        assert _close(row[6], n["rate_pbe_per_cpu_hour"])
+        assert _close(row[7], n["p_go_scan_after_pbe"])
+        lv_s, lv_p = row[8].split(" / ")
+        assert _close(lv_s, n["learning_value_scan"]) and _close(lv_p, n["learning_value_pbe"])
+        c_s, c_p = row[9].split(" / ")
+        assert _close(c_s, n["cost_scan_cpu_hours"]) and _close(c_p, n["cost_pbe_cpu_hours"])
+
+
+def test_calibration_table_equals_round_info(ev_campaign, ev_overview):
+    info = {r: json.loads(i or "{}") for r, i in _sql(ev_campaign, "SELECT round, info_json FROM rounds")}
+    plans = _plan_numbers(ev_campaign)
+    header, rows = _table_with(ev_overview, "round", "within 1 sigma, calibrated")
+    expected = {(r, f) for r, i in info.items() for f in ("pbe", "scan") if f"within_1_sigma_raw_{f}" in i}
+    assert expected and expected <= {(int(row[0]), row[1].lower()) for row in rows}
+    for row in rows:
+        number, fidelity = int(row[0]), row[1].lower()
+        i = info[number]
+        for k in (1, 2):
+            for tag in ("raw", "calibrated"):
+                value = i.get(f"within_{k}_sigma_{tag}_{fidelity}")
+                cell = row[header.index(f"within {k} sigma, {tag}")]
+                assert cell == "-" if value is None else _close(cell, 100 * value)
+        scale, n_errors = plans[number]["calibration"][f"{fidelity}_scale"], \
+            plans[number]["calibration"][f"{fidelity}_n_errors"]
+        cell = row[header.index("sigma scale used (fitted on)")]
+        assert _close(cell.split(" (")[0], scale) and cell.endswith(f"(n = {n_errors})")
+
+
+def test_reliability_equals_a_direct_count_over_the_ledger(ev_campaign, ev_overview):
+    """Pooled over rounds: round r's prediction (made before purchase) of each structure bought in round r, minus its
+    computed formation energy; share with |error| <= k * sigma, raw std and the std the round ranked with."""
+    data = load_report_data(ev_campaign)
+    e_form = _ledger_e_form(ev_campaign)
+    for fidelity in ("pbe", "scan"):
+        err, raw, used = [], [], []
+        for (sid, f), (number, value) in e_form.items():
+            if f != fidelity:
+                continue
+            (mean, std, std_used), = _sql(ev_campaign, "SELECT e_form_mean_ev_per_atom, e_form_std_ev_per_atom, "
+                                                       "e_hull_std_ev_per_atom FROM predictions WHERE round = ? AND "
+                                                       "structure_id = ? AND fidelity = ?", number, sid, fidelity)
+            err.append(mean - value)
+            raw.append(max(std, 1e-3))
+            used.append(max(std_used, 1e-3))
+        curve = data.reliability[fidelity]
+        assert curve.n_errors == len(err) > 0
+        assert curve.k == pytest.approx(list(RELIABILITY_K))
+        assert curve.k[0] == 0.25 and curve.k[-1] == 3.0
+        for i, k in enumerate(curve.k):
+            assert curve.raw[i] == pytest.approx(sum(abs(e) <= k * s for e, s in zip(err, raw)) / len(err))
+            assert curve.calibrated[i] == pytest.approx(sum(abs(e) <= k * s for e, s in zip(err, used)) / len(err))
+            assert curve.nominal[i] == pytest.approx(math.erf(k / math.sqrt(2)))
+    # the raw and calibrated curves differ in this campaign (else the test could not tell them apart)
+    assert any(a != b for c in data.reliability.values() for a, b in zip(c.raw, c.calibrated))
+    assert "![Reliability of the predicted spread](figures/reliability.png)" in ev_overview
+
+
+def test_reliability_plot_is_written(ev_campaign, tmp_path):
+    from screener.report.plots import plot_reliability
+
+    data = load_report_data(ev_campaign)
+    path = plot_reliability(data.reliability, tmp_path / "reliability.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
