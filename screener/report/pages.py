@@ -301,8 +301,10 @@ def overview_page(data: ReportData, figures: Mapping[str, str], *, title: str) -
                         "random would have found with the same number of SCAN calculations."),
         "learning_curve": ("Model error vs training-set size", "Prospective MAE of each round's predictions of "
                            "formation energy against that round's new results (before the model trained on them), ±1 "
-                           "standard error where recorded, with the scaling law the policy fitted in its latest round "
-                           "(on a log axis a point at N_s = 0 is drawn at 1)."),
+                           "standard error where recorded"
+                           + (", with the scaling law the policy fitted in its latest round"
+                              if any(r.policy_numbers.get("scaling_law") for r in data.rounds) else "")
+                           + " (on a log axis a point at N_s = 0 is drawn at 1)."),
         "parity_e_form": ("Predicted vs computed formation energy", "The quantity the model predicts: the "
                           "prediction made in the round the calculation was bought (±1 ensemble standard deviation) "
                           "against the computed formation energy, per fidelity, in eV/atom. MAE as in the summary."),

@@ -17,7 +17,7 @@ from test_headline import _ledger_e_form
 from screener.report.data import RELIABILITY_K, load_report_data
 from screener.report.pages import overview_page
 
-FIGURES = {"reliability": "figures/reliability.png"}
+FIGURES = {"reliability": "figures/reliability.png", "learning_curve": "figures/learning_curve.png"}
 
 
 def _sql(campaign, query, *args):
@@ -85,8 +85,9 @@ def test_ev_round_numbers_equal_the_ledger(ev_campaign, ev_overview):
         assert _close(row[3], n["pbe_scan_c1_per_ev_per_atom"])
         assert int(row[4]) == n["pbe_scan_n_pairs"]
         assert "<pairs>" not in row[5] and "&#60;pairs&#62;" in row[5]  # data escaped, not markup
-    # no scaling-law table of dashes for a campaign whose policy recorded none
+    # no scaling-law table of dashes (nor a caption promising a fitted law) for a campaign whose policy recorded none
     assert "MAE drop per CPU-h on SCAN" not in ev_overview
+    assert "scaling law the policy fitted" not in ev_overview
 
 
 def test_scaling_law_table_kept_for_scaling_law_rounds(synthetic_campaign):
@@ -94,6 +95,7 @@ def test_scaling_law_table_kept_for_scaling_law_rounds(synthetic_campaign):
     _, rows = _table_with(page, "round", "MAE drop per CPU-h on SCAN (meV/atom per CPU-h)")
     assert [int(r[0]) for r in rows] == sorted(_plan_numbers(synthetic_campaign))
     assert "lambda (finds per CPU-h)" not in page
+    assert "scaling law the policy fitted" in page
 
 
 def test_each_decision_shows_its_ledger_numbers(ev_campaign, ev_overview):
