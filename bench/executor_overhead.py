@@ -13,7 +13,6 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -103,10 +102,9 @@ def main() -> None:
     out = {"bench": "executor_overhead", "command": " ".join([Path(sys.executable).name, *sys.argv]),
            "hardware": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
            "load_average": os.getloadavg(), "results": rows}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
+    from screener.world.experiments import write_result
+
+    write_result(out, args.out)
 
 
 if __name__ == "__main__":

@@ -346,10 +346,9 @@ def main() -> None:
         result["round_overhead"] = json.loads(args.out.read_text())["round_overhead"]  # kept from an earlier run
     result["load_average_1min_at_end"] = os.getloadavg()[0]
     result["wall_s_total"] = round(time.perf_counter() - t0, 1)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
+    from screener.world.experiments import write_result
+
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -266,11 +266,13 @@ def configure_run(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def write_result(out: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Save a benchmark result as JSON and print it as the one JSON line that ends the benchmark's output."""
+def write_result(out: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """Save a benchmark result as JSON (unless ``path`` is None) and print it as the one JSON line that ends the
+    benchmark's output."""
     import json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out))
     return out
