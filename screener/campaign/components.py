@@ -221,10 +221,6 @@ def _structure(structure_json: str) -> Any:
     """A candidate's Structure from the ledger, decoded without running anything named in it."""
     import json
 
-    try:
-        from screener._safe_json import structure_from_dict
-    except ImportError:  # pragma: no cover - older tree
-        from pymatgen.core import Structure
+    from screener._safe_json import structure_from_dict
 
-        return Structure.from_dict(json.loads(structure_json))
     return structure_from_dict(json.loads(structure_json), "candidate structure in the ledger")
