@@ -415,7 +415,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                              "yes" if d.get("accepted") else "no (budget)",
                              _num((d.get("numbers") or {}).get("score"))] for d in r.decisions])
             out += ["    " + line for line in table.splitlines()] + [""]
-        ev = [d for d in r.decisions if any(k in (d.get("numbers") or {}) for k in ev_keys)]
+        ev = [d for d in r.decisions if isinstance(d.get("numbers"), dict) and any(k in d["numbers"] for k in ev_keys)]
         if ev:
             table = _table(["#", "structure", "fidelity", "P(SCAN-stable)", "from", "finds/CPU-h SCAN now",
                             "finds/CPU-h PBE route", "P(SCAN after PBE)", "learning value SCAN / PBE",
@@ -440,9 +440,10 @@ def _calibration_section(data: ReportData, figures: Mapping[str, str]) -> list[s
     """Calibration of the predicted spread: the scale each round ranked with, the round's coverage, the plot."""
     rows = []
     for r in data.rounds:
-        cal = r.policy_numbers.get("calibration") or {}
+        cal = r.policy_numbers.get("calibration")
+        cal = cal if isinstance(cal, dict) else {}  # a hand-edited ledger: show "-", never fail
+        info = r.info if isinstance(r.info, dict) else {}
         for fidelity in FIDELITIES:
-            info = r.info
             shares = [info.get(f"within_{k}_sigma_{tag}_{fidelity}") for k in (1, 2) for tag in ("raw", "calibrated")]
             scale = cal.get(f"{fidelity}_scale")
             if scale is None and all(x is None for x in shares):

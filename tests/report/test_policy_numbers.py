@@ -174,3 +174,25 @@ def test_reliability_plot_is_written(ev_campaign, tmp_path):
     data = load_report_data(ev_campaign)
     path = plot_reliability(data.reliability, tmp_path / "reliability.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hand_edited_numbers_are_escaped_and_never_crash(ev_campaign, tmp_path):
+    """Numbers of the wrong shape (a list for a plan, a string for a decision's numbers) read as missing; text in
+    them is shown escaped."""
+    import shutil
+
+    campaign = tmp_path / "campaign"
+    shutil.copytree(ev_campaign, campaign)
+    conn = sqlite3.connect(campaign / "ledger.sqlite")
+    conn.execute("UPDATE events SET data_json = ? WHERE kind = 'policy' AND round = 1",
+                 (json.dumps({"policy": "expected-value", "calibration": [1, 2], "ev_lambda_per_cpu_hour": "<b>"}),))
+    conn.execute("UPDATE events SET data_json = '[1, 2]' WHERE kind = 'policy' AND round = 2")
+    conn.execute("UPDATE rounds SET info_json = '[3]' WHERE round = 1")
+    conn.execute("UPDATE decisions SET numbers_json = '\"p_scan_stable\"' WHERE round = 2 AND position = 0")
+    conn.execute("UPDATE decisions SET numbers_json = ? WHERE round = 1 AND position = 0",
+                 (json.dumps({"p_scan_stable": 0.5, "p_scan_source": "<script>x</script>"}),))
+    conn.commit()
+    conn.close()
+    page = overview_page(load_report_data(campaign), FIGURES, title="EV")
+    assert "<script>" not in page and "<b>" not in page
+    assert "&#60;script&#62;x&#60;/script&#62;" in page and "&#60;b&#62;" in page
