@@ -539,7 +539,7 @@ def run_command(
     rounds: Annotated[Optional[int], typer.Option(help="Run at most this many rounds now.", min=1)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the policy and fine-tuning (default: 0).")] = None,
     references: Annotated[Optional[str], typer.Option(help="Known phases and elemental references of the hulls: auto (default: the back-end's own known phases), standin, shipped (elements only), mp (downloads MP entries), world (replay) or an entries file.")] = None,
-    require_competing_phases: Annotated[bool, typer.Option("--require-competing-phases", help="Refuse to start (new campaigns) when a candidate's PBE or SCAN hull holds only elements.")] = False,
+    require_competing_phases: Annotated[Optional[bool], typer.Option("--require-competing-phases", help="Refuse to start (new campaigns) when a candidate's PBE or SCAN hull holds only elements.")] = None,
     backend_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the back-end, e.g. path=data.json.bz2 (repeatable).")] = None,
     executor_option: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE for the executor (repeatable), e.g. launchpad=~/fw/launchpad.yaml; see docs/cluster.md.")] = None,
     wait: Annotated[Optional[bool], typer.Option("--wait/--no-wait", help="Wait for the round's calculations, polling the executor (default for local), or submit them and exit (default for fireworks and jobflow-remote); collect later with `screener collect`.")] = None,

@@ -77,6 +77,7 @@ def _read_candidates(paths: Sequence[str | Path]) -> dict[str, Any]:
 DEFAULTS: dict[str, Any] = {
     "backend": "standin", "executor": "local", "policy": "expected-value", "batch_size": 16,
     "budget_unit": "pbe-equivalent", "seed": 0, "references": "auto", "fine_tune_epochs": 20,
+    "require_competing_phases": False,
 }
 # The command-line flag of each CampaignConfig field, for messages.
 FLAGS: dict[str, str] = {
@@ -84,6 +85,7 @@ FLAGS: dict[str, str] = {
     "executor": "--executor", "policy": "--policy", "batch_size": "--batch", "budget_unit": "--budget-unit",
     "seed": "--seed", "references": "--references", "backend_options": "--backend-option",
     "executor_options": "--executor-option", "fine_tune_epochs": "fine_tune_epochs",
+    "require_competing_phases": "--require-competing-phases",
 }
 
 
@@ -172,7 +174,7 @@ def run_campaign(
     rounds: int | None = None,
     seed: int | None = None,
     references: str | None = None,
-    require_competing_phases: bool = False,
+    require_competing_phases: bool | None = None,
     backend_options: dict[str, Any] | None = None,
     executor_options: dict[str, Any] | None = None,
     fine_tune_epochs: int | None = None,
@@ -212,7 +214,8 @@ def run_campaign(
     given = {"budget_total": budget, "candidates": list(candidates) if candidates else None, "model": model,
              "backend": backend, "executor": executor, "policy": policy, "batch_size": batch_size,
              "budget_unit": budget_unit, "seed": seed, "references": references, "backend_options": backend_options,
-             "executor_options": executor_options, "fine_tune_epochs": fine_tune_epochs}
+             "executor_options": executor_options, "fine_tune_epochs": fine_tune_epochs,
+             "require_competing_phases": require_competing_phases}
     if campaign_dir is not None and (Path(campaign_dir) / LEDGER_FILENAME).exists():
         with Ledger.in_dir(campaign_dir, read_only=True) as ledger:  # damage is found here, before any work
             stored = ledger.get_meta("config") or {}
@@ -263,7 +266,7 @@ def run_campaign(
             model=str(Path(model).resolve()) if model else None, backend=backend, executor=executor, policy=str(policy),
             backend_options=dict(backend_options or {}), executor_options=dict(executor_options or {}),
             batch_size=opts["batch_size"], max_rounds=None, seed=opts["seed"], references=references,
-            fine_tune_epochs=opts["fine_tune_epochs"], require_competing_phases=require_competing_phases,
+            fine_tune_epochs=opts["fine_tune_epochs"], require_competing_phases=opts["require_competing_phases"],
         )
         campaign_dir = Path(campaign_dir) if campaign_dir is not None else new_campaign_dir()
         camp = Campaign.create(campaign_dir, config, structures, factory)

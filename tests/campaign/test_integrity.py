@@ -179,10 +179,10 @@ def test_changed_resume_options_are_listed_and_refused(fake_cli, tmp_path):
     before = _snapshot(camp)
     code, _, err = fake_cli(["run", "--campaign", camp, "--batch", "5", "--seed", "2", "--budget", "30",
                              "--budget-unit", "core-hours", "--backend", "vasp", "--candidates",
-                             tmp_path / "other.extxyz", "--policy", "greedy"])
+                             tmp_path / "other.extxyz", "--policy", "greedy", "--require-competing-phases"])
     line = _one_line_error(code, err, "--batch 5 (campaign: 3)", "--seed 2 (campaign: 0)", "--budget 30 (campaign: 12)",
                            "--budget-unit core-hours", "--backend vasp", "--candidates", "--policy greedy",
-                           f"screener budget {camp} --total")
+                           "--require-competing-phases True (campaign: False)", f"screener budget {camp} --total")
     assert "--executor" not in line  # not given: not listed
     assert _unchanged(before, _snapshot(camp))
     code, _, err = fake_cli(["run", "--campaign", camp, "--batch", "3", "--seed", "0", "--budget", "12",
