@@ -115,6 +115,27 @@ def _expand_globs(paths: list[Path], flag: str) -> list[Path]:
     return out
 
 
+def _competing_phase_lines(record: dict, most: int = 12) -> list[str]:
+    """Console lines, before round 1, with the competing phases each hull holds per chemical system (from the ledger's
+    ``competing_phases`` record); systems whose hull holds only elements first."""
+    systems = record.get("systems") or {}
+    if not systems:
+        return []
+    per_system: dict[str, int] = {}
+    for info in (record.get("candidates") or {}).values():
+        per_system[info["chemsys"]] = per_system.get(info["chemsys"], 0) + 1
+    order = sorted(systems, key=lambda cs: (min(systems[cs].values()) > 0, -per_system.get(cs, 0), cs))
+    lines = [f"competing phases on the hulls before round 1 (known compounds; elements not counted), "
+             f"{len(systems)} chemical system(s):"]
+    for cs in order[:most]:
+        n = systems[cs]
+        flag = "  ONLY ELEMENTS" if min(n.values()) == 0 else ""
+        lines.append(f"  {cs}: PBE {n['pbe']}, SCAN {n['scan']} ({per_system.get(cs, 0)} candidate(s)){flag}")
+    if len(order) > most:
+        lines.append(f"  ... and {len(order) - most} more system(s): the report lists every candidate's")
+    return lines
+
+
 def _round_line(summary: dict) -> str:
     """One console line per finished round, every number from the ledger (:meth:`Campaign.round_summary`)."""
     bought = summary["bought"]
@@ -564,11 +585,15 @@ def run_command(
         bars.console.print(_round_line(summary), highlight=False, soft_wrap=True)
         progress.clear()
 
+    def on_created(record: dict) -> None:
+        for line in _competing_phase_lines(record):
+            bars.console.print(line, highlight=False, soft_wrap=True, markup=False)
+
     with bars, _ledger_errors(campaign or Path(".")):
         folder, summary = run_campaign(
             campaign, candidates=candidates, budget=budget, model=model, backend=backend, executor=executor,
             policy=policy, batch_size=batch, budget_unit=budget_unit, rounds=rounds, seed=seed, progress=progress,
-            on_round=on_round,
+            on_round=on_round, on_created=on_created,
             references=references, require_competing_phases=require_competing_phases,
             backend_options=parse_options(backend_option, "--backend-option") if backend_option else None,
             executor_options=parse_options(executor_option, "--executor-option") if executor_option else None,

@@ -183,10 +183,13 @@ def run_campaign(
     progress: Progress | None = None,
     factory: ComponentsFactory | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    on_created: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Create and run a campaign, or resume one.
 
-    ``on_round`` is called with :meth:`Campaign.round_summary` after each finished round (the console's round line).
+    ``on_round`` is called with :meth:`Campaign.round_summary` after each finished round (the console's round line);
+    ``on_created`` once, before round 1 of a new campaign, with the competing phases each hull holds per chemical system
+    (the ledger's ``competing_phases`` record, :func:`screener.campaign.hulls.record_competing_phases`).
 
     ``campaign_dir`` holding a ledger: the campaign resumes with the configuration stored in it. Only ``rounds``
     applies to a resume; any other option given (not None) that differs from the stored configuration is refused,
@@ -270,6 +273,10 @@ def run_campaign(
         )
         campaign_dir = Path(campaign_dir) if campaign_dir is not None else new_campaign_dir()
         camp = Campaign.create(campaign_dir, config, structures, factory)
+        if on_created:
+            from screener.campaign.hulls import COMPETING_PHASES_META
+
+            on_created(camp.ledger.get_meta(COMPETING_PHASES_META) or {})
     from screener.execution.base import JobsPending
 
     if poll_interval_s is not None:  # this run's polling only: not stored, never compared on a resume

@@ -300,7 +300,10 @@ def record_competing_phases(ledger: Any, hulls: Any, chemsys_by_id: Mapping[str,
                f"system(s): PBE {sum(v['pbe'] for v in systems.values())}, SCAN "
                f"{sum(v['scan'] for v in systems.values())} in all, at least {min(n) if n else 0} per system")
     if elements_only:
-        names = ", ".join(f"{cs} ({'/'.join(f.upper() for f in fs)})" for cs, fs in sorted(elements_only.items()))
+        listed = sorted(elements_only.items())
+        names = ", ".join(f"{cs} ({'/'.join(f.upper() for f in fs)})" for cs, fs in listed[:10])
+        if len(listed) > 10:  # one readable line, not hundreds of systems (all are in the ledger record)
+            names += f" and {len(listed) - 10} more"
         message = (f"{len(elements_only)} of {len(systems)} chemical system(s) have a hull that holds ONLY ELEMENTS, "
                    f"so nearly every compound there will be called stable: {names}; give known phases with "
                    "--references FILE (or mp for MP entries), or --require-competing-phases to refuse this")

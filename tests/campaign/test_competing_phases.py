@@ -151,3 +151,31 @@ def test_elements_only_hull_is_recorded_and_warned_about(tmp_path, caplog):
     assert record["systems"] == {"Li-Na": {"pbe": 0, "scan": 0}}
     assert record["elements_only"] == {"Li-Na": ["pbe", "scan"]}
     assert record["candidates"]["lina-1"] == {"chemsys": "Li-Na", "pbe": 0, "scan": 0}
+
+
+def test_console_lists_competing_phases_per_system_before_round_1(tmp_path, run_cli):
+    from screener.structures import write_structures
+    from screener.structures.records import StructureRecord
+
+    write_structures([StructureRecord("lina-1", _odd_structure())], tmp_path / "c.extxyz")
+    code, out, err = run_cli(["run", "--budget", "1e-9", "--candidates", tmp_path / "c.extxyz", "--references",
+                              "shipped", "--campaign", tmp_path / "camp"])
+    assert code == 0, err
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("competing phases on the hulls before round 1"))
+    assert "1 chemical system(s)" in lines[head]
+    assert lines[head + 1].strip() == "Li-Na: PBE 0, SCAN 0 (1 candidate(s))  ONLY ELEMENTS"
+
+
+def test_competing_phase_lines_put_elements_only_systems_first_and_stay_short():
+    from screener.cli import _competing_phase_lines
+
+    systems = {f"A{i}-O": {"pbe": i + 1, "scan": i + 1} for i in range(20)}
+    systems["Li-Na"] = {"pbe": 0, "scan": 3}
+    record = {"systems": systems,
+              "candidates": {f"c{i}": {"chemsys": cs, **n} for i, (cs, n) in enumerate(systems.items())}}
+    lines = _competing_phase_lines(record, most=5)
+    assert len(lines) == 1 + 5 + 1
+    assert lines[1].strip() == "Li-Na: PBE 0, SCAN 3 (1 candidate(s))  ONLY ELEMENTS"
+    assert lines[-1].strip().startswith("... and 16 more system(s)")
+    assert _competing_phase_lines({}) == []
