@@ -201,10 +201,10 @@ def check(obj: Any, what: str, *, jobs: bool = False, task_docs: bool = False) -
         if isinstance(node, dict):
             if "@module" in node or "@class" in node or "@callable" in node:
                 module, cls, func = node.get("@module"), node.get("@class"), node.get("@callable")
-                if func is not None:
-                    if (module, func) not in callables:
-                        raise _refuse(what, _path_to(obj, node), f"function {module}.{func}", jobs)
-                elif (module, cls) not in classes:
+                # both keys are checked: MontyDecoder builds the @class when a dict names both
+                if func is not None and (module, func) not in callables:
+                    raise _refuse(what, _path_to(obj, node), f"function {module}.{func}", jobs)
+                if (func is None or cls is not None) and (module, cls) not in classes:
                     raise _refuse(what, _path_to(obj, node), f"class {module}.{cls}", jobs)
             if jobs:
                 for key in COMMAND_KEYS.intersection(node):

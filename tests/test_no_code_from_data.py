@@ -451,3 +451,18 @@ def test_resume_after_kill_rebuilds_jobs_under_their_recorded_uuids(tmp_path):
         assert all(j.state == "done" for j in jobs), [(j.structure_id, j.failure_reason) for j in jobs]
         assert {j.uuid for j in jobs} == stored_uuids  # every result found under the uuid the ledger recorded
         assert open_uuids <= stored_uuids
+
+
+def test_an_allowed_callable_cannot_smuggle_a_class_beside_it(tmp_path):
+    """MontyDecoder builds the ``@class`` of a dict that names both: an allowed ``@callable`` must not let it pass."""
+    from screener._safe_json import check, decode
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for you")
+    smuggled = {"@module": "screener.calculators.replay", "@callable": "replay_job", "@class": "ReplayCalculator",
+                "path": str(secret)}
+    with pytest.raises(InvalidInputError, match="ReplayCalculator"):
+        check({"function_args": [smuggled]}, "job x", jobs=True)
+    with pytest.raises(InvalidInputError, match="ReplayCalculator"):
+        decode(smuggled, "job x", jobs=True)
+    check({"@module": "screener.calculators.replay", "@callable": "replay_job"}, "job x", jobs=True)  # still fine
