@@ -366,7 +366,8 @@ class Campaign:
         # SCAN predictions made by the PBE model share its spread: until SCAN errors say otherwise, the PBE scale
         borrowed = getattr(self.components.model, "borrows_model", lambda f: False)("scan")
         scan_prior = out["pbe"].scale if borrowed else float(prior.get("scan", 1.0))
-        out["scan"] = spread_calibration(self.ledger, targets, "scan", number, prior_scale=scan_prior)
+        out["scan"] = spread_calibration(self.ledger, targets, "scan", number, prior_scale=scan_prior,
+                                         debias=borrowed)  # rank() shifts borrowed predictions by the bias
         return out
 
     def _rank_and_plan(self, number: int, progress: Progress | None) -> bool:

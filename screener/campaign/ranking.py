@@ -114,12 +114,13 @@ def prospective_errors(ledger: Any, targets: dict[str, dict[str, float]], fideli
 
 
 def spread_calibration(ledger: Any, targets: dict[str, dict[str, float]], fidelity: str, before_round: int,
-                       prior_scale: float = 1.0, prior_weight: float = 5.0) -> Any:
+                       prior_scale: float = 1.0, prior_weight: float = 5.0, debias: bool = False) -> Any:
     """The spread scale of ``fidelity`` refitted on the campaign's prospective errors of rounds before
-    ``before_round``, shrunk toward ``prior_scale`` (the model card's); see :mod:`screener.policies.calibration`."""
+    ``before_round``, shrunk toward ``prior_scale`` (the model card's); ``debias``: the predictions will be shifted by
+    the fitted bias, so the scale is fitted on the de-biased errors; see :mod:`screener.policies.calibration`."""
     from screener.policies.calibration import fit_spread_calibration
 
     err, raw, _ = prospective_errors(ledger, targets, fidelity, range(1, before_round))
-    return fit_spread_calibration(err, raw, prior_scale=prior_scale, prior_weight=prior_weight,
+    return fit_spread_calibration(err, raw, prior_scale=prior_scale, prior_weight=prior_weight, debias=debias,
                                   source=f"prospective errors of rounds < {before_round} (prior scale "
                                          f"{prior_scale:.3g})")

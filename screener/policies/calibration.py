@@ -59,7 +59,7 @@ def coverage(errors: Any, stds: Any, scale: float = 1.0) -> tuple[float | None, 
 
 
 def fit_spread_calibration(errors: Any, stds: Any, *, prior_scale: float = 1.0, prior_weight: float = 5.0,
-                           source: str = "") -> SpreadCalibration:
+                           source: str = "", debias: bool = False) -> SpreadCalibration:
     """Fit the spread scale on held-out or prospective errors.
 
     Parameters
@@ -73,6 +73,10 @@ def fit_spread_calibration(errors: Any, stds: Any, *, prior_scale: float = 1.0, 
     prior_weight : float
         Pseudo-count of the prior: with ``n`` errors, ``log scale = w log data_scale + (1 - w) log prior_scale``,
         ``w = n / (n + prior_weight)``; 0 uses the data alone.
+    debias : bool
+        The caller subtracts the fitted bias (``bias_ev_per_atom``) from its predictions (SCAN predictions borrowed
+        from the PBE model): fit the scale and the coverage on the errors minus that bias, so the systematic shift is
+        not counted twice (once as a shift, once as spread).
 
     Returns
     -------
@@ -82,13 +86,15 @@ def fit_spread_calibration(errors: Any, stds: Any, *, prior_scale: float = 1.0, 
     n = int(e.size)
     if n == 0:
         return SpreadCalibration(scale=prior_scale, prior_scale=prior_scale, source=source or "prior (no errors)")
-    z = np.abs(e) / s
-    data_scale = max(float(np.quantile(z, ONE_SIGMA_SHARE)), 1e-3)
     w = n / (n + prior_weight) if prior_weight > 0 else 1.0
+    bias = float(w * e.mean())
+    residual = e - bias if debias else e
+    z = np.abs(residual) / s
+    data_scale = max(float(np.quantile(z, ONE_SIGMA_SHARE)), 1e-3)
     scale = math.exp(w * math.log(data_scale) + (1.0 - w) * math.log(prior_scale))
-    raw1, raw2 = coverage(e, s)
-    cal1, cal2 = coverage(e, s, scale)
-    return SpreadCalibration(scale=scale, bias_ev_per_atom=float(w * e.mean()), n_errors=n, prior_scale=prior_scale,
+    raw1, raw2 = coverage(residual, s)
+    cal1, cal2 = coverage(residual, s, scale)
+    return SpreadCalibration(scale=scale, bias_ev_per_atom=bias, n_errors=n, prior_scale=prior_scale,
                              data_scale=data_scale, within_1_sigma_raw=raw1, within_2_sigma_raw=raw2,
                              within_1_sigma=cal1, within_2_sigma=cal2, source=source)
 
