@@ -30,6 +30,7 @@ __all__ = ["Campaign", "Components", "ComponentsFactory", "Progress"]
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, completed, total)
+UNAVAILABLE_META = "unavailable_calculations"  # ledger meta: [[structure_id, fidelity], ...] the back-end lacks
 
 
 @dataclass
@@ -273,7 +274,7 @@ class Campaign:
         """Whether the remaining budget pays for the cheapest calculation still open: SCAN of a candidate without
         one, PBE of a candidate without PBE or SCAN (a SCAN result makes its PBE screening pointless)."""
         remaining = self.ledger.budget().remaining
-        taken = {(j.structure_id, j.fidelity) for j in self.ledger.jobs()}
+        taken = {(j.structure_id, j.fidelity) for j in self.ledger.jobs()} | self._unavailable()
         costs = [self._cost(s, f)[0] for s, role in self._roles.items() if role == "candidate"
                  for f in FIDELITIES if (s, f) not in taken and (s, "scan") not in taken]
         return bool(costs) and min(costs) <= remaining + 1e-9
@@ -377,7 +378,8 @@ class Campaign:
         ids = list(ranking.pop("_ids")["ids"])
         calibration_numbers = ranking.pop("_calibration", {})
         jobs = self.ledger.jobs()
-        done = {(j.structure_id, j.fidelity) for j in jobs}
+        unavailable = self._unavailable()  # calculations the back-end cannot set up (e.g. absent from a replay set)
+        done = {(j.structure_id, j.fidelity) for j in jobs} | unavailable
         n_done = {f: sum(1 for j in jobs if j.fidelity == f and j.state == "done") for f in FIDELITIES}
         pretrained = self._pretraining_set_sizes()
         remaining = self.ledger.budget().remaining
@@ -390,7 +392,9 @@ class Campaign:
         numbers: dict[str, Any] = {}
         planned: set[str] = set()
         dropped: list[str] = []
-        for attempt in range(3):
+        flows: dict[tuple[str, str], Any] = {}
+        gaps = self._pbe_band_gaps()
+        for attempt in range(max(3, batch + 1)):  # each retry follows dropped items: bounded by the batch
             taken = {(s, f) for s in planned for f in FIDELITIES}
             left = remaining - sum(it.estimated_cost for it in items)
             request = PlanRequest(
@@ -414,7 +418,7 @@ class Campaign:
             plan: Plan = self.components.planner.plan(request)
             if attempt == 0:
                 numbers = dict(plan.numbers)
-            n_before, n_dropped = len(items), len(dropped)
+            n_dropped = len(dropped)
             for item in plan.items:
                 sid = item.structure_id
                 if sid not in self._structures or (sid, item.fidelity) in done:
@@ -422,28 +426,31 @@ class Campaign:
                 elif sid in planned:
                     dropped.append(f"{sid} ({item.fidelity}): already planned in this round")
                 elif len(items) < batch:
+                    try:  # set up now, so a calculation the back-end lacks frees its slot for the next one
+                        flows[(sid, item.fidelity)] = self.components.calculator.make_flow(
+                            self._structures[sid], item.fidelity, sid, **self._flow_kwargs(sid, item.fidelity, gaps))
+                    except ScreenerError as exc:  # e.g. a replay data set without this calculation
+                        unavailable.add((sid, item.fidelity))
+                        done.add((sid, item.fidelity))
+                        dropped.append(f"{sid} ({item.fidelity}): cannot be set up: {exc}")
+                        self.ledger.log_event("job", f"{sid} ({item.fidelity}) cannot be set up: {exc}",
+                                              round_number=number)
+                        continue
                     items.append(item)
                     planned.add(sid)
-            if len(dropped) == n_dropped or len(items) >= batch or len(items) == n_before:
-                break  # nothing freed, batch full, or the planner has nothing more
+            if len(dropped) == n_dropped or len(items) >= batch:
+                break  # nothing freed (the planner has nothing more), or the batch is full
         if dropped:
-            self.ledger.log_event("policy", f"round {number}: dropped {len(dropped)} repeated plan item(s): "
-                                  + "; ".join(dropped[:10]), round_number=number)
-        job_rows, gaps, decisions = [], self._pbe_band_gaps(), []
+            self.ledger.log_event("policy", f"round {number}: dropped {len(dropped)} repeated or unavailable plan "
+                                  "item(s): " + "; ".join(dropped[:10]), round_number=number)
+        if unavailable != self._unavailable():  # kept for later rounds and for _can_buy_more
+            self.ledger.set_meta(UNAVAILABLE_META, sorted([s, f] for s, f in unavailable))
+        job_rows, decisions = [], []
         for item in items:
             cost, cpu_h = self._cost(item.structure_id, item.fidelity)  # the ledger charges OUR estimate
             decisions.append({"structure_id": item.structure_id, "fidelity": item.fidelity, "reason": item.reason,
                               "estimated_cost": cost, "numbers": item.numbers})
-            try:
-                flow = self.components.calculator.make_flow(
-                    self._structures[item.structure_id], item.fidelity, item.structure_id,
-                    **self._flow_kwargs(item.structure_id, item.fidelity, gaps),
-                )
-            except ScreenerError as exc:  # e.g. a replay data set without this calculation: skip it, say why
-                decisions[-1]["reason"] = f"not set up ({exc}); planned as: {item.reason}"
-                self.ledger.log_event("job", f"{item.structure_id} ({item.fidelity}) cannot be set up: {exc}",
-                                      round_number=number)
-                continue
+            flow = flows[(item.structure_id, item.fidelity)]
             job_rows.append({
                 "uuid": flow_uuid(flow), "structure_id": item.structure_id, "fidelity": item.fidelity,
                 "role": self._roles.get(item.structure_id, "candidate"), "estimated_cost": cost,
@@ -462,6 +469,10 @@ class Campaign:
         if progress:
             progress(f"round {number}: ranking", 1, 1)
         return bool(accepted)
+
+    def _unavailable(self) -> set[tuple[str, str]]:
+        """(structure, fidelity) pairs the back-end could not set up in earlier rounds (never planned again)."""
+        return {(str(s), str(f)) for s, f in (self.ledger.get_meta(UNAVAILABLE_META) or [])}
 
     def _pretraining_set_sizes(self) -> dict[str, int]:
         """Structures per fidelity the model learned from before the campaign (0 when the model cannot say).

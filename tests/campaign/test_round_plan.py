@@ -264,3 +264,40 @@ def test_old_ledger_gets_the_learning_curve_uncertainty_columns(tmp_path):
         points = learning_curve_points(ledger.learning_curve(), n_pbe_pretraining=17_616)
     assert [p.n_pbe for p in points] == [17_620, 17_620]  # the old row's campaign-only N_p gets the pre-training
     assert [p.weight for p in points] == pytest.approx([3.0, 25.0])
+
+
+class PartialDataCalculator(FakeCalculator):
+    """Like a replay data set that lacks some calculations: make_flow raises for the first ``n_missing`` structures
+    it is asked to set up (the ones the planner likes best), at both fidelities."""
+
+    def __init__(self, n_missing: int) -> None:
+        super().__init__()
+        self.n_missing, self.missing_ids = n_missing, []
+
+    def make_flow(self, structure, fidelity, structure_id, **kw):
+        from screener.errors import CalculationError
+
+        if structure_id not in self.missing_ids and len(self.missing_ids) < self.n_missing:
+            self.missing_ids.append(structure_id)
+        if structure_id in self.missing_ids:
+            raise CalculationError(f"the data set has no {fidelity} result for {structure_id}")
+        return super().make_flow(structure, fidelity, structure_id, **kw)
+
+
+def test_calculations_the_back_end_lacks_free_their_slots_and_never_end_the_campaign(tmp_path):
+    structures = make_structures(10)
+    calculator = PartialDataCalculator(n_missing=6)  # more than a whole batch cannot be set up
+
+    def factory(config, campaign_dir, ledger):
+        return Components(calculator, FakeExecutor(tmp_path / "store"), FakeModel(), FakeHulls(), RepeatingPlanner())
+
+    camp = Campaign.create(tmp_path / "c", CampaignConfig(budget_total=500, batch_size=4), structures, factory)
+    summary = camp.run()
+    missing = {(s, f) for s in calculator.missing_ids for f in ("pbe", "scan")}
+    assert len(calculator.missing_ids) == 6
+    # every calculation that can be set up was bought; the lacking ones neither stopped the campaign in round 1
+    # (the planner's favourites all lack data) nor were tried again in later rounds
+    bought = {(j.structure_id, j.fidelity) for j in camp.ledger.jobs()}
+    assert bought == {(s, f) for s in structures for f in ("pbe", "scan")} - missing
+    assert summary["finished"] and camp.ledger.jobs(round_number=1)
+    assert {tuple(p) for p in camp.ledger.get_meta("unavailable_calculations")} <= missing
