@@ -216,3 +216,14 @@ def build_synthetic_campaign(campaign_dir: str | Path, *, policy: str = "scaling
         ledger.start_round(3)
         ledger.set_round_state(3, "empty")
     return campaign_dir
+
+
+def ledger_rows(campaign: Path, query: str, *args) -> list[tuple]:
+    """Rows of a plain SQL query on a campaign's ledger, opened read-only (what the report must agree with)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{campaign / 'ledger.sqlite'}?mode=ro", uri=True)
+    try:
+        return conn.execute(query, args).fetchall()
+    finally:
+        conn.close()

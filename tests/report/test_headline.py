@@ -8,7 +8,6 @@ Formation energies are recomputed from the stored result entries and the campaig
 from __future__ import annotations
 
 import json
-import sqlite3
 from html.parser import HTMLParser
 
 import pytest
@@ -17,11 +16,9 @@ from screener.report.data import load_report_data
 
 
 def _sql(campaign, query, *args):
-    conn = sqlite3.connect(f"file:{campaign / 'ledger.sqlite'}?mode=ro", uri=True)
-    try:
-        return conn.execute(query, args).fetchall()
-    finally:
-        conn.close()
+    from synthetic_campaign import ledger_rows
+
+    return ledger_rows(campaign, query, *args)
 
 
 def _mu(campaign) -> dict[str, dict[str, float]]:

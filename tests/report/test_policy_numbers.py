@@ -21,11 +21,9 @@ FIGURES = {"reliability": "figures/reliability.png", "learning_curve": "figures/
 
 
 def _sql(campaign, query, *args):
-    conn = sqlite3.connect(f"file:{campaign / 'ledger.sqlite'}?mode=ro", uri=True)
-    try:
-        return conn.execute(query, args).fetchall()
-    finally:
-        conn.close()
+    from synthetic_campaign import ledger_rows
+
+    return ledger_rows(campaign, query, *args)
 
 
 def _plan_numbers(campaign) -> dict[int, dict]:
