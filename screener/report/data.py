@@ -357,7 +357,7 @@ class ReportData:
             if predicted is None or computed is None:
                 continue
             out.append(ParityPoint(cand.structure_id, fidelity, int(pred.get("round") or 0), float(predicted),
-                                   _float(pred.get("e_form_std_ev_per_atom")), float(computed)))
+                                   finite_float(pred.get("e_form_std_ev_per_atom")), float(computed)))
         return out
 
 
@@ -424,7 +424,8 @@ def job_timestamps(ledger_path: str | Path) -> dict[str, tuple[float | None, flo
         return ledger.job_times()
 
 
-def _float(x: Any) -> float | None:
+def finite_float(x: Any) -> float | None:
+    """``x`` as a finite float, or None (missing, non-numeric, NaN or infinite ledger values)."""
     try:
         value = float(x)
     except (TypeError, ValueError):
@@ -437,11 +438,11 @@ def _job_info(row: Any, times: dict[str, tuple[float | None, float | None]]) -> 
     created, updated = times.get(row.uuid, (None, None))
     return JobInfo(
         uuid=row.uuid, round=int(row.round or 0), structure_id=row.structure_id, fidelity=row.fidelity, role=row.role,
-        state=row.state, estimated_cost=float(row.estimated_cost), actual_cost=_float(row.actual_cost),
-        estimated_cpu_hours=_float(row.estimated_cpu_hours), actual_cpu_hours=_float(row.actual_cpu_hours),
+        state=row.state, estimated_cost=float(row.estimated_cost), actual_cost=finite_float(row.actual_cost),
+        estimated_cpu_hours=finite_float(row.estimated_cpu_hours), actual_cpu_hours=finite_float(row.actual_cpu_hours),
         failure_reason=row.failure_reason or result.get("failure_reason"),
         backend=result.get("backend"), label=result.get("label"), run_type=result.get("run_type"),
-        wall_time_s=_float(result.get("wall_time_s")), energy_per_atom_ev=_float(result.get("energy_per_atom_ev")),
+        wall_time_s=finite_float(result.get("wall_time_s")), energy_per_atom_ev=finite_float(result.get("energy_per_atom_ev")),
         created_at=created, finished_at=updated if row.state in ("done", "failed") else None,
         final_structure=result.get("final_structure"), entry=result.get("entry"),
     )
@@ -486,7 +487,7 @@ def _load_references(campaign_dir: Path) -> dict[str, list[dict[str, Any]]]:
                 "structure_id": data.get("structure_id") or e.get("entry_id"),
                 "formula": _formula(e),
                 "backend": data.get("backend"), "label": data.get("label"),
-                "energy_ev": _float(e.get("energy")),
+                "energy_ev": finite_float(e.get("energy")),
             })
         out[fidelity] = rows
     return out
@@ -582,7 +583,7 @@ def _prevalence(config: dict[str, Any], candidate_ids: list[str], threshold: flo
     values = []
     for sid in candidate_ids:
         item = dataset.entries.get((sid, "scan"))
-        value = _float(((item or {}).get("data") or {}).get("e_above_hull"))
+        value = finite_float(((item or {}).get("data") or {}).get("e_above_hull"))
         if value is not None:
             values.append(value)
     if not values:

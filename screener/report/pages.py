@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from screener.report.data import FIDELITIES, CandidateInfo, JobInfo, ReportData, backend_labels
+from screener.report.data import FIDELITIES, CandidateInfo, JobInfo, ReportData, backend_labels, finite_float
 
 __all__ = [
     "overview_page",
@@ -344,9 +344,9 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
         if _has_scaling_law(n):
             law = n.get("scaling_law") or {}
             a, b = n.get("a", law.get("a")), n.get("b", law.get("b"))
-            gain_s, gain_p = _finite(alloc.get("gain_per_cpu_hour_scan")), _finite(alloc.get("gain_per_cpu_hour_pbe"))
+            gain_s, gain_p = finite_float(alloc.get("gain_per_cpu_hour_scan")), finite_float(alloc.get("gain_per_cpu_hour_pbe"))
             law_rows.append([
-                r.round, _mev(_finite(alloc.get("mae_now"))),
+                r.round, _mev(finite_float(alloc.get("mae_now"))),
                 _num(None if gain_s is None else 1000 * gain_s, ".3g"),
                 _num(None if gain_p is None else 1000 * gain_p, ".3g"),
                 f"{_num(a)}\u00a0±\u00a0{_num(n.get('a_std'))}" if a is not None else "-",
@@ -354,12 +354,12 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 n.get("fit_source", law.get("source", "-")),
             ])
         if _has_expected_value(n):
-            n_p = _finite(n.get("n_pbe_pretraining"))
-            n_p_campaign = _finite(n.get("n_pbe_campaign"))
+            n_p = finite_float(n.get("n_pbe_pretraining"))
+            n_p_campaign = finite_float(n.get("n_pbe_campaign"))
             ev_rows.append([
                 r.round, _num(n.get("ev_lambda_per_cpu_hour"), ".3g"),
                 _num(n.get("ev_learning_value_scan"), ".3g"), _num(n.get("ev_learning_value_pbe"), ".3g"),
-                _mev(_finite(n.get("ev_mae_now_ev_per_atom"))), _num(n.get("ev_picks_left"), "g"),
+                _mev(finite_float(n.get("ev_mae_now_ev_per_atom"))), _num(n.get("ev_picks_left"), "g"),
                 "-" if n_p is None and n_p_campaign is None else
                 f"{_num(n_p, '.0f', '0')} + {_num(n_p_campaign, '.0f', '0')}",
                 _num(n.get("n_scan_campaign"), ".0f"),
@@ -449,11 +449,11 @@ def _calibration_section(data: ReportData, figures: Mapping[str, str]) -> list[s
             if scale is None and all(x is None for x in shares):
                 continue
             n_fit = cal.get(f"{fidelity}_n_errors")
-            mae = _finite(info.get(f"mae_{fidelity}_ev_per_atom"))
-            se = _finite(info.get(f"mae_se_{fidelity}_ev_per_atom"))
+            mae = finite_float(info.get(f"mae_{fidelity}_ev_per_atom"))
+            se = finite_float(info.get(f"mae_se_{fidelity}_ev_per_atom"))
             rows.append([r.round, fidelity.upper(),
                          "-" if scale is None else f"{_num(scale, '.3g')} (n = {_num(n_fit, '.0f', '0')})",
-                         _num(info.get(f"n_{fidelity}_measured"), ".0f")] + [_pct(_finite(x)) for x in shares]
+                         _num(info.get(f"n_{fidelity}_measured"), ".0f")] + [_pct(finite_float(x)) for x in shares]
                         + [_mev(mae, se)])
     if not rows and not data.reliability:
         return []
@@ -474,14 +474,6 @@ def _calibration_section(data: ReportData, figures: Mapping[str, str]) -> list[s
                 "the final hull's formation energies). Points below the diagonal: the spread is too narrow "
                 "(overconfident); above: too wide.", ""]
     return out
-
-
-def _finite(x: Any) -> float | None:
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 # ---- candidate table -----------------------------------------------------------------------------------------------
@@ -574,7 +566,7 @@ def candidate_page(cand: CandidateInfo, data: ReportData, *, viewer: str, files:
     rows = []
     for f in FIDELITIES:
         sel = cand.predicted_at_selection.get(f) or {}
-        pe, ps = _finite(sel.get("e_form_mean_ev_per_atom")), _finite(sel.get("e_form_std_ev_per_atom"))
+        pe, ps = finite_float(sel.get("e_form_mean_ev_per_atom")), finite_float(sel.get("e_form_std_ev_per_atom"))
         ce = cand.computed_e_form_ev_per_atom.get(f)
         ph, ch = cand.predicted_e_hull_final_ev_per_atom.get(f), cand.computed_e_hull_ev_per_atom.get(f)
         rows.append([
@@ -589,8 +581,8 @@ def candidate_page(cand: CandidateInfo, data: ReportData, *, viewer: str, files:
             "the calculation was bought, before its result was known. E_hull: both the prediction and the result "
             "measured against the final hull snapshot of the same fidelity (never mixed), so both errors agree.", ""]
     latest = [[f.upper(), (cand.predicted.get(f) or {}).get("round", "-"),
-               _ev(_finite((cand.predicted.get(f) or {}).get("e_form_mean_ev_per_atom")),
-                   _finite((cand.predicted.get(f) or {}).get("e_form_std_ev_per_atom"))),
+               _ev(finite_float((cand.predicted.get(f) or {}).get("e_form_mean_ev_per_atom")),
+                   finite_float((cand.predicted.get(f) or {}).get("e_form_std_ev_per_atom"))),
                _num((cand.predicted.get(f) or {}).get("p_stable"), ".2f")]
               for f in FIDELITIES if cand.predicted.get(f)]
     if latest:
