@@ -169,11 +169,6 @@ class FireWorksExecutor:
                         out[uuid] = {"fw_id": fw["fw_id"], "state": fw.get("state")}
         return out
 
-    def _fw_of(self, uuid: str) -> dict | None:
-        return self.launchpad.fireworks.find_one(
-            {"spec._tasks.job.uuid": uuid}, {"fw_id": 1, "state": 1}, sort=[("fw_id", -1)]
-        )
-
     def submit(self, flow: Job | Flow | list) -> list[str]:
         """Add one workflow per calculation to the LaunchPad (skipping stored or already queued ones)."""
         from jobflow.managers.fireworks import flow_to_workflow
