@@ -117,6 +117,7 @@ JOB_CLASSES: frozenset[tuple[str, str]] = DATA_CLASSES | frozenset(
         # the job store a FireWorks task writes to
         ("jobflow.core.store", "JobStore"),
         ("screener.execution.stores", "AtomicJSONStore"),
+        ("screener.execution.sqlite_store", "SQLiteStore"),
         ("maggma.stores.mongolike", "JSONStore"),
         ("maggma.stores.mongolike", "MemoryStore"),
         ("maggma.stores.mongolike", "MongoStore"),

@@ -1,11 +1,14 @@
 """Job stores: where job outputs persist (a campaign folder, or MongoDB).
 
-``make_job_store("local", campaign_dir)`` gives a jobflow ``JobStore`` whose docs and ``data`` stores are JSON files
-in ``campaign_dir/jobstore/``. Files are replaced atomically (write a temporary file, then ``os.replace``), so a
-process killed at any moment leaves the previous complete file, never a torn one. (maggma's ``MontyStore`` needs
-montydb, which is not a dependency here; the JSON store needs nothing.) Each write rewrites the whole file, which is
-fine for a few thousand calculations; larger campaigns, and any campaign run through FireWorks or jobflow-remote
-workers in several processes, use ``make_job_store("mongo", "mongodb://host/db")``.
+``make_job_store("local", campaign_dir)`` gives a jobflow ``JobStore`` whose docs and ``data`` stores are two tables
+of one SQLite file, ``campaign_dir/jobstore/jobstore.sqlite`` (:class:`~screener.execution.sqlite_store.SQLiteStore`):
+one row per document, each update one transaction, so a write costs what it writes and a killed process leaves a
+consistent store. (maggma's ``MontyStore`` needs montydb, which is not a dependency here; SQLite is in Python.)
+
+Campaigns made before this store keep theirs: a ``jobstore/outputs.json`` on disk (and no SQLite file) opens the
+JSON store it was written with (:class:`AtomicJSONStore`), which rewrites its whole file on every update (atomically:
+a temporary file, then ``os.replace``). Workers on other machines (FireWorks, jobflow-remote) write to a MongoDB
+store: ``make_job_store("mongo", "mongodb://host/db")``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from screener.errors import InvalidInputError
 if TYPE_CHECKING:
     from jobflow import JobStore
 
-__all__ = ["make_job_store", "AtomicJSONStore", "STORE_DIRNAME"]
+__all__ = ["make_job_store", "local_store_format", "AtomicJSONStore", "STORE_DIRNAME", "SQLITE_NAME"]
 
 STORE_DIRNAME = "jobstore"
+SQLITE_NAME = "jobstore.sqlite"
+_JSON_NAME = "outputs.json"  # the docs file of the JSON store of campaigns made before the SQLite store
 
 
 class AtomicJSONStore(JSONStore):
@@ -62,13 +67,23 @@ class AtomicJSONStore(JSONStore):
         os.replace(tmp, path)
 
 
+def local_store_format(campaign_dir: str | Path) -> Literal["sqlite", "json"]:
+    """Which local store a campaign folder holds, read from disk: ``json`` for a campaign made before the SQLite
+    store (``jobstore/outputs.json`` and no ``jobstore.sqlite``), else ``sqlite`` (also for a new campaign)."""
+    folder = Path(campaign_dir) / STORE_DIRNAME
+    if (folder / _JSON_NAME).is_file() and not (folder / SQLITE_NAME).exists():
+        return "json"
+    return "sqlite"
+
+
 def make_job_store(kind: Literal["local", "mongo"] = "local", path_or_uri: str | Path = ".", **kwargs: Any) -> JobStore:
     """A jobflow ``JobStore`` with an additional store named ``data`` (atomate2 jobs put large objects there).
 
     Parameters
     ----------
     kind : {"local", "mongo"}
-        ``local``: JSON files in ``<path_or_uri>/jobstore/`` (a campaign folder). ``mongo``: a MongoDB URI such as
+        ``local``: ``<path_or_uri>/jobstore/jobstore.sqlite`` (a campaign folder; the JSON files of an older
+        campaign if that is what its folder holds, see :func:`local_store_format`). ``mongo``: a MongoDB URI such as
         ``mongodb://user:pass@host:27017/screener``; collections ``outputs`` and ``outputs_data``.
     path_or_uri : str or Path
         Campaign folder or MongoDB URI.
@@ -80,9 +95,16 @@ def make_job_store(kind: Literal["local", "mongo"] = "local", path_or_uri: str |
     if kind == "local":
         # Absolute: jobflow runs each job inside its own folder (chdir), where a relative path would break.
         folder = Path(path_or_uri).resolve() / STORE_DIRNAME
+        fmt = local_store_format(path_or_uri)
         folder.mkdir(parents=True, exist_ok=True)
-        docs = AtomicJSONStore(str(folder / "outputs.json"), read_only=False, key="uuid")
-        data = AtomicJSONStore(str(folder / "data.json"), read_only=False, key="blob_uuid")
+        if fmt == "json":
+            docs = AtomicJSONStore(str(folder / _JSON_NAME), read_only=False, key="uuid")
+            data = AtomicJSONStore(str(folder / "data.json"), read_only=False, key="blob_uuid")
+        else:
+            from screener.execution.sqlite_store import SQLiteStore
+
+            docs = SQLiteStore(str(folder / SQLITE_NAME), table="outputs", key="uuid")
+            data = SQLiteStore(str(folder / SQLITE_NAME), table="data", key="blob_uuid")
         return JobStore(docs, additional_stores={"data": data})
     if kind == "mongo":
         from maggma.stores import MongoStore

@@ -18,14 +18,20 @@ WORKER = Path(__file__).parent / "standin_worker.py"
 
 
 def _stored(campaign: Path) -> dict[str, str]:
-    """uuid -> completed_at of the outputs in the campaign's JSON store (read from disk)."""
-    path = campaign / "jobstore" / "outputs.json"
+    """uuid -> completed_at of the outputs in the campaign's SQLite job store (read from disk, read-only)."""
+    import sqlite3
+
+    path = campaign / "jobstore" / "jobstore.sqlite"
     if not path.exists():
         return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        docs = json.loads(path.read_text())
-    except ValueError:  # pragma: no cover - the store is written atomically; a torn file is a bug
-        raise AssertionError("torn job store file") from None
+        rows = conn.execute("SELECT doc FROM outputs").fetchall()
+    except sqlite3.OperationalError:  # the table is made on the worker's first connect
+        return {}
+    finally:
+        conn.close()
+    docs = [json.loads(text) for (text,) in rows]  # a torn row would fail here
     return {d["uuid"]: d["completed_at"] for d in docs if d.get("output") is not None}
 
 
