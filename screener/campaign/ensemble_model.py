@@ -190,6 +190,32 @@ class EnsembleModel:
             self._ensembles[key] = CGATEnsemble.load(path, device=self.device)
         return self._ensembles[key]
 
+    #: Graph store of the campaign's candidates, under the graph cache folder (``<campaign>/graphs/store``).
+    STORE_NAME = "store"
+
+    def _candidate_store(self, structures: Mapping[str, Any], n_neighbors: int) -> Path | None:
+        """The graph store of ``structures`` (featurised into it once, the first time; resumed if interrupted), or
+        None without a cache folder. A store already there that holds other structures (a prebuilt one, or one built
+        for another candidate list) is used for the ids it holds; one with other settings is rebuilt."""
+        if self.cache_dir is None:
+            return None
+        from screener.errors import InvalidInputError
+        from screener.graphs.store import _read_manifest, build_store_from_structures, is_store
+
+        directory = self.cache_dir / self.STORE_NAME
+        try:
+            build_store_from_structures(list(structures.items()), directory, n_neighbors=n_neighbors)
+        except InvalidInputError:
+            manifest = _read_manifest(directory) if is_store(directory) else None
+            if manifest is not None and manifest.complete and manifest.n_neighbors == n_neighbors:
+                return directory  # holds other ids: the missing ones are built the usual way
+            import shutil
+
+            logger.warning("rebuilding the candidates' graph store %s (built for other settings)", directory)
+            shutil.rmtree(directory, ignore_errors=True)
+            build_store_from_structures(list(structures.items()), directory, n_neighbors=n_neighbors)
+        return directory
+
     def _graphs_for(self, structures: Mapping[str, Any], n_neighbors: int) -> list[Any]:
         from screener.graphs import build_graphs
 
@@ -225,10 +251,36 @@ class EnsembleModel:
     def predict_formation_energy(
         self, structures: Mapping[str, Any], fidelity: str
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Ensemble mean and std of the formation energy (eV/atom) at ``fidelity``."""
+        """Ensemble mean and std of the formation energy (eV/atom) at ``fidelity``.
+
+        With a cache folder the structures are featurised once into the campaign's graph store and predicted shard
+        by shard from its memory-mapped files (:func:`screener.campaign.ranking.predict_from_store`), so memory
+        stays one batch of graphs whatever the number of candidates; anything the store lacks is built the usual
+        way. The last prediction of each model folder is kept: SCAN predictions borrowed from the PBE model, or a
+        model not fine-tuned since, are not computed twice.
+        """
+        from screener.campaign.ranking import predict_from_store
+
         ensemble = self._ensemble(fidelity)
-        pred = ensemble.predict(self._graphs_for(structures, ensemble.n_neighbors))
-        return np.asarray(pred.mean, dtype=float), np.asarray(pred.std, dtype=float)
+        ids = list(structures)
+        path = str(self.dirs[fidelity] or self.dirs["pbe"])
+        kept = self.__dict__.setdefault("_predictions", {})  # model folder -> (ids, mean, std)
+        if path in kept and kept[path][0] == ids:
+            return kept[path][1].copy(), kept[path][2].copy()
+        store = self._candidate_store(structures, ensemble.n_neighbors)
+        if store is not None:
+            mean, std, found = predict_from_store(ensemble, store, ids)
+        else:
+            mean, std, found = np.full(len(ids), np.nan), np.full(len(ids), np.nan), np.zeros(len(ids), dtype=bool)
+        if not found.all():
+            rest = [sid for sid, ok in zip(ids, found) if not ok]
+            pred = ensemble.predict(self._graphs_for({s: structures[s] for s in rest}, ensemble.n_neighbors))
+            mean[~found], std[~found] = pred.mean, pred.std
+        current = {str(d) for d in self.dirs.values() if d is not None}
+        kept.update({path: (ids, mean.copy(), std.copy())})
+        for stale in [p for p in kept if p not in current]:  # only the current models' predictions are kept
+            del kept[stale]
+        return mean, std
 
     def fine_tune(self, targets: Mapping[str, Mapping[str, float]], structures: Mapping[str, Any], *, out_dir: str,
                   round_number: int, seed: int) -> list[ModelVersion]:

@@ -35,6 +35,7 @@ def predicted_e_hull(
     fidelity: str,
     *,
     fallback_fidelity: str | None = None,
+    structure_ids: Sequence[str] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
     """Predicted E_hull of candidates against the current hull of ``fidelity``.
 
@@ -50,6 +51,9 @@ def predicted_e_hull(
     fallback_fidelity : str, optional
         Hull to use where ``fidelity``'s hull cannot give an energy (e.g. the SCAN hull lacks an element): those rows
         are flagged in the last return value, never silently blended.
+    structure_ids : sequence of str, optional
+        The candidates' ids: a candidate that IS a known phase (``hulls.twins``) is measured against the hull
+        without that twin, as its computed result will be.
 
     Returns
     -------
@@ -61,16 +65,21 @@ def predicted_e_hull(
     hull_e = np.empty(len(compositions))
     fallback = np.zeros(len(compositions), dtype=bool)
     cache: dict[tuple[str, str], float] = {}
-    for i, comp in enumerate(compositions):
-        key = (fidelity, str(getattr(comp, "reduced_formula", comp)))
+    twins = getattr(hulls, "twins", None) or {}
+
+    def hull_energy(f: str, comp: Any, formula: str, sid: str | None) -> float:
+        key = (f, formula, sid)
         if key not in cache:
-            cache[key] = float(hulls.hull_formation_energy_ev_per_atom(fidelity, comp))
-        value = cache[key]
+            cache[key] = float(hulls.hull_formation_energy_ev_per_atom(f, comp, sid) if sid is not None
+                               else hulls.hull_formation_energy_ev_per_atom(f, comp))
+        return cache[key]
+
+    for i, comp in enumerate(compositions):
+        formula = str(getattr(comp, "reduced_formula", comp))
+        sid = str(structure_ids[i]) if structure_ids is not None and str(structure_ids[i]) in twins else None
+        value = hull_energy(fidelity, comp, formula, sid)
         if not math.isfinite(value) and fallback_fidelity is not None:
-            fkey = (fallback_fidelity, key[1])
-            if fkey not in cache:
-                cache[fkey] = float(hulls.hull_formation_energy_ev_per_atom(fallback_fidelity, comp))
-            value = cache[fkey]
+            value = hull_energy(fallback_fidelity, comp, formula, sid)
             fallback[i] = True
         hull_e[i] = value
     return mean - hull_e, std.copy(), hull_e, fallback
@@ -124,3 +133,34 @@ def spread_calibration(ledger: Any, targets: dict[str, dict[str, float]], fideli
     return fit_spread_calibration(err, raw, prior_scale=prior_scale, prior_weight=prior_weight, debias=debias,
                                   source=f"prospective errors of rounds < {before_round} (prior scale "
                                          f"{prior_scale:.3g})")
+
+
+def predict_from_store(ensemble: Any, store_dir: Any, structure_ids: Sequence[str]
+                       ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """Ensemble mean and std of the entries of a graph store, shard by shard (:func:`screener.cgat.rank.predict_chunk`:
+    one batch of graphs read from the memory-mapped shards at a time, whatever the number of candidates).
+
+    Returns
+    -------
+    mean, std : ndarray, shape (n,)
+        NaN where ``found`` is False.
+    found : ndarray of bool, shape (n,)
+        Ids the store holds a readable graph for (the caller builds the others the usual way).
+    """
+    from screener.cgat.rank import RankChunk, predict_chunk
+    from screener.graphs.store import GraphStore
+
+    store = GraphStore(store_dir)
+    position = {sid: i for i, sid in enumerate(structure_ids)}
+    mean = np.full(len(structure_ids), np.nan)
+    std = np.full(len(structure_ids), np.nan)
+    found = np.zeros(len(structure_ids), dtype=bool)
+    for k in range(store.n_shards):
+        rows = [row for row, sid in enumerate(store.shard(k).ids) if sid in position]
+        if not rows:
+            continue
+        chunk = RankChunk("store", str(store.directory), k)
+        for batch, m, s in predict_chunk(ensemble, chunk, rows=rows, skip_invalid=True):
+            idx = np.fromiter((position[sid] for sid, _ in batch), dtype=np.int64, count=len(batch))
+            mean[idx], std[idx], found[idx] = m, s, True
+    return mean, std, found

@@ -46,6 +46,7 @@ __all__ = [
     "RankSummary",
     "plan_chunks",
     "rank_chunk",
+    "predict_chunk",
     "merge_rankings",
     "rank_candidates",
     "rank_flow",
@@ -130,9 +131,11 @@ def _formula_counts(atomic_numbers: np.ndarray) -> dict[str, int]:
     return {Element.from_Z(int(a)).symbol: int(b) for a, b in zip(z, n)}
 
 
-def _graph_batches(chunk: RankChunk, n_neighbors: int, skip_invalid: bool, skipped: list[str], counts: dict[str, int]
-                   ) -> Iterator[list[tuple[str, Any]]]:
-    """Batches of ``(structure_id, graph)`` of a chunk; invalid candidates are located and skipped or raised."""
+def _graph_batches(chunk: RankChunk, n_neighbors: int, skip_invalid: bool, skipped: list[str], counts: dict[str, int],
+                   rows: Sequence[int] | None = None, batch: int = _BATCH) -> Iterator[list[tuple[str, Any]]]:
+    """Batches of ``(structure_id, graph)`` of a chunk (of a store chunk: all entries, or ``rows`` of its shard);
+    invalid candidates are located and skipped or raised."""
+    size = batch
     from screener.errors import InvalidStructureError
 
     def skip(where: str, reason: str) -> None:
@@ -142,17 +145,17 @@ def _graph_batches(chunk: RankChunk, n_neighbors: int, skip_invalid: bool, skipp
         if len(skipped) < _MAX_SKIPPED_LISTED:
             skipped.append(f"{where}: {reason}")
 
-    batch: list[tuple[str, Any]] = []
+    batch: list[tuple[str, Any]] = []  # (rebinds the parameter: its size is kept in ``size``)
     if chunk.kind == "store":
         from screener.graphs.store import GraphStore
 
         store = GraphStore(chunk.path)
         if store.n_neighbors != n_neighbors:
             raise InvalidInputError(f"{chunk.path}: graphs have {store.n_neighbors} neighbours, the model {n_neighbors}")
-        for sid, graph, _ in store.iter_shard(chunk.shard, skip_invalid=True,
+        for sid, graph, _ in store.iter_shard(chunk.shard, rows, skip_invalid=True,
                                               on_skip=lambda e: skip(e.structure_id, e.reason)):
             batch.append((sid, graph))
-            if len(batch) >= _BATCH:
+            if len(batch) >= size:
                 yield batch
                 batch = []
     else:
@@ -175,7 +178,7 @@ def _graph_batches(chunk: RankChunk, n_neighbors: int, skip_invalid: bool, skipp
         try:
             for i, payload in enumerate(_iter_payloads(Path(chunk.path), chunk.fmt)):
                 payloads.append(payload)
-                if len(payloads) >= _BATCH:
+                if len(payloads) >= size:
                     yield featurise(payloads, first)
                     payloads, first = [], i + 1
         except InvalidStructureError as exc:  # the whole file is unreadable
@@ -184,6 +187,32 @@ def _graph_batches(chunk: RankChunk, n_neighbors: int, skip_invalid: bool, skipp
             batch = featurise(payloads, first)
     if batch:
         yield batch
+
+
+def predict_chunk(
+    ensemble: Any,
+    chunk: RankChunk,
+    *,
+    rows: Sequence[int] | None = None,
+    batch_size: int = 256,
+    skip_invalid: bool = False,
+    skipped: list[str] | None = None,
+    counts: dict[str, int] | None = None,
+) -> Iterator[tuple[list[tuple[str, Any]], np.ndarray, np.ndarray]]:
+    """Ensemble predictions of one chunk, batch by batch: ``(batch of (id, graph), mean, std)``.
+
+    Memory is one batch of graphs (``_BATCH`` crystals, read from the memory-mapped store or featurised) plus the
+    model. ``rows``: only these entries of a store chunk's shard, in that order. ``skipped``/``counts``: where the
+    skipped candidates are listed and counted (``skip_invalid``; otherwise the first one raises).
+    """
+    import torch
+
+    skipped = [] if skipped is None else skipped
+    counts = {"skipped": 0, "ranked": 0} if counts is None else counts
+    with torch.no_grad():
+        for batch in _graph_batches(chunk, ensemble.n_neighbors, skip_invalid, skipped, counts, rows):
+            pred = ensemble.predict([g for _, g in batch], batch_size=batch_size)
+            yield batch, np.asarray(pred.mean, dtype=float), np.asarray(pred.std, dtype=float)
 
 
 def _sort_key(by: str) -> Callable[[dict[str, Any]], tuple[float, str]]:
@@ -214,8 +243,6 @@ def rank_chunk(
         spread scale, ``calibration.json``); ``source``), ``n_ranked``, ``n_skipped``,
         ``skipped`` (the first few, located by file/shard and index).
     """
-    import torch
-
     from screener.campaign.ranking import probability_below
 
     if by not in RANK_BY:
@@ -232,23 +259,22 @@ def rank_chunk(
     kept: list[dict[str, Any]] = []
     skipped: list[str] = []
     counts = {"skipped": 0, "ranked": 0}
-    with torch.no_grad():
-        for batch in _graph_batches(chunk, ensemble.n_neighbors, skip_invalid, skipped, counts):
-            pred = ensemble.predict([g for _, g in batch], batch_size=batch_size)
-            rows = []
-            for (sid, graph), mean, std in zip(batch, pred.mean, pred.std, strict=True):
-                formula = _formula_counts(graph.atomic_numbers)
-                row: dict[str, Any] = {"id": sid, "formula": formula, "e_form_mean_ev_per_atom": float(mean),
-                                       "e_form_std_ev_per_atom": float(std), "source": chunk.label}
-                if hull is not None:
-                    from pymatgen.core import Composition
+    for batch, means, stds in predict_chunk(ensemble, chunk, batch_size=batch_size, skip_invalid=skip_invalid,
+                                            skipped=skipped, counts=counts):
+        rows = []
+        for (sid, graph), mean, std in zip(batch, means, stds, strict=True):
+            formula = _formula_counts(graph.atomic_numbers)
+            row: dict[str, Any] = {"id": sid, "formula": formula, "e_form_mean_ev_per_atom": float(mean),
+                                   "e_form_std_ev_per_atom": float(std), "source": chunk.label}
+            if hull is not None:
+                from pymatgen.core import Composition
 
-                    e_hull = hull.e_above_hull_from_formation_energy(Composition(formula), float(mean))
-                    row["e_hull_pred_ev_per_atom"] = float(e_hull)
-                    row["p_stable"] = float(probability_below(np.array([e_hull]), np.array([std * spread_scale]))[0])
-                rows.append(row)
-            counts["ranked"] += len(rows)
-            kept = heapq.nsmallest(top_k, kept + rows, key=key)  # bounded: K + one batch
+                e_hull = hull.e_above_hull_from_formation_energy(Composition(formula), float(mean))
+                row["e_hull_pred_ev_per_atom"] = float(e_hull)
+                row["p_stable"] = float(probability_below(np.array([e_hull]), np.array([std * spread_scale]))[0])
+            rows.append(row)
+        counts["ranked"] += len(rows)
+        kept = heapq.nsmallest(top_k, kept + rows, key=key)  # bounded: K + one batch
     for row in kept:
         from pymatgen.core import Composition
 

@@ -63,6 +63,7 @@ __all__ = [
     "GraphStore",
     "StoreShard",
     "build_store",
+    "build_store_from_structures",
     "is_store",
 ]
 
@@ -479,15 +480,104 @@ def build_store(
     InvalidInputError
         Missing inputs, or a store folder built from other inputs or settings.
     """
-    from screener.graphs.parallel import available_cpus
     from screener.structures import collect_files
 
     if shard_size < 1:
         raise InvalidInputError(f"shard_size must be >= 1, got {shard_size}")
     files = collect_files(inputs)
     directory = Path(directory)
-    targets = list(targets)
     wanted = [InputFile(path=str(p.resolve()), n_bytes=p.stat().st_size, format=fmt) for p, fmt in files]
+    manifest = _open_manifest(directory, wanted, list(targets), n_neighbors, shard_size)
+    if manifest.complete:
+        return manifest
+
+    def items(done_pos: int, end: list[int]) -> Iterator[tuple[int, int, int, Any]]:
+        pos = 0
+        for file_idx, ((path, fmt), record) in enumerate(zip(files, manifest.inputs, strict=True)):
+            if record.n_items is not None and pos + record.n_items <= done_pos:
+                pos += record.n_items  # wholly inside finished shards: not read again
+            else:
+                n_items = 0
+                try:
+                    for item_idx, payload in enumerate(_iter_payloads(path, fmt)):
+                        n_items += 1
+                        if pos >= done_pos:
+                            yield pos, file_idx, item_idx, payload
+                        pos += 1
+                except InvalidStructureError as exc:
+                    if exc.structure_id != str(path):
+                        raise
+                    yield pos, file_idx, -1, exc  # the whole file is unreadable
+                record.n_items = n_items
+            end[0] = pos
+            if progress is not None:
+                progress(file_idx + 1, len(files))
+
+    return _fill_store(directory, manifest, [Path(p).name for p, _ in files], items, n_jobs=n_jobs,
+                       skip_invalid=skip_invalid, validate=validate, mp_context=mp_context)
+
+
+def build_store_from_structures(
+    structures: Sequence[tuple[str, Any]],
+    directory: str | os.PathLike[str],
+    *,
+    n_neighbors: int = 24,
+    shard_size: int = 10_000,
+    n_jobs: int | None = 1,
+    validate: bool = False,
+    progress: ProgressCallback | None = None,
+) -> StoreManifest:
+    """Featurise structures held in memory (a campaign's candidates) into a graph store, or finish/reuse one.
+
+    The store's single input is the list of ids (its SHA-256 is recorded), so the same structures in the same order
+    resume an interrupted build or return the finished store; other ids are refused. A structure that cannot be
+    featurised is recorded in ``store.json`` as skipped (the caller builds it the usual way and reports its error).
+
+    Parameters
+    ----------
+    structures : sequence of (structure_id, Structure)
+    directory : path
+        Store folder (e.g. ``<campaign>/graphs/store``).
+    n_neighbors, shard_size, n_jobs, validate, progress
+        As in :func:`build_store` (``progress(shards done, shards total)``).
+
+    Returns
+    -------
+    StoreManifest
+    """
+    import hashlib
+
+    from screener.structures.formats import RawItem
+
+    if shard_size < 1:
+        raise InvalidInputError(f"shard_size must be >= 1, got {shard_size}")
+    directory = Path(directory)
+    digest = hashlib.sha256("\n".join(sid for sid, _ in structures).encode()).hexdigest()
+    wanted = [InputFile(path=f"structures:sha256:{digest}", n_bytes=len(structures), format="structures",
+                        n_items=len(structures))]
+    manifest = _open_manifest(directory, wanted, [], n_neighbors, shard_size)
+    if manifest.complete:
+        return manifest
+    n_shards = max(1, math.ceil(len(structures) / shard_size))
+
+    def items(done_pos: int, end: list[int]) -> Iterator[tuple[int, int, int, Any]]:
+        for pos in range(done_pos, len(structures)):
+            sid, structure = structures[pos]
+            yield pos, 0, pos, ("raw", RawItem(str(sid), structure))
+            if progress is not None and (pos + 1) % shard_size == 0:
+                progress((pos + 1) // shard_size, n_shards)
+        end[0] = len(structures)
+
+    out = _fill_store(directory, manifest, ["structures"], items, n_jobs=n_jobs, skip_invalid=True, validate=validate,
+                      mp_context=None)
+    if progress is not None:
+        progress(n_shards, n_shards)
+    return out
+
+
+def _open_manifest(directory: Path, wanted: list[InputFile], targets: list[str], n_neighbors: int,
+                   shard_size: int) -> StoreManifest:
+    """The manifest of the store at ``directory`` (checked against the inputs and settings), or a new one."""
     if is_store(directory):
         manifest = _read_manifest(directory)
         old = [(f.path, f.n_bytes) for f in manifest.inputs]
@@ -502,12 +592,30 @@ def build_store(
                 f"{directory}: built with n_neighbors={manifest.n_neighbors}, targets={manifest.targets}, "
                 f"shard_size={manifest.shard_size}; use the same or a new folder"
             )
-        if manifest.complete:
-            return manifest
-    else:
-        directory.mkdir(parents=True, exist_ok=True)
-        manifest = StoreManifest(n_neighbors=n_neighbors, targets=targets, shard_size=shard_size, inputs=wanted)
-        _write_manifest(directory, manifest)
+        return manifest
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = StoreManifest(n_neighbors=n_neighbors, targets=targets, shard_size=shard_size, inputs=wanted)
+    _write_manifest(directory, manifest)
+    return manifest
+
+
+def _fill_store(
+    directory: Path,
+    manifest: StoreManifest,
+    names: list[str],
+    items: Callable[[int, list[int]], Iterator[tuple[int, int, int, Any]]],
+    *,
+    n_jobs: int | None,
+    skip_invalid: bool,
+    validate: bool,
+    mp_context: str | None,
+) -> StoreManifest:
+    """Featurise ``items(done_pos, end)`` (``(position, input index, item index, payload or the error of a wholly
+    unreadable input)``, from ``done_pos`` on; ``end[0]``: positions in all) into the shards after the finished ones.
+    """
+    from screener.graphs.parallel import available_cpus
+
+    n_neighbors, targets, shard_size = manifest.n_neighbors, list(manifest.targets), manifest.shard_size
     # Anything not listed in the manifest is an interrupted shard: redone.
     listed = {s.name for s in manifest.shards}
     for child in directory.iterdir():
@@ -574,7 +682,7 @@ def build_store(
             buf.sources.append((file_idx, item_idx))
 
     def invalid(file_idx: int, item_idx: int, sid: str, reason: str) -> None:
-        name = Path(files[file_idx][0]).name
+        name = names[file_idx]
         shard = f"shard_{buf.index:06d}"
         where = f"{name} entry {item_idx} ({sid}) in {shard}" if item_idx >= 0 else f"{name} in {shard}"
         if not skip_invalid:
@@ -595,40 +703,26 @@ def build_store(
         drain(2 * n_workers)  # bounded memory: a few chunks per worker in flight, consumed in input order
 
     try:
-        pos = 0
-        for file_idx, ((path, fmt), record) in enumerate(zip(files, manifest.inputs, strict=True)):
-            if record.n_items is not None and pos + record.n_items <= done_pos:
-                pos += record.n_items  # wholly inside finished shards: not read again
-                if progress is not None:
-                    progress(file_idx + 1, len(files))
-                continue
-            payloads: list[_Payload] = []
-            where: list[tuple[int, int, int]] = []
-            n_items = 0
-            try:
-                for item_idx, payload in enumerate(_iter_payloads(path, fmt)):
-                    n_items += 1
-                    if pos >= done_pos:
-                        payloads.append(payload)
-                        where.append((pos, file_idx, item_idx))
-                        if len(payloads) >= _CHUNK:
-                            submit(payloads, where)
-                            payloads, where = [], []
-                    pos += 1
-            except InvalidStructureError as exc:
-                if exc.structure_id != str(path):
-                    raise
+        end = [done_pos]
+        payloads: list[_Payload] = []
+        where: list[tuple[int, int, int]] = []
+        for pos, file_idx, item_idx, payload in items(done_pos, end):
+            if isinstance(payload, InvalidStructureError):  # a whole input unreadable: reported in input order
                 if payloads:
                     submit(payloads, where)
                     payloads, where = [], []
                 drain(0)
-                invalid(file_idx, -1, str(path), exc.reason)
-            if payloads:
+                invalid(file_idx, -1, payload.structure_id, payload.reason)
+                continue
+            payloads.append(payload)
+            where.append((pos, file_idx, item_idx))
+            if len(payloads) >= _CHUNK:
                 submit(payloads, where)
-            record.n_items = n_items
-            if progress is not None:
-                progress(file_idx + 1, len(files))
+                payloads, where = [], []
+        if payloads:
+            submit(payloads, where)
         drain(0)
+        pos = end[0]
         if buf.ids or not manifest.shards or pos > buf.start:
             flush(max(pos, buf.start))  # the last (possibly short) shard
         manifest.complete = True
