@@ -7,6 +7,7 @@ import happens inside it (or later, in the model, when a prediction is first nee
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,12 @@ class PolicyPlanner:
         self.config = config
         self.ledger, self.hulls = ledger, hulls
         self._known_pairs: list[tuple[float, float]] | None = None
+        # one threshold for every "stable" call: the campaign's, also behind the policy's P(stable)
+        acquisition = policy.acquisition.model_copy(
+            update={"threshold_ev_per_atom": float(config.stable_threshold_ev_per_atom)})
         self.policy = policy.model_copy(
             update={"batch_size": config.batch_size, "max_calculations_per_round": config.batch_size,
-                    "seed": config.seed})
+                    "seed": config.seed, "acquisition": acquisition})
 
     @property
     def unit(self) -> float:
@@ -61,7 +65,10 @@ class PolicyPlanner:
         busy = {c.structure_id for c in first}  # planned once per round: not again at the other fidelity
         remaining = request.remaining_budget - sum(c.estimated_cost for c in first)
         done = request.done
-        n_pbe = request.n_pbe_pretraining + request.n_pbe
+        # N_p: the PBE data behind the model that makes the SCAN predictions (a SCAN model keeps those of its
+        # transfer; campaign PBE results after it never reach it)
+        behind = request.n_pbe if request.n_pbe_behind_scan_model is None else request.n_pbe_behind_scan_model
+        n_pbe = request.n_pbe_pretraining + behind
         n_scan = request.n_scan_pretraining + request.n_scan
         state = {
             "candidate_ids": request.structure_ids,
@@ -76,6 +83,7 @@ class PolicyPlanner:
             "pbe_done": [s for s in request.structure_ids if (s, "pbe") in done or s in busy],
             "n_scan": n_scan,
             "n_pbe": n_pbe,
+            "pbe_reaches_scan_model": request.pbe_reaches_scan_model,
             "learning_curve": learning_curve_points(request.learning_curve, request.n_pbe_pretraining),
             "budget_cpu_hours": max(0.0, remaining) * u,
             "required_phases": [
@@ -108,7 +116,7 @@ class PolicyPlanner:
                                   {"score": p.score, "for_candidate": p.for_candidate, "kind": p.kind,
                                    **(p.numbers or {})}))
         numbers: dict[str, Any] = {"policy": plan.policy, "kind": plan.kind, "n_pbe_pretraining":
-                                   request.n_pbe_pretraining, "n_pbe_campaign": request.n_pbe, **plan.numbers}
+                                   request.n_pbe_pretraining, "n_pbe_campaign": behind, **plan.numbers}
         if plan.allocation is not None:
             numbers["allocation"] = plan.allocation.model_dump(mode="json")
         if plan.fit is not None:
@@ -133,22 +141,78 @@ class PolicyPlanner:
         return e_hull["pbe"], pairs + self._known_pairs
 
 
-def _known_pairs(hulls: Any) -> list[tuple[float, float]]:
-    """(PBE, SCAN) E_hull of the reference compounds known at both fidelities (empty when the hulls cannot say)."""
-    try:
-        from screener.hull.phase_diagram import entry_key
+_FUNCTIONAL_SUFFIX = re.compile(r"[-_:](?:GGA\+U|GGA|PBE\+U|PBE|R2SCAN|SCAN)$", re.IGNORECASE)
 
-        by_fid = {}
-        for f in ("pbe", "scan"):
-            hull = hulls.hulls[f]
-            by_fid[f] = {str(entry_key(e)): e for e in hull.references if len(e.composition.elements) > 1}
+
+def material_key(entry: Any) -> str | None:
+    """The material an entry is a calculation of: ``data["material_id"]``, else its id without a functional suffix
+    (MP's ``mp-123-GGA`` / ``mp-123-r2SCAN`` -> ``mp-123``) and without the ``known:`` prefix of a candidate's twin."""
+    from screener.hull.known_phases import KNOWN_TWIN_PREFIX
+    from screener.hull.phase_diagram import entry_key
+
+    raw = (entry.data or {}).get("material_id") or entry_key(entry)
+    if raw is None:
+        return None
+    key = str(raw).removeprefix(KNOWN_TWIN_PREFIX)
+    return _FUNCTIONAL_SUFFIX.sub("", key)
+
+
+def _known_pairs(hulls: Any) -> list[tuple[float, float]]:
+    """(PBE, SCAN) E_hull of the reference compounds known at both fidelities (empty when the hulls cannot say).
+
+    Twins are matched by material (:func:`material_key`: MP's GGA and r2SCAN entries of one material carry different
+    entry ids), then, among those left, by ``StructureMatcher`` on the structures (reference entries without ids).
+    """
+    try:
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+
+        refs = {f: [e for e in hulls.hulls[f].references if len(e.composition.elements) > 1] for f in ("pbe", "scan")}
+        by_material: dict[str, Any] = {}
+        for e in refs["scan"]:
+            by_material.setdefault(material_key(e) or "", e)
+        by_material.pop("", None)
+        pairs: list[tuple[Any, Any]] = []
+        used: set[int] = set()
+        left_pbe = []
+        for e in refs["pbe"]:
+            twin = by_material.get(material_key(e) or "\0")
+            if twin is not None and id(twin) not in used:
+                pairs.append((e, twin))
+                used.add(id(twin))
+            else:
+                left_pbe.append(e)
+        left_scan = [e for e in refs["scan"] if id(e) not in used]
+        if left_pbe and left_scan:  # no common id: the same structure (where the entries keep one)
+            structure_of = getattr(hulls, "_structure", None)
+
+            def structure(e: Any) -> Any:
+                s = getattr(e, "structure", None)
+                if s is None and callable(structure_of):
+                    from screener.hull.phase_diagram import entry_key
+
+                    s = structure_of(str(entry_key(e)))
+                return s
+
+            matcher = StructureMatcher()
+            scan_by_formula: dict[str, list[tuple[Any, Any]]] = {}
+            for e in left_scan:
+                s = structure(e)
+                if s is not None:
+                    scan_by_formula.setdefault(e.composition.reduced_formula, []).append((e, s))
+            for e in left_pbe:
+                candidates = scan_by_formula.get(e.composition.reduced_formula)
+                s = structure(e) if candidates else None
+                if s is None:
+                    continue
+                for twin, t in candidates:
+                    if id(twin) not in used and matcher.fit(s, t):
+                        pairs.append((e, twin))
+                        used.add(id(twin))
+                        break
         out = []
-        for key, entry in by_fid["pbe"].items():
-            twin = by_fid["scan"].get(key)
-            if twin is None:
-                continue
-            x = hulls.hulls["pbe"].e_above_hull_ev_per_atom(entry)
-            y = hulls.hulls["scan"].e_above_hull_ev_per_atom(twin)
+        for pbe, scan in pairs:
+            x = hulls.hulls["pbe"].e_above_hull_ev_per_atom(pbe)
+            y = hulls.hulls["scan"].e_above_hull_ev_per_atom(scan)
             if np.isfinite(x) and np.isfinite(y):
                 out.append((float(x), float(y)))
         return out
@@ -206,7 +270,7 @@ def build_components(config: CampaignConfig, campaign_dir: Path, ledger: Ledger)
         candidates = {c["structure_id"]: _structure(c["structure_json"]) for c in rows if c["role"] == "candidate"}
     references = prepare_references(campaign_dir, config.references, elements, config.backend,
                                     candidates=candidates, backend_options=config.backend_options)
-    hulls = CampaignHulls.from_file(references)
+    hulls = CampaignHulls.from_file(references, stable_threshold_ev_per_atom=config.stable_threshold_ev_per_atom)
     models = {m["fidelity"]: m["path"] for m in ledger.models()}  # latest version of each fidelity wins
     pbe_dir = models.get("pbe") or config.model or str(default_model_dir())
     if config.model is None and "pbe" not in models:

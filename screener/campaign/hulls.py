@@ -24,9 +24,15 @@ a file
     ComputedEntry JSON with ``data["fidelity"]`` on each entry (``screener.hull.load_entries``).
 
 Whatever the source, a known phase that is one of the candidates (same id, or the same structure by
-``StructureMatcher``) is left out: a candidate is never its own competing phase. ``references.json`` records what
-was used (``meta``), and :meth:`CampaignHulls.competing_phase_counts` says how many competing phases each hull holds
-in a chemical system.
+``StructureMatcher``) is that candidate's *twin*: it stays on both hulls (a real competitor of every other
+candidate) and is left out only where that candidate itself is judged (its predicted and computed E_hull, its
+stability): the candidate is measured against the hull without its twin, and flagged as a rediscovery of the known
+phase (``meta["candidate_twins"]``, copied into the ledger). ``references.json`` records what was used (``meta``),
+and :meth:`CampaignHulls.competing_phase_counts` says how many competing phases each hull holds in a chemical system.
+
+"Stable" means an E_hull at most the campaign's ``stable_threshold_ev_per_atom`` (default 0) above the hull of that
+fidelity, judged without the candidate's twin: :meth:`CampaignHulls.snapshot` records each computed structure's
+E_hull and the ids that pass, which ``screener status``, the console and the report read.
 """
 
 from __future__ import annotations
@@ -41,11 +47,13 @@ from typing import Any
 from screener.errors import InvalidInputError
 
 __all__ = ["CampaignHulls", "prepare_references", "record_competing_phases", "REFERENCES_FILENAME",
-           "REFERENCE_MODES", "COMPETING_PHASES_META"]
+           "REFERENCE_MODES", "COMPETING_PHASES_META", "CANDIDATE_TWINS_META", "candidate_twins_of"]
 
 logger = logging.getLogger(__name__)
 
 REFERENCES_FILENAME = "references.json"
+#: ``references.json`` meta and ledger meta key: ``{candidate id: [keys of the known phases it matches]}``.
+CANDIDATE_TWINS_META = "candidate_twins"
 
 
 REFERENCE_MODES = ("auto", "standin", "shipped", "mp", "world")
@@ -110,19 +118,20 @@ def prepare_references(
         entries = {f: [e for e in loaded if entry_fidelity(e) == f] for f in ("pbe", "scan")}
         meta["sources"] = str(Path(mode).resolve())
     if candidates:
-        from screener.hull.known_phases import CandidateIndex, exclude_candidates
+        from screener.hull.known_phases import CandidateIndex, candidate_twins
 
-        excluded: dict[str, str] = {}
+        twins: dict[str, list[str]] = {}
         index = CandidateIndex(candidates)  # one for all four lists: each structure is compared once
         for f in ("pbe", "scan"):
-            entries[f], dropped = exclude_candidates(entries[f], index)
-            known[f], dropped_known = exclude_candidates(known[f], index)
-            excluded.update(dropped)
-            excluded.update(dropped_known)
-        if excluded:
-            logger.info("%d known phase(s) left out because they are candidates: %s", len(excluded),
-                        ", ".join(f"{k} (= {v})" for k, v in sorted(excluded.items())[:10]))
-        meta["excluded_as_candidates"] = excluded
+            for group in (entries, known):
+                group[f], found = candidate_twins(group[f], index)
+                for cid, keys in found.items():
+                    twins.setdefault(cid, [])
+                    twins[cid] += [k for k in keys if k not in twins[cid]]
+        if twins:  # kept on the hulls for the other candidates; left out only when their own candidate is judged
+            logger.info("%d candidate(s) match a known phase (rediscoveries, judged without their twin): %s",
+                        len(twins), ", ".join(f"{c} (= {', '.join(k)})" for c, k in sorted(twins.items())[:10]))
+        meta[CANDIDATE_TWINS_META] = {c: sorted(k) for c, k in sorted(twins.items())}
     entries = {f: entries[f] + known[f] for f in ("pbe", "scan")}
     meta["n_entries"] = {f: len(entries[f]) for f in ("pbe", "scan")}
     tmp = path.with_suffix(".tmp")
@@ -285,15 +294,19 @@ def record_competing_phases(ledger: Any, hulls: Any, chemsys_by_id: Mapping[str,
     if counts is None:  # a Hulls implementation without known phases (test fakes)
         return {}
     systems = {cs: counts(cs) for cs in sorted(set(chemsys_by_id.values()))}
+    twins = {sid: keys for sid, keys in getattr(hulls, "twins", {}).items() if sid in chemsys_by_id}
     elements_only = {cs: [f for f in ("pbe", "scan") if n[f] == 0] for cs, n in systems.items()
                      if min(n.values()) == 0}
     meta = dict(getattr(hulls, "meta", {}) or {})
     record = {
         "systems": systems,
-        "candidates": {sid: {"chemsys": cs, **systems[cs]} for sid, cs in chemsys_by_id.items()},
+        # a candidate's own twin is not its competitor: counted without it
+        "candidates": {sid: {"chemsys": cs, **(counts(cs, exclude=twins[sid]) if sid in twins else systems[cs])}
+                       for sid, cs in chemsys_by_id.items()},
         "elements_only": elements_only,
         "references": {k: meta[k] for k in ("requested", "mode", "sources", "not_cached") if k in meta},
         "n_excluded_as_candidates": len(meta.get("excluded_as_candidates") or {}),
+        "n_candidates_matching_known_phases": len(twins),
     }
     n = [v for counts_ in systems.values() for v in counts_.values()]
     summary = (f"competing phases on the hulls (compounds, elements not counted) in {len(systems)} chemical "
@@ -315,8 +328,13 @@ def record_competing_phases(ledger: Any, hulls: Any, chemsys_by_id: Mapping[str,
         summary += f"; {message}"
     else:
         logger.info("%s", summary)
+    if twins:
+        summary += (f"; {len(twins)} candidate(s) ARE known phases (rediscoveries, each judged without its twin): "
+                    + ", ".join(f"{sid} = {', '.join(keys)}" for sid, keys in sorted(twins.items())[:10]))
     ledger.set_meta(COMPETING_PHASES_META, record)
-    ledger.log_event("hulls", summary, data={"elements_only": elements_only})
+    ledger.set_meta(CANDIDATE_TWINS_META, {sid: list(keys) for sid, keys in sorted(twins.items())})
+    ledger.log_event("hulls", summary, data={"elements_only": elements_only,
+                                              "candidate_twins": {s: list(k) for s, k in sorted(twins.items())}})
     return record
 
 
@@ -338,7 +356,7 @@ class CampaignHulls:
         ``meta`` key, if any, is kept as :attr:`meta`).
     """
 
-    def __init__(self, references: Mapping[str, Any]) -> None:
+    def __init__(self, references: Mapping[str, Any], *, stable_threshold_ev_per_atom: float = 0.0) -> None:
         from screener.hull import FidelityHull
 
         # Reference phases join the hulls as plain ComputedEntry (composition and energy are all a hull needs):
@@ -351,6 +369,10 @@ class CampaignHulls:
             for f in ("pbe", "scan")
         }
         self.meta: dict[str, Any] = dict(references.get("meta") or {})
+        #: candidate id -> keys of the known phases it IS (left out only when that candidate is judged)
+        self.twins: dict[str, list[str]] = candidate_twins_of(self.meta)
+        #: E_hull (eV/atom) at or below which a structure counts as stable in :meth:`snapshot`
+        self.stable_threshold_ev_per_atom = float(stable_threshold_ev_per_atom)
 
     def _without_structure(self, entry: Mapping[str, Any] | Any) -> Any:
         if not isinstance(entry, Mapping) or "structure" not in entry:
@@ -387,22 +409,29 @@ class CampaignHulls:
         return {f: count_compounds(self.hulls[f].references, chemsys, exclude=exclude) for f in ("pbe", "scan")}
 
     @classmethod
-    def from_file(cls, path: str | Path) -> CampaignHulls:
+    def from_file(cls, path: str | Path, *, stable_threshold_ev_per_atom: float = 0.0) -> CampaignHulls:
         """Hulls over the references stored by :func:`prepare_references` (checked before anything is decoded)."""
         from screener._safe_json import check, read_json
 
         raw = read_json(path)
         check(raw, str(path))
-        return cls(raw)
+        return cls(raw, stable_threshold_ev_per_atom=stable_threshold_ev_per_atom)
+
+    def _twins(self, structure_id: Any) -> list[str]:
+        return self.twins.get(str(structure_id), []) if structure_id is not None else []
 
     def add_result(self, fidelity: str, entry: Mapping[str, Any]) -> None:
         self.hulls[fidelity].add_entries([_entry(entry)])
 
-    def hull_formation_energy_ev_per_atom(self, fidelity: str, composition: Any) -> float:
+    def hull_formation_energy_ev_per_atom(self, fidelity: str, composition: Any, structure_id: str | None = None
+                                          ) -> float:
+        """Formation energy of the hull at a composition; for candidate ``structure_id``, of the hull without the
+        known phase(s) that candidate IS (nan where the hull lacks an element)."""
         from screener.hull import MissingReferenceError
 
         try:
-            return self.hulls[fidelity].hull_formation_energy_ev_per_atom(composition)
+            return self.hulls[fidelity].hull_formation_energy_ev_per_atom(composition,
+                                                                          exclude=self._twins(structure_id))
         except MissingReferenceError:
             return math.nan
 
@@ -415,10 +444,13 @@ class CampaignHulls:
             return math.nan
 
     def e_above_hull_ev_per_atom(self, fidelity: str, entry: Mapping[str, Any]) -> float:
+        """E_hull of a result entry, judged without the known phase(s) its structure IS (nan without a hull)."""
         from screener.hull import MissingReferenceError
+        from screener.hull.phase_diagram import entry_key
 
+        entry = _entry(entry)
         try:
-            return self.hulls[fidelity].e_above_hull_ev_per_atom(_entry(entry))
+            return self.hulls[fidelity].e_above_hull_ev_per_atom(entry, exclude=self._twins(entry_key(entry)))
         except MissingReferenceError:
             return math.nan
 
@@ -456,16 +488,51 @@ class CampaignHulls:
         return out
 
     def snapshot(self, fidelity: str) -> dict[str, Any]:
-        from screener.hull.phase_diagram import entry_key
+        """The hull's state for the ledger: every computed structure's E_hull and those that count as stable.
 
-        from screener.hull import MissingReferenceError
+        Each structure the campaign computed is judged on its own (without its twin, if it is a candidate that IS
+        a known phase) and counts as stable when its E_hull is at most ``stable_threshold_ev_per_atom``
+        (+ 1e-6 eV/atom of round-off). Returns ``n_entries`` (computed structures), ``n_stable``, ``stable_ids``,
+        ``e_hull_ev_per_atom`` (``{id: value}``), ``stable_threshold_ev_per_atom`` and ``json`` (the hull).
+        """
+        from screener.hull import FidelityHull, MissingReferenceError
+        from screener.hull.phase_diagram import entry_key
 
         hull = self.hulls[fidelity]
         refs = {entry_key(e) for e in hull.references}
-        try:
-            stable = sorted(str(entry_key(e)) for e in hull.stable_entries() if entry_key(e) not in refs)
-        except MissingReferenceError as exc:  # an element without reference: nothing there can be called stable
-            logger.warning("%s", exc)
-            stable = []
+        e_hull: dict[str, float] = {}
+        for entry in hull.entries:
+            key = entry_key(entry)
+            if key in refs:
+                continue
+            try:
+                value = float(hull.e_above_hull_ev_per_atom(entry, exclude=self._twins(key)))
+            except MissingReferenceError as exc:  # an element without reference: nothing there can be called stable
+                logger.warning("%s", exc)
+                continue
+            if math.isfinite(value):
+                e_hull[str(key)] = value
+        limit = self.stable_threshold_ev_per_atom + FidelityHull.STABLE_TOL_EV_PER_ATOM
+        stable = sorted(k for k, v in e_hull.items() if v <= limit)
         return {"n_entries": len(hull) - len(refs), "n_stable": len(stable), "stable_ids": stable,
-                "json": hull.as_dict()}
+                "e_hull_ev_per_atom": dict(sorted(e_hull.items())),
+                "stable_threshold_ev_per_atom": self.stable_threshold_ev_per_atom, "json": hull.as_dict()}
+
+
+def candidate_twins_of(meta: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """``{candidate id: [known phase keys]}`` from a references or ledger record: ``candidate_twins``, and the
+    ``excluded_as_candidates`` map (``{known key: candidate id}``) of campaigns made before twins stayed on the hulls
+    (those twins are not on their hulls; they still say the candidate is a rediscovery)."""
+    out: dict[str, list[str]] = {}
+    if not isinstance(meta, Mapping):
+        return out
+    twins = meta.get(CANDIDATE_TWINS_META)
+    for cid, keys in (twins.items() if isinstance(twins, Mapping) else ()):
+        if isinstance(keys, list):
+            out[str(cid)] = [str(k) for k in keys]
+    old = meta.get("excluded_as_candidates")
+    for key, cid in (old.items() if isinstance(old, Mapping) else ()):
+        out.setdefault(str(cid), [])
+        if str(key) not in out[str(cid)]:
+            out[str(cid)].append(str(key))
+    return out

@@ -339,7 +339,7 @@ class Campaign:
             shift = cal.bias_ev_per_atom if borrowed else 0.0
             e_hull, e_std, hull_e, fallback = predicted_e_hull(
                 np.asarray(mean, float) - shift, np.asarray(std, float) * cal.scale, comps, self.components.hulls,
-                fidelity, fallback_fidelity="pbe" if fidelity != "pbe" else None,
+                fidelity, fallback_fidelity="pbe" if fidelity != "pbe" else None, structure_ids=ids,
             )
             p = probability_below(e_hull, e_std, self.config.stable_threshold_ev_per_atom)
             out[fidelity] = {"e_form_mean": np.asarray(mean, float), "e_hull_mean": e_hull, "e_hull_std": e_std}
@@ -382,6 +382,7 @@ class Campaign:
         done = {(j.structure_id, j.fidelity) for j in jobs} | unavailable
         n_done = {f: sum(1 for j in jobs if j.fidelity == f and j.state == "done") for f in FIDELITIES}
         pretrained = self._pretraining_set_sizes()
+        behind_scan, pbe_reaches_scan = pbe_data_behind_scan_model(self.ledger.models())
         remaining = self.ledger.budget().remaining
         competing = self._competing_items(ids, ranking, done)
         learning_curve = self.ledger.learning_curve()
@@ -414,6 +415,8 @@ class Campaign:
                 competing=[c for c in competing if c.structure_id not in planned],
                 n_pbe_pretraining=pretrained.get("pbe", 0),
                 n_scan_pretraining=pretrained.get("scan", 0),
+                n_pbe_behind_scan_model=behind_scan,
+                pbe_reaches_scan_model=pbe_reaches_scan,
             )
             plan: Plan = self.components.planner.plan(request)
             if attempt == 0:
@@ -462,7 +465,9 @@ class Campaign:
         ]
         # the decisions recorded are exactly the plan's distinct items; ``accepted`` says which became jobs
         numbers.update({"n_planned": len(items), "n_dropped_repeats": len(dropped),
-                        "n_pbe_pretraining": pretrained.get("pbe", 0), "n_pbe_campaign": n_done["pbe"],
+                        # N_p = pre-training + the campaign PBE results behind the SCAN predictions' model
+                        "n_pbe_pretraining": pretrained.get("pbe", 0), "n_pbe_campaign": behind_scan,
+                        "n_pbe_computed": n_done["pbe"], "pbe_reaches_scan_model": pbe_reaches_scan,
                         "n_scan_campaign": n_done["scan"], "calibration": calibration_numbers})
         accepted = self.ledger.commit_plan(number, decisions=decisions, numbers=numbers, jobs=job_rows,
                                            new_candidates=new_candidates)
@@ -676,8 +681,12 @@ class Campaign:
         info: dict[str, Any] = {}
         for fidelity in FIDELITIES:
             snap = hulls.snapshot(fidelity)
+            # E_hull of every computed structure and the threshold: what status and the report call stable
             self.ledger.record_hull(number, fidelity, n_entries=snap["n_entries"], n_stable=snap["n_stable"],
                                     hull_json=json.dumps({"stable_ids": snap.get("stable_ids", []),
+                                                          "e_hull_ev_per_atom": snap.get("e_hull_ev_per_atom"),
+                                                          "stable_threshold_ev_per_atom":
+                                                              snap.get("stable_threshold_ev_per_atom"),
                                                           "hull": snap.get("json")}))
         done = self.ledger.jobs(states=["done"])
         targets = self._targets()
@@ -686,6 +695,9 @@ class Campaign:
                  for p in self.ledger.predictions(number)}
         pretrained = self._pretraining_set_sizes()
         before = {f: sum(1 for j in done if j.fidelity == f and j.round < number) for f in FIDELITIES}
+        # N_p of each model that made this round's predictions: a SCAN model keeps the PBE data of its transfer
+        behind_scan, _ = pbe_data_behind_scan_model(self.ledger.models())
+        n_pbe_behind = {"pbe": before["pbe"], "scan": behind_scan}
         measured = {(p["round"], p["fidelity"]) for p in self.ledger.learning_curve()}  # a resumed _learn: once
         for fidelity in FIDELITIES:
             errors = [abs(preds[(j.structure_id, fidelity)] - targets[fidelity][j.structure_id])
@@ -708,7 +720,7 @@ class Campaign:
                     continue
                 self.ledger.add_learning_curve_point(
                     round_number=number, fidelity=fidelity, n_scan=pretrained.get("scan", 0) + before["scan"],
-                    n_pbe=pretrained.get("pbe", 0) + before["pbe"], mae_ev_per_atom=mae, source="prospective",
+                    n_pbe=pretrained.get("pbe", 0) + n_pbe_behind[fidelity], mae_ev_per_atom=mae, source="prospective",
                     n_points=len(errors), mae_se_ev_per_atom=se, n_pbe_pretraining=pretrained.get("pbe", 0))
         if self.config.fine_tune_epochs > 0 and any(targets.values()):
             if fine_tune:
@@ -743,6 +755,36 @@ class Campaign:
         self._update_hulls()
         self._fine_tune(number, self._targets(), progress)
         self.ledger.set_round_state(number, "finished", info={**info, "fine_tune": "done on resume"})
+
+
+def pbe_data_behind_scan_model(models: list[dict[str, Any]]) -> tuple[int, bool]:
+    """Campaign PBE results behind the model that makes the SCAN predictions, from the ledger's model versions.
+
+    Before any SCAN model the PBE model predicts SCAN too: its campaign PBE data (``n_train`` of the latest PBE
+    version, 0 before the first). A SCAN model was transferred from a PBE model and since continues from its own
+    weights (:meth:`EnsembleModel.fine_tune`): its ``parent`` chain leads to the PBE version it was transferred
+    from, whose ``n_train`` counts (0 when it came from the initial model); a later transfer updates it.
+
+    Returns
+    -------
+    n_pbe_campaign : int
+        Add the pre-training set for the scaling law's N_p.
+    pbe_reaches_scan_model : bool
+        False once a SCAN model exists: later PBE results never reach it.
+    """
+    by_path = {str(m.get("path")): m for m in models}
+    scan = [m for m in models if m.get("fidelity") == "scan"]
+    if not scan:
+        pbe = [m for m in models if m.get("fidelity") == "pbe"]
+        return (int(pbe[-1].get("n_train") or 0) if pbe else 0), True
+    current, seen = scan[-1], set()
+    while current.get("fidelity") == "scan" and str(current.get("path")) not in seen:
+        seen.add(str(current.get("path")))
+        parent = by_path.get(str(current.get("parent")))
+        if parent is None:  # transferred from a model the campaign did not train (the initial PBE model)
+            return 0, False
+        current = parent
+    return (int(current.get("n_train") or 0) if current.get("fidelity") == "pbe" else 0), False
 
 
 def mae_with_standard_error(errors: Any) -> tuple[float, float]:

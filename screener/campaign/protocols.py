@@ -103,8 +103,13 @@ class Hulls(Protocol):
         ...
 
     def snapshot(self, fidelity: str) -> dict[str, Any]:
-        """``{"n_entries", "n_stable", "stable_ids", "json"}`` for the ledger."""
+        """``{"n_entries", "n_stable", "stable_ids", "json"}`` for the ledger (optionally ``e_hull_ev_per_atom``:
+        ``{id: E_hull}`` of every computed structure, and ``stable_threshold_ev_per_atom``)."""
         ...
+
+    # Optional (the loop and the ranking use ``getattr``): ``twins``, ``{candidate id: [known phase keys]}`` of the
+    # candidates that ARE known phases; then ``hull_formation_energy_ev_per_atom(fidelity, composition, structure_id)``
+    # measures that candidate against the hull without them.
 
 
 @dataclass
@@ -141,6 +146,12 @@ class PlanRequest:
     #: n_pbe`` and its N_s is ``n_scan_pretraining + n_scan``.
     n_pbe_pretraining: int = 0
     n_scan_pretraining: int = 0
+    #: Campaign PBE results behind the model that makes the SCAN predictions: those the PBE model had learned when
+    #: the SCAN ensemble was transferred from it (the PBE model's own, before any SCAN model). The scaling law's N_p
+    #: is then ``n_pbe_pretraining + n_pbe_behind_scan_model``; None: ``n_pbe`` (a planner of older campaigns).
+    n_pbe_behind_scan_model: int | None = None
+    #: False once a SCAN model exists: it continues from its own weights, so later PBE results never reach it.
+    pbe_reaches_scan_model: bool = True
 
 
 @dataclass

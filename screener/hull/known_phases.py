@@ -14,7 +14,9 @@ and SCAN hulls therefore hold the *known* phases of every candidate's chemical s
     the labelled data set's (the world's) own entries of those systems.
 
 Whatever the source, a known phase that IS a candidate (same id, or the same structure by pymatgen's
-``StructureMatcher``) is dropped: a candidate is never its own competing phase (:func:`exclude_candidates`).
+``StructureMatcher``) is that candidate's *twin* (:func:`candidate_twins`): it stays on the hulls, a real competitor
+of every other candidate, and is left out only when that candidate itself is judged (its E_hull and stability), so
+the candidate is measured against the hull without its twin and reported as a rediscovery of the known phase.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ __all__ = [
     "CandidateIndex",
     "candidate_matches",
     "exclude_candidates",
+    "candidate_twins",
+    "KNOWN_TWIN_PREFIX",
     "count_compounds",
     "subsystems",
 ]
@@ -246,6 +250,45 @@ def exclude_candidates(
         else:
             dropped[str(entry_key(entry))] = match
     return kept, dropped
+
+
+#: Prefix given to a known phase whose id is also a candidate's id (e.g. both ``mp-123``), so the candidate's own
+#: result never replaces the known entry in a hull.
+KNOWN_TWIN_PREFIX = "known:"
+
+
+def candidate_twins(
+    entries: Sequence[Any], candidates: Mapping[str, Structure] | CandidateIndex
+) -> tuple[list[Any], dict[str, list[str]]]:
+    """Find the known phases that ARE candidates, keeping them all; return ``(entries, {candidate id: [keys]})``.
+
+    A twin stays a competing phase of every other candidate. An entry whose key equals a candidate id is returned
+    as a copy re-keyed ``known:<id>`` (``structure_id`` and ``entry_id``), since a hull files entries by key and the
+    candidate's own result would otherwise replace it. Elemental references (``ref:...``) are never twins.
+    """
+    import copy
+
+    index = candidates if isinstance(candidates, CandidateIndex) else CandidateIndex(candidates)
+    out, twins = [], {}
+    for entry in entries:
+        key = entry_key(entry)
+        if len(entry.composition.elements) == 1 and str(key or "").startswith("ref:"):
+            out.append(entry)
+            continue
+        mid = (entry.data or {}).get("material_id")
+        match = index.match(key, getattr(entry, "structure", None), material_id=str(mid) if mid else None)
+        if match is not None:
+            if key is None or str(key) in index.ids:
+                entry = copy.deepcopy(entry)
+                new_key = f"{KNOWN_TWIN_PREFIX}{key if key is not None else match}"
+                entry.entry_id = new_key
+                entry.data = {**(entry.data or {}), "structure_id": new_key}
+                key = new_key
+            twins.setdefault(match, [])
+            if str(key) not in twins[match]:
+                twins[match].append(str(key))
+        out.append(entry)
+    return out, twins
 
 
 def count_compounds(entries: Iterable[Any], chemsys: Any, *, exclude: Iterable[str] = ()) -> int:

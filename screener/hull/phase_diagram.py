@@ -154,7 +154,8 @@ class FidelityHull(MSONable):
         self._entries: dict[str, ComputedEntry] = {}
         self._reference_keys: set[str] = set()
         self._by_elements: dict[frozenset[str], set[str]] = defaultdict(set)
-        self._cache: OrderedDict[frozenset[str], PhaseDiagram] = OrderedDict()
+        # keyed by (element set, keys left out): a candidate judged without its known twin gets its own diagram
+        self._cache: OrderedDict[tuple[frozenset[str], frozenset[str]], PhaseDiagram] = OrderedDict()
         self._scales: set[str] = set()
         self._n_anonymous = 0
         self.add_entries(references, reference=True)
@@ -250,7 +251,7 @@ class FidelityHull(MSONable):
         return keys
 
     def _invalidate(self, elements: frozenset[str]) -> None:
-        for cached in [k for k in self._cache if elements <= k]:
+        for cached in [k for k in self._cache if elements <= k[0]]:
             del self._cache[cached]
 
     # ---- phase diagrams -------------------------------------------------------------------------------------------
@@ -267,8 +268,15 @@ class FidelityHull(MSONable):
         keys = [k for els, ks in self._by_elements.items() if els <= elements for k in ks]
         return [self._entries[k] for k in sorted(keys)]
 
-    def phase_diagram(self, chemsys: Any) -> PhaseDiagram:
+    def phase_diagram(self, chemsys: Any, *, exclude: Iterable[str] = ()) -> PhaseDiagram:
         """The pymatgen PhaseDiagram of a chemical system (cached until entries of that system are added).
+
+        Parameters
+        ----------
+        chemsys : str or sequence of str or Composition
+        exclude : iterable of str
+            Keys of entries to leave out (e.g. the known phase a candidate IS, when that candidate is judged: a
+            crystal is never its own competing phase). Elemental references are never left out.
 
         Raises
         ------
@@ -276,10 +284,20 @@ class FidelityHull(MSONable):
             No entry of this functional for some element of the system.
         """
         elements = chemsys_elements(chemsys)
-        if elements in self._cache:
-            self._cache.move_to_end(elements)
-            return self._cache[elements]
-        entries = self.entries_in_chemsys(elements)
+        entries = None
+        skip: frozenset[str] = frozenset()
+        if exclude:
+            entries = self.entries_in_chemsys(elements)
+            skip = frozenset(str(k) for k in exclude) & {entry_key(e) for e in entries
+                                                          if len(e.composition.elements) > 1}
+        key = (elements, skip)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        if entries is None:
+            entries = self.entries_in_chemsys(elements)
+        if skip:
+            entries = [e for e in entries if entry_key(e) not in skip]
         have = {str(e.composition.elements[0]) for e in entries if len(e.composition.elements) == 1}
         missing = sorted(elements - have)
         if missing:
@@ -292,7 +310,7 @@ class FidelityHull(MSONable):
         from pymatgen.core import Element
 
         diagram = PhaseDiagram(entries, elements=[Element(el) for el in sorted(elements)])
-        self._cache[elements] = diagram
+        self._cache[key] = diagram
         if len(self._cache) > self.MAX_CACHED_DIAGRAMS:
             self._cache.popitem(last=False)
         return diagram
@@ -317,17 +335,21 @@ class FidelityHull(MSONable):
         entry = self._on_scale(entry)
         return float(self.phase_diagram(entry).get_form_energy_per_atom(entry))
 
-    def e_above_hull_ev_per_atom(self, entry: ComputedEntry | dict) -> float:
+    def e_above_hull_ev_per_atom(self, entry: ComputedEntry | dict, *, exclude: Iterable[str] = ()) -> float:
         """Energy above the hull per atom; negative for an entry not in the hull that lies below it (a new stable
-        phase: the distance to the current hull)."""
+        phase: the distance to the current hull). ``exclude``: keys of entries the hull is built without (the
+        known phase this entry IS; see :meth:`phase_diagram`)."""
         entry = self._on_scale(entry)
-        diagram = self.phase_diagram(entry)
+        diagram = self.phase_diagram(entry, exclude=exclude)
         _, e_hull = diagram.get_decomp_and_e_above_hull(entry, allow_negative=True)
         return float(e_hull)
 
-    def is_stable(self, entry: ComputedEntry | dict) -> bool:
-        """True when the entry is on the hull or below it (``e_above_hull <= STABLE_TOL_EV_PER_ATOM``)."""
-        return self.e_above_hull_ev_per_atom(entry) <= self.STABLE_TOL_EV_PER_ATOM
+    def is_stable(self, entry: ComputedEntry | dict, *, threshold_ev_per_atom: float = 0.0,
+                  exclude: Iterable[str] = ()) -> bool:
+        """True when the entry is on the hull, below it or at most ``threshold_ev_per_atom`` above it
+        (``e_above_hull <= threshold + STABLE_TOL_EV_PER_ATOM``)."""
+        e_hull = self.e_above_hull_ev_per_atom(entry, exclude=exclude)
+        return e_hull <= float(threshold_ev_per_atom) + self.STABLE_TOL_EV_PER_ATOM
 
     def decomposition(self, entry: ComputedEntry | dict) -> dict[str, float]:
         """The hull phases an entry decomposes into: key (structure_id / entry_id) -> fraction of atoms."""
@@ -335,28 +357,30 @@ class FidelityHull(MSONable):
         decomp, _ = self.phase_diagram(entry).get_decomp_and_e_above_hull(entry, allow_negative=True)
         return {str(entry_key(e)): float(x) for e, x in decomp.items()}
 
-    def hull_energy_ev_per_atom(self, composition: Composition | str) -> float:
+    def hull_energy_ev_per_atom(self, composition: Composition | str, *, exclude: Iterable[str] = ()) -> float:
         """Total energy per atom of the hull at a composition (eV/atom, on the hull's energy scale)."""
         from pymatgen.core import Composition
 
         composition = Composition(composition)
-        return float(self.phase_diagram(composition).get_hull_energy_per_atom(composition))
+        return float(self.phase_diagram(composition, exclude=exclude).get_hull_energy_per_atom(composition))
 
-    def hull_formation_energy_ev_per_atom(self, composition: Composition | str) -> float:
+    def hull_formation_energy_ev_per_atom(self, composition: Composition | str, *, exclude: Iterable[str] = ()
+                                          ) -> float:
         """Formation energy per atom of the hull at a composition (<= 0): what a predicted formation energy is
-        measured against."""
+        measured against. ``exclude``: keys of entries left out (see :meth:`phase_diagram`)."""
         from pymatgen.core import Composition
 
         composition = Composition(composition)
-        diagram = self.phase_diagram(composition)
+        diagram = self.phase_diagram(composition, exclude=exclude)
         refs = sum(
             composition.get_atomic_fraction(el) * diagram.el_refs[el].energy_per_atom for el in composition.elements
         )
         return float(diagram.get_hull_energy_per_atom(composition) - refs)
 
-    def e_above_hull_from_formation_energy(self, composition: Composition | str, e_form_ev_per_atom: float) -> float:
+    def e_above_hull_from_formation_energy(self, composition: Composition | str, e_form_ev_per_atom: float, *,
+                                           exclude: Iterable[str] = ()) -> float:
         """E_hull of a (predicted) formation energy at a composition: ``e_form - hull formation energy``."""
-        return float(e_form_ev_per_atom) - self.hull_formation_energy_ev_per_atom(composition)
+        return float(e_form_ev_per_atom) - self.hull_formation_energy_ev_per_atom(composition, exclude=exclude)
 
     def stable_entries(self, chemsys: Any = None) -> list[ComputedEntry]:
         """Stable entries of one chemical system (its subsystems included), or of every system in the hull."""

@@ -21,6 +21,9 @@ What each kind does within a round budget ``B`` (see docs/policy.md):
     PBE screening of unscreened candidates.
 ``random``
     random order from ``numpy.random.default_rng([seed, round_index])``; ``pbe_fraction B`` to PBE, the rest SCAN.
+``camd-epsilon-greedy``, ``camd-gp-lcb``
+    peers written from TRI's CAMD multi-fidelity agents (:mod:`~screener.policies.camd_epsilon_greedy`,
+    :mod:`~screener.policies.camd_gp_lcb`).
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ class PolicyState(BaseModel):
     scan_done: list[str] = Field(default_factory=list, description="Candidates with a SCAN result or job.")
     pbe_done: list[str] = Field(default_factory=list, description="Candidates with a PBE result or job.")
     n_scan: int = Field(0, ge=0, description="SCAN training-set size N_s.")
-    n_pbe: int = Field(0, ge=0, description="PBE pre-training size N_p.")
+    n_pbe: int = Field(0, ge=0, description="PBE data N_p behind the model that makes the SCAN predictions.")
+    pbe_reaches_scan_model: bool = Field(
+        True, description="False once a SCAN model exists: PBE results no longer reach it (no PBE learning value).")
     learning_curve: list[LearningCurvePoint] = Field(default_factory=list)
     budget_cpu_hours: float = Field(ge=0, description="Remaining campaign budget.")
     required_phases: list[CompetingPhaseJob] = Field(default_factory=list)
@@ -83,12 +88,17 @@ class PolicyState(BaseModel):
         default_factory=dict, description="Computed PBE E_hull of candidates with a PBE result (expected-value).")
     pbe_scan_pairs: list[tuple[float, float]] = Field(
         default_factory=list, description="(PBE, SCAN) computed E_hull pairs: campaign and known set (expected-value).")
+    formulas: list[str] | None = Field(
+        None, description="Reduced formula per candidate (CAMD peers: composition features).")
+    seed_rows: list[tuple[str, str, float]] = Field(
+        default_factory=list, description="(formula, fidelity, E_hull) of every computed structure: known set and "
+        "campaign (CAMD peers: their seed data).")
 
     @model_validator(mode="after")
     def _check_lengths(self) -> PolicyState:
         n = len(self.candidate_ids)
         for name in ("chemsys", "scan_mean_ev_per_atom", "scan_std_ev_per_atom", "pbe_mean_ev_per_atom",
-                     "pbe_std_ev_per_atom", "cost_scan_cpu_hours", "cost_pbe_cpu_hours"):
+                     "pbe_std_ev_per_atom", "cost_scan_cpu_hours", "cost_pbe_cpu_hours", "formulas"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} candidates")
@@ -322,6 +332,14 @@ def decide(
         from screener.policies.expected_value import plan_expected_value
 
         numbers.update(plan_expected_value(r, policy, state))
+    elif policy.kind == "camd-epsilon-greedy":
+        from screener.policies.camd_epsilon_greedy import plan_epsilon_greedy
+
+        numbers.update(plan_epsilon_greedy(r, policy, state))
+    elif policy.kind == "camd-gp-lcb":
+        from screener.policies.camd_gp_lcb import plan_gp_lcb
+
+        numbers.update(plan_gp_lcb(r, policy, state))
     else:  # scaling-law
         ex = policy.exploitation
         likely = r.open_scan & (r.p_stable >= ex.min_probability_stable)

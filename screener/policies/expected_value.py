@@ -10,7 +10,8 @@ PBE cost ``c_p``, both that candidate's own) the policy values each option by ex
   candidate is SCAN-computed afterwards when ``q(X) / c_s >= lambda`` (``lambda``: the finds per unit the budget
   earns at its margin, i.e. the rate of the last SCAN-now pick the remaining budget reaches). Expected finds
   ``F = E[q(X) 1{go}]``, expected cost ``c_p + c_s P(go)``, value ``(F + L_p + P(go) L_s) / (c_p + c_s P(go))``
-  (Gauss-Hermite quadrature over X);
+  in closed form (:func:`pbe_route`: ``q`` falls with ``X``, so "go" is ``X <= x*``, and the expectation of a
+  probit over a Gaussian is a bivariate normal probability);
 * **skip**: 0 (a candidate is planned only if its best rate is positive and the round budget reaches it).
 
 ``L_s`` and ``L_p`` are the **learning values** of one calculation: the scaling law's expected MAE drop turned into
@@ -20,6 +21,8 @@ median SCAN cost), ``V(m)`` = expected finds among the model's top ``K`` when it
 MAE(N_s + k, N_p) / MAE(N_s, N_p)`` for ``k`` more SCAN calculations (``N_p + k`` for PBE), ``L = (V(m) - V(1)) / k``,
 with ``N_s`` counted as at least ``learning_value_min_n_scan`` (100): the power law holds from there on.
 With a large pre-training set (``N_p`` ~ 2e4 and more) ``L_p`` is negligible: PBE is worth its screen value only.
+``N_p`` is the PBE data behind the model that makes the SCAN predictions; once a SCAN model exists (transferred from
+the PBE model, then fine-tuned on SCAN only) new PBE results never reach it and ``L_p = 0``.
 
 Candidates are planned greedily by their best option's rate until the round budget is spent (SCAN plans carry their
 competing phases). Every planned item records its numbers (``numbers`` of the plan item: ``p_scan``, ``q_pbe``,
@@ -34,10 +37,8 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-__all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "learning_values", "plan_expected_value"]
-
-_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(24)  # probabilists' Hermite: E[f(Z)], Z ~ N(0, 1)
-_GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
+__all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "learning_values", "plan_expected_value", "pbe_route",
+           "bivariate_normal_cdf"]
 
 
 class PbeScanRelation:
@@ -93,6 +94,65 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
                                       f"prior worth {prior_weight:g} pairs")
 
 
+def bivariate_normal_cdf(h: Any, k: Any, rho: Any) -> np.ndarray:
+    """``P(U <= h, V <= k)`` for standard normals with correlation ``rho`` (|rho| < 1), elementwise, via Owen's T.
+
+    ``Phi2(h, k) = (Phi(h) + Phi(k)) / 2 - T(h, a_h) - T(k, a_k) - beta`` with ``a_h = (k - rho h) / (h s)``,
+    ``a_k = (h - rho k) / (k s)``, ``s = sqrt(1 - rho^2)`` and ``beta = 1/2`` where ``h k < 0`` (or one is 0 and
+    ``h + k < 0``); infinite limits reduce to one-dimensional normals.
+    """
+    from scipy.special import owens_t
+
+    h, k, rho = np.broadcast_arrays(np.asarray(h, float), np.asarray(k, float), np.asarray(rho, float))
+    out = np.empty(h.shape)
+    inf_h, inf_k = ~np.isfinite(h), ~np.isfinite(k)
+    out[inf_h] = np.where(h[inf_h] > 0, ndtr(k[inf_h]), 0.0)
+    only_k = inf_k & ~inf_h
+    out[only_k] = np.where(k[only_k] > 0, ndtr(h[only_k]), 0.0)
+    fin = ~(inf_h | inf_k)
+    hf, kf, r = h[fin], k[fin], np.clip(rho[fin], -1 + 1e-12, 1 - 1e-12)
+    # a zero limit makes a_h or a_k infinite: nudged off 0 (the CDF is continuous there)
+    hz, kz = np.where(hf == 0.0, 1e-12, hf), np.where(kf == 0.0, 1e-12, kf)
+    sq = np.sqrt(1.0 - r * r)
+    beta = np.where(hz * kz < 0.0, 0.5, 0.0)
+    out[fin] = (0.5 * (ndtr(hf) + ndtr(kf)) - owens_t(hz, (kz - r * hz) / (hz * sq))
+                - owens_t(kz, (hz - r * kz) / (kz * sq)) - beta)
+    return np.clip(out, 0.0, 1.0)
+
+
+def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``P(go)`` and ``F = E[q(X) 1{go}]`` of the PBE route, exactly, for ``X ~ N(mu, sd)``.
+
+    ``q(x) = Phi(c0 - c1 max(x, 0))`` never rises with ``x``, so "SCAN after" (``q(X) >= threshold_p``, i.e.
+    ``q(X) / c_s >= lambda``) means ``X <= x*``: never when ``Phi(c0) < threshold_p``, always when ``threshold_p <=
+    0``, else ``x* = (c0 - Phi^-1(threshold_p)) / c1 >= 0``. Then ``P(go) = Phi((x* - mu) / sd)``, and ``F`` is
+    ``Phi(c0) P(X <= 0)`` plus ``E[Phi(a + b Z) 1{0 < X <= x*}]`` with ``X = mu + sd Z``, ``a = c0 - c1 mu``,
+    ``b = -c1 sd``: ``E[Phi(a + b Z) 1{Z <= h}] = Phi2(h, a / sqrt(1 + b^2); -b / sqrt(1 + b^2))``.
+    """
+    from scipy.special import ndtri
+
+    mu, sd, t = np.broadcast_arrays(np.asarray(mu, float), np.maximum(np.asarray(sd, float), 1e-12),
+                                    np.asarray(threshold_p, float))
+    c0, c1 = float(relation.c0), float(relation.c1)
+    p0 = float(ndtr(c0))  # q on and below the PBE hull
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if c1 > 0:
+            x_star = np.where(t <= 0.0, np.inf,
+                              np.where(t > p0, -np.inf, (c0 - ndtri(np.clip(t, 1e-300, 1.0))) / c1))
+        else:  # q constant
+            x_star = np.where(t <= p0, np.inf, -np.inf)
+        x_star = np.where(np.isfinite(x_star), np.maximum(x_star, 0.0), x_star)
+        h_star = (x_star - mu) / sd
+        h0 = -mu / sd
+    p_go = ndtr(h_star)
+    below = p0 * ndtr(np.minimum(h0, h_star))  # X <= 0 (and X <= x*): q = Phi(c0)
+    b = -c1 * sd
+    norm = np.sqrt(1.0 + b * b)
+    kk, rho = (c0 - c1 * mu) / norm, -b / norm
+    above = np.where(h_star > h0, bivariate_normal_cdf(h_star, kk, rho) - bivariate_normal_cdf(h0, kk, rho), 0.0)
+    return p_go, below + np.maximum(above, 0.0)
+
+
 def _top_k_finds(p: np.ndarray, k: int) -> float:
     if k <= 0 or p.size == 0:
         return 0.0
@@ -139,7 +199,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     mu_p = r.mean_pbe
     sd_p = np.maximum(np.asarray(state.pbe_std_ev_per_atom or state.scan_std_ev_per_atom, float), floor)
     relation = fit_pbe_scan_relation(state.pbe_scan_pairs, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
-                                     prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight)
+                                     prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight,
+                                     tol=thr + 1e-6)  # SCAN-stable: the campaign's threshold
     p_model = ndtr((thr - mu_s) / sd_s)
     pbe_result = np.array([state.pbe_result_e_hull_ev_per_atom.get(c, np.nan) for c in ids], dtype=float)
     has_pbe = np.isfinite(pbe_result)
@@ -147,33 +208,31 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     p_scan = np.where(has_pbe, q_pbe, p_model)
     c_s, c_p = r.cost_scan, r.cost_pbe
 
-    # lambda: finds per unit of the last SCAN-now pick the remaining campaign budget reaches
+    # lambda: finds per unit of the last SCAN-now pick the remaining campaign budget reaches (best rates first):
+    # the margin a later SCAN must beat. 0 when the budget reaches every open pick (nothing is crowded out).
     open_s = r.open_scan & ~r.planned
     rate_s0 = np.where(open_s, p_scan / c_s, -np.inf)
-    order = np.argsort(-rate_s0, kind="stable")
-    cum = np.cumsum(c_s[order])
-    reach = int(np.searchsorted(cum, state.budget_cpu_hours, side="right"))
-    valid = order[: int(open_s.sum())]
-    lam = float(rate_s0[valid[min(reach, len(valid) - 1)]]) if len(valid) and reach < len(valid) else 0.0
+    valid = np.argsort(-rate_s0, kind="stable")[: int(open_s.sum())]
+    reach = int(np.searchsorted(np.cumsum(c_s[valid]), state.budget_cpu_hours, side="right"))  # picks paid for
+    lam = float(rate_s0[valid[max(reach, 1) - 1]]) if reach < len(valid) else 0.0
 
     # learning values from the scaling law (N_p includes the pre-training set: state.n_pbe)
     picks_left = int(max(state.budget_cpu_hours - r.budget, 0.0) / float(np.median(c_s[open_s]))) if open_s.any() \
         else 0
     if cfg.learning_value:
         fit = r.fit()
-        lv = learning_values(fit, max(state.n_scan, cfg.learning_value_min_n_scan), state.n_pbe, mu_s[open_s], sd_s[open_s], picks_left=picks_left,
-                             threshold=thr, k=max(policy.batch_size, 1), draws=cfg.learning_value_draws,
-                             seed=state.round_index)
+        lv = learning_values(fit, max(state.n_scan, cfg.learning_value_min_n_scan), state.n_pbe, mu_s[open_s],
+                             sd_s[open_s], picks_left=picks_left, threshold=thr, k=max(policy.batch_size, 1),
+                             draws=cfg.learning_value_draws, seed=state.round_index)
+        if not state.pbe_reaches_scan_model:  # the SCAN model no longer learns from PBE results
+            lv["learning_value_pbe"] = 0.0
     else:
         lv = {"learning_value_scan": 0.0, "learning_value_pbe": 0.0}
     l_s, l_p = float(lv["learning_value_scan"]), float(lv["learning_value_pbe"])
 
-    # PBE now, SCAN later if the result clears lambda: quadrature over the PBE outcome
-    x = mu_p[:, None] + sd_p[:, None] * _GH_NODES[None, :]
-    q = relation.p_scan_stable(x)  # a predicted X below the hull is computed as on it (E_hull 0)
-    go = (q / c_s[:, None]) >= lam
-    p_go = go.astype(float) @ _GH_WEIGHTS
-    finds_pbe = (q * go) @ _GH_WEIGHTS
+    # PBE now, SCAN later if the result clears lambda (q(X) / c_s >= lambda): exact over the PBE outcome X
+    # (a predicted X below the hull is computed as on it: E_hull 0)
+    p_go, finds_pbe = pbe_route(relation, mu_p, sd_p, lam * c_s)
     cost_pbe_route = c_p + c_s * p_go
     rate_pbe = (finds_pbe + l_p + p_go * l_s) / cost_pbe_route
     rate_scan = (p_scan + l_s) / c_s

@@ -137,8 +137,11 @@ def test_vasp_campaign_takes_mp_entries_from_the_cache_only(tmp_path, monkeypatc
     hulls = CampaignHulls.from_file(path)
     counts = hulls.competing_phase_counts("Fe-Li-O")
     n_compounds = sum(len(e.composition.elements) > 1 for e in entries)
-    assert counts["pbe"] == counts["scan"] and 100 < counts["pbe"] < n_compounds  # the candidate and its twins out
-    assert str(candidate.entry_id) in hulls.meta["excluded_as_candidates"]
+    # the candidate's twins stay on the hulls (competitors of the others), left out only where it is judged
+    assert counts["pbe"] == counts["scan"] == n_compounds
+    twins = hulls.meta["candidate_twins"]["my-LiFeO2"]
+    assert str(candidate.entry_id) in twins
+    assert 100 < hulls.competing_phase_counts("Fe-Li-O", exclude=twins)["pbe"] < n_compounds
 
 
 def test_replay_campaign_takes_the_data_sets_own_entries(tmp_path):
@@ -162,8 +165,9 @@ def test_replay_campaign_takes_the_data_sets_own_entries(tmp_path):
                               backend_options={"path": str(tmp_path / "world.json.gz")})
     hulls = CampaignHulls.from_file(path)
     assert hulls.meta["mode"] == "world"
-    # Li3Na and LiNa are known; the candidate's own structure (another id in the data set) is held out; Li-K is
-    # not in the candidate's system
-    assert hulls.competing_phase_counts("Li-Na") == {"pbe": 2, "scan": 2}
-    assert hulls.meta["excluded_as_candidates"] == {"cand": "my-cand"}
+    # Li3Na and LiNa are known, and the candidate's own structure (another id in the data set) is its twin: on
+    # the hulls, left out where the candidate is judged; Li-K is not in the candidate's system
+    assert hulls.competing_phase_counts("Li-Na") == {"pbe": 3, "scan": 3}
+    assert hulls.meta["candidate_twins"] == {"my-cand": ["cand"]}
+    assert hulls.competing_phase_counts("Li-Na", exclude=["cand"]) == {"pbe": 2, "scan": 2}
     assert hulls.hull_formation_energy_ev_per_atom("scan", "Li3Na") == pytest.approx(-0.1)
