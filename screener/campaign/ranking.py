@@ -67,8 +67,13 @@ def predicted_e_hull(
     cache: dict[tuple[str, str], float] = {}
     twins = getattr(hulls, "twins", None) or {}
 
+    elements_only = {f: _elements_only_test(hulls, f) for f in (fidelity, fallback_fidelity) if f}
+
     def hull_energy(f: str, comp: Any, formula: str, sid: str | None) -> float:
         key = (f, formula, sid)
+        test = elements_only.get(f)
+        if key not in cache and sid is None and test is not None and test(comp):
+            cache[key] = 0.0  # only elemental references in its system: no phase diagram needed
         if key not in cache:
             cache[key] = float(hulls.hull_formation_energy_ev_per_atom(f, comp, sid) if sid is not None
                                else hulls.hull_formation_energy_ev_per_atom(f, comp))
@@ -83,6 +88,40 @@ def predicted_e_hull(
             fallback[i] = True
         hull_e[i] = value
     return mean - hull_e, std.copy(), hull_e, fallback
+
+
+def _elements_only_test(hulls: Hulls, fidelity: str) -> Any:
+    """A test ``(composition) -> bool``: whether the hull of ``fidelity`` holds nothing but the elemental references
+    of every element of that composition's chemical system (its subsystems included), where the hull formation
+    energy is exactly 0; None when the hulls do not expose their entries (then every look-up builds the diagram).
+
+    The worst case of a large campaign is every candidate in its own chemical system: a pymatgen phase diagram per
+    system and round. Most such systems hold only elements; this answers them from the set of element sets present.
+    """
+    hull = (getattr(hulls, "hulls", None) or {}).get(fidelity) if isinstance(getattr(hulls, "hulls", None),
+                                                                               dict) else None
+    try:
+        sets = {frozenset(str(el) for el in e.composition.elements) for e in hull.entries}
+    except AttributeError:
+        return None
+    elements = {next(iter(s)) for s in sets if len(s) == 1}
+    compounds = {s for s in sets if len(s) > 1}
+    answers: dict[frozenset[str], bool] = {}
+
+    def test(comp: Any) -> bool:
+        try:
+            els = frozenset(str(el) for el in comp.elements)
+        except AttributeError:
+            return False
+        if els not in answers:
+            import itertools
+
+            answers[els] = len(els) <= 8 and els <= elements and not any(
+                frozenset(sub) in compounds for k in range(2, len(els) + 1)
+                for sub in itertools.combinations(sorted(els), k))
+        return answers[els]
+
+    return test
 
 
 def probability_below(
