@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     hull_fidelity TEXT,
     PRIMARY KEY (round, structure_id, fidelity)
 );
+CREATE INDEX IF NOT EXISTS predictions_by_structure ON predictions (structure_id, fidelity, round);
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, round INTEGER, position INTEGER, structure_id TEXT, fidelity TEXT,
     reason TEXT, estimated_cost REAL, accepted INTEGER, numbers_json TEXT
@@ -236,6 +237,12 @@ class Ledger:
         if "hull_fidelity" not in cols:
             with self.transaction() as cur:
                 cur.execute("ALTER TABLE predictions ADD COLUMN hull_fidelity TEXT")
+        # one candidate's predictions across rounds (the report, prospective errors) without scanning every round
+        indexes = {r["name"] for r in self._conn.execute("PRAGMA index_list(predictions)")}
+        if "predictions_by_structure" not in indexes:
+            with self.transaction() as cur:
+                cur.execute("CREATE INDEX IF NOT EXISTS predictions_by_structure ON predictions "
+                            "(structure_id, fidelity, round)")
         cols = {r["name"] for r in self._conn.execute("PRAGMA table_info(learning_curve)")}
         if "n_points" not in cols:
             with self.transaction() as cur:
@@ -351,21 +358,39 @@ class Ledger:
         return out
 
     # ---- predictions and decisions ---------------------------------------------------------------------------------
-    def record_predictions(self, round_number: int, rows: Sequence[dict[str, Any]]) -> None:
-        """Store the ranking of a round (one row per candidate and fidelity)."""
+    def record_predictions(self, round_number: int, rows: Sequence[dict[str, Any]], *, add: bool = False) -> None:
+        """Store the ranking of a round (one row per candidate and fidelity; replaces the round's rows, or with
+        ``add`` adds to them, replacing rows of the same candidate and fidelity)."""
         with self.transaction() as cur:
-            cur.execute("DELETE FROM predictions WHERE round = ?", (round_number,))
+            if not add:
+                cur.execute("DELETE FROM predictions WHERE round = ?", (round_number,))
             cur.executemany(
-                "INSERT INTO predictions VALUES (:round, :structure_id, :fidelity, :e_form_mean_ev_per_atom, "
+                "INSERT OR REPLACE INTO predictions VALUES (:round, :structure_id, :fidelity, :e_form_mean_ev_per_atom, "
                 ":e_form_std_ev_per_atom, :hull_e_form_ev_per_atom, :e_hull_mean_ev_per_atom, "
                 ":e_hull_std_ev_per_atom, :p_stable, :hull_fidelity)",
                 [{"round": round_number, "p_stable": None, "hull_fidelity": None, **r} for r in rows],
             )
 
-    def predictions(self, round_number: int) -> list[dict[str, Any]]:
-        """Prediction rows of a round."""
-        sql = "SELECT * FROM predictions WHERE round = ? ORDER BY structure_id, fidelity"
-        return [dict(r) for r in self._conn.execute(sql, (round_number,))]
+    def predictions(self, round_number: int | None, *, structure_ids: Sequence[str] | None = None
+                    ) -> list[dict[str, Any]]:
+        """Prediction rows of a round (None: of every round), of every candidate or only of ``structure_ids``
+        (ordered by round, structure_id, fidelity)."""
+        where, args = [], []
+        if round_number is not None:
+            where.append("round = ?")
+            args.append(round_number)
+        sql = "SELECT * FROM predictions" + (" WHERE " + " AND ".join(where) if where else "")
+        order = " ORDER BY round, structure_id, fidelity"
+        if structure_ids is None:
+            return [dict(r) for r in self._conn.execute(sql + order, args)]
+        ids = sorted(set(map(str, structure_ids)))
+        rows = []
+        for start in range(0, len(ids), 500):  # well under SQLite's limit of bound parameters
+            part = ids[start:start + 500]
+            cond = f"structure_id IN ({', '.join('?' * len(part))})"
+            rows += [dict(r) for r in self._conn.execute(sql + (" AND " if where else " WHERE ") + cond,
+                                                         [*args, *part])]
+        return sorted(rows, key=lambda r: (r["round"], r["structure_id"], r["fidelity"]))
 
     def decisions(self, round_number: int | None = None) -> list[dict[str, Any]]:
         """Decision rows (all rounds or one)."""
@@ -652,9 +677,12 @@ class Ledger:
         with self.transaction() as cur:
             _event(cur, round_number, kind, message, data)
 
-    def events(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Events, oldest first (the last ``limit`` ones)."""
-        rows = [dict(r) for r in self._conn.execute("SELECT * FROM events ORDER BY id")]
+    def events(self, limit: int | None = None, *, kind: str | None = None) -> list[dict[str, Any]]:
+        """Events, oldest first (the last ``limit`` ones; only those of ``kind`` if given)."""
+        if kind is None:
+            rows = [dict(r) for r in self._conn.execute("SELECT * FROM events ORDER BY id")]
+        else:
+            rows = [dict(r) for r in self._conn.execute("SELECT * FROM events WHERE kind = ? ORDER BY id", (kind,))]
         return rows[-limit:] if limit else rows
 
 

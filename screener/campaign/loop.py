@@ -22,7 +22,8 @@ import numpy as np
 from screener.campaign.config import FIDELITIES, CampaignConfig
 from screener.campaign.ledger import LEDGER_FILENAME, OPEN_STATES, Ledger
 from screener.campaign.protocols import Calculator, Executor, Hulls, Model, Plan, PlanItem, Planner, PlanRequest
-from screener.campaign.ranking import predicted_e_hull, probability_below
+from screener.campaign.ranking import (PREDICTION_STORAGE_META, predicted_e_hull, prediction_row,
+                                       prediction_storage_rule, probability_below, stored_prediction_rows)
 from screener.errors import InvalidInputError, ScreenerError
 
 __all__ = ["Campaign", "Components", "ComponentsFactory", "Progress"]
@@ -222,7 +223,8 @@ class Campaign:
         while True:
             current = self.ledger.current_round()
             if current is not None and current["state"] == "empty":  # (a raised budget reopens it: set_budget_total)
-                reason = "nothing left to buy within the budget"
+                reason = ("nothing left to buy within the budget" if not self._can_buy_more() else
+                          "nothing left worth buying: the policy declined every open calculation")
                 break
             if current is None or current["state"] == "finished":
                 number = 1 if current is None else current["round"] + 1
@@ -248,9 +250,14 @@ class Campaign:
                 self._catch_up_fine_tune(number - 1, progress)
                 if not self._rank_and_plan(number, progress):
                     self.ledger.set_round_state(number, "empty")
-                    self.ledger.log_event("campaign", "campaign finished: nothing more fits the budget",
-                                          round_number=number)
-                    reason = "nothing left to buy within the budget"
+                    if self._can_buy_more():  # budget left, but the policy wants none of what it could buy
+                        left = self.ledger.budget()
+                        reason = (f"nothing left worth buying: the {self.config.policy} policy declined every open "
+                                  f"calculation (none is expected to add a stable find) with {left.remaining:.4g} "
+                                  f"{left.unit} left")
+                    else:
+                        reason = "nothing left to buy within the budget"
+                    self.ledger.log_event("campaign", f"campaign finished: {reason}", round_number=number)
                     break
                 state = "planned"
             if state == "planned":
@@ -305,6 +312,7 @@ class Campaign:
             "bought": {f: sum(1 for j in jobs if j.fidelity == f) for f in FIDELITIES},
             "failed": {f: sum(1 for j in jobs if j.fidelity == f and j.state == "failed") for f in FIDELITIES},
             "n_stable_found": status["n_stable_found"],
+            "stable_threshold_ev_per_atom": status["stable_threshold_ev_per_atom"],
             "budget_spent": status["budget_spent"],
             "budget_left": status["budget_left"],
             "budget_total": status["budget_total"],
@@ -338,21 +346,41 @@ class Campaign:
             borrowed = getattr(self.components.model, "borrows_model", lambda f: False)(fidelity)
             shift = cal.bias_ev_per_atom if borrowed else 0.0
             e_hull, e_std, hull_e, fallback = predicted_e_hull(
-                np.asarray(mean, float) - shift, np.asarray(std, float) * cal.scale, comps, self.components.hulls,
+                np.asarray(mean, float) - shift, cal.calibrated_std(std, shifted=borrowed), comps,
+                self.components.hulls,
                 fidelity, fallback_fidelity="pbe" if fidelity != "pbe" else None, structure_ids=ids,
             )
             p = probability_below(e_hull, e_std, self.config.stable_threshold_ev_per_atom)
-            out[fidelity] = {"e_form_mean": np.asarray(mean, float), "e_hull_mean": e_hull, "e_hull_std": e_std}
-            rows += [
-                {"structure_id": s, "fidelity": fidelity, "e_form_mean_ev_per_atom": float(mean[i]),
-                 "e_form_std_ev_per_atom": float(std[i]), "hull_e_form_ev_per_atom": _finite(hull_e[i]),
-                 "e_hull_mean_ev_per_atom": _finite(e_hull[i]), "e_hull_std_ev_per_atom": float(e_std[i]),
-                 "p_stable": _finite(p[i]), "hull_fidelity": "pbe (fallback)" if fallback[i] else fidelity}
-                for i, s in enumerate(ids)
-            ]
+            out[fidelity] = {"e_form_mean": np.asarray(mean, float), "e_hull_mean": e_hull, "e_hull_std": e_std,
+                             "e_form_std": np.asarray(std, float), "hull_e_form": hull_e, "p_stable": p,
+                             "fallback": fallback}
+            # a large campaign records the best rows only (and, in _rank_and_plan, every planned one)
+            kept = stored_prediction_rows(e_hull, p)
+            rows += [prediction_row(ids[i], fidelity, out[fidelity], i)
+                     for i in (range(len(ids)) if kept is None else kept)]
         self.ledger.record_predictions(number, rows)
+        if len(rows) < len(FIDELITIES) * len(ids):
+            self.ledger.set_meta(PREDICTION_STORAGE_META, prediction_storage_rule())
         out["_ids"] = {"ids": np.asarray(ids, dtype=object)}
         out["_calibration"] = {f"{f}_{k}": v for f in FIDELITIES for k, v in calibration[f].numbers().items()}
+        return out
+
+    def _uses_model(self) -> bool:
+        """Whether the policy's decisions depend on the model (the planner's ``uses_model``; True if it cannot say).
+
+        A policy that does not (``random``) gets no ranking and no fine-tune: the same decisions at a fraction of
+        the cost; its rounds record no predictions, so its learning curve has no points.
+        """
+        return bool(getattr(self.components.planner, "uses_model", True))
+
+    def _no_ranking(self) -> dict[str, Any]:
+        """What :meth:`rank` returns, for a policy that does not use the model: no prediction (NaN), none recorded."""
+        self._update_hulls()
+        ids = [s for s, role in self._roles.items() if role == "candidate"]
+        nan = np.full(len(ids), np.nan)
+        out: dict[str, Any] = {f: {"e_form_mean": nan, "e_hull_mean": nan, "e_hull_std": nan} for f in FIDELITIES}
+        out["_ids"] = {"ids": np.asarray(ids, dtype=object)}
+        out["_calibration"] = {}
         return out
 
     def _spread_calibration(self, number: int) -> dict[str, Any]:
@@ -364,17 +392,18 @@ class Campaign:
         prior = scales() if callable(scales) else {}
         targets = self._targets() if number > 1 else {}
         out = {"pbe": spread_calibration(self.ledger, targets, "pbe", number, prior_scale=float(prior.get("pbe", 1.0)))}
-        # SCAN predictions made by the PBE model share its spread: until SCAN errors say otherwise, the PBE scale
+        # SCAN predictions come from the PBE model or its transfer, and SCAN errors are few: until they say
+        # otherwise, the campaign's PBE scale (shrinking toward the model card's 1.0-ish scale undercovered)
         borrowed = getattr(self.components.model, "borrows_model", lambda f: False)("scan")
-        scan_prior = out["pbe"].scale if borrowed else float(prior.get("scan", 1.0))
-        out["scan"] = spread_calibration(self.ledger, targets, "scan", number, prior_scale=scan_prior,
+        out["scan"] = spread_calibration(self.ledger, targets, "scan", number, prior_scale=out["pbe"].scale,
                                          debias=borrowed)  # rank() shifts borrowed predictions by the bias
         return out
 
     def _rank_and_plan(self, number: int, progress: Progress | None) -> bool:
         if progress:
             progress(f"round {number}: ranking", 0, 1)
-        ranking = self.rank(number)
+        uses_model = self._uses_model()
+        ranking = self.rank(number) if uses_model else self._no_ranking()
         ids = list(ranking.pop("_ids")["ids"])
         calibration_numbers = ranking.pop("_calibration", {})
         jobs = self.ledger.jobs()
@@ -419,6 +448,8 @@ class Campaign:
                 pbe_reaches_scan_model=pbe_reaches_scan,
             )
             plan: Plan = self.components.planner.plan(request)
+            if not uses_model:  # its reasons and scores would quote the placeholder predictions
+                plan = Plan([_without_prediction(item) for item in plan.items], plan.numbers)
             if attempt == 0:
                 numbers = dict(plan.numbers)
             n_dropped = len(dropped)
@@ -469,6 +500,15 @@ class Campaign:
                         "n_pbe_pretraining": pretrained.get("pbe", 0), "n_pbe_campaign": behind_scan,
                         "n_pbe_computed": n_done["pbe"], "pbe_reaches_scan_model": pbe_reaches_scan,
                         "n_scan_campaign": n_done["scan"], "calibration": calibration_numbers})
+        # predictions of the planned candidates a large campaign did not record with the best rows (the report
+        # and the calibration read the prediction made before each purchase)
+        index = {s: i for i, s in enumerate(ids)}
+        recorded = {(p["structure_id"], p["fidelity"]) for p in self.ledger.predictions(
+            number, structure_ids=[it.structure_id for it in items])}
+        extra = [prediction_row(it.structure_id, f, ranking[f], index[it.structure_id]) for it in items
+                 if it.structure_id in index for f in FIDELITIES if (it.structure_id, f) not in recorded]
+        if extra and uses_model:
+            self.ledger.record_predictions(number, extra, add=True)
         accepted = self.ledger.commit_plan(number, decisions=decisions, numbers=numbers, jobs=job_rows,
                                            new_candidates=new_candidates)
         if progress:
@@ -496,6 +536,8 @@ class Campaign:
                          done: set[tuple[str, str]]) -> list[PlanItem]:
         """Phases each fidelity's hull lacks in the chemical systems of the most promising candidates."""
         order = np.argsort(ranking["scan"]["e_hull_mean"], kind="stable")[: max(1, self.config.batch_size)]
+        if not self._uses_model():  # no "most promising" without a model: any candidate may be picked
+            order = np.arange(len(ids))
         systems = list(dict.fromkeys(self._structures[ids[i]].composition.chemical_system for i in order))
         items: list[PlanItem] = []
         for fidelity in FIDELITIES:
@@ -539,7 +581,7 @@ class Campaign:
         ``screener run --no-wait``) this raises :class:`~screener.execution.base.JobsPending` once the jobs are
         submitted; a later run collects them.
         """
-        from screener.execution.base import JobsPending
+        from screener.execution.base import JobsPending, retry_engine_failures
 
         executor = self.components.executor
         open_jobs = self.ledger.jobs(states=OPEN_STATES)
@@ -548,6 +590,8 @@ class Campaign:
         total = len(open_jobs)
         engine = getattr(executor, "states", None)
         wait = getattr(self, "wait", True)
+        # queue failures (submission limit, walltime) run again within the executor's max_retries, as ledger events
+        retry_engine_failures(executor, self.ledger, [j.uuid for j in open_jobs if j.state == "submitted"])
         known = engine([j.uuid for j in open_jobs]) if engine else {}  # the engine's state before its results
         submitted = [j for j in open_jobs if j.state == "submitted"]
         if engine and submitted and all(known.get(j.uuid) == "unknown" for j in submitted) and not any(
@@ -581,6 +625,7 @@ class Campaign:
                           for j in pending]
                 raise JobsPending({s: states.count(s) for s in ("pending", "running")})
             executor.run()
+            retry_engine_failures(executor, self.ledger, [j.uuid for j in pending])
             known = engine([j.uuid for j in pending]) if engine else {}
             still = self._record(pending, executor.collect([j.uuid for j in pending]))
             if engine:
@@ -722,7 +767,11 @@ class Campaign:
                     round_number=number, fidelity=fidelity, n_scan=pretrained.get("scan", 0) + before["scan"],
                     n_pbe=pretrained.get("pbe", 0) + n_pbe_behind[fidelity], mae_ev_per_atom=mae, source="prospective",
                     n_points=len(errors), mae_se_ev_per_atom=se, n_pbe_pretraining=pretrained.get("pbe", 0))
-        if self.config.fine_tune_epochs > 0 and any(targets.values()):
+        if self.config.fine_tune_epochs > 0 and any(targets.values()) and not self._uses_model():
+            info["fine_tune"] = "skipped: the policy does not use the model"
+            self.ledger.log_event("model", f"round {number}: no ranking and no fine-tune, the {self.config.policy} "
+                                  "policy does not use the model", round_number=number)
+        elif self.config.fine_tune_epochs > 0 and any(targets.values()):
             if fine_tune:
                 self._fine_tune(number, targets, progress)
             else:
@@ -798,6 +847,14 @@ def mae_with_standard_error(errors: Any) -> tuple[float, float]:
     if abs_err.size < 2:
         return mae, max(mae, 1e-3)
     return mae, max(float(abs_err.std(ddof=1) / np.sqrt(abs_err.size)), 1e-3)
+
+
+def _without_prediction(item: PlanItem) -> PlanItem:
+    """A plan item of a policy that does not use the model, without the placeholder P(stable) and score."""
+    reason = item.reason.split(":")[0] if item.numbers.get("kind", "candidate") == "candidate" else item.reason
+    numbers = {k: v for k, v in item.numbers.items() if k != "score"}
+    return PlanItem(item.structure_id, item.fidelity, f"{reason} (no ranking: the policy does not use the model)",
+                    item.estimated_cost, numbers)
 
 
 def _finite(x: float) -> float | None:

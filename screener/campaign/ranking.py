@@ -135,10 +135,14 @@ def probability_below(
 
 
 def prospective_errors(ledger: Any, targets: dict[str, dict[str, float]], fidelity: str,
-                       rounds: Sequence[int]) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+                       rounds: Sequence[int], *, as_ranked: bool = False
+                       ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Errors of predictions made before purchase: round r's recorded prediction of each structure computed in round r
     at ``fidelity`` minus its result (formation energy, eV/atom), with the raw ensemble std and the calibrated std the
     round ranked with (``e_hull_std_ev_per_atom``; equal to the raw one in ledgers written before calibration).
+
+    ``as_ranked``: the error of the mean the round ranked with (``e_hull_mean + hull_e_form``: a borrowed SCAN
+    prediction shifted by the learned bias), the one its calibrated std belongs to; else of the model's raw mean.
 
     Returns
     -------
@@ -150,12 +154,17 @@ def prospective_errors(ledger: Any, targets: dict[str, dict[str, float]], fideli
             done.setdefault(job.round, []).append(job.structure_id)
     err, raw, used = [], [], []
     for r, sids in sorted(done.items()):
-        preds = {p["structure_id"]: p for p in ledger.predictions(r) if p["fidelity"] == fidelity}
+        preds = {p["structure_id"]: p for p in ledger.predictions(r, structure_ids=sids)
+                 if p["fidelity"] == fidelity}
         for sid in sids:
             p = preds.get(sid)
             if p is None or p.get("e_form_mean_ev_per_atom") is None:
                 continue
-            err.append(p["e_form_mean_ev_per_atom"] - targets[fidelity][sid])
+            mean = p["e_form_mean_ev_per_atom"]
+            ranked, hull_e = p.get("e_hull_mean_ev_per_atom"), p.get("hull_e_form_ev_per_atom")
+            if as_ranked and ranked is not None and hull_e is not None:
+                mean = ranked + hull_e
+            err.append(mean - targets[fidelity][sid])
             raw.append(p.get("e_form_std_ev_per_atom") or 0.0)
             used.append(p.get("e_hull_std_ev_per_atom") or raw[-1])
     return np.asarray(err, float), np.asarray(raw, float), np.asarray(used, float)
@@ -203,3 +212,48 @@ def predict_from_store(ensemble: Any, store_dir: Any, structure_ids: Sequence[st
             idx = np.fromiter((position[sid] for sid, _ in batch), dtype=np.int64, count=len(batch))
             mean[idx], std[idx], found[idx] = m, s, True
     return mean, std, found
+
+
+#: A campaign with more candidates than this records, per round and fidelity, only the predictions of the
+#: :data:`STORED_TOP_N` best by predicted E_hull, the :data:`STORED_TOP_N` best by P(stable) and every planned
+#: candidate (what the report, the calibration and the learning curve read); a smaller one records every prediction.
+STORE_ALL_PREDICTIONS_UP_TO = 20_000
+STORED_TOP_N = 1_000
+#: Ledger meta key saying that (and with which numbers) a campaign recorded only part of its predictions.
+PREDICTION_STORAGE_META = "prediction_storage"
+
+
+def prediction_storage_rule() -> dict[str, Any]:
+    """What :func:`stored_prediction_rows` keeps, for the ledger (``meta.prediction_storage``) and the report."""
+    return {"store_all_up_to": STORE_ALL_PREDICTIONS_UP_TO, "top_n": STORED_TOP_N,
+            "rule": f"more than {STORE_ALL_PREDICTIONS_UP_TO} candidates: per round and fidelity, the {STORED_TOP_N} "
+                    f"best by predicted E_hull, the {STORED_TOP_N} best by P(stable) and every planned candidate"}
+
+
+def stored_prediction_rows(e_hull_mean_ev_per_atom: NDArray[np.float64], p_stable: NDArray[np.float64]
+                           ) -> NDArray[np.int64] | None:
+    """Rows of one fidelity's ranking the ledger records: None (all) up to :data:`STORE_ALL_PREDICTIONS_UP_TO`
+    candidates, else the indices (ascending) of the best :data:`STORED_TOP_N` by E_hull and by P(stable)."""
+    e_hull = np.asarray(e_hull_mean_ev_per_atom, dtype=float)
+    if e_hull.size <= STORE_ALL_PREDICTIONS_UP_TO:
+        return None
+    by_e_hull = np.argsort(np.where(np.isfinite(e_hull), e_hull, np.inf), kind="stable")[:STORED_TOP_N]
+    by_p = np.argsort(-np.nan_to_num(np.asarray(p_stable, dtype=float), nan=-1.0), kind="stable")[:STORED_TOP_N]
+    return np.union1d(by_e_hull, by_p)
+
+
+def prediction_row(structure_id: str, fidelity: str, ranking: dict[str, Any], i: int) -> dict[str, Any]:
+    """The ledger's prediction row of candidate ``i`` of a round's ranking of one fidelity (the arrays of
+    :meth:`screener.campaign.loop.Campaign.rank`): the model's raw E_form mean/std, the hull formation energy, and the
+    calibrated (and, for a borrowed model, shifted) E_hull mean/std and P(stable) the policy used."""
+
+    def finite(x: Any) -> float | None:
+        return float(x) if np.isfinite(x) else None
+
+    return {"structure_id": structure_id, "fidelity": fidelity,
+            "e_form_mean_ev_per_atom": float(ranking["e_form_mean"][i]),
+            "e_form_std_ev_per_atom": float(ranking["e_form_std"][i]),
+            "hull_e_form_ev_per_atom": finite(ranking["hull_e_form"][i]),
+            "e_hull_mean_ev_per_atom": finite(ranking["e_hull_mean"][i]),
+            "e_hull_std_ev_per_atom": float(ranking["e_hull_std"][i]), "p_stable": finite(ranking["p_stable"][i]),
+            "hull_fidelity": "pbe (fallback)" if ranking["fallback"][i] else fidelity}
