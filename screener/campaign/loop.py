@@ -502,13 +502,14 @@ class Campaign:
                         "n_scan_campaign": n_done["scan"], "calibration": calibration_numbers})
         # predictions of the planned candidates a large campaign did not record with the best rows (the report
         # and the calibration read the prediction made before each purchase)
-        index = {s: i for i, s in enumerate(ids)}
-        recorded = {(p["structure_id"], p["fidelity"]) for p in self.ledger.predictions(
-            number, structure_ids=[it.structure_id for it in items])}
-        extra = [prediction_row(it.structure_id, f, ranking[f], index[it.structure_id]) for it in items
-                 if it.structure_id in index for f in FIDELITIES if (it.structure_id, f) not in recorded]
-        if extra and uses_model:
-            self.ledger.record_predictions(number, extra, add=True)
+        if uses_model:  # (a policy without the model records no prediction)
+            index = {s: i for i, s in enumerate(ids)}
+            recorded = {(p["structure_id"], p["fidelity"]) for p in self.ledger.predictions(
+                number, structure_ids=[it.structure_id for it in items])}
+            extra = [prediction_row(it.structure_id, f, ranking[f], index[it.structure_id]) for it in items
+                     if it.structure_id in index for f in FIDELITIES if (it.structure_id, f) not in recorded]
+            if extra:
+                self.ledger.record_predictions(number, extra, add=True)
         accepted = self.ledger.commit_plan(number, decisions=decisions, numbers=numbers, jobs=job_rows,
                                            new_candidates=new_candidates)
         if progress:
@@ -755,9 +756,11 @@ class Campaign:
                 from screener.policies.calibration import coverage
 
                 err, raw_std, used_std = prospective_errors(self.ledger, targets, fidelity, [number])
-                for tag, std in (("raw", raw_std), ("calibrated", used_std)):
+                # the calibrated sigma belongs to the mean the round ranked with (a borrowed SCAN mean is shifted)
+                err_ranked, _, _ = prospective_errors(self.ledger, targets, fidelity, [number], as_ranked=True)
+                for tag, e, std in (("raw", err, raw_std), ("calibrated", err_ranked, used_std)):
                     info[f"within_1_sigma_{tag}_{fidelity}"], info[f"within_2_sigma_{tag}_{fidelity}"] = \
-                        coverage(err, std)
+                        coverage(e, std)
                 info[f"mae_{fidelity}_ev_per_atom"] = mae
                 info[f"mae_se_{fidelity}_ev_per_atom"] = se
                 info[f"n_{fidelity}_measured"] = len(errors)

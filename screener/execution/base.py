@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,12 +23,17 @@ __all__ = [
     "read_result",
     "read_results",
     "write_failure",
+    "set_failure_reason",
     "iter_jobs",
     "refresh_store",
     "check_stored_inputs",
     "is_done",
     "JOB_STATES",
     "JobsPending",
+    "RETRY_CAUSES",
+    "retry_cause",
+    "check_max_retries",
+    "retry_engine_failures",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,6 +55,72 @@ class JobsPending(Exception):  # noqa: N818 - not an error: the campaign waits f
         self.counts = dict(counts)
         parts = [f"{n} {state}" for state, n in self.counts.items() if n]
         super().__init__(f"{sum(self.counts.values())} calculation(s) with the executor ({', '.join(parts)})")
+
+
+#: Failures of the queue, not of the calculation, recognised in an engine's error text: worth running again. Slurm
+#: (``sbatch: error: QOSMaxSubmitJobPerUserLimit``, ``CANCELLED ... DUE TO TIME LIMIT``), PBS/Torque (``would exceed
+#: queue's per-user limit``, ``walltime 3610 exceeded limit 3600``), LSF (``TERM_RUNLIMIT``), SGE (``h_rt``) and
+#: the words jobflow-remote and qtoolkit use around them.
+RETRY_CAUSES: dict[str, re.Pattern[str]] = {
+    "submission limit": re.compile(
+        r"MaxSubmitJob|AssocMaxSubmit|submit(?:ted)?[ _-]?jobs?[ _-]?(?:per[ _-]user[ _-]?)?limit|submission limit|"
+        r"would exceed[^\n]*limit|maximum number of (?:queued |submitted )?jobs|too many (?:queued |submitted )?jobs|"
+        r"job submit limit|QOSMaxJobsPerUser|job limit reached",
+        re.IGNORECASE),
+    "walltime": re.compile(
+        r"DUE TO TIME LIMIT|walltime[^\n]*exceed|exceeded[^\n]*walltime|wall[ -]?time limit|TERM_RUNLIMIT|"
+        r"h_rt limit|time limit (?:was )?(?:exceeded|reached)|killed[^\n]*(?:walltime|time limit)",
+        re.IGNORECASE),
+}
+
+
+def retry_cause(text: str | None) -> str | None:
+    """``"submission limit"`` or ``"walltime"`` when an engine's error text names one (see :data:`RETRY_CAUSES`)."""
+    if not text:
+        return None
+    for cause, pattern in RETRY_CAUSES.items():
+        if pattern.search(str(text)):
+            return cause
+    return None
+
+
+def check_max_retries(value: Any) -> int:
+    """``max_retries`` of an executor option: an integer >= 0, else one InvalidInputError."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = -1
+    if isinstance(value, bool) or number < 0 or (isinstance(value, float) and value != number):
+        raise InvalidInputError(f"max_retries must be a whole number >= 0, got {value!r}")
+    return number
+
+
+def retry_engine_failures(executor: Any, ledger: Any, uuids: list[str]) -> list[str]:
+    """Resubmit the jobs an engine failed for the queue's reasons (submission limit, walltime), within bounds.
+
+    The executor's ``retry_failed(uuids, attempts)`` asks its engine to run each such job again while
+    ``attempts[uuid]`` (retries so far, counted from the ledger's ``retry`` events, so a later ``screener run``
+    continues the count) is below its ``max_retries``; each retry is written to the ledger as a ``retry`` event
+    with the cause and the engine's message. Returns the uuids retried. Executors without ``retry_failed`` (local)
+    do nothing here.
+    """
+    retry = getattr(executor, "retry_failed", None)
+    if retry is None or not uuids:
+        return []
+    attempts: dict[str, int] = {}
+    for event in ledger.events(kind="retry"):
+        uuid = (json.loads(event.get("data_json") or "{}") or {}).get("uuid")
+        if uuid:
+            attempts[uuid] = attempts.get(uuid, 0) + 1
+    done = retry(list(uuids), attempts)
+    for note in done:
+        ledger.log_event(
+            "retry",
+            f"job {note['uuid']}: {note['cause']} failure, resubmitted (retry {note['attempt']} of "
+            f"{note['max_retries']}): {note['message']}",
+            data=note,
+        )
+    return [note["uuid"] for note in done]
 
 
 EXECUTORS = {
@@ -242,3 +315,24 @@ def write_failure(store: JobStore, job: Job, reason: str) -> CalcResult:
     }
     store.docs_store.update(doc, key=["uuid", "index"])
     return result
+
+
+def set_failure_reason(store: JobStore, uuid: str, reason: str) -> bool:
+    """Replace the failure reason of the failed CalcResult stored for ``uuid`` (its last index) with ``reason``
+    (custodian's, found after the job wrote a generic one); the attempts it took are kept. Returns whether it did."""
+    for _ in range(20):  # a job replaced by a flow (the VASP retry): its output refers to the final job's
+        docs = list(store.docs_store.query({"uuid": uuid}, sort={"index": -1}, limit=1))
+        if not docs:
+            return False
+        doc = {k: v for k, v in docs[0].items() if k != "_id"}
+        output = doc.get("output")
+        if not (isinstance(output, dict) and output.get("@class") == "OutputReference"):
+            break
+        uuid = str(output.get("uuid"))
+    if not isinstance(output, dict) or output.get("success", True) or "blob_uuid" in json.dumps(output):
+        return False
+    attempts = output.get("attempts")
+    suffix = f" ({attempts} attempts)" if isinstance(attempts, int) and attempts > 1 else ""
+    doc["output"] = {**output, "failure_reason": reason + suffix}
+    store.docs_store.update(doc, key=["uuid", "index"])
+    return True

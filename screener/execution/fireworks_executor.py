@@ -8,6 +8,10 @@ failed; a firework missing from the LaunchPad -> unknown), so jobs picked up lat
 again, never charged as failures. With workers on other machines use a MongoDB job store (``store_kind="mongo"``,
 ``store_uri="mongodb://..."``); the campaign's JSON store suits one worker at a time on a shared file system
 (tests, demos). See docs/cluster.md.
+
+A firework FIZZLED by a queue failure (its exception names a walltime kill or a submission limit) is rerun up to
+``max_retries`` times, each rerun a ``retry`` event in the ledger; a VASP firework that custodian gave up on is
+failed with custodian's reason, read from ``custodian.json`` in its launch folder.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from screener.errors import InvalidInputError
-from screener.execution.base import check_stored_inputs, is_done, read_results, refresh_store, split_units
+from screener.execution.base import (
+    check_max_retries,
+    check_stored_inputs,
+    is_done,
+    read_results,
+    refresh_store,
+    retry_cause,
+    split_units,
+)
+from screener.execution.custodian_log import custodian_reason
 
 if TYPE_CHECKING:
     from jobflow import Flow, Job, JobStore
@@ -111,6 +124,8 @@ class FireWorksExecutor:
         (failed, with the reason). Default: never (FireWorks pings hourly, so use more than 3600 s).
     max_reruns : int
         Reruns of a lost run before it is failed.
+    max_retries : int
+        Reruns of a firework FIZZLED by a walltime kill or a submission limit before it counts as failed.
     """
 
     name = "fireworks"
@@ -127,6 +142,7 @@ class FireWorksExecutor:
         launch_here: bool = True,
         lost_run_timeout_s: float | None = None,
         max_reruns: int = 1,
+        max_retries: int = 3,
     ) -> None:
         try:
             from fireworks import LaunchPad
@@ -148,6 +164,8 @@ class FireWorksExecutor:
         self.launch_here = bool(launch_here)
         self.lost_run_timeout_s = None if lost_run_timeout_s is None else float(lost_run_timeout_s)
         self.max_reruns = int(max_reruns)
+        self.max_retries = check_max_retries(max_retries)
+        self._retries: dict[str, int] = {}  # retries so far per job, as the ledger counts them (retry_failed)
         self.store = store if store is not None else make_job_store(store_kind, store_uri or self.campaign_dir)
         self.store.connect()
 
@@ -239,7 +257,18 @@ class FireWorksExecutor:
         """Each job's state as FireWorks reports it: pending / running / done / failed / unknown (not on the
         LaunchPad). Lost runs past ``lost_run_timeout_s`` are rerun or failed first (``detect_lostruns``)."""
         self._handle_lost_runs()
-        return {uuid: self._state_of(fw) for uuid, fw in self._fws_of(list(uuids)).items()}
+        out = {}
+        for uuid, fw in self._fws_of(list(uuids)).items():
+            out[uuid] = self._state_of(fw)
+            if out[uuid] == "failed" and self._retry_left(uuid, fw):
+                out[uuid] = "pending"  # a queue failure with retries left: retry_failed reruns it
+        return out
+
+    def _retry_left(self, uuid: str, brief: dict | None) -> bool:
+        """A FIZZLED firework whose exception names a queue failure, with retries left: not final yet."""
+        if (brief or {}).get("state") != "FIZZLED" or self._retries.get(uuid, 0) >= self.max_retries:
+            return False
+        return retry_cause(self._exception_of(brief["fw_id"])[0]) is not None
 
     @staticmethod
     def _state_of(fw: dict | None) -> str:
@@ -259,6 +288,51 @@ class FireWorksExecutor:
                 logger.warning("firework %s lost its worker again: failed", fw_id)
                 self.launchpad.mark_fizzled(self._last_launch_id(fw_id))
 
+    def retry_failed(self, uuids: list[str], attempts: dict[str, int]) -> list[dict]:
+        """Rerun the FIZZLED fireworks whose exception names a walltime kill or a submission limit, while their
+        retries so far (``attempts``, counted by the caller from the ledger) are below ``max_retries``; one note
+        per firework rerun (``uuid``, ``attempt``, ``max_retries``, ``cause``, ``state``, ``message``)."""
+        self._retries.update({u: int(attempts.get(u, 0)) for u in uuids})
+        notes = []
+        for uuid, brief in self._fws_of(list(uuids)).items():
+            if (brief or {}).get("state") != "FIZZLED" or self._retries[uuid] >= self.max_retries:
+                continue
+            trace = self._exception_of(brief["fw_id"])[0]
+            cause = retry_cause(trace)
+            if cause is None:
+                continue
+            self.launchpad.rerun_fw(brief["fw_id"])
+            self._retries[uuid] += 1
+            lines = [line.strip() for line in (trace or "").splitlines() if line.strip()]
+            notes.append({"uuid": uuid, "attempt": self._retries[uuid], "max_retries": self.max_retries,
+                          "cause": cause, "state": "FIZZLED", "message": (lines[-1] if lines else "")[:200]})
+        return notes
+
+    def _exception_of(self, fw_id: int) -> tuple[str | None, str | None]:
+        """The stack trace stored by the firework's last launch (``action.stored_data._exception``) and its folder."""
+        fw = self.launchpad.fireworks.find_one({"fw_id": fw_id}, {"launches": 1}) or {}
+        launch_ids = fw.get("launches") or []
+        if not launch_ids:
+            return None, None
+        launch = self.launchpad.launches.find_one({"launch_id": launch_ids[-1]}) or {}
+        stored = (launch.get("action") or {}).get("stored_data") or {}
+        exc = stored.get("_exception") or {}
+        trace = exc.get("_stacktrace") if isinstance(exc, dict) else None
+        return (str(trace) if trace else None), launch.get("launch_dir")
+
+    def _custodian_reason_of_workflow(self, fw_id: int) -> str | None:
+        """custodian's reason for the FIZZLED fireworks of ``fw_id``'s workflow (a VASP job whose conversion job
+        then recorded a generic failure), read from their launch folders."""
+        wf = self.launchpad.workflows.find_one({"nodes": fw_id}, {"nodes": 1}) or {}
+        fizzled = self.launchpad.fireworks.find({"fw_id": {"$in": wf.get("nodes") or []}, "state": "FIZZLED"},
+                                                {"fw_id": 1})
+        folders, traces = [], []
+        for fw in fizzled:
+            trace, folder = self._exception_of(fw["fw_id"])
+            folders.append(folder)
+            traces.append(trace or "")
+        return custodian_reason(folders, "\n".join(traces)) if folders else None
+
     def _last_launch_id(self, fw_id: int) -> int:
         fw = self.launchpad.fireworks.find_one({"fw_id": fw_id}, {"launches": 1}) or {}
         return (fw.get("launches") or [None])[-1]
@@ -275,11 +349,16 @@ class FireWorksExecutor:
         for uuid, result in out.items():
             if result is None:
                 out[uuid] = self._failed_result(uuid, fws[uuid], CalcResult)
+            elif not result.success and fws[uuid] is not None:
+                vasp = self._custodian_reason_of_workflow(fws[uuid]["fw_id"])
+                if vasp:
+                    attempts = f" ({result.attempts} attempts)" if result.attempts > 1 else ""
+                    out[uuid] = result.model_copy(update={"failure_reason": vasp + attempts})
         return out
 
     def _failed_result(self, uuid: str, brief: dict | None, result_cls: type) -> Any:
         state = (brief or {}).get("state")
-        if state not in ("FIZZLED", "DEFUSED", "ARCHIVED", "COMPLETED"):
+        if state not in ("FIZZLED", "DEFUSED", "ARCHIVED", "COMPLETED") or self._retry_left(uuid, brief):
             return None
         fw = self.launchpad.fireworks.find_one({"fw_id": brief["fw_id"]}) or {}
         if state == "COMPLETED":
@@ -291,12 +370,17 @@ class FireWorksExecutor:
             reason = f"FireWorks reports the firework {state} (stopped by a user)"
         launch_ids = fw.get("launches") or []
         if state == "FIZZLED" and launch_ids:
-            launch = self.launchpad.launches.find_one({"launch_id": launch_ids[-1]})
-            stored = ((launch or {}).get("action") or {}).get("stored_data") or {}
-            exc = stored.get("_exception") or {}
-            trace = exc.get("_stacktrace") if isinstance(exc, dict) else None
-            if trace:
-                reason += ": " + trace.strip().splitlines()[-1]
+            trace, folder = self._exception_of(brief["fw_id"])
+            vasp = custodian_reason([folder] if folder else [], trace)
+            cause = retry_cause(trace)
+            if vasp:
+                reason = f"{vasp} (FireWorks: FIZZLED)"
+            elif trace:
+                reason += ": " + trace.strip().splitlines()[-1][:200]
+                if cause:
+                    n = self._retries.get(uuid, 0)
+                    reason += (f"; {cause} failure, not retried again after {n} retr{'y' if n == 1 else 'ies'} "
+                               f"(max_retries={self.max_retries})")
             else:
                 n = len(launch_ids) + len(fw.get("archived_launches") or [])
                 reason += f": its worker stopped reporting ({n} launch(es), lost runs past lost_run_timeout_s)"

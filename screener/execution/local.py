@@ -23,9 +23,11 @@ from screener.execution.base import (
     is_done,
     iter_jobs,
     read_results,
+    set_failure_reason,
     split_units,
     write_failure,
 )
+from screener.execution.custodian_log import custodian_reason
 
 if TYPE_CHECKING:
     from jobflow import Flow, Job, JobStore
@@ -149,6 +151,7 @@ class LocalExecutor:
                 for job in jobs:
                     job.hosts = []
                 capture.messages.clear()
+                before = self._run_folders()
                 if jobs:
                     run_locally(
                         Flow(jobs) if len(jobs) > 1 else jobs[0],
@@ -159,17 +162,29 @@ class LocalExecutor:
                         ensure_success=False,
                         allow_external_references=True,
                     )
+                # custodian's reason when a VASP run under it gave up: its run log in the folders this made
+                vasp_reason = custodian_reason(sorted(self._run_folders() - before),
+                                               "\n".join(capture.messages)) if jobs else None
                 if not is_done(self.store, uuid):
                     final = next((j for j in iter_jobs(unit) if j.uuid == uuid), iter_jobs(unit)[-1])
                     reason = capture.messages[-1].splitlines()[-1] if capture.messages else "job produced no output"
-                    write_failure(self.store, final, f"job {final.name!r} crashed: {reason}")
-                    logger.warning("calculation %s failed: %s", uuid, reason)
+                    write_failure(self.store, final, vasp_reason or f"job {final.name!r} crashed: {reason}")
+                    logger.warning("calculation %s failed: %s", uuid, vasp_reason or reason)
+                elif vasp_reason:
+                    set_failure_reason(self.store, uuid, vasp_reason)
                 if progress is not None:
                     progress(i + 1, len(todo))
         finally:
             jf_logger.removeHandler(capture)
             jf_logger.setLevel(old_level)
         return len(todo)
+
+    def _run_folders(self) -> set[Path]:
+        """The job folders under ``runs/`` (jobflow names them by time, not by job: new ones belong to the
+        calculation just run, as one runs at a time)."""
+        if not self.create_folders or not self.runs_dir.is_dir():
+            return set()
+        return {p for p in self.runs_dir.iterdir() if p.is_dir()}
 
     def _load_queued(self, uuid: str) -> Job | Flow | None:
         """The calculation queued as ``queue/<uuid>.json`` (None if there is none), checked before it is decoded.

@@ -278,6 +278,11 @@ class SQLiteStore(Store):
             params.append(index_crit)
         elif exact and index_crit is None:
             where.append("idx IS NULL")
+        # SQL alone answers criteria on a string key (equal or $in) and an integer index: nothing left to filter
+        by_sql = (not exact and all(k in (self.key, "index") for k in criteria)
+                  and (key_crit is ... or isinstance(key_crit, str)
+                       or (groups != [[]] and all(isinstance(v, str) for v in key_crit["$in"])))
+                  and (index_crit is ... or (isinstance(index_crit, int) and not isinstance(index_crit, bool))))
         for group in groups:
             clauses = list(where)
             if group:
@@ -286,7 +291,9 @@ class SQLiteStore(Store):
             sql += " ORDER BY id"
             for rowid, text in self._collection.execute(sql, [*params, *group]).fetchall():
                 doc = json.loads(text)
-                if exact:
+                if by_sql:
+                    yield rowid, doc
+                elif exact:
                     if all(doc.get(k) == v for k, v in criteria.items()):
                         yield rowid, doc
                 elif filter_applies(criteria, doc):
