@@ -1,6 +1,7 @@
 """Retrospective campaign benchmark: the budget policies side by side on one labelled pool, at equal budget.
 
-Every policy (``scaling-law``, ``random``, ``scan-only``, ``pbe-then-scan``) runs a real campaign
+Every policy (``expected-value``, ``scaling-law``, ``random``, ``scan-only``, ``pbe-then-scan`` and the CAMD peers
+``camd-epsilon-greedy``, ``camd-gp-lcb``) runs a real campaign
 (:func:`screener.campaign.api.run_campaign`: ledger, ranking, policy, jobflow jobs, hulls, fine-tuning) with the
 ``replay`` back-end on the same pool, from the same initial PBE ensemble, with the same budget, batch and seed(s).
 The pool is a simulated world (``screener world build``: CHGNet stand-in labels at PBE and SCAN level); its
@@ -47,9 +48,11 @@ from typing import Any
 
 import numpy as np
 
-POLICIES = ("expected-value", "scaling-law", "random", "scan-only", "pbe-then-scan")
-#: the baselines the issue compares against (the default policy is compared too, but is not a baseline)
-BASELINES = ("random", "scan-only", "pbe-then-scan")
+POLICIES = ("expected-value", "scaling-law", "random", "scan-only", "pbe-then-scan", "camd-epsilon-greedy",
+            "camd-gp-lcb")
+#: the baselines the issue compares against (the default policy is compared too, but is not a baseline); the two
+#: ``camd-*`` peers are written from TRI's CAMD multi-fidelity agents
+BASELINES = ("random", "scan-only", "pbe-then-scan", "camd-epsilon-greedy", "camd-gp-lcb")
 #: one dense chemical space: ~11 % of its structures are on their SCAN hull (a whole-world draw: ~50 %)
 ELEMENTS = "Li,Mn,Fe,Co,Ni,O"
 QUICK = dict(size=300, elements=ELEMENTS, pool_fraction=0.5, preset="small", members=3, pretrain_epochs=60,
@@ -90,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/screener-bench"), help="Worlds, models, campaigns.")
     p.add_argument("--device", default="auto", help="Torch device for training (auto, cpu, cuda).")
     p.add_argument("--threads", type=int, default=1, help="Torch CPU threads (1 on a shared 2-core CPU).")
+    p.add_argument("--finished-only", action="store_true",
+                   help="Start no campaign: write the result over the campaigns already finished in --work-dir.")
     p.add_argument("--output", type=Path, help="JSON result (default bench/results/campaign[_quick].json).")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -353,6 +358,52 @@ def main(argv: list[str] | None = None) -> dict:
     bound = oracle(pool_ids, truth, scan_cost, args.budget)
 
     runs: dict[str, dict[str, dict]] = {p: {} for p in args.policy_list}
+    stats = world.manifest.statistics
+
+    def result(complete: bool) -> dict[str, Any]:
+        """The JSON result over the campaigns finished so far (written after each one, so a stopped grid keeps
+        its figures; ``complete`` is false until every policy has run every seed)."""
+        out = {
+            "benchmark": "campaign",
+            "mode": "quick (2-core CPU, one small chemical space, small preset, few epochs)" if args.quick else "full",
+            "command": "python bench/campaign.py " + " ".join(
+                shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+            "complete": complete,
+            **bench_environment(args.device),
+            "world": {"dir": str(world_dir), "n_structures": len(ids), "seed": args.world_seed,
+                      "elements": world.manifest.elements, "build_s": build_s,
+                      "label": "CHGNet stand-in labels, not DFT", "pbe_vs_scan": stats.get("pbe_vs_scan")},
+            "pool": {"n_known_pbe": int(len(known)), "n_candidates": len(pool_ids), "n_truly_stable": n_stable,
+                     "prevalence": round(prevalence, 4), "stable_tol_ev_per_atom": args.tol,
+                     "median_sites": median_sites},
+            "initial_model": model_info,
+            "settings": {"budget_pbe_equivalent": args.budget, "batch": args.batch,
+                         "fine_tune_epochs": args.fine_tune_epochs, "seeds": args.seed_list,
+                         "policies": [policy_name(p) for p in args.policy_list], "backend": "replay",
+                         "executor": "local", "known_hull": args.known_hull, "torch_threads": args.threads,
+                         "pool_fraction": args.pool_fraction, "preset": args.preset, "members": args.members,
+                         "pretrain_epochs": args.pretrain_epochs},
+            "definitions": {
+                "selected": "pool candidates the campaign computed with SCAN (successful jobs in its ledger)",
+                "found": "selected AND SCAN E_hull <= tol in the world's own SCAN hull",
+                "precision": "found / selected", "prevalence": "truly stable / pool candidates",
+                "daf": "precision / prevalence", "vs_random": "per seed ratio to the random policy, then mean",
+                "vs_best_baseline": "per seed found_per_unit over the best of the other baselines that finished "
+                                    "that seed, then mean and t-interval over those seeds",
+                "oracle": "truly stable candidates SCAN-confirmed cheapest first until the budget ends",
+            },
+            "oracle": {**bound, "found_per_unit": bound["max_found"] / args.budget,
+                       "daf": 1 / prevalence if prevalence else None},
+            "cost_model": "flat: PBE 1, SCAN 5 units" if args.cost == "flat" else "size-dependent (n_sites^2)",
+            "summary": summarise(runs, args.seed_list),
+            "runs": {policy_name(p): v for p, v in runs.items()},
+            "caveats": caveats(args, prevalence, bound, len(args.seed_list), model_info),
+            "wall_s": round(time.perf_counter() - t_start, 1),
+        }
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(out, indent=1) + "\n")
+        return out
+
     for seed in args.seed_list:
         for policy in args.policy_list:
             name = policy_name(policy)
@@ -363,6 +414,8 @@ def main(argv: list[str] | None = None) -> dict:
                 runs[policy][str(seed)] = json.loads(done_file.read_text())
                 log(f"seed {seed}: {name}: finished before, figures read from {done_file}")
                 continue
+            if args.finished_only:
+                continue
             log(f"seed {seed}: {name} campaign (budget {args.budget:g} PBE-equivalents, batch {args.batch})")
             run = run_one(args, policy=policy, seed=seed, campaign_dir=run_root / f"seed{seed}" / tag,
                           pool_file=pool_file, model=model, world=world, references=references)
@@ -372,68 +425,42 @@ def main(argv: list[str] | None = None) -> dict:
             done_file.write_text(json.dumps(s, indent=1))
             log(f"seed {seed}: {name}: found {s['found']} of {s['selected']} SCAN-confirmed "
                 f"(+{s['n_pbe']} PBE), DAF {s['daf']:.2f}, {s['rounds']} rounds, {s['wall_s']:.0f} s")
+            result(complete=False)
 
+    out = result(complete=all(str(s_) in runs[p] for p in args.policy_list for s_ in args.seed_list))
+    print(json.dumps(out))
+    return out
+
+
+def summarise(runs: dict[str, dict[str, dict]], seed_list: list[int]) -> dict[str, Any]:
+    """Per policy: figures over the seeds it finished, with ratios to the best other baseline and to random taken
+    per seed where those finished the same seed."""
     summary: dict[str, Any] = {}
     base = "random" if "random" in runs else None
     for policy, by_seed in runs.items():
-        seeds = [str(s) for s in args.seed_list]
+        seeds = [str(s) for s in seed_list if str(s) in by_seed]
         row: dict[str, Any] = {k: aggregate([by_seed[s].get(k, float("nan")) for s in seeds])
                                for k in ("found", "found_per_unit", "fraction_of_oracle", "selected", "precision",
                                          "daf", "n_pbe", "n_scan", "wall_s")}
         # per seed: found per unit over the best baseline of that seed (the interval is over seeds)
         baselines = [b for b in BASELINES if b in runs and b != policy]
-        if baselines:
-            ratios = []
-            for s_ in seeds:
-                best = max(runs[b][s_]["found_per_unit"] for b in baselines)
+        ratios = []
+        for s_ in seeds:
+            finished = [runs[b][s_]["found_per_unit"] for b in baselines if s_ in runs[b]]
+            if finished:
+                best = max(finished)
                 ratios.append(by_seed[s_]["found_per_unit"] / best if best > 0 else float("nan"))
+        if ratios:
             row["found_per_unit_vs_best_baseline"] = aggregate(ratios)
         if base is not None:
-            row["found_vs_random"] = aggregate([by_seed[s]["found"] / by_seed_base["found"]
-                                                if (by_seed_base := runs[base][s])["found"] else float("nan")
-                                                for s in seeds])
+            both = [s_ for s_ in seeds if s_ in runs[base]]
+            row["found_vs_random"] = aggregate([by_seed[s]["found"] / runs[base][s]["found"]
+                                                if runs[base][s]["found"] else float("nan") for s in both])
             row["daf_vs_random"] = aggregate([by_seed[s]["daf"] / runs[base][s]["daf"]
                                               if runs[base][s]["daf"] and np.isfinite(runs[base][s]["daf"])
-                                              else float("nan") for s in seeds])
+                                              else float("nan") for s in both])
         summary[policy_name(policy)] = row
-
-    stats = world.manifest.statistics
-    out = {
-        "benchmark": "campaign",
-        "mode": "quick (2-core CPU, one small chemical space, small preset, few epochs)" if args.quick else "full",
-        "command": "python bench/campaign.py " + " ".join(
-            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-        **bench_environment(args.device),
-        "world": {"dir": str(world_dir), "n_structures": len(ids), "seed": args.world_seed,
-                  "elements": world.manifest.elements, "build_s": build_s, "label": "CHGNet stand-in labels, not DFT",
-                  "pbe_vs_scan": stats.get("pbe_vs_scan")},
-        "pool": {"n_known_pbe": int(len(known)), "n_candidates": len(pool_ids), "n_truly_stable": n_stable,
-                 "prevalence": round(prevalence, 4), "stable_tol_ev_per_atom": args.tol,
-                 "median_sites": median_sites},
-        "initial_model": model_info,
-        "settings": {"budget_pbe_equivalent": args.budget, "batch": args.batch,
-                     "fine_tune_epochs": args.fine_tune_epochs, "seeds": args.seed_list,
-                     "policies": [policy_name(p) for p in args.policy_list], "backend": "replay",
-                     "executor": "local", "known_hull": args.known_hull, "torch_threads": args.threads},
-        "definitions": {
-            "selected": "pool candidates the campaign computed with SCAN (successful jobs in its ledger)",
-            "found": "selected AND SCAN E_hull <= tol in the world's own SCAN hull",
-            "precision": "found / selected", "prevalence": "truly stable / pool candidates",
-            "daf": "precision / prevalence", "vs_random": "per seed ratio to the random policy, then mean",
-            "oracle": "truly stable candidates SCAN-confirmed cheapest first until the budget ends",
-        },
-        "oracle": {**bound, "found_per_unit": bound["max_found"] / args.budget,
-                   "daf": 1 / prevalence if prevalence else None},
-        "cost_model": "flat: PBE 1, SCAN 5 units" if args.cost == "flat" else "size-dependent (n_sites^2)",
-        "summary": summary,
-        "runs": {policy_name(p): v for p, v in runs.items()},
-        "caveats": caveats(args, prevalence, bound, len(args.seed_list), model_info),
-        "wall_s": round(time.perf_counter() - t_start, 1),
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
-    return out
+    return summary
 
 
 def caveats(args: argparse.Namespace, prevalence: float, bound: dict, n_seeds: int, model_info: dict) -> list[str]:

@@ -22,6 +22,9 @@ __all__ = ["build_components", "PolicyPlanner"]
 
 logger = logging.getLogger(__name__)
 
+#: Policy kinds whose decisions do not depend on the model (no ranking, no fine-tune in their campaigns).
+MODEL_FREE_POLICY_KINDS = ("random",)
+
 
 class PolicyPlanner:
     """Adapter from the loop's :class:`PlanRequest` (budget units) to :func:`screener.policies.decide` (CPU-hours).
@@ -44,6 +47,7 @@ class PolicyPlanner:
         self.config = config
         self.ledger, self.hulls = ledger, hulls
         self._known_pairs: list[tuple[float, float]] | None = None
+        self._known_rows: list[tuple[str, str, float]] | None = None
         # one threshold for every "stable" call: the campaign's, also behind the policy's P(stable)
         acquisition = policy.acquisition.model_copy(
             update={"threshold_ev_per_atom": float(config.stable_threshold_ev_per_atom)})
@@ -54,6 +58,12 @@ class PolicyPlanner:
     @property
     def unit(self) -> float:
         return float(self.config.unit_cpu_hours or 1.0)
+
+    @property
+    def uses_model(self) -> bool:
+        """Whether the policy's decisions depend on the model's predictions. ``random`` draws its order from its
+        seed alone, so the campaign neither ranks nor fine-tunes for it (same decisions, a fraction of the cost)."""
+        return self.policy.kind not in MODEL_FREE_POLICY_KINDS
 
     def plan(self, request: PlanRequest) -> Plan:
         from screener.policies import decide
@@ -95,6 +105,8 @@ class PolicyPlanner:
         }
         if self.policy.kind == "expected-value":
             state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"] = self._pbe_results()
+        if self.policy.kind.startswith("camd-"):
+            state["formulas"], state["seed_rows"] = self._camd_seed(request.structure_ids)
         # the request's batch (the loop asks again with the slots a first plan left free); PBE phases count in it
         slots = min(self.config.batch_size, request.batch_size) - len(first)
         if slots < 1:
@@ -139,6 +151,30 @@ class PolicyPlanner:
         if self._known_pairs is None:
             self._known_pairs = _known_pairs(self.hulls)
         return e_hull["pbe"], pairs + self._known_pairs
+
+    def _camd_seed(self, ids: list[str]) -> tuple[list[str] | None, list[tuple[str, str, float]]]:
+        """The CAMD peers' inputs: each candidate's formula, and (formula, fidelity, E_hull in the current hull) of
+        every computed structure: the campaign's results and the hulls' reference phases (the known set's are
+        computed once per planner, like the known pairs)."""
+        if self.ledger is None or self.hulls is None:
+            return None, []
+        formula = {c["structure_id"]: c["formula"] for c in self.ledger.candidates(role=None)}
+        rows: list[tuple[str, str, float]] = []
+        for job in self.ledger.jobs(states=["done"]):
+            entry = (job.result or {}).get("entry")
+            if entry and job.fidelity in ("pbe", "scan") and formula.get(job.structure_id):
+                value = self.hulls.e_above_hull_ev_per_atom(job.fidelity, entry)
+                if np.isfinite(value):
+                    rows.append((formula[job.structure_id], job.fidelity, float(value)))
+        if self._known_rows is None:
+            self._known_rows = []
+            for fidelity in ("pbe", "scan"):
+                hull = self.hulls.hulls[fidelity]
+                for ref in hull.references:
+                    value = hull.e_above_hull_ev_per_atom(ref)
+                    if np.isfinite(value):
+                        self._known_rows.append((ref.composition.reduced_formula, fidelity, float(value)))
+        return [formula.get(s) or "" for s in ids], rows + self._known_rows
 
 
 _FUNCTIONAL_SUFFIX = re.compile(r"[-_:](?:GGA\+U|GGA|PBE\+U|PBE|R2SCAN|SCAN)$", re.IGNORECASE)

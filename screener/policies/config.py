@@ -24,6 +24,7 @@ __all__ = [
     "AcquisitionConfig",
     "ExploitationConfig",
     "ExpectedValueConfig",
+    "CamdConfig",
     "PolicyConfig",
     "PolicyKind",
     "BUILTIN_POLICIES",
@@ -39,7 +40,8 @@ logger = logging.getLogger(__name__)
 #: The shipped presets: a link to the repository's ``policies/`` (copied into wheels as package data).
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
-PolicyKind = Literal["scaling-law", "random", "scan-only", "pbe-then-scan", "expected-value"]
+PolicyKind = Literal["scaling-law", "random", "scan-only", "pbe-then-scan", "expected-value", "camd-epsilon-greedy",
+                     "camd-gp-lcb"]
 
 
 class AcquisitionConfig(BaseModel):
@@ -84,6 +86,36 @@ class ExpectedValueConfig(BaseModel):
         "unbounded MAE drop from the first few calculations.")
 
 
+class CamdConfig(BaseModel):
+    """Settings of the CAMD peer agents (``camd-epsilon-greedy``, ``camd-gp-lcb``); defaults are CAMD's.
+
+    See :mod:`screener.policies.camd_epsilon_greedy` and :mod:`screener.policies.camd_gp_lcb`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    high_fidelity_fraction: float = Field(
+        0.5, ge=0, le=1, description="camd-epsilon-greedy: share of a round's picks computed with SCAN "
+        "(CAMD's highFi_query_frac; it has no default, its tests and examples use 0.5).")
+    similarity_threshold: float | None = Field(
+        None, gt=0, description="camd-epsilon-greedy: a SCAN pick needs a seed composition within this L2 distance "
+        "of its raw composition features (CAMD's similarity_thres, 300 on its 132 Magpie columns; those columns "
+        "differ here, so no default transfers; null: no gate).")
+    low_fidelity_per_high_fidelity: int = Field(
+        1, ge=1, description="camd-epsilon-greedy: PBE picks per good SCAN candidate left for later (lowFi_per_highFi).")
+    alpha: float = Field(1.0, ge=0, description="camd-gp-lcb: LCB = GP mean - alpha GP std (CAMD's alpha).")
+    rank_threshold: int = Field(
+        10, ge=0, description="camd-gp-lcb: a candidate whose LCB rank falls by more than this once its PBE results "
+        "are hallucinated is explored with PBE (CAMD's rank_thres).")
+    uncertainty_percentile: float = Field(
+        5.0, ge=0, le=100, description="camd-gp-lcb: candidates with GP std at or below this percentile are "
+        "exploited with SCAN directly (CAMD's unc_percentile).")
+    gp_max_iter: int = Field(200, ge=1, description="camd-gp-lcb: optimiser iterations of the GP fit (gp_max_iter).")
+    max_seed_rows: int = Field(
+        1000, ge=10, description="camd-gp-lcb: known-set rows the GP trains on at most (a seeded subsample; every "
+        "campaign result is kept): an exact GP costs O(n^3) per round.")
+
+
 class PolicyConfig(BaseModel):
     """A budget and acquisition policy (one YAML file in ``policies/``).
 
@@ -117,6 +149,7 @@ class PolicyConfig(BaseModel):
     )
     seed: int = Field(0, description="Seed of the random policy (combined with the round index).")
     expected_value: ExpectedValueConfig = Field(default_factory=ExpectedValueConfig)
+    camd: CamdConfig = Field(default_factory=CamdConfig)
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> PolicyConfig:
@@ -158,6 +191,22 @@ BUILTIN_POLICIES: dict[str, PolicyConfig] = {
         kind="pbe-then-scan",
         description="Fixed split: screen with PBE, confirm the best PBE-screened candidates with SCAN.",
         pbe_fraction=0.5,
+        exploitation=ExploitationConfig(fraction=0.0),
+    ),
+    "camd-epsilon-greedy": PolicyConfig(
+        name="camd-epsilon-greedy",
+        kind="camd-epsilon-greedy",
+        description="Peer (CAMD EpsilonGreedyMultiAgent): a fixed share of picks to SCAN, best predicted first; the "
+        "rest to PBE of the next-best.",
+        max_per_chemsys=None,
+        exploitation=ExploitationConfig(fraction=0.0),
+    ),
+    "camd-gp-lcb": PolicyConfig(
+        name="camd-gp-lcb",
+        kind="camd-gp-lcb",
+        description="Peer (CAMD GPMultiAgent): GP lower confidence bound on composition features; risky picks go "
+        "to PBE.",
+        max_per_chemsys=None,
         exploitation=ExploitationConfig(fraction=0.0),
     ),
 }

@@ -1,0 +1,88 @@
+"""The CAMD GP-LCB peer (screener/policies/camd_gp_lcb.py): LCB order, exploitation of certain candidates and
+PBE exploration of those whose rank rests on their uncertainty."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from screener.errors import InvalidInputError
+from screener.policies import decide, load_policy
+from screener.policies.camd_gp_lcb import ExactGP
+
+# seed: SCAN and PBE E_hull of three compositions of Li-Fe-O, a few polymorphs each (two below the old hull)
+SEED = [(f, fid, e + d) for f, e in (("LiFeO2", -0.1), ("Li5FeO4", -0.08), ("LiFe5O8", 0.3))
+        for fid in ("pbe", "scan") for d in (-0.01, 0.0, 0.01)]
+
+
+def _state(formulas, **kw):
+    n = len(formulas)
+    state = {
+        "candidate_ids": [f"c{i}" for i in range(n)], "chemsys": ["Fe-Li-O"] * n,
+        "scan_mean_ev_per_atom": [0.1] * n, "scan_std_ev_per_atom": [0.1] * n,
+        "cost_scan_cpu_hours": [5.0] * n, "cost_pbe_cpu_hours": [1.0] * n,
+        "budget_cpu_hours": 1000.0, "formulas": formulas, "seed_rows": SEED,
+    }
+    state.update(kw)
+    return state
+
+
+def _policy(batch, **camd):
+    base = load_policy("camd-gp-lcb")
+    return base.model_copy(update={"batch_size": batch, "max_calculations_per_round": batch,
+                                   "camd": base.camd.model_copy(update=camd)})
+
+
+def test_scan_picks_follow_the_lcb_order():
+    # every candidate exploited (CAMD's test sets unc_percentile=100): SCAN in ascending GP LCB
+    state = _state(["LiFe5O8", "LiFeO2", "Li5FeO4"], pbe_done=["c0", "c1", "c2"])
+    plan = decide(_policy(3, uncertainty_percentile=100.0), state)
+    assert [(i.job_id, i.fidelity) for i in plan.items] == [("c1", "scan"), ("c2", "scan"), ("c0", "scan")]
+    lcbs = [i.numbers["gp_lcb_ev_per_atom"] for i in plan.items]
+    assert lcbs == sorted(lcbs)
+    assert [i.numbers["camd_rank"] for i in plan.items] == [0, 1, 2]
+
+
+def test_uncertain_candidate_whose_rank_falls_is_explored_with_pbe():
+    # NaCl is far from every seed composition: the GP's prior mean (0) and large std give it the best LCB; once its
+    # PBE row is hallucinated its std shrinks and its rank falls, so CAMD buys PBE for it (rank_threshold 0), or
+    # SCAN when any fall is tolerated
+    formulas = ["NaCl", "LiFeO2", "LiFeO2", "Li5FeO4", "Li5FeO4", "LiFe5O8"]
+    state = _state(formulas)
+    explore = decide(_policy(1, rank_threshold=0, uncertainty_percentile=0.0), state)
+    assert [(i.job_id, i.fidelity) for i in explore.items] == [("c0", "pbe")]
+    assert explore.items[0].numbers["camd_rank"] == 0
+    assert explore.items[0].numbers["camd_rank_after_hallucination"] > 0
+    keep = decide(_policy(1, rank_threshold=1000, uncertainty_percentile=0.0), state)
+    assert [(i.job_id, i.fidelity) for i in keep.items] == [("c0", "scan")]
+
+
+def test_hallucination_equals_conditioning_on_the_predicted_mean():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2))
+    y = np.sin(x[:, 0]) + 0.05 * rng.normal(size=30)
+    gp = ExactGP(x, y, max_iter=50)
+    xs, xh = rng.normal(size=(5, 2)), rng.normal(size=(2, 2))
+    mean_s, var_s, v_s = gp.posterior(xs)
+    mean_h, _, v_h = gp.posterior(xh)
+    fast = gp.hallucinated_variance(xs, v_s, var_s, xh, v_h)
+    # reference: the same GP (same hyperparameters) with the pseudo-observations added to its data
+    ref = ExactGP.__new__(ExactGP)
+    ref.variance, ref.length_scale, ref.noise = gp.variance, gp.length_scale, gp.noise
+    ref.x, ref.y = np.vstack([x, xh]), np.concatenate([y, mean_h])
+    from scipy.linalg import cho_solve, cholesky
+
+    k = ref._k(((ref.x[:, None] - ref.x[None]) ** 2).sum(-1)) + (ref.noise + 1e-8) * np.eye(len(ref.y))
+    ref._chol = cholesky(k, lower=True)
+    ref._alpha = cho_solve((ref._chol, True), ref.y)
+    mean_ref, var_ref, _ = ref.posterior(xs)
+    np.testing.assert_allclose(fast, var_ref, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mean_ref, mean_s, atol=1e-6)
+    assert (fast < var_s).all()
+
+
+def test_missing_inputs_are_one_line_errors():
+    with pytest.raises(InvalidInputError, match="formulas"):
+        decide("camd-gp-lcb", {**_state(["LiFeO2"]), "formulas": None})
+    with pytest.raises(InvalidInputError, match="seed_rows"):
+        decide("camd-gp-lcb", _state(["LiFeO2"], seed_rows=[]))
