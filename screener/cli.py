@@ -144,7 +144,9 @@ def _round_line(summary: dict) -> str:
     parts = [
         f"round {summary['round']}",
         f"bought {bought.get('pbe', 0)} PBE + {bought.get('scan', 0)} SCAN" + (f" ({failed} failed)" if failed else ""),
-        f"{summary['n_stable_found']} stable at SCAN so far",
+        f"{summary['n_stable_found']} stable at SCAN so far"
+        + (f" (E_hull <= {1000 * summary['stable_threshold_ev_per_atom']:g} meV/atom)"
+           if summary.get("stable_threshold_ev_per_atom") else ""),
         f"spent {summary['budget_spent']:.4g} of {summary['budget_total']:.4g} {unit}, "
         f"{summary['budget_left']:.4g} left",
     ]
@@ -675,8 +677,13 @@ def status_command(
         calc.add_row(fidelity, *(str(counts.get(s, 0)) for s in states))
     console.print(calc)
     errors = ", ".join(f"{f} {v:.3f} eV/atom" for f, v in status["model_error"].items()) or "not measured yet"
-    console.print(f"stable at SCAN level (on the SCAN hull): {status['n_stable_found']} "
-                  f"{', '.join(status['stable_found'][:20])}")
+    threshold_mev = 1000 * float(status.get("stable_threshold_ev_per_atom") or 0.0)
+    console.print(f"stable at SCAN level (E_hull <= {threshold_mev:g} meV/atom on the SCAN hull): "
+                  f"{status['n_stable_found']} {', '.join(status['stable_found'][:20])}")
+    rediscovered = status.get("rediscoveries") or {}
+    if rediscovered:  # candidates that ARE known phases: judged without their twin, not new crystals
+        console.print(f"rediscoveries (candidates matching a known phase; {len(rediscovered)}): " + ", ".join(
+            f"{sid} = {'/'.join(keys)}" for sid, keys in list(rediscovered.items())[:10]))
     console.print(f"model error (prospective MAE of E_form): {errors}")
     table = Table(title="rounds")
     for col in ("round", "state", "PBE", "SCAN", f"cost ({unit})", "MAE PBE", "MAE SCAN"):

@@ -24,8 +24,13 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
     -------
     dict
         JSON-serialisable: ``budget_total``, ``budget_spent``, ``budget_reserved``, ``budget_left``, ``budget_unit``,
-        ``calculations`` (``{fidelity: {state: count}}``), ``stable_found`` (ids of candidates on the latest SCAN hull,
-        i.e. computed at SCAN level with the competing phases that hull holds), ``n_stable_found``, ``stable_pbe``,
+        ``calculations`` (``{fidelity: {state: count}}``), ``stable_found`` (ids of candidates computed at SCAN level
+        whose E_hull on the latest SCAN hull, with the competing phases it holds, is at most
+        ``stable_threshold_ev_per_atom``), ``n_stable_found``, ``stable_pbe``, ``e_hull_ev_per_atom`` (``{fidelity:
+        {id: E_hull}}`` of the computed candidates, as the ledger's latest hull snapshot records them),
+        ``stable_threshold_ev_per_atom`` (the campaign's, default 0), ``rediscoveries`` (``{candidate id: [known
+        phase ids]}``: candidates that ARE a known phase, judged against the hull without it), ``n_new_stable``
+        (stable finds that are not rediscoveries),
         ``model_error`` (latest prospective MAE per fidelity, eV/atom), ``rounds`` (one dict per round),
         ``finished``, ``running`` (``{"pid", "host", "since"}`` of the process running it, or None) and ``config``.
         Non-finite numbers are None, so the dict dumps to standard JSON.
@@ -44,11 +49,19 @@ def _status(campaign_dir: str | Path) -> dict[str, Any]:
     with Ledger.in_dir(campaign_dir, read_only=True) as ledger:
         budget = ledger.budget()
         candidates = {c["structure_id"]: c for c in ledger.candidates(role="candidate")}
+        config = ledger.get_meta("config", {}) or {}
+        threshold = float(config.get("stable_threshold_ev_per_atom") or 0.0)
         stable: dict[str, list[str]] = {}
+        e_hull: dict[str, dict[str, float]] = {}
         for fidelity in ("pbe", "scan"):
             snaps = ledger.hull_snapshots(fidelity)
-            ids = json.loads(snaps[-1]["hull_json"]).get("stable_ids", []) if snaps else []
-            stable[fidelity] = [s for s in ids if s in candidates]
+            payload = json.loads(snaps[-1]["hull_json"]) if snaps else {}
+            # the snapshot's own call (each candidate judged without its known twin, at the campaign's threshold)
+            stable[fidelity] = [s for s in payload.get("stable_ids", []) if s in candidates]
+            e_hull[fidelity] = {s: v for s, v in (payload.get("e_hull_ev_per_atom") or {}).items() if s in candidates}
+        from screener.campaign.hulls import CANDIDATE_TWINS_META, candidate_twins_of
+
+        twins = candidate_twins_of({CANDIDATE_TWINS_META: ledger.get_meta(CANDIDATE_TWINS_META) or {}})
         model_error: dict[str, float] = {}
         for point in ledger.learning_curve():
             model_error[point["fidelity"]] = point["mae_ev_per_atom"]
@@ -71,11 +84,15 @@ def _status(campaign_dir: str | Path) -> dict[str, Any]:
             "n_candidates": len(candidates),
             "stable_found": stable["scan"],
             "n_stable_found": len(stable["scan"]),
+            "n_new_stable": sum(1 for s in stable["scan"] if s not in twins),
             "stable_pbe": stable["pbe"],
+            "stable_threshold_ev_per_atom": threshold,
+            "e_hull_ev_per_atom": e_hull,
+            "rediscoveries": {s: keys for s, keys in sorted(twins.items()) if s in candidates},
             "model_error": model_error,
             "model_versions": [m["version"] for m in models],
             "rounds": rounds,
             "finished": bool(current is not None and current["state"] == "empty"),
             "running": lock_holder(campaign_dir),
-            "config": ledger.get_meta("config", {}),
+            "config": config,
         })

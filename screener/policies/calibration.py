@@ -7,10 +7,18 @@ The fix is a split-conformal scale: the 68.27 % quantile of ``|error| / std`` ov
 every std by that scale puts 68 % of those errors within 1 sigma by construction; the 2-sigma share says how far the
 tails are from Gaussian.
 
-With few errors the quantile is noisy, so a campaign's scale is shrunk toward the prior (the model card's scale, or 1)
-on the log scale with ``n / (n + prior_weight)``. A signed mean error (bias) is reported too, shrunk the same way: the
-campaign applies it only where the predictions of a fidelity come from another fidelity's model (SCAN predictions from
-the PBE model before any SCAN fine-tune: the learned fidelity shift).
+With few errors the quantile is noisy and, taken as the interpolated 68.27 % quantile, too small (half the time below
+the true one, and a campaign ranks with it on the NEXT round's errors). So the data scale is the split-conformal
+order statistic: the ``ceil((n + 1) 0.6827)``-th smallest ``|error| / std`` of ``n``, which covers a new error with
+probability >= 68.27 % for exchangeable errors; and a campaign's scale is shrunk toward the prior (for PBE the model
+card's scale, or 1; for SCAN the campaign's PBE scale: the SCAN model is the PBE model's transfer, and early SCAN
+errors are few) on the log scale with ``n / (n + prior_weight)``.
+
+A signed mean error (bias) is reported too, shrunk the same way: the campaign applies it only where the predictions
+of a fidelity come from another fidelity's model (SCAN predictions from the PBE model before any SCAN fine-tune: the
+learned fidelity shift). That shift is itself estimated from few errors: its standard error joins the spread in
+quadrature (:meth:`SpreadCalibration.calibrated_std` with ``shifted=True``), since a prediction moved by an uncertain
+shift is that much less certain.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ONE_SIGMA_SHARE", "SpreadCalibration", "coverage", "fit_spread_calibration"]
+__all__ = ["ONE_SIGMA_SHARE", "SpreadCalibration", "conformal_quantile", "coverage", "fit_spread_calibration"]
 
 #: Share of a Gaussian within 1 standard deviation.
 ONE_SIGMA_SHARE = 0.6827
@@ -35,6 +43,9 @@ class SpreadCalibration(BaseModel):
 
     scale: float = Field(1.0, gt=0, description="Multiply the ensemble std by this.")
     bias_ev_per_atom: float = Field(0.0, description="Mean signed error (prediction - result), shrunk to 0.")
+    bias_se_ev_per_atom: float = Field(
+        0.0, ge=0, description="Standard error of that bias (0 unless fitted with debias): added to the spread of "
+                               "predictions shifted by it.")
     n_errors: int = Field(0, ge=0, description="Errors the fit used.")
     prior_scale: float = Field(1.0, gt=0)
     data_scale: float | None = Field(None, description="Conformal scale of the data alone (no shrinkage).")
@@ -47,6 +58,12 @@ class SpreadCalibration(BaseModel):
     def numbers(self, prefix: str = "") -> dict[str, Any]:
         """Flat numbers for the ledger."""
         return {f"{prefix}{k}": v for k, v in self.model_dump(mode="json").items()}
+
+    def calibrated_std(self, stds: Any, *, shifted: bool = False) -> np.ndarray:
+        """The spread to rank with: ``scale * std``, and for predictions shifted by the bias (``shifted``)
+        ``sqrt((scale * std)^2 + bias_se^2)`` (eV/atom)."""
+        s = self.scale * np.asarray(stds, dtype=float)
+        return np.sqrt(s * s + self.bias_se_ev_per_atom ** 2) if shifted else s
 
 
 def coverage(errors: Any, stds: Any, scale: float = 1.0) -> tuple[float | None, float | None]:
@@ -90,13 +107,26 @@ def fit_spread_calibration(errors: Any, stds: Any, *, prior_scale: float = 1.0, 
     bias = float(w * e.mean())
     residual = e - bias if debias else e
     z = np.abs(residual) / s
-    data_scale = max(float(np.quantile(z, ONE_SIGMA_SHARE)), 1e-3)
+    data_scale = max(conformal_quantile(z, ONE_SIGMA_SHARE), 1e-3)
     scale = math.exp(w * math.log(data_scale) + (1.0 - w) * math.log(prior_scale))
+    # the shift's own uncertainty: standard error of the mean error, from the residuals about it
+    bias_se = math.sqrt(float(np.mean(residual ** 2)) / n) if debias else 0.0
     raw1, raw2 = coverage(residual, s)
-    cal1, cal2 = coverage(residual, s, scale)
-    return SpreadCalibration(scale=scale, bias_ev_per_atom=bias, n_errors=n, prior_scale=prior_scale,
-                             data_scale=data_scale, within_1_sigma_raw=raw1, within_2_sigma_raw=raw2,
-                             within_1_sigma=cal1, within_2_sigma=cal2, source=source)
+    cal_std = SpreadCalibration(scale=scale, bias_se_ev_per_atom=bias_se).calibrated_std(s, shifted=debias)
+    cal1, cal2 = coverage(residual, cal_std)
+    return SpreadCalibration(scale=scale, bias_ev_per_atom=bias, bias_se_ev_per_atom=bias_se, n_errors=n,
+                             prior_scale=prior_scale, data_scale=data_scale, within_1_sigma_raw=raw1,
+                             within_2_sigma_raw=raw2, within_1_sigma=cal1, within_2_sigma=cal2, source=source)
+
+
+def conformal_quantile(scores: Any, level: float) -> float:
+    """Split-conformal quantile: the ``ceil((n + 1) level)``-th smallest of ``n`` scores (the largest when that
+    exceeds ``n``), so that a new exchangeable score falls at or below it with probability >= ``level``."""
+    z = np.sort(np.asarray(scores, dtype=float).ravel())
+    if z.size == 0:
+        raise ValueError("no scores")
+    k = min(math.ceil((z.size + 1) * level), z.size)
+    return float(z[k - 1])
 
 
 def _arrays(errors: Any, stds: Any) -> tuple[np.ndarray, np.ndarray]:

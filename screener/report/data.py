@@ -139,6 +139,8 @@ class CandidateInfo:
     stable: dict[str, bool] = field(default_factory=dict)
     competing: dict[str, CompetingPhases | None] = field(default_factory=dict)
     in_final_hull: dict[str, bool] = field(default_factory=dict)
+    #: ids of the known phases this candidate IS (a rediscovery): its E_hull is measured without them
+    twin_of: list[str] = field(default_factory=list)
 
     def status(self, fidelity: str) -> str:
         """``stable``, ``above hull``, ``not in a hull yet`` (a result newer than the last snapshot), ``no hull``,
@@ -309,6 +311,8 @@ class ReportData:
     schema_version: str | None = None
     headline: Headline | None = None
     reliability: dict[str, Reliability] = field(default_factory=dict)
+    #: E_hull (eV/atom) at or below which a crystal counts as stable (the campaign's; default 0)
+    stable_threshold_ev_per_atom: float = 0.0
     _hulls: dict[str, Any] = field(default_factory=dict, repr=False)
     # element sets of the selected candidates' systems: the only part of a hull the report draws or measures against
     _systems: list[frozenset[str]] | None = field(default=None, repr=False)
@@ -516,10 +520,11 @@ def _computed_energies(data: ReportData, cand: CandidateInfo) -> None:
         if hull is None:
             continue
         pred = (cand.predicted_at_selection.get(fidelity) or {}).get("e_form_mean_ev_per_atom")
+        twins = cand.twin_of  # a rediscovery is measured against the hull without its known twin, as the campaign did
         if pred is not None and cand.structure is not None:
             try:
                 cand.predicted_e_hull_final_ev_per_atom[fidelity] = hull.e_above_hull_from_formation_energy(
-                    cand.structure.composition, float(pred))
+                    cand.structure.composition, float(pred), exclude=twins)
             except (ScreenerError, ValueError, KeyError) as exc:
                 logger.warning("%s (%s): no predicted E_hull on the final hull: %s", cand.structure_id, fidelity, exc)
         done = [j for j in cand.jobs if j.fidelity == fidelity and j.state == "done" and j.entry]
@@ -528,7 +533,7 @@ def _computed_energies(data: ReportData, cand: CandidateInfo) -> None:
         try:
             # an entry is data: ComputedEntry.from_dict, never a decoder that imports what the dict names
             entry = as_entry(dict(done[-1].entry))
-            cand.computed_e_hull_ev_per_atom[fidelity] = hull.e_above_hull_ev_per_atom(entry)
+            cand.computed_e_hull_ev_per_atom[fidelity] = hull.e_above_hull_ev_per_atom(entry, exclude=twins)
             cand.in_final_hull[fidelity] = cand.structure_id in hull  # False: finished after the last snapshot
             cand.computed_e_form_ev_per_atom[fidelity] = hull.e_form_ev_per_atom(entry)
         except (ScreenerError, ValueError, KeyError, TypeError) as exc:  # e.g. an element without reference
@@ -604,7 +609,7 @@ def _headline(data: ReportData, found_ids: list[str], candidate_ids: list[str]) 
         errors = [abs(p.predicted - p.computed) for p in data.parity(fidelity, "e_form")]
         mae[fidelity] = sum(errors) / len(errors) if errors else None
         n_mae[fidelity] = len(errors)
-    threshold = float(data.config.get("stable_threshold_ev_per_atom") or 0.0)
+    threshold = data.stable_threshold_ev_per_atom
     prevalence, source = _prevalence(data.config, candidate_ids, threshold, data.campaign_dir)
     numbers = sorted({r.round for r in data.rounds} | {j.round for j in finished})
     rounds, cum = [], {"found": 0, "units": 0.0, "cpu": 0.0, "scan": 0}
@@ -695,6 +700,9 @@ def _load(campaign_dir: Path) -> ReportData:
         models = ledger.models()
         job_counts = ledger.job_counts()
         known_counts = _known_phase_counts(ledger.get_meta(COMPETING_PHASES_META))
+        from screener.campaign.hulls import CANDIDATE_TWINS_META, candidate_twins_of
+
+        twins = candidate_twins_of({CANDIDATE_TWINS_META: ledger.get_meta(CANDIDATE_TWINS_META) or {}})
 
     stable_by_round: dict[int, dict[str, list[str]]] = {}
     hull_dicts: dict[str, dict[str, Any] | None] = {}
@@ -723,6 +731,7 @@ def _load(campaign_dir: Path) -> ReportData:
         campaign_dir=campaign_dir, config=config, budget=budget, n_candidates=len(cand_rows), candidates=[],
         jobs=jobs, rounds=rounds, learning_curve=learning_curve, models=models, hull_dicts=hull_dicts,
         events=events, job_counts=job_counts, references=_load_references(campaign_dir), schema_version=schema,
+        stable_threshold_ev_per_atom=float(config.get("stable_threshold_ev_per_atom") or 0.0),
     )
 
     by_id: dict[str, list[JobInfo]] = {}
@@ -747,7 +756,7 @@ def _load(campaign_dir: Path) -> ReportData:
             structure_id=sid, slug=slugify(sid, taken), formula=row.get("formula") or "",
             chemsys=row.get("chemsys") or "",
             n_sites=int(row.get("n_sites") or 0), structure=structure, jobs=by_id[sid],
-            decisions=[d for d in all_decisions if d["structure_id"] == sid],
+            decisions=[d for d in all_decisions if d["structure_id"] == sid], twin_of=list(twins.get(sid, [])),
         )
         for fidelity in FIDELITIES:
             if (sid, fidelity) in latest_pred:

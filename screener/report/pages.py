@@ -226,7 +226,10 @@ def _headline_table(data: ReportData) -> str:
     calc = "; ".join(f"{f.upper()}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
                      for f, c in sorted(h.calculations.items())) or "none"
     rows: list[tuple[str, str, str]] = [
-        ("n_found", "stable crystals found (candidates on the final SCAN hull)", str(h.n_found)),
+        ("n_found", f"stable crystals found (SCAN E_hull <= {1000 * data.stable_threshold_ev_per_atom:g} meV/atom "
+         "on the final SCAN hull)", str(h.n_found)
+         + (f" ({n_re} of them rediscoveries of known phases)" if (n_re := sum(
+             1 for c in data.candidates if c.twin_of and c.structure_id in h.found_ids)) else "")),
         ("spent_budget_units", f"budget spent ({unit})",
          f"{h.spent_budget_units:.4g} of {h.budget_total:.4g} ({data.budget.reserved:.4g} reserved, "
          f"{data.budget.remaining:.4g} left)"),
@@ -548,12 +551,19 @@ def candidate_page(cand: CandidateInfo, data: ReportData, *, viewer: str, files:
                "**On the final PBE hull** (not computed at SCAN)." if cand.stable.get("pbe")
                and cand.status("scan") == "not computed" else
                "**On the final PBE hull.**" if cand.stable.get("pbe") else "")
+    if verdict and data.stable_threshold_ev_per_atom:
+        verdict += f" (stable: E_hull <= {1000 * data.stable_threshold_ev_per_atom:g} meV/atom)"
     out = [front_matter(f"{cand.formula}: {cand.structure_id}")
            + f"# {md_text(cand.formula)}: {code(cand.structure_id)}",
            "",
            f"Chemical system **{md_text(cand.chemsys)}**, {int(cand.n_sites)} sites in the input cell. SCAN: "
            f"{_status(cand, 'scan')}; PBE: {_status(cand, 'pbe')}. {verdict}", "",
            honesty_note(backends)]
+    if cand.twin_of:  # the candidate IS a known phase: a rediscovery, not a new crystal
+        out += ['!!! note "Rediscovery of a known phase"', "",
+                f"    This candidate is the known phase {', '.join(code(k) for k in cand.twin_of)} (same id or the "
+                "same structure by pymatgen's StructureMatcher). That phase stays on the hulls as a competitor of "
+                "the other candidates; this candidate is measured against the hulls without it.", ""]
     flagged = [f for f in FIDELITIES if cand.competing.get(f) is not None and cand.competing[f].elements_only]
     if flagged:
         out += ['!!! warning "Hull with the elements only"', "",
