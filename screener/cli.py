@@ -555,7 +555,7 @@ def run_command(
     model: Annotated[Optional[Path], typer.Option(help="Initial PBE ensemble folder (default: models/ or a cached small one).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Calculator back-end: standin (default), vasp or replay.")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Where jobs run: local (default), fireworks or jobflow-remote.")] = None,
-    policy: Annotated[Optional[str], typer.Option(help="Policy preset name or YAML file (default: expected-value; also scaling-law, scan-only, pbe-then-scan, random).")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="Policy preset name or YAML file (default: expected-value; also scaling-law, scan-only, pbe-then-scan, random, camd-epsilon-greedy, camd-gp-lcb).")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Calculations per round, at most (default: 16).", min=1)] = None,
     campaign: Annotated[Optional[Path], typer.Option(help="Campaign folder: resumed when it holds one (with its stored options; other values given are refused).")] = None,
     budget_unit: Annotated[Optional[str], typer.Option(help="pbe-equivalent (default: PBE runs of a median candidate) or core-hours.")] = None,
