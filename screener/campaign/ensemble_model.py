@@ -34,6 +34,15 @@ __all__ = ["EnsembleModel", "DEFAULT_PBE_MODEL", "default_model_dir", "shipped_m
 logger = logging.getLogger(__name__)
 
 MIN_POINTS_TO_FINE_TUNE = 2
+#: Earlier results replayed per new result in each fine-tune epoch (a round's fine-tune costs O(new data)).
+FINE_TUNE_REPLAY = 1
+#: Fine-tune epochs without a better validation MAE (each member's own split) before it stops.
+FINE_TUNE_PATIENCE = 3
+#: False: every round's fine-tune trains on every result every epoch, also without new results (the cost grows with
+#: the campaign; kept only so bench/campaign_profile.py can compare decisions with and without the sizing).
+SIZED_FINE_TUNE = True
+#: Beside a campaign fine-tune's ``ensemble.json``: the fidelity and structure ids it was trained on (plain JSON).
+TRAINED_IDS_FILENAME = "campaign_training_ids.json"
 FINE_TUNE_LR = 1.25e-4  # the paper's learning rate; the small preset's 1e-3 forgets the pre-training in a few epochs
 _DEFAULT_MODEL_NAME = "pbe-formation-energy"
 #: Folder name (under ``models/``) of the shipped default PBE ensemble; its MODEL_CARD.md says what it is.
@@ -119,6 +128,28 @@ def write_spread_calibration(model_dir: str | Path, fits: Mapping[str, Any], *, 
                "command": command,
                "fidelities": {f: fit.model_dump(mode="json") for f, fit in fits.items()}}
     out.write_text(json.dumps(payload, indent=1) + "\n")
+    return out
+
+
+def campaign_training_ids(model_dir: str | Path, fidelity: str) -> set[str]:
+    """Structure ids of the campaign's ``fidelity`` results a campaign fine-tune in ``model_dir`` was trained on.
+
+    Empty for a model the campaign did not train (its initial model) or one of the other fidelity (the PBE model a
+    first SCAN fine-tune starts from): then every result is new to it.
+    """
+    try:
+        raw = json.loads((Path(model_dir) / TRAINED_IDS_FILENAME).read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(raw, dict) or raw.get("fidelity") != fidelity:
+        return set()
+    return {str(s) for s in raw.get("structure_ids") or []}
+
+
+def write_campaign_training_ids(model_dir: str | Path, fidelity: str, ids: list[str]) -> Path:
+    """Record the ``fidelity`` results a campaign fine-tune was trained on (read by :func:`campaign_training_ids`)."""
+    out = Path(model_dir) / TRAINED_IDS_FILENAME
+    out.write_text(json.dumps({"fidelity": fidelity, "structure_ids": list(ids)}) + "\n")
     return out
 
 
@@ -284,7 +315,15 @@ class EnsembleModel:
 
     def fine_tune(self, targets: Mapping[str, Mapping[str, float]], structures: Mapping[str, Any], *, out_dir: str,
                   round_number: int, seed: int) -> list[ModelVersion]:
-        """Continue training each fidelity's ensemble on all its data so far; returns the new versions."""
+        """Continue training each fidelity's ensemble on its data so far, sized to the new data; returns the new
+        versions.
+
+        Sized so a round costs O(new data), not O(all data): a fidelity without results its current model has not
+        seen keeps that model (no fine-tune, and its predictions stay valid); otherwise each epoch trains on the new
+        results plus an equal number of replayed earlier ones (at least one batch; :data:`FINE_TUNE_REPLAY`), with
+        early stopping on each member's validation split (:data:`FINE_TUNE_PATIENCE`) and the best weights written
+        once at the end (no per-epoch resume state: a killed fine-tune is run again from the start, same result).
+        """
         from screener.cgat.api import train_config_for_preset
         from screener.cgat.ensemble import train_ensemble
 
@@ -294,8 +333,13 @@ class EnsembleModel:
             if len(data) < MIN_POINTS_TO_FINE_TUNE:
                 continue
             parent = self.dirs[fidelity] or self.dirs["pbe"]
-            base = self._ensemble(fidelity)
             ids = sorted(data)
+            seen = campaign_training_ids(parent, fidelity) if SIZED_FINE_TUNE else set()
+            new = [i for i, s in enumerate(ids) if s not in seen]
+            if not new:
+                logger.info("round %d: no new %s results since %s: no fine-tune", round_number, fidelity, parent)
+                continue
+            base = self._ensemble(fidelity)
             graphs = self._graphs_for({s: structures[s] for s in ids}, base.n_neighbors)
             y = np.array([data[s] for s in ids])
             n, k = len(ids), len(base)
@@ -310,18 +354,24 @@ class EnsembleModel:
             directory = Path(out_dir) / fidelity
             # a gentle fine-tune: the paper's transfer learning rate, and the checkpoint's target normalisation kept
             # (re-fitting mean/std on a handful of campaign points would rescale every prediction)
+            batch = train_config_for_preset("small").batch_size
+            samples = max(batch, (1 + FINE_TUNE_REPLAY) * len(new)) if SIZED_FINE_TUNE else n
+            sized = dict(patience=FINE_TUNE_PATIENCE, samples_per_epoch=samples, write_every_epoch=False)
             config = train_config_for_preset("small", transfer=True, epochs=self.epochs, seed=seed, device=self.device,
-                                             lr=FINE_TUNE_LR)
+                                             lr=FINE_TUNE_LR, **(sized if SIZED_FINE_TUNE else {}))
             ensemble = train_ensemble(
                 graphs, y, directory=directory, target=base.target, target_unit=base.target_unit or "eV/atom",
                 train_config=config, n_members=k, member_splits=splits, test_indices=[], init=parent,
-                transfer="full", keep_normalization=True,
+                transfer="full", keep_normalization=True, focus_indices=new,
                 command=f"{CAMPAIGN_FINE_TUNE_COMMAND}{round_number} fine-tune, {fidelity})",
             )
+            write_campaign_training_ids(directory, fidelity, ids)
             self.dirs[fidelity] = directory
             self._ensembles[str(directory)] = ensemble
             metrics = {key: v for key, v in ensemble.info.metrics.items() if isinstance(v, (int, float, str))}
             metrics["validation_is_training_data"] = n < 10
+            metrics["n_new"] = len(new)
+            metrics["samples_per_epoch"] = min(samples, n)
             versions.append(ModelVersion(version=f"round{round_number:03d}-{fidelity}", fidelity=fidelity,
                                          path=str(directory), parent=str(parent), n_train=n, metrics=metrics))
         return versions

@@ -287,6 +287,7 @@ def _train_member(
     keep_normalization: bool,
     resume: bool,
     progress: MemberProgress | None = None,
+    focus: np.ndarray | None = None,
 ) -> TrainResult:
     from screener.cgat.model import CGAT
     from screener.cgat.transfer import load_for_transfer
@@ -329,6 +330,7 @@ def _train_member(
         parameters=parameters,
         resume=resume,
         progress=cb,
+        focus_indices=focus,
     )
 
 
@@ -353,6 +355,7 @@ def train_ensemble(
     progress: MemberProgress | None = None,
     command: str | None = None,
     data_files: Sequence[str] = (),
+    focus_indices: Sequence[int] | None = None,
 ) -> CGATEnsemble:
     """Train (or fine-tune) an ensemble and write it, with its model card, into ``directory``.
 
@@ -390,6 +393,10 @@ def train_ensemble(
         Called after each epoch of member ``k`` (sequential) or once per finished member (parallel).
     command, data_files : optional
         Recorded in ``ensemble.json`` and the model card.
+    focus_indices : sequence of int, optional
+        Structures (indices into ``graphs``) every epoch of every member includes when
+        ``train_config.samples_per_epoch`` limits the epochs (a fine-tune's new data; those in a member's
+        validation split stay there).
 
     Returns
     -------
@@ -431,6 +438,7 @@ def train_ensemble(
     from screener.data import elements_with_embedding
 
     elements = sorted(elements_with_embedding(architecture.embedding))
+    focus = np.asarray(focus_indices, dtype=np.int64) if focus_indices is not None else None
     d.mkdir(parents=True, exist_ok=True)
     jobs = [
         dict(
@@ -447,6 +455,8 @@ def train_ensemble(
             transfer=transfer,
             keep_normalization=keep_normalization,
             resume=resume,
+            # positions of the focus structures within this member's training split
+            focus=np.flatnonzero(np.isin(splits[k][0], focus)) if focus is not None else None,
         )
         for k in range(n_members)
     ]

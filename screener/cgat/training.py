@@ -64,6 +64,7 @@ __all__ = [
     "data_hash",
     "distributed_env",
     "epoch_order",
+    "epoch_sample",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,10 +96,24 @@ class TrainConfig(BaseModel):
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU, which always runs fp32).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes collating graphs.")
     ddp: Literal["auto", "off"] = Field("auto", description="'auto': DDP when launched by torchrun.")
+    samples_per_epoch: int | None = Field(
+        None, ge=1, description="Samples per epoch: the focus samples (train_model's focus_indices, e.g. a "
+        "fine-tune's new data) first, then a seeded draw of the others (None: every sample once). A fine-tune then "
+        "costs O(new data) per epoch, however much old data it replays.")
+    write_every_epoch: bool = Field(
+        True, description="Write last/ and train_state.pt after every epoch (an interrupted run resumes there). "
+        "False: the best weights are kept in memory and written once at the end (no resume state; a rerun starts "
+        "over, with the same result, as every RNG is seeded).")
 
     def resume_key(self) -> dict[str, Any]:
-        """Settings that must not change between an interrupted run and its resumption (all but epochs/device)."""
-        return self.model_dump(exclude={"epochs", "device", "num_workers", "patience"})
+        """Settings that must not change between an interrupted run and its resumption (all but epochs/device).
+
+        ``samples_per_epoch`` is left out while None, so states written before it existed still resume.
+        """
+        key = self.model_dump(exclude={"epochs", "device", "num_workers", "patience", "write_every_epoch"})
+        if key.get("samples_per_epoch") is None:
+            key.pop("samples_per_epoch", None)
+        return key
 
 
 @dataclass
@@ -241,6 +256,7 @@ def train_model(
     parameters: Sequence[torch.nn.Parameter] | None = None,
     resume: bool = True,
     progress: ProgressCallback | None = None,
+    focus_indices: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train one network and write its best/last checkpoints and resumable state into ``directory``.
 
@@ -266,6 +282,9 @@ def train_model(
     progress : callable, optional
         Called after every finished epoch (state already saved) with a dict ``epoch``, ``epochs``, ``train_loss``,
         ``train_mae``, ``val_mae``, ``lr``. An exception raised there stops training (e.g. KeyboardInterrupt).
+    focus_indices : sequence of int, optional
+        Positions in ``train_graphs`` that every epoch includes when ``config.samples_per_epoch`` limits the epoch
+        (a fine-tune's new data); the rest of the epoch is a seeded draw of the other samples.
 
     Returns
     -------
@@ -299,7 +318,12 @@ def train_model(
     if not parameters:
         raise InvalidInputError("no trainable parameters")
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = _steps_per_epoch(len(train_set), config.batch_size, dist_env)
+    focus = np.unique(np.asarray(focus_indices if focus_indices is not None else [], dtype=np.int64))
+    if focus.size and (focus[0] < 0 or focus[-1] >= len(train_set)):
+        raise ValueError(f"focus_indices outside the {len(train_set)} training samples")
+    if config.samples_per_epoch is not None and (dist_env.enabled or hasattr(train_set, "epoch_loader")):
+        raise InvalidInputError("samples_per_epoch needs in-memory training in one process (not DDP or streaming)")
+    steps_per_epoch = _steps_per_epoch(_epoch_size(config, len(train_set)), config.batch_size, dist_env)
     scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
 
     d_hash = meta.train_data_hash or data_hash(train_graphs, train_targets)
@@ -341,12 +365,15 @@ def train_model(
         )
 
     use_bf16 = config.bf16 and device.type == "cuda"
+    write_now = config.write_every_epoch and dist_env.is_main
+    best_state: dict[str, Tensor] | None = None  # write_every_epoch False: the best weights, written at the end
+    best_record: dict[str, float] = {}
     t0 = time.perf_counter()
     epoch = start_epoch
     if finished or start_epoch >= config.epochs:
         logger.info("%s: training already finished at epoch %d", directory, start_epoch)
     while epoch < config.epochs and not finished:
-        loader = _epoch_loader(train_set, config, epoch, dist_env, device)
+        loader = _epoch_loader(train_set, config, epoch, dist_env, device, focus)
         net.train()
         sum_loss = sum_abs = 0.0
         n_seen = 0
@@ -376,6 +403,7 @@ def train_model(
             "train_mae": sum_abs / max(n_seen, 1) * norm.std,
             "lr": float(scheduler.get_last_lr()[0]),
             "val_mae": float("nan"),
+            "samples": n_seen,
         }
         validate = len(val_graphs) > 0 and (epoch % config.val_every == 0 or epoch == config.epochs)
         if validate:
@@ -384,14 +412,17 @@ def train_model(
             record["val_mae"] = val_mae
             if val_mae < best_val:
                 best_val, best_epoch = val_mae, epoch
-                if dist_env.is_main:
+                if write_now:
                     save_model(base_model, _with_metrics(meta, best_val, best_epoch, record), directory)
+                elif dist_env.is_main:
+                    best_state = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
+                    best_record = dict(record)
         since_best = epoch - max(best_epoch, 0)
         history.append(record)
         stop = validate and config.patience is not None and since_best >= config.patience
         done = epoch >= config.epochs or stop
         wall = wall_before + time.perf_counter() - t0
-        if dist_env.is_main:
+        if write_now:
             save_model(base_model, _with_metrics(meta, _finite(best_val), best_epoch, record), directory / "last")
             save_training_state(
                 {
@@ -421,6 +452,12 @@ def train_model(
             stopped_early = True
             logger.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
             break
+    if best_state is not None:  # written once, now (write_every_epoch False)
+        last_state = base_model.state_dict()
+        last_state = {k: v.detach().clone() for k, v in last_state.items()}
+        base_model.load_state_dict(best_state)
+        save_model(base_model, _with_metrics(meta, _finite(best_val), best_epoch, best_record), directory)
+        base_model.load_state_dict(last_state)  # the caller's model ends with the last weights, as when writing
     if best_epoch < 0 and history:  # no validation data: the last weights are the best
         best_epoch = int(history[-1]["epoch"])
         if dist_env.is_main:
@@ -469,12 +506,40 @@ def _check_resumable(state: dict[str, Any], config: TrainConfig, d_hash: str, pa
         )
 
 
+def _epoch_size(config: TrainConfig, n: int) -> int:
+    """Samples in one epoch: ``config.samples_per_epoch`` (at most ``n``) or ``n``."""
+    return n if config.samples_per_epoch is None else min(n, config.samples_per_epoch)
+
+
+def epoch_sample(seed: int, epoch: int, n: int, size: int | None, focus: np.ndarray | None = None) -> np.ndarray:
+    """Indices of one epoch: ``size`` of the ``n`` samples, every focus index first, the rest a seeded draw.
+
+    Returned in the order of :func:`~screener.cgat.runtime.epoch_order` (a pure function of ``(seed, epoch)``, so a
+    resumed run repeats it); ``size`` None or >= ``n``: that whole permutation. When the focus alone exceeds ``size``,
+    the first ``size`` focus samples of that order are taken.
+    """
+    order = epoch_order(seed, epoch, n)
+    if size is None or size >= n:
+        return order
+    is_focus = np.zeros(n, dtype=bool)
+    if focus is not None and len(focus):
+        is_focus[np.asarray(focus, dtype=np.int64)] = True
+    in_order = is_focus[order]
+    chosen = np.zeros(n, dtype=bool)
+    chosen[order[in_order][:size]] = True
+    n_rest = size - int(chosen.sum())
+    if n_rest > 0:
+        chosen[order[~in_order][:n_rest]] = True
+    return order[chosen[order]]
+
+
 def _steps_per_epoch(n: int, batch_size: int, env: DistEnv) -> int:
     per_rank = math.ceil(n / env.world_size) if env.enabled else n
     return max(1, math.ceil(per_rank / batch_size))
 
 
-def _epoch_loader(dataset: GraphDataset, config: TrainConfig, epoch: int, env: DistEnv, device: torch.device):
+def _epoch_loader(dataset: GraphDataset, config: TrainConfig, epoch: int, env: DistEnv, device: torch.device,
+                  focus: np.ndarray | None = None):
     if hasattr(dataset, "epoch_loader"):  # streamed shards bring their own loader (order, DDP split, windows)
         return dataset.epoch_loader(config, epoch, env, device)
     if env.enabled:
@@ -485,7 +550,7 @@ def _epoch_loader(dataset: GraphDataset, config: TrainConfig, epoch: int, env: D
         )
         sampler.set_epoch(epoch)
     else:
-        sampler = epoch_order(config.seed, epoch, len(dataset)).tolist()
+        sampler = epoch_sample(config.seed, epoch, len(dataset), config.samples_per_epoch, focus).tolist()
     return DataLoader(
         dataset,
         batch_size=config.batch_size,
