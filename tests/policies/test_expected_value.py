@@ -96,3 +96,48 @@ def test_cheap_pbe_screen_when_the_preferred_scan_no_longer_fits_in_the_round():
     plan = decide(policy, state)
     assert [(i.job_id, i.fidelity) for i in plan.items] == [("c0", "pbe")]
     assert plan.items[0].numbers["rate_scan_per_cpu_hour"] > plan.items[0].numbers["rate_pbe_per_cpu_hour"]
+
+
+def test_lambda_is_the_rate_of_the_last_scan_pick_the_budget_reaches():
+    from scipy.special import ndtr
+
+    # four SCAN-now picks of 5 CPU-h, P(stable) falling; 10 CPU-h of budget pays for the first two
+    mean = [-0.3, -0.1, 0.1, 0.3]
+    state = _state(n=4, scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, scan_std_ev_per_atom=[0.1] * 4,
+                   pbe_std_ev_per_atom=[0.1] * 4, budget_cpu_hours=10.0)
+    lam = decide("expected-value", state).numbers["ev_lambda_per_cpu_hour"]
+    assert lam == pytest.approx(float(ndtr(1.0)) / 5.0)  # the second pick's rate, not the third's
+    # a budget that reaches every pick crowds nothing out
+    assert decide("expected-value", {**state, "budget_cpu_hours": 100.0}).numbers["ev_lambda_per_cpu_hour"] == 0.0
+
+
+def test_bivariate_normal_cdf_matches_scipy():
+    from scipy.special import ndtr
+    from scipy.stats import multivariate_normal
+
+    from screener.policies.expected_value import bivariate_normal_cdf
+
+    rng = np.random.default_rng(3)
+    cases = [(0.0, 0.0, 0.5), (0.0, -1.0, -0.3)] + [(*rng.normal(0, 1.5, 2), rng.uniform(-0.95, 0.95))
+                                                     for _ in range(20)]
+    for h, k, rho in cases:
+        ref = multivariate_normal([0, 0], [[1, rho], [rho, 1]]).cdf([h, k])
+        assert bivariate_normal_cdf(h, k, rho) == pytest.approx(ref, abs=1e-6)
+    assert bivariate_normal_cdf(np.inf, 0.3, 0.2) == pytest.approx(float(ndtr(0.3)))
+    assert bivariate_normal_cdf(-np.inf, 0.3, 0.2) == 0.0
+
+
+@pytest.mark.parametrize("mu,sd,t", [(0.05, 0.1, 0.5), (0.02, 0.04, 0.7), (-0.1, 0.2, 0.85), (0.1, 0.1, 0.0),
+                                     (0.3, 0.2, 0.9)])
+def test_pbe_route_is_exact_against_monte_carlo(mu, sd, t):
+    """P(go) and expected finds of "PBE now, SCAN if q(X) >= t" in closed form against 10^6 draws of X (the old
+    24-point Gauss-Hermite quadrature of the step in q was off by up to 0.07 in P(go) here)."""
+    from screener.policies.expected_value import PbeScanRelation, pbe_route
+
+    relation = PbeScanRelation(1.08, 10.0, 0, "test")
+    x = np.random.default_rng(4).normal(mu, sd, 1_000_000)
+    q = relation.p_scan_stable(x)
+    go = q >= t
+    p_go, finds = pbe_route(relation, [mu], [sd], [t])
+    assert p_go[0] == pytest.approx(go.mean(), abs=2e-3)
+    assert finds[0] == pytest.approx((q * go).mean(), abs=2e-3)

@@ -1,0 +1,269 @@
+"""Campaign science rules: a candidate that IS a known phase (its twin stays a competitor of the others, left out
+only where that candidate is judged), one stable threshold, N_p of the SCAN model, MP PBE/SCAN twins, and a campaign
+whose policy declines everything."""
+
+from __future__ import annotations
+
+import copy
+import json
+import types
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+MU = {"Li": -1.9, "O": -4.9}  # eV/atom of the elemental references (both fidelities here)
+
+
+def _li2o_antifluorite() -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.6), ["Li", "O"], [[0.25, 0.25, 0.25], [0, 0, 0]])
+
+
+def _li2o_other() -> Structure:
+    # another Li2O arrangement (not the antifluorite): a second candidate of the same formula
+    return Structure(Lattice.tetragonal(3.0, 5.0), ["Li", "Li", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0.25]])
+
+
+def _entry(sid: str, structure: Structure, fidelity: str, e_form_ev_per_atom: float) -> ComputedStructureEntry:
+    comp = structure.composition
+    energy = sum(MU[el.symbol] * n for el, n in comp.items()) + e_form_ev_per_atom * comp.num_atoms
+    return ComputedStructureEntry(structure, energy, entry_id=sid, parameters={"run_type": f"test {fidelity}"},
+                                  data={"fidelity": fidelity, "structure_id": sid, "apply_mp2020": False})
+
+
+def _element(el: str, fidelity: str) -> ComputedStructureEntry:
+    return _entry(f"ref:{fidelity}:{el}", Structure(Lattice.cubic(3.0), [el], [[0, 0, 0]]), fidelity, 0.0)
+
+
+@pytest.fixture
+def twin_hulls(tmp_path):
+    """Known phases: Li, O and the antifluorite Li2O at -2.0 eV/atom (the twin of candidate "cand-A"); candidate
+    "cand-B" is another Li2O."""
+    from monty.serialization import dumpfn
+
+    from screener.campaign.hulls import CampaignHulls, prepare_references
+
+    known = [e for f in ("pbe", "scan")
+             for e in (_element("Li", f), _element("O", f), _entry("kp-Li2O", _li2o_antifluorite(), f, -2.0))]
+    dumpfn([e.as_dict() for e in known], tmp_path / "known.json")
+    (tmp_path / "camp").mkdir()
+    path = prepare_references(tmp_path / "camp", str(tmp_path / "known.json"), ["Li", "O"], "standin",
+                              candidates={"cand-A": _li2o_antifluorite(), "cand-B": _li2o_other()})
+    return CampaignHulls.from_file(path), path
+
+
+def test_a_known_twin_competes_with_the_others_and_not_with_its_candidate(twin_hulls):
+    hulls, path = twin_hulls
+    assert hulls.twins == {"cand-A": ["kp-Li2O"]}
+    for f in ("pbe", "scan"):
+        # the twin is on the hull every other Li2O is measured against ...
+        assert hulls.hull_formation_energy_ev_per_atom(f, "Li2O") == pytest.approx(-2.0)
+        assert hulls.hull_formation_energy_ev_per_atom(f, "Li2O", "cand-B") == pytest.approx(-2.0)
+        # ... and is left out where cand-A itself is judged (only the elements remain there)
+        assert hulls.hull_formation_energy_ev_per_atom(f, "Li2O", "cand-A") == pytest.approx(0.0)
+    # computed results: cand-A at its twin's energy is on the hull; cand-B, 0.1 eV/atom above the twin, is not
+    # (before the fix the twin was dropped from every hull and cand-B read -1.9 eV/atom below it)
+    a = _entry("cand-A", _li2o_antifluorite(), "scan", -2.0).as_dict()
+    b = _entry("cand-B", _li2o_other(), "scan", -1.9).as_dict()
+    assert hulls.e_above_hull_ev_per_atom("scan", a) == pytest.approx(-2.0)  # not yet in the hull: distance below
+    hulls.add_result("scan", a)
+    hulls.add_result("scan", b)
+    assert hulls.e_above_hull_ev_per_atom("scan", a) == pytest.approx(0.0)
+    assert hulls.e_above_hull_ev_per_atom("scan", b) == pytest.approx(0.1)
+    snap = hulls.snapshot("scan")
+    assert snap["stable_ids"] == ["cand-A"]  # degenerate with its twin, yet judged without it: stable
+    assert snap["e_hull_ev_per_atom"]["cand-B"] == pytest.approx(0.1)
+    assert json.loads(path.read_text())["meta"]["candidate_twins"] == {"cand-A": ["kp-Li2O"]}
+
+
+def test_ranking_measures_a_rediscovery_without_its_twin(twin_hulls):
+    from screener.campaign.ranking import predicted_e_hull
+
+    hulls, _ = twin_hulls
+    comps = [_li2o_antifluorite().composition, _li2o_other().composition]
+    e_hull, _, hull_e, _ = predicted_e_hull([-1.95, -1.95], [0.05, 0.05], comps, hulls, "scan",
+                                            structure_ids=["cand-A", "cand-B"])
+    assert hull_e == pytest.approx([0.0, -2.0])
+    assert e_hull == pytest.approx([-1.95, 0.05])
+
+
+def test_the_campaign_threshold_decides_stable_in_the_snapshot(twin_hulls, tmp_path):
+    from screener.campaign.hulls import CampaignHulls
+
+    _, path = twin_hulls
+    b = _entry("cand-B", _li2o_other(), "scan", -1.97).as_dict()  # 30 meV/atom above the twin
+    for threshold, expected in ((0.0, []), (0.05, ["cand-B"])):
+        hulls = CampaignHulls.from_file(path, stable_threshold_ev_per_atom=threshold)
+        hulls.add_result("scan", b)
+        snap = hulls.snapshot("scan")
+        assert snap["stable_ids"] == expected and snap["stable_threshold_ev_per_atom"] == threshold
+
+
+def test_ledger_status_and_report_name_the_rediscovery_and_the_threshold(twin_hulls, tmp_path):
+    from screener.campaign.hulls import record_competing_phases
+    from screener.campaign.ledger import Ledger
+    from screener.campaign.status import campaign_status
+
+    hulls, _ = twin_hulls
+    camp = tmp_path / "camp"
+    with Ledger.in_dir(camp, create=True) as ledger:
+        ledger.add_candidates([{"structure_id": s, "formula": "Li2O", "chemsys": "Li-O", "n_sites": 3,
+                                "role": "candidate", "structure_json": json.dumps(st.as_dict())}
+                               for s, st in (("cand-A", _li2o_antifluorite()), ("cand-B", _li2o_other()))])
+        ledger.set_meta("budget_unit", "core-hours")
+        ledger.set_meta("budget_total", 10.0)
+        ledger.set_meta("config", {"stable_threshold_ev_per_atom": 0.025})
+        record = record_competing_phases(ledger, hulls, {"cand-A": "Li-O", "cand-B": "Li-O"})
+        hulls.add_result("scan", _entry("cand-A", _li2o_antifluorite(), "scan", -2.0).as_dict())
+        snap = hulls.snapshot("scan")
+        ledger.record_hull(1, "scan", n_entries=snap["n_entries"], n_stable=snap["n_stable"],
+                           hull_json=json.dumps({"stable_ids": snap["stable_ids"],
+                                                 "e_hull_ev_per_atom": snap["e_hull_ev_per_atom"]}))
+        assert ledger.get_meta("candidate_twins") == {"cand-A": ["kp-Li2O"]}
+    # per candidate, its own twin is not counted as its competitor
+    assert record["candidates"]["cand-A"]["scan"] == 0 and record["candidates"]["cand-B"]["scan"] == 1
+    status = campaign_status(camp)
+    assert status["rediscoveries"] == {"cand-A": ["kp-Li2O"]}
+    assert status["stable_found"] == ["cand-A"] and status["n_new_stable"] == 0
+    assert status["stable_threshold_ev_per_atom"] == 0.025
+    assert status["e_hull_ev_per_atom"]["scan"]["cand-A"] == pytest.approx(0.0)
+
+
+# ---- N_p of the model that makes the SCAN predictions ------------------------------------------------------------
+
+def _models():
+    return [
+        {"version": "round001-pbe", "round": 1, "fidelity": "pbe", "path": "/c/r1/pbe", "parent": "/init", "n_train": 4},
+        {"version": "round002-pbe", "round": 2, "fidelity": "pbe", "path": "/c/r2/pbe", "parent": "/c/r1/pbe",
+         "n_train": 8},
+        {"version": "round002-scan", "round": 2, "fidelity": "scan", "path": "/c/r2/scan", "parent": "/c/r2/pbe",
+         "n_train": 2},
+        {"version": "round003-pbe", "round": 3, "fidelity": "pbe", "path": "/c/r3/pbe", "parent": "/c/r2/pbe",
+         "n_train": 11},
+        {"version": "round003-scan", "round": 3, "fidelity": "scan", "path": "/c/r3/scan", "parent": "/c/r2/scan",
+         "n_train": 4},
+    ]
+
+
+def test_scan_model_keeps_the_pbe_data_of_its_transfer():
+    from screener.campaign.loop import pbe_data_behind_scan_model
+
+    models = _models()
+    # the SCAN model was transferred from round 2's PBE model (8 campaign PBE results); round 3's 11 never reach it
+    assert pbe_data_behind_scan_model(models) == (8, False)
+    # before any SCAN model the PBE model predicts SCAN: its own campaign PBE data, and more will reach it
+    assert pbe_data_behind_scan_model(models[:2]) == (8, True)
+    assert pbe_data_behind_scan_model([]) == (0, True)
+    # a SCAN model transferred from the initial model (not trained by the campaign): no campaign PBE data
+    assert pbe_data_behind_scan_model([{**models[2], "parent": "/init"}]) == (0, False)
+
+
+def _request(**kw):
+    from screener.campaign.protocols import PlanRequest
+
+    n = 4
+    base = dict(round_number=3, structure_ids=[f"c{i}" for i in range(n)], chemsys=["Li-O"] * n,
+                e_hull_mean={"scan": np.array([0.04, 0.3, 0.3, 0.3]), "pbe": np.array([0.04, 0.3, 0.3, 0.3])},
+                e_hull_std={"scan": np.full(n, 0.01), "pbe": np.full(n, 0.01)},
+                cost={"scan": np.full(n, 5.0), "pbe": np.full(n, 1.0)}, done=set(), n_scan=4, n_pbe=20,
+                learning_curve=[], remaining_budget=100.0, batch_size=2, seed=0, n_pbe_pretraining=1000)
+    base.update(kw)
+    return PlanRequest(**base)
+
+
+def _planner(threshold: float = 0.0):
+    from screener.campaign.components import PolicyPlanner
+    from screener.campaign.config import CampaignConfig
+    from screener.policies import load_policy
+
+    config = CampaignConfig(budget_total=100.0, batch_size=2, unit_cpu_hours=1.0,
+                            stable_threshold_ev_per_atom=threshold)
+    return PolicyPlanner(load_policy("expected-value"), config)
+
+
+def test_planner_feeds_the_scan_models_n_p_and_no_pbe_learning_value_after_the_transfer():
+    plan = _planner().plan(_request(n_pbe_behind_scan_model=8, pbe_reaches_scan_model=False))
+    assert plan.numbers["n_pbe_campaign"] == 8  # not the 20 PBE results of the campaign
+    assert plan.numbers["ev_learning_value_pbe"] == 0.0
+    before = _planner().plan(_request(n_pbe_behind_scan_model=8, pbe_reaches_scan_model=True))
+    assert before.numbers["ev_learning_value_pbe"] > 0.0
+
+
+def test_one_threshold_governs_the_policys_p_stable():
+    # c0 is predicted 40 meV/atom above the hull (+- 10): unlikely stable at 0, likely at a 50 meV/atom threshold
+    p = {}
+    for threshold in (0.0, 0.05):
+        plan = _planner(threshold).plan(_request())
+        first = next(i for i in plan.items if i.structure_id == "c0")
+        p[threshold] = first.numbers["p_scan_stable"]
+    assert p[0.0] < 0.01 and p[0.05] > 0.8
+
+
+# ---- MP PBE / r2SCAN twins of the known set ---------------------------------------------------------------------
+
+def test_known_pairs_match_mp_gga_and_r2scan_entries_by_material(mp_entries_small):
+    from screener.campaign.components import _known_pairs
+    from screener.hull import FidelityHull
+
+    pbe, scan = [], []
+    for i, e in enumerate(mp_entries_small):
+        mid = str(e.data["material_id"])
+        g = copy.deepcopy(e)
+        g.entry_id = f"{mid}-{e.parameters.get('run_type', 'GGA')}"  # mp-api style ids: mp-123-GGA / -GGA+U
+        g.data = {"fidelity": "pbe", "backend": "standin"}
+        s = copy.deepcopy(e)
+        s.energy_adjustments, s.parameters = [], {"run_type": "r2SCAN"}
+        # mp-api's r2SCAN entries: mp-123-r2SCAN; every third one here without any id (matched by its structure)
+        s.entry_id = None if i % 3 == 0 else f"{mid}-r2SCAN"
+        s.data = {"fidelity": "scan", "backend": "standin"}
+        pbe.append(g)
+        scan.append(s)
+    hulls = types.SimpleNamespace(hulls={"pbe": FidelityHull("pbe", references=pbe),
+                                         "scan": FidelityHull("scan", references=scan)})
+    n_compounds = sum(len(e.composition.elements) > 1 for e in mp_entries_small)
+    assert len(_known_pairs(hulls)) == n_compounds
+
+
+@pytest.fixture
+def mp_entries_small():
+    """Real MP GGA(+U) entries of Li-Fe-O (tests/data/mp_entries), the elements and 12 small compounds."""
+    from pathlib import Path
+
+    from screener.hull import load_entries
+
+    entries = load_entries([Path(__file__).parents[1] / "data" / "mp_entries" / "Li-Fe-O.json.gz"])
+    elements = {}
+    for e in entries:
+        if len(e.composition.elements) == 1:
+            el = str(e.composition.elements[0])
+            if el not in elements or e.energy_per_atom < elements[el].energy_per_atom:
+                elements[el] = e
+    compounds = sorted((e for e in entries if len(e.composition.elements) > 1 and len(e.structure) <= 8),
+                       key=lambda e: str(e.entry_id))[:12]
+    return list(elements.values()) + compounds
+
+
+# ---- a campaign whose policy declines everything -----------------------------------------------------------------
+
+def test_campaign_ends_with_a_clear_reason_when_the_policy_declines_everything(tmp_path):
+    from campaign_fakes import FakeCalculator, FakeExecutor, FakeHulls, FakeModel, make_structures
+
+    from screener.campaign import Campaign, CampaignConfig, Components, Plan
+
+    class Declining:
+        def plan(self, request):
+            return Plan([], {"policy": "declines"})
+
+    def factory(config, campaign_dir, ledger):
+        return Components(FakeCalculator(), FakeExecutor(tmp_path / "store"), FakeModel(), FakeHulls(), Declining())
+
+    camp = Campaign.create(tmp_path / "camp", CampaignConfig(budget_total=50.0, batch_size=2, fine_tune_epochs=0),
+                           make_structures(4), factory)
+    try:
+        out = camp.run()
+        assert out["finished"]
+        assert "declined every open calculation" in out["reason"]
+        assert not camp.ledger.models()  # nothing bought, nothing fine-tuned
+    finally:
+        camp.close()
