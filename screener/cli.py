@@ -702,14 +702,18 @@ def report_command(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="MkDocs project folder (default: CAMPAIGN_DIR/report).")] = None,
     build: Annotated[bool, typer.Option("--build/--no-build", help="Run `mkdocs build --strict` (offline) after writing.")] = True,
     title: Annotated[Optional[str], typer.Option(help="Site title.")] = None,
+    top: Annotated[int, typer.Option("--top", min=0, help="Candidate pages for the first N selected candidates (found first, then by computed SCAN and PBE E_hull); the candidates table lists them all.")] = 200,
+    all_candidates: Annotated[bool, typer.Option("--all-candidates", help="A page for every selected candidate (overrides --top; slow for thousands).")] = False,
 ) -> None:
     """Write the campaign report as an MkDocs site and build it (offline, strict)."""
     from screener.report import build_report
 
     bars, progress = _stage_progress()
     with bars, _ledger_errors(campaign_dir):
-        result = build_report(campaign_dir, output, build=build, title=title, progress=progress)
-    typer.echo(f"report of {result.n_candidates} selected candidate(s) written to {result.project_dir}")
+        result = build_report(campaign_dir, output, build=build, title=title, progress=progress,
+                              top_n=None if all_candidates else top)
+    typer.echo(f"report of {result.n_selected} selected candidate(s) ({result.n_candidates} with a page) written "
+               f"to {result.project_dir}")
     if result.site_dir is not None:
         typer.echo(f"site: {result.index_html} (serve it with `python -m http.server -d {result.site_dir}`)")
     else:

@@ -313,10 +313,27 @@ class Ledger:
                 [{"role": "candidate", "structure_json": None, **r} for r in rows],
             )
 
-    def candidates(self, role: str | None = "candidate") -> list[dict[str, Any]]:
-        """Candidate rows in insertion order (``role=None``: all, including competing phases)."""
-        sql = "SELECT * FROM candidates" + (" WHERE role = ?" if role else "") + " ORDER BY rowid"
-        return [dict(r) for r in self._conn.execute(sql, (role,) if role else ())]
+    def candidates(self, role: str | None = "candidate", *, with_structures: bool = True,
+                   structure_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Candidate rows in insertion order (``role=None``: all, including competing phases); without
+        ``structure_json`` unless ``with_structures`` (a large campaign's structures are most of the ledger), only
+        those of ``structure_ids`` if given."""
+        columns = "*" if with_structures else "structure_id, formula, chemsys, n_sites, role"
+        where, args = (["role = ?"], [role]) if role else ([], [])
+        if structure_ids is None:
+            sql = f"SELECT rowid AS _pos, {columns} FROM candidates" + (" WHERE " + where[0] if where else "")
+            rows = [dict(r) for r in self._conn.execute(sql + " ORDER BY rowid", args)]
+        else:
+            ids, rows = sorted(set(map(str, structure_ids))), []
+            for start in range(0, len(ids), 500):  # well under SQLite's limit of bound parameters
+                part = ids[start:start + 500]
+                cond = " AND ".join([*where, f"structure_id IN ({', '.join('?' * len(part))})"])
+                rows += [dict(r) for r in self._conn.execute(
+                    f"SELECT rowid AS _pos, {columns} FROM candidates WHERE {cond}", [*args, *part])]
+            rows.sort(key=lambda r: r["_pos"])
+        for r in rows:
+            del r["_pos"]
+        return rows
 
     # ---- rounds ----------------------------------------------------------------------------------------------------
     def current_round(self) -> dict[str, Any] | None:
@@ -365,7 +382,8 @@ class Ledger:
             if not add:
                 cur.execute("DELETE FROM predictions WHERE round = ?", (round_number,))
             cur.executemany(
-                "INSERT OR REPLACE INTO predictions VALUES (:round, :structure_id, :fidelity, :e_form_mean_ev_per_atom, "
+                "INSERT OR REPLACE INTO predictions VALUES (:round, :structure_id, :fidelity, "
+                ":e_form_mean_ev_per_atom, "
                 ":e_form_std_ev_per_atom, :hull_e_form_ev_per_atom, :e_hull_mean_ev_per_atom, "
                 ":e_hull_std_ev_per_atom, :p_stable, :hull_fidelity)",
                 [{"round": round_number, "p_stable": None, "hull_fidelity": None, **r} for r in rows],

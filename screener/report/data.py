@@ -42,6 +42,9 @@ __all__ = [
     "job_timestamps",
     "slugify",
     "backend_labels",
+    "DEFAULT_CANDIDATE_PAGES",
+    "report_order",
+    "choose_pages",
 ]
 
 logger = logging.getLogger(__name__)
@@ -157,6 +160,30 @@ class CandidateInfo:
         if any(j.state == "failed" for j in jobs):
             return "failed"
         return "pending"
+
+    def as_ranked(self, fidelity: str) -> tuple[float | None, float | None]:
+        """The formation energy (eV/atom) and sigma the policy ranked this candidate with when it bought
+        ``fidelity``: the ledger's ``hull_e_form + e_hull_mean`` (the ensemble mean, shifted by the learned PBE->SCAN
+        bias while SCAN predictions are borrowed from the PBE model) and ``e_hull_std`` (the ensemble std times the
+        calibrated spread scale). The raw ensemble mean/std where a ledger lacks those columns."""
+        row = self.predicted_at_selection.get(fidelity) or {}
+        raw = finite_float(row.get("e_form_mean_ev_per_atom"))
+        raw_std = finite_float(row.get("e_form_std_ev_per_atom"))
+        hull_e = finite_float(row.get("hull_e_form_ev_per_atom"))
+        e_hull = finite_float(row.get("e_hull_mean_ev_per_atom"))
+        used_std = finite_float(row.get("e_hull_std_ev_per_atom"))
+        mean = hull_e + e_hull if hull_e is not None and e_hull is not None else raw
+        return mean, used_std if used_std is not None else raw_std
+
+    def predicted_e_hull_as_ranked(self, fidelity: str) -> float | None:
+        """:attr:`predicted_e_hull_final_ev_per_atom` of the mean the policy ranked with (see :meth:`as_ranked`):
+        on the final hull, like the computed E_hull."""
+        final = self.predicted_e_hull_final_ev_per_atom.get(fidelity)
+        raw = finite_float((self.predicted_at_selection.get(fidelity) or {}).get("e_form_mean_ev_per_atom"))
+        ranked, _ = self.as_ranked(fidelity)
+        if final is None or raw is None or ranked is None:
+            return None
+        return final - (raw - ranked)
 
     def best_structure(self) -> tuple[Any, str]:
         """The structure to show: the final structure of the SCAN result, else of the PBE result, else the input."""
@@ -313,6 +340,10 @@ class ReportData:
     reliability: dict[str, Reliability] = field(default_factory=dict)
     #: E_hull (eV/atom) at or below which a crystal counts as stable (the campaign's; default 0)
     stable_threshold_ev_per_atom: float = 0.0
+    #: ids of the selected candidates that get a page (None: all; see :func:`page_candidates`)
+    page_ids: set[str] | None = None
+    #: the ledger's ``prediction_storage`` record when a large campaign kept only part of its predictions
+    prediction_storage: dict[str, Any] | None = None
     _hulls: dict[str, Any] = field(default_factory=dict, repr=False)
     # element sets of the selected candidates' systems: the only part of a hull the report draws or measures against
     _systems: list[frozenset[str]] | None = field(default=None, repr=False)
@@ -320,6 +351,22 @@ class ReportData:
     @property
     def finished(self) -> bool:
         return bool(self.rounds) and self.rounds[-1].state == "empty"
+
+    def has_page(self, structure_id: str) -> bool:
+        """Whether a selected candidate gets its own page (see :attr:`page_ids`)."""
+        if self.page_ids is not None:
+            return structure_id in self.page_ids
+        return structure_id in self._by_id()
+
+    def candidate(self, structure_id: str) -> CandidateInfo | None:
+        """The selected candidate with this id (None if not selected)."""
+        return self._by_id().get(structure_id)
+
+    def _by_id(self) -> dict[str, CandidateInfo]:
+        index = self.__dict__.get("_index")
+        if index is None or len(index) != len(self.candidates):
+            index = self.__dict__["_index"] = {c.structure_id: c for c in self.candidates}
+        return index
 
     def hull(self, fidelity: str) -> Any:
         """The final (latest) :class:`~screener.hull.FidelityHull` of ``fidelity`` (None before the first snapshot)."""
@@ -363,6 +410,33 @@ class ReportData:
             out.append(ParityPoint(cand.structure_id, fidelity, int(pred.get("round") or 0), float(predicted),
                                    finite_float(pred.get("e_form_std_ev_per_atom")), float(computed)))
         return out
+
+
+#: Candidate pages a report writes by default (``screener report --top N`` / ``--all-candidates`` for more).
+DEFAULT_CANDIDATE_PAGES = 200
+
+
+def report_order(candidates: Sequence[CandidateInfo]) -> list[CandidateInfo]:
+    """Selected candidates, most interesting first: those on the final SCAN hull, then by computed SCAN E_hull,
+    computed PBE E_hull and predicted SCAN E_hull (as ranked), lowest first (missing values last); ids break ties."""
+    inf = math.inf
+
+    def key(c: CandidateInfo) -> tuple[Any, ...]:
+        scan, pbe = c.computed_e_hull_ev_per_atom.get("scan"), c.computed_e_hull_ev_per_atom.get("pbe")
+        predicted = c.predicted_e_hull_as_ranked("scan")
+        return (not c.stable.get("scan"), inf if scan is None else scan, inf if pbe is None else pbe,
+                inf if predicted is None else predicted, c.structure_id)
+
+    return sorted(candidates, key=key)
+
+
+def choose_pages(data: ReportData, top_n: int | None = DEFAULT_CANDIDATE_PAGES) -> list[CandidateInfo]:
+    """The candidates that get a page: the first ``top_n`` of :func:`report_order` (None: all); sets
+    ``data.page_ids``."""
+    ordered = report_order(data.candidates)
+    chosen = ordered if top_n is None else ordered[: max(int(top_n), 0)]
+    data.page_ids = {c.structure_id for c in chosen}
+    return chosen
 
 
 def _entry_elements(entry: Any) -> frozenset[str]:
@@ -688,13 +762,20 @@ def _load(campaign_dir: Path) -> ReportData:
         config = ledger.get_meta("config", {}) or {}
         schema = ledger.get_meta("schema_version")
         budget = ledger.budget()
-        cand_rows = ledger.candidates(role="candidate")
         jobs = [_job_info(r, times) for r in ledger.jobs()]
+        # a large campaign: every candidate's id and formula, but structures and predictions of the selected only
+        selected_ids = sorted({j.structure_id for j in jobs})
+        cand_rows = ledger.candidates(role="candidate", with_structures=False)
+        cand_structures = {r["structure_id"]: r.get("structure_json") for r in ledger.candidates(
+            role="candidate", structure_ids=selected_ids)}
         all_decisions = ledger.decisions()
         events = ledger.events()
         numbers = _policy_numbers(events)
         round_rows = ledger.rounds()
-        predictions = {r["round"]: ledger.predictions(r["round"]) for r in round_rows}
+        predictions: dict[int, list[dict[str, Any]]] = {}
+        for p in ledger.predictions(None, structure_ids=selected_ids):
+            predictions.setdefault(int(p["round"]), []).append(p)
+        prediction_storage = ledger.get_meta("prediction_storage")
         snaps = {f: ledger.hull_snapshots(f) for f in FIDELITIES}
         learning_curve = ledger.learning_curve()
         models = ledger.models()
@@ -732,6 +813,7 @@ def _load(campaign_dir: Path) -> ReportData:
         jobs=jobs, rounds=rounds, learning_curve=learning_curve, models=models, hull_dicts=hull_dicts,
         events=events, job_counts=job_counts, references=_load_references(campaign_dir), schema_version=schema,
         stable_threshold_ev_per_atom=float(config.get("stable_threshold_ev_per_atom") or 0.0),
+        prediction_storage=prediction_storage if isinstance(prediction_storage, dict) else None,
     )
 
     by_id: dict[str, list[JobInfo]] = {}
@@ -745,18 +827,21 @@ def _load(campaign_dir: Path) -> ReportData:
         for p in rows:
             latest_pred[(p["structure_id"], p["fidelity"])] = p
             pred_by_round[(number, p["structure_id"], p["fidelity"])] = p
+    decisions_by_id: dict[str, list[dict[str, Any]]] = {}
+    for d in all_decisions:
+        decisions_by_id.setdefault(str(d["structure_id"]), []).append(d)
     taken: set[str] = set()
     for row in cand_rows:
         sid = row["structure_id"]
         if sid not in by_id:
             continue
-        structure = (structure_from_dict(json.loads(row["structure_json"]), f"candidate {sid!r} in the ledger")
-                     if row.get("structure_json") else None)
+        text = cand_structures.get(sid)
+        structure = (structure_from_dict(json.loads(text), f"candidate {sid!r} in the ledger") if text else None)
         cand = CandidateInfo(
             structure_id=sid, slug=slugify(sid, taken), formula=row.get("formula") or "",
             chemsys=row.get("chemsys") or "",
             n_sites=int(row.get("n_sites") or 0), structure=structure, jobs=by_id[sid],
-            decisions=[d for d in all_decisions if d["structure_id"] == sid], twin_of=list(twins.get(sid, [])),
+            decisions=decisions_by_id.get(sid, []), twin_of=list(twins.get(sid, [])),
         )
         for fidelity in FIDELITIES:
             if (sid, fidelity) in latest_pred:

@@ -195,9 +195,9 @@ def honesty_note(backends: Mapping[str, Sequence[str]], *, indent: str = "") -> 
 
 def _candidate_link(data: ReportData, sid: str, prefix: str = "candidates/") -> Markup:
     """Link to a candidate page (or the id in code when it has no page); the slug is file-name safe."""
-    for cand in data.candidates:
-        if cand.structure_id == sid:
-            return Markup(f'<a class="sid" href="{prefix}{_esc(cand.slug)}.html">{code(sid)}</a>')
+    cand = data.candidate(sid)
+    if cand is not None and data.has_page(sid):
+        return Markup(f'<a class="sid" href="{prefix}{_esc(cand.slug)}.html">{code(sid)}</a>')
     return code(sid)
 
 
@@ -491,14 +491,15 @@ def candidates_page(data: ReportData) -> str:
     rows = []
     for c in data.candidates:
         cost = sum(j.charge for j in c.jobs if j.finished)
+        sid_cell = (f'<a class="sid" href="candidates/{_esc(c.slug)}.html"><code>{_esc(c.structure_id)}</code></a>'
+                    if data.has_page(c.structure_id) else f"<code>{_esc(c.structure_id)}</code>")
         cells: list[tuple[str, str]] = [
-            (c.structure_id, f'<a class="sid" href="candidates/{_esc(c.slug)}.html"><code>{_esc(c.structure_id)}'
-                             "</code></a>"),
+            (c.structure_id, sid_cell),
             (c.formula, _esc(c.formula)), (c.chemsys, _esc(c.chemsys)), (str(c.n_sites), str(c.n_sites)),
         ]
         for f in ("scan", "pbe"):
-            pred = c.predicted_e_hull_final_ev_per_atom.get(f)
-            std = (c.predicted_at_selection.get(f) or {}).get("e_form_std_ev_per_atom")
+            pred = c.predicted_e_hull_as_ranked(f)  # the mean and sigma the policy ranked with
+            std = c.as_ranked(f)[1]
             comp = c.computed_e_hull_ev_per_atom.get(f)
             status = c.status(f)
             cells += [("" if pred is None else f"{1000 * pred:.3f}", _esc(_mev(pred, std))),
@@ -515,12 +516,18 @@ def candidates_page(data: ReportData) -> str:
         + "".join(f"<th>{_esc(h)}</th>" for h in head)
         + "</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>\n</div>\n"
     )
+    n_pages = sum(1 for c in data.candidates if data.has_page(c.structure_id))
+    pages_note = ("" if n_pages == len(data.candidates) else
+                  f" The first {n_pages} (found first, then by computed SCAN and PBE E_hull) have a page; "
+                  "`screener report --top N` or `--all-candidates` writes more.")
     return "\n".join([
         front_matter("Selected candidates") + "# Selected candidates", "",
-        f"{len(data.candidates)} of {data.n_candidates} candidates had at least one calculation bought. Click a "
-        "column header to sort (again to reverse). Predicted E_hull: the formation energy predicted in the round "
-        "the calculation was bought (± ensemble standard deviation), measured against the final hull of that "
-        "fidelity; computed E_hull: the result on the same final hull. \"not computed\": no calculation of that "
+        f"{len(data.candidates)} of {data.n_candidates} candidates had at least one calculation bought.{pages_note} "
+        "Click a column header to sort (again to reverse). Predicted E_hull, as ranked: the formation energy the "
+        "policy ranked with in the round the calculation was bought (the ensemble mean, shifted by the learned "
+        "PBE->SCAN bias while SCAN predictions came from the PBE model; ± the calibrated sigma), measured against "
+        "the final hull of that fidelity; computed E_hull: the result on the same final hull. \"not computed\": no "
+        "calculation of that "
         "fidelity was bought. Competing phases: phases besides the elements and the candidate in its chemical "
         "system (subsystems included) that the final hull holds, known from the start + computed in the campaign.",
         "",
@@ -576,20 +583,26 @@ def candidate_page(cand: CandidateInfo, data: ReportData, *, viewer: str, files:
     rows = []
     for f in FIDELITIES:
         sel = cand.predicted_at_selection.get(f) or {}
-        pe, ps = finite_float(sel.get("e_form_mean_ev_per_atom")), finite_float(sel.get("e_form_std_ev_per_atom"))
+        raw = finite_float(sel.get("e_form_mean_ev_per_atom"))
+        raw_std = finite_float(sel.get("e_form_std_ev_per_atom"))
+        pe, ps = cand.as_ranked(f)  # what the policy ranked with
         ce = cand.computed_e_form_ev_per_atom.get(f)
-        ph, ch = cand.predicted_e_hull_final_ev_per_atom.get(f), cand.computed_e_hull_ev_per_atom.get(f)
+        ph, ch = cand.predicted_e_hull_as_ranked(f), cand.computed_e_hull_ev_per_atom.get(f)
         rows.append([
             f.upper(), sel.get("round", "-") if sel else "not bought",
-            _ev(pe, ps), _ev(ce), _mev(None if pe is None or ce is None else pe - ce),
+            _ev(pe, ps), _ev(raw, raw_std), _ev(ce), _mev(None if pe is None or ce is None else pe - ce),
             _mev(ph, ps), _mev(ch), _mev(None if ph is None or ch is None else ph - ch), _status(cand, f),
         ])
-    out += [_table(["fidelity", "bought in round", "E_form predicted (eV/atom)", "E_form computed (eV/atom)",
-                    "E_form error (meV/atom)", "E_hull predicted, final hull (meV/atom)",
+    out += [_table(["fidelity", "bought in round", "E_form predicted, as ranked (eV/atom)",
+                    "ensemble mean ± std, raw (eV/atom)", "E_form computed (eV/atom)",
+                    "E_form error, as ranked (meV/atom)", "E_hull predicted, as ranked, final hull (meV/atom)",
                     "E_hull computed, final hull (meV/atom)", "E_hull error (meV/atom)", "status"], rows),
-            "Predicted: the CGAT ensemble's formation energy (mean ± standard deviation of the members) in the round "
-            "the calculation was bought, before its result was known. E_hull: both the prediction and the result "
-            "measured against the final hull snapshot of the same fidelity (never mixed), so both errors agree.", ""]
+            "As ranked: the formation energy and sigma the policy used in the round the calculation was bought, "
+            "before its result was known: the CGAT ensemble mean (shifted by the learned PBE->SCAN bias while SCAN "
+            "predictions came from the PBE model) ± the ensemble standard deviation times the calibrated spread "
+            "scale. The model's ensemble mean ± std (raw, unshifted) is what the parity plots and the MAE use. "
+            "E_hull: both the prediction and the result measured against the final hull snapshot of the same "
+            "fidelity (never mixed), so both errors agree.", ""]
     latest = [[f.upper(), (cand.predicted.get(f) or {}).get("round", "-"),
                _ev(finite_float((cand.predicted.get(f) or {}).get("e_form_mean_ev_per_atom")),
                    finite_float((cand.predicted.get(f) or {}).get("e_form_std_ev_per_atom"))),

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from screener.errors import InvalidInputError, ScreenerError
-from screener.report.data import FIDELITIES, ReportData, load_report_data, slugify
+from screener.report.data import (DEFAULT_CANDIDATE_PAGES, FIDELITIES, ReportData, choose_pages, load_report_data,
+                                  slugify)
 
 __all__ = ["ReportBuildError", "ReportResult", "build_report", "write_report", "run_mkdocs_build", "MARKER_FILE"]
 
@@ -46,8 +47,9 @@ class ReportResult:
     project_dir: Path
     site_dir: Path | None
     pages: list[Path] = field(default_factory=list)
-    n_candidates: int = 0
+    n_candidates: int = 0  # candidate pages written
     build_seconds: float | None = None
+    n_selected: int = 0  # selected candidates (each a row of the candidates table)
 
     @property
     def index_html(self) -> Path | None:
@@ -152,6 +154,7 @@ def write_report(
     *,
     title: str | None = None,
     progress: Progress | None = None,
+    top_n: int | None = DEFAULT_CANDIDATE_PAGES,
 ) -> ReportResult:
     """Write the MkDocs project of a campaign's report (no build).
 
@@ -166,6 +169,10 @@ def write_report(
         Site title (default: "Campaign report: <folder name>").
     progress : callable, optional
         ``progress(stage, done, total)`` for the per-candidate pages.
+    top_n : int or None
+        Candidate pages for the first ``top_n`` selected candidates (found first, then by computed SCAN and PBE
+        E_hull: :func:`~screener.report.data.report_order`); None: one page for every selected candidate. The
+        candidates table lists every selected candidate either way.
 
     Returns
     -------
@@ -177,7 +184,10 @@ def write_report(
     from screener.report.structures import viewer_html, write_structure_files
 
     campaign_dir = Path(campaign_dir)
+    if top_n is not None and top_n < 0:
+        raise InvalidInputError(f"--top must be >= 0, got {top_n}")
     data = load_report_data(campaign_dir)
+    with_pages = choose_pages(data, top_n)
     project_dir = Path(output_dir) if output_dir is not None else campaign_dir / "report"
     title = title or f"Campaign report: {campaign_dir.resolve().name}"
     docs = _prepare_output(project_dir)
@@ -208,8 +218,8 @@ def write_report(
     cand_dir = docs / "candidates"
     cand_dir.mkdir()
     hull_cache: dict[tuple[str, str], str | None] = {}
-    total = len(data.candidates)
-    for k, cand in enumerate(data.candidates):
+    total = len(with_pages)
+    for k, cand in enumerate(with_pages):
         if progress:
             progress("candidate pages", k, total)
         structure, note = cand.best_structure()
@@ -258,7 +268,8 @@ def write_report(
         "# Written by `screener report`; rebuild with `mkdocs build --strict` in this folder.\n"
         + yaml.safe_dump(_mkdocs_config(title), sort_keys=False, allow_unicode=True))
     logger.info("report project written to %s (%d pages)", project_dir, len(pages))
-    return ReportResult(project_dir=project_dir, site_dir=None, pages=pages, n_candidates=total)
+    return ReportResult(project_dir=project_dir, site_dir=None, pages=pages, n_candidates=total,
+                        n_selected=len(data.candidates))
 
 
 def run_mkdocs_build(project_dir: str | Path, *, timeout_s: float = 600.0) -> Path:
@@ -291,6 +302,7 @@ def build_report(
     build: bool = True,
     title: str | None = None,
     progress: Progress | None = None,
+    top_n: int | None = DEFAULT_CANDIDATE_PAGES,
 ) -> ReportResult:
     """Write a campaign's report as an MkDocs project and (by default) build it with ``mkdocs build --strict``.
 
@@ -306,6 +318,8 @@ def build_report(
         Site title.
     progress : callable, optional
         ``progress(stage, done, total)``.
+    top_n : int or None
+        Candidate pages written (see :func:`write_report`; None: all).
 
     Returns
     -------
@@ -318,7 +332,7 @@ def build_report(
     >>> result.index_html  # doctest: +SKIP
     PosixPath('my_campaign/report/site/index.html')
     """
-    result = write_report(campaign_dir, output_dir, title=title, progress=progress)
+    result = write_report(campaign_dir, output_dir, title=title, progress=progress, top_n=top_n)
     if build:
         if progress:
             progress("mkdocs build", 0, 1)
