@@ -95,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="Torch CPU threads (1 on a shared 2-core CPU).")
     p.add_argument("--finished-only", action="store_true",
                    help="Start no campaign: write the result over the campaigns already finished in --work-dir.")
+    p.add_argument("--no-new-after", metavar="HH:MM",
+                   help="Start no campaign at or after this UTC time (a long grid stops cleanly; rerun to resume).")
     p.add_argument("--output", type=Path, help="JSON result (default bench/results/campaign[_quick].json).")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -234,7 +236,22 @@ def run_one(args: argparse.Namespace, *, policy: str, seed: int, campaign_dir: P
     )
     wall = time.perf_counter() - t0
     status = campaign_status(campaign_dir)
-    return {"summary": summary, "status": status, "wall_s": round(wall, 1), **ledger_calculations(campaign_dir)}
+    return {"summary": summary, "status": status, "wall_s": round(wall, 1), **ledger_calculations(campaign_dir),
+            "code": _code_version()}
+
+
+def _code_version() -> str | None:
+    """The commit the campaign ran (``SCREENER_BENCH_COMMIT`` for a copy without .git, else ``git rev-parse``)."""
+    import os
+    import subprocess
+
+    if os.environ.get("SCREENER_BENCH_COMMIT"):
+        return os.environ["SCREENER_BENCH_COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def ledger_calculations(campaign_dir: Path) -> dict[str, Any]:
@@ -278,6 +295,7 @@ def score(run: dict[str, Any], truth: dict[str, bool], prevalence: float) -> dic
         "budget_left": run["status"]["budget_left"],
         "n_failed": run["n_failed"],
         "wall_s": run["wall_s"],
+        "code": run.get("code"),
     }
 
 
@@ -415,6 +433,9 @@ def main(argv: list[str] | None = None) -> dict:
                 log(f"seed {seed}: {name}: finished before, figures read from {done_file}")
                 continue
             if args.finished_only:
+                continue
+            if args.no_new_after and time.strftime("%H:%M", time.gmtime()) >= args.no_new_after:
+                log(f"seed {seed}: {name}: not started (--no-new-after {args.no_new_after} UTC)")
                 continue
             log(f"seed {seed}: {name} campaign (budget {args.budget:g} PBE-equivalents, batch {args.batch})")
             run = run_one(args, policy=policy, seed=seed, campaign_dir=run_root / f"seed{seed}" / tag,

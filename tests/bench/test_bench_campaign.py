@@ -82,3 +82,18 @@ def test_tiny_run_prints_one_json_object(bench, tmp_path, capsys):
         assert 0 <= run["found"] <= min(run["selected"], pool["n_truly_stable"]), policy
         assert run["found"] <= result["oracle"]["max_found"], policy
     assert result["summary"]["random"]["found_vs_random"]["mean"] in (1.0, None)
+
+
+def test_summary_of_a_partial_grid_uses_the_seeds_each_policy_finished(bench):
+    def r(found, spent=10.0):
+        return {"found": found, "found_per_unit": found / spent, "daf": float(found), "selected": 5}
+
+    runs = {"expected-value": {"0": r(6), "1": r(4)}, "random": {"0": r(2), "1": r(1)},
+            "scan-only": {"0": r(3)}, "camd-gp-lcb": {}}
+    summary = bench.summarise(runs, [0, 1, 2])
+    ev = summary["expected-value"]
+    assert ev["found"]["n"] == 2
+    # seed 0: best baseline scan-only (3); seed 1: scan-only did not finish, so random (1)
+    assert ev["found_per_unit_vs_best_baseline"]["mean"] == pytest.approx((6 / 3 + 4 / 1) / 2)
+    assert ev["found_vs_random"]["mean"] == pytest.approx((3 + 4) / 2)
+    assert summary["camd-gp-lcb"]["found"]["n"] == 0
