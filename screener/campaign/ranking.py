@@ -14,6 +14,7 @@ composition, so its neighbours' E_hull rises in the next ranking without retrain
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,20 +65,16 @@ def predicted_e_hull(
     std = np.asarray(e_form_std_ev_per_atom, dtype=float)
     hull_e = np.empty(len(compositions))
     fallback = np.zeros(len(compositions), dtype=bool)
-    cache: dict[tuple[str, str], float] = {}
     twins = getattr(hulls, "twins", None) or {}
-
-    elements_only = {f: _elements_only_test(hulls, f) for f in (fidelity, fallback_fidelity) if f}
+    lookups = {f: _lookups(hulls, f) for f in (fidelity, fallback_fidelity) if f}
 
     def hull_energy(f: str, comp: Any, formula: str, sid: str | None) -> float:
-        key = (f, formula, sid)
-        test = elements_only.get(f)
-        if key not in cache and sid is None and test is not None and test(comp):
-            cache[key] = 0.0  # only elemental references in its system: no phase diagram needed
-        if key not in cache:
-            cache[key] = float(hulls.hull_formation_energy_ev_per_atom(f, comp, sid) if sid is not None
-                               else hulls.hull_formation_energy_ev_per_atom(f, comp))
-        return cache[key]
+        known = lookups[f].get(comp, formula, sid)
+        if known is None:
+            known = float(hulls.hull_formation_energy_ev_per_atom(f, comp, sid) if sid is not None
+                          else hulls.hull_formation_energy_ev_per_atom(f, comp))
+            lookups[f].put(comp, formula, sid, known)
+        return known
 
     for i, comp in enumerate(compositions):
         formula = str(getattr(comp, "reduced_formula", comp))
@@ -90,38 +87,93 @@ def predicted_e_hull(
     return mean - hull_e, std.copy(), hull_e, fallback
 
 
-def _elements_only_test(hulls: Hulls, fidelity: str) -> Any:
-    """A test ``(composition) -> bool``: whether the hull of ``fidelity`` holds nothing but the elemental references
-    of every element of that composition's chemical system (its subsystems included), where the hull formation
-    energy is exactly 0; None when the hulls do not expose their entries (then every look-up builds the diagram).
+class _HullLookups:
+    """Hull formation energies of one fidelity's hull, kept from round to round.
 
     The worst case of a large campaign is every candidate in its own chemical system: a pymatgen phase diagram per
-    system and round. Most such systems hold only elements; this answers them from the set of element sets present.
-    """
-    hull = (getattr(hulls, "hulls", None) or {}).get(fidelity) if isinstance(getattr(hulls, "hulls", None),
-                                                                               dict) else None
-    try:
-        sets = {frozenset(str(el) for el in e.composition.elements) for e in hull.entries}
-    except AttributeError:
-        return None
-    elements = {next(iter(s)) for s in sets if len(s) == 1}
-    compounds = {s for s in sets if len(s) > 1}
-    answers: dict[frozenset[str], bool] = {}
+    system, fidelity and round. Two things avoid most of them, both exact:
 
-    def test(comp: Any) -> bool:
-        try:
-            els = frozenset(str(el) for el in comp.elements)
-        except AttributeError:
-            return False
-        if els not in answers:
+    * a system whose hull holds nothing but elemental references (most random systems) has hull formation energy 0;
+      it is answered from the set of element sets present, without a diagram;
+    * a value depends only on the entries of its system (subsystems included): it is kept until an entry whose
+      elements are a subset of the system is added, removed or changed (a round adds a few results).
+
+    Hulls that do not expose their entries (``hulls.hulls[fidelity].entries``) get a per-call cache only.
+    """
+
+    def __init__(self, hull: Any) -> None:
+        self.hull = hull
+        self.seen: set[tuple[str, float, frozenset[str]]] = set()
+        self.values: dict[tuple[str, str | None], tuple[frozenset[str], float]] = {}
+        self.elements: set[str] = set()
+        self.compounds: set[frozenset[str]] = set()
+        self.elements_only: dict[frozenset[str], bool] = {}
+
+    def refresh(self) -> None:
+        """Forget the values of the systems whose entries changed since the last call."""
+        if self.hull is None:
+            self.values.clear()
+            return
+        current = {(str(getattr(e, "entry_id", None)), float(e.energy),
+                    frozenset(str(el) for el in e.composition.elements)) for e in self.hull.entries}
+        changed = {els for _, _, els in current ^ self.seen}
+        if not changed:
+            return
+        self.seen = current
+        self.values = {k: v for k, v in self.values.items() if not any(c <= v[0] for c in changed)}
+        sets = {els for _, _, els in current}
+        self.elements = {next(iter(els)) for els in sets if len(els) == 1}
+        self.compounds = {els for els in sets if len(els) > 1}
+        self.elements_only.clear()
+
+    @staticmethod
+    def _elements(comp: Any) -> frozenset[str]:
+        if not hasattr(comp, "elements"):
+            from pymatgen.core import Composition
+
+            comp = Composition(str(comp))
+        return frozenset(str(el) for el in comp.elements)
+
+    def get(self, comp: Any, formula: str, sid: str | None) -> float | None:
+        kept = self.values.get((formula, sid))
+        if kept is not None:
+            return kept[1]
+        if self.hull is None or sid is not None:
+            return None
+        els = self._elements(comp)
+        if els not in self.elements_only:
             import itertools
 
-            answers[els] = len(els) <= 8 and els <= elements and not any(
-                frozenset(sub) in compounds for k in range(2, len(els) + 1)
+            self.elements_only[els] = len(els) <= 8 and els <= self.elements and not any(
+                frozenset(sub) in self.compounds for k in range(2, len(els) + 1)
                 for sub in itertools.combinations(sorted(els), k))
-        return answers[els]
+        if self.elements_only[els]:
+            self.values[(formula, sid)] = (els, 0.0)  # only elemental references in its system
+            return 0.0
+        return None
 
-    return test
+    def put(self, comp: Any, formula: str, sid: str | None, value: float) -> None:
+        # without a hull to watch, kept for this call only (refresh() clears it)
+        self.values[(formula, sid)] = (self._elements(comp) if self.hull is not None else frozenset(), value)
+
+
+_LOOKUPS: weakref.WeakKeyDictionary[Any, dict[str, _HullLookups]] = weakref.WeakKeyDictionary()
+
+
+def _lookups(hulls: Hulls, fidelity: str) -> _HullLookups:
+    """The kept look-ups of ``hulls``' ``fidelity`` hull, refreshed (a fresh, per-call one for other hulls)."""
+    inner = getattr(hulls, "hulls", None)
+    hull = inner.get(fidelity) if isinstance(inner, dict) else None
+    if hull is None or not hasattr(hull, "entries"):
+        return _HullLookups(None)
+    try:
+        per_fidelity = _LOOKUPS.setdefault(hulls, {})
+    except TypeError:  # not weak-referenceable: nothing kept between calls
+        per_fidelity = {}
+    if fidelity not in per_fidelity or per_fidelity[fidelity].hull is not hull:
+        per_fidelity[fidelity] = _HullLookups(hull)
+    per_fidelity[fidelity].refresh()
+    return per_fidelity[fidelity]
 
 
 def probability_below(
