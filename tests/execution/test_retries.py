@@ -68,6 +68,8 @@ def test_jobflow_remote_retries_queue_failures_within_bounds(fake_jfr, tmp_path,
                                                          remote=types.SimpleNamespace(error=SLURM_LIMIT))
     fake_jfr.infos[killed.uuid] = types.SimpleNamespace(state=_State.REMOTE_ERROR, error=SLURM_WALLTIME,
                                                         metadata=killed.metadata)
+    assert executor.states(uuids) == {limited.uuid: "pending", killed.uuid: "pending"}  # retries left: not final
+    assert executor.collect(uuids) == {limited.uuid: None, killed.uuid: None} and calls == []
     notes = executor.retry_failed(uuids, {})
     assert calls == [("retry_job", limited.uuid), ("rerun_job", killed.uuid)]  # resubmit vs run afresh
     assert [(n["uuid"], n["cause"], n["attempt"], n["max_retries"]) for n in notes] == [
@@ -80,6 +82,7 @@ def test_jobflow_remote_retries_queue_failures_within_bounds(fake_jfr, tmp_path,
     fake_jfr.infos[limited.uuid] = types.SimpleNamespace(state=_State.REMOTE_ERROR, error=SLURM_LIMIT,
                                                          metadata=limited.metadata)
     assert executor.retry_failed([limited.uuid], {limited.uuid: 2}) == []
+    assert executor.states([limited.uuid]) == {limited.uuid: "failed"}
     failed = executor.collect([limited.uuid])[limited.uuid]
     assert not failed.success and failed.structure_id == sid
     assert "submission limit failure, not retried again after 2 retries (max_retries=2)" in failed.failure_reason
@@ -133,6 +136,8 @@ class QueueLimitedEngine(FakeExecutor):
         return self.status.get(uuid) == "refused" and self.retries.get(uuid, 0) >= self.max_retries
 
     def states(self, uuids):
+        self.polls = getattr(self, "polls", 0) + 1
+        assert self.polls < 200, "polled forever: the refused jobs were never retried"
         self._runner()
         return {u: "unknown" if u not in self.status else "done" if self._stored(u) else
                 "failed" if self._final(u) else "pending" for u in uuids}
