@@ -1,8 +1,10 @@
-"""Where one retrospective campaign spends its time: exclusive wall time per stage, on one core.
+"""Where one retrospective campaign spends its time: exclusive CPU time per stage, on one core.
 
 Runs ONE campaign of ``bench/campaign.py`` (same world, pool split, initial model, references and options) with
 ``torch.set_num_threads(1)`` and times it per stage. Each stage is a set of functions; time is charged to the
-innermost stage running (a stack of timers around those functions), so the stages sum to the campaign's wall time:
+innermost stage running (a stack of timers around those functions), so the stages sum to the campaign's time. Times
+are the process's CPU seconds (``time.process_time``; one torch thread, so one core's work): on a machine shared with
+other jobs the wall time also counts their turns on the core, and is recorded apart (``campaign_wall_s``):
 
 - ``graphs``: graph construction / graph-cache reads (``EnsembleModel._graphs_for``);
 - ``prediction``: ensemble inference (``EnsembleModel.predict_formation_energy`` minus graphs);
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import shlex
 import sys
 import time
@@ -47,16 +50,16 @@ import campaign as bench_campaign  # noqa: E402  (bench/campaign.py: world, spli
 
 
 class StageTimer:
-    """Exclusive wall time per stage: time goes to the innermost stage on the stack."""
+    """Exclusive CPU time per stage: time goes to the innermost stage on the stack."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.stack: list[str] = ["other"]
-        self.mark = time.perf_counter()
+        self.mark = time.process_time()
 
     def _charge(self) -> None:
-        now = time.perf_counter()
+        now = time.process_time()
         self.seconds[self.stack[-1]] += now - self.mark
         self.mark = now
 
@@ -132,6 +135,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pretrain-epochs", type=int, default=60)
     p.add_argument("--model", type=Path, help="Initial PBE ensemble (default: pre-trained on the known set, cached).")
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/screener-bench"))
+    p.add_argument("--fine-tune", choices=["sized", "legacy"], default="sized",
+                   help="sized: the campaign's fine-tune as shipped; legacy: every result every epoch, every round "
+                        "(screener.campaign.ensemble_model.SIZED_FINE_TUNE False), to compare decisions.")
     p.add_argument("--cprofile", action="store_true", help="Also record cProfile's top functions.")
     p.add_argument("--label", default="run", help="Key of this record in --output (e.g. before, after).")
     p.add_argument("--output", type=Path, help="JSON file to add the record to.")
@@ -166,6 +172,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     truth = {ids[i]: bool(e_hull_scan[i] <= 1e-6) for i in pool}
     prevalence = sum(truth.values()) / len(pool_ids)
 
+    if args.fine_tune == "legacy":
+        from screener.campaign import ensemble_model
+
+        if not hasattr(ensemble_model, "SIZED_FINE_TUNE"):
+            raise SystemExit("this version of screener has no sized fine-tune to switch off")
+        ensemble_model.SIZED_FINE_TUNE = False
     timer = StageTimer()
     instrument(timer)
     profiler = None
@@ -177,10 +189,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     name = bench_campaign.policy_name(args.policy)
     campaign_dir = run_root / f"{name}_seed{args.seed}_{args.label}"
     bench_campaign.log(f"profiling {name} seed {args.seed}: {len(pool_ids)} candidates, budget {args.budget:g}")
-    timer.mark = time.perf_counter()
+    timer.mark = time.process_time()
+    cpu0 = os.times()
     run = bench_campaign.run_one(campaign_args, policy=args.policy, seed=args.seed, campaign_dir=campaign_dir,
                                  pool_file=pool_file, model=model, world=world, references=references)
     stages = timer.result()
+    cpu1 = os.times()
+    # the process and any child it waited for (a local executor's subprocesses)
+    cpu_s = sum(getattr(cpu1, k) - getattr(cpu0, k) for k in ("user", "system", "children_user", "children_system"))
     top: list[dict[str, Any]] = []
     if profiler is not None:
         import pstats
@@ -198,8 +214,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "world": str(args.world), "n_candidates": len(pool_ids), "policy": name, "seed": args.seed,
         "budget": args.budget, "batch": args.batch, "cost": args.cost, "fine_tune_epochs": args.fine_tune_epochs,
+        "fine_tune": args.fine_tune, "git_commit": _git_commit(),
         "initial_model": model_info,
         "campaign_wall_s": run["wall_s"],
+        "campaign_cpu_s": round(cpu_s, 1),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "stages": stages,
         "figures": {k: figures[k] for k in ("found", "selected", "precision", "n_pbe", "n_scan", "rounds",
                                             "budget_spent")},
@@ -213,6 +232,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.output.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(record))
     return record
+
+
+def _git_commit() -> str | None:
+    """Commit of the screener package that ran (its checkout's HEAD), or None outside a git checkout."""
+    import subprocess
+
+    import screener
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(screener.__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def decisions_of(campaign_dir: Path) -> list[list[Any]]:
