@@ -424,16 +424,20 @@ class Campaign:
         dropped: list[str] = []
         flows: dict[tuple[str, str], Any] = {}
         gaps = self._pbe_band_gaps()
+        # once per round, not per retry (100,000 pymatgen look-ups are seconds)
+        kept = self.__dict__.setdefault("_chemsys", {})
+        chemsys = [kept.get(s) or kept.setdefault(s, self._structures[s].composition.chemical_system) for s in ids]
+        costs = {f: np.array([self._cost(s, f)[0] for s in ids]) for f in FIDELITIES}
         for attempt in range(max(3, batch + 1)):  # each retry follows dropped items: bounded by the batch
             taken = {(s, f) for s in planned for f in FIDELITIES}
             left = remaining - sum(it.estimated_cost for it in items)
             request = PlanRequest(
                 round_number=number,
                 structure_ids=ids,
-                chemsys=[self._structures[s].composition.chemical_system for s in ids],
+                chemsys=chemsys,
                 e_hull_mean={f: ranking[f]["e_hull_mean"] for f in FIDELITIES},
                 e_hull_std={f: ranking[f]["e_hull_std"] for f in FIDELITIES},
-                cost={f: np.array([self._cost(s, f)[0] for s in ids]) for f in FIDELITIES},
+                cost=costs,
                 done=done | taken,
                 n_scan=n_done["scan"],
                 n_pbe=n_done["pbe"],

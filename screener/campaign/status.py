@@ -48,7 +48,7 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
 def _status(campaign_dir: str | Path) -> dict[str, Any]:
     with Ledger.in_dir(campaign_dir, read_only=True) as ledger:
         budget = ledger.budget()
-        candidates = {c["structure_id"]: c for c in ledger.candidates(role="candidate")}
+        candidates = {c["structure_id"]: c for c in ledger.candidates(role="candidate", with_structures=False)}
         config = ledger.get_meta("config", {}) or {}
         threshold = float(config.get("stable_threshold_ev_per_atom") or 0.0)
         stable: dict[str, list[str]] = {}
