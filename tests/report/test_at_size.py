@@ -77,3 +77,15 @@ def test_candidate_columns_show_what_the_policy_ranked_with(synthetic_campaign, 
     page = (result.project_dir / "docs" / "candidates" / f"{cand.slug}.md").read_text()
     mean, std = cand.as_ranked("scan")
     assert "predicted, as ranked (eV/atom)" in page and f"{mean:.3f}\u00a0±\u00a0{std:.3f}" in page
+
+
+def test_cli_top_and_all_candidates(synthetic_campaign, tmp_path, run_cli):
+    code, stdout, err = run_cli(["report", synthetic_campaign, "-o", tmp_path / "one", "--no-build", "--top", "1"])
+    assert code == 0, err
+    assert "5 selected candidate(s) (1 with a page)" in stdout
+    assert len(list((tmp_path / "one" / "docs" / "candidates").glob("*.md"))) == 1
+    code, stdout, err = run_cli(["report", synthetic_campaign, "-o", tmp_path / "all", "--no-build", "--top", "1",
+                                 "--all-candidates"])
+    assert code == 0 and "(5 with a page)" in stdout
+    code, stdout, err = run_cli(["report", synthetic_campaign, "-o", tmp_path / "bad", "--top", "-1"])
+    assert code == 2 and "--top" in err and "Traceback" not in err and not (tmp_path / "bad").exists()
