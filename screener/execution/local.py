@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,7 +152,7 @@ class LocalExecutor:
                 for job in jobs:
                     job.hosts = []
                 capture.messages.clear()
-                before = self._run_folders()
+                started = time.time()
                 if jobs:
                     run_locally(
                         Flow(jobs) if len(jobs) > 1 else jobs[0],
@@ -162,16 +163,17 @@ class LocalExecutor:
                         ensure_success=False,
                         allow_external_references=True,
                     )
-                # custodian's reason when a VASP run under it gave up: its run log in the folders this made
-                vasp_reason = custodian_reason(sorted(self._run_folders() - before),
-                                               "\n".join(capture.messages)) if jobs else None
                 if not is_done(self.store, uuid):
                     final = next((j for j in iter_jobs(unit) if j.uuid == uuid), iter_jobs(unit)[-1])
                     reason = capture.messages[-1].splitlines()[-1] if capture.messages else "job produced no output"
+                    vasp_reason = self._custodian_reason(started, capture.messages) if jobs else None
                     write_failure(self.store, final, vasp_reason or f"job {final.name!r} crashed: {reason}")
                     logger.warning("calculation %s failed: %s", uuid, vasp_reason or reason)
-                elif vasp_reason:
-                    set_failure_reason(self.store, uuid, vasp_reason)
+                elif jobs and capture.messages and self._stored_failure(uuid):
+                    # a job of it failed and its final job recorded a failure: custodian's reason, if it was VASP's
+                    vasp_reason = self._custodian_reason(started, capture.messages)
+                    if vasp_reason:
+                        set_failure_reason(self.store, uuid, vasp_reason)
                 if progress is not None:
                     progress(i + 1, len(todo))
         finally:
@@ -179,12 +181,19 @@ class LocalExecutor:
             jf_logger.setLevel(old_level)
         return len(todo)
 
-    def _run_folders(self) -> set[Path]:
-        """The job folders under ``runs/`` (jobflow names them by time, not by job: new ones belong to the
-        calculation just run, as one runs at a time)."""
-        if not self.create_folders or not self.runs_dir.is_dir():
-            return set()
-        return {p for p in self.runs_dir.iterdir() if p.is_dir()}
+    def _stored_failure(self, uuid: str) -> bool:
+        """Whether the result stored for ``uuid`` is a failure."""
+        result = read_results(self.store, [uuid])[uuid]
+        return result is not None and not result.success
+
+    def _custodian_reason(self, started: float, messages: list[str]) -> str | None:
+        """custodian's reason for a VASP run that gave up, from the run logs in the job folders made since
+        ``started`` (jobflow names folders by time, not by job; one calculation runs at a time, so they are its
+        own), else from custodian's exception in ``messages``; None if custodian was not involved."""
+        folders = []
+        if self.create_folders and self.runs_dir.is_dir():
+            folders = sorted(p for p in self.runs_dir.iterdir() if p.is_dir() and p.stat().st_mtime >= started - 1)
+        return custodian_reason(folders, "\n".join(messages))
 
     def _load_queued(self, uuid: str) -> Job | Flow | None:
         """The calculation queued as ``queue/<uuid>.json`` (None if there is none), checked before it is decoded.
