@@ -180,3 +180,33 @@ def test_stand_in_and_dft_energies_in_one_hull(toy_entry, caplog):
     with caplog.at_level("WARNING", logger="screener.hull.phase_diagram"):
         FidelityHull("pbe", entries=[standin], references=refs)
     assert "same calculator" in caplog.text
+
+
+def test_an_entry_can_be_judged_without_given_entries(mp_entries_readonly):
+    """``exclude``: the diagram without some compounds (a candidate's known twin), elements kept, cached apart and
+    dropped like the full diagram when an entry of its system is added."""
+    from pymatgen.analysis.phase_diagram import PhaseDiagram
+
+    hull = FidelityHull("pbe", entries=mp_entries_readonly)
+    lifeo2 = next(e for e in hull.stable_entries() if e.composition.reduced_formula == "LiFeO2")
+    key = str(lifeo2.entry_id)
+    without = PhaseDiagram([e for e in mp_entries_readonly if str(e.entry_id) != key])
+    # on the full hull LiFeO2 is a vertex; without itself it lies below the rest of the hull
+    assert hull.e_above_hull_ev_per_atom(lifeo2) == pytest.approx(0.0, abs=1e-9)
+    below = hull.e_above_hull_ev_per_atom(lifeo2, exclude=[key])
+    assert below == pytest.approx(without.get_e_above_hull(lifeo2, allow_negative=True), abs=1e-9) and below < 0
+    assert hull.hull_formation_energy_ev_per_atom("LiFeO2", exclude=[key]) > hull.hull_formation_energy_ev_per_atom(
+        "LiFeO2")
+    assert hull.is_stable(lifeo2, exclude=[key])  # below the hull without it: stable
+    # an element is never left out (the hull would lose its reference energy)
+    fe = next(e for e in hull.stable_entries() if e.composition.reduced_formula == "Fe")
+    assert hull.hull_formation_energy_ev_per_atom("Fe2O3", exclude=[str(fe.entry_id)]) == pytest.approx(
+        hull.hull_formation_energy_ev_per_atom("Fe2O3"), abs=1e-12)
+    # a new entry of the system drops the cached diagram without the twin too
+    from pymatgen.entries.computed_entries import ComputedEntry
+
+    deep = ComputedEntry("LiFeO2", lifeo2.energy_per_atom * 4 - 0.4, entry_id="new-LiFeO2",
+                         data={"fidelity": "pbe", "apply_mp2020": False})
+    hull.add_entries([deep])
+    assert hull.hull_formation_energy_ev_per_atom("LiFeO2", exclude=[key]) == pytest.approx(
+        hull.e_form_ev_per_atom(deep), abs=1e-9)
