@@ -745,9 +745,11 @@ class Campaign:
                  for p in self.ledger.predictions(number)}
         pretrained = self._pretraining_set_sizes()
         before = {f: sum(1 for j in done if j.fidelity == f and j.round < number) for f in FIDELITIES}
-        # N_p of each model that made this round's predictions: a SCAN model keeps the PBE data of its transfer
-        behind_scan, _ = pbe_data_behind_scan_model(self.ledger.models())
-        n_pbe_behind = {"pbe": before["pbe"], "scan": behind_scan}
+        # N_p of each model that made this round's predictions: the PBE model's own campaign PBE data (those of its
+        # latest fine-tune), a SCAN model's those of its transfer
+        models = self.ledger.models()
+        n_pbe_behind = {"pbe": pbe_data_behind_scan_model([m for m in models if m.get("fidelity") == "pbe"])[0],
+                        "scan": pbe_data_behind_scan_model(models)[0]}
         measured = {(p["round"], p["fidelity"]) for p in self.ledger.learning_curve()}  # a resumed _learn: once
         for fidelity in FIDELITIES:
             errors = [abs(preds[(j.structure_id, fidelity)] - targets[fidelity][j.structure_id])
