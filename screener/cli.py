@@ -133,6 +133,10 @@ def _competing_phase_lines(record: dict, most: int = 12) -> list[str]:
         lines.append(f"  {cs}: PBE {n['pbe']}, SCAN {n['scan']} ({per_system.get(cs, 0)} candidate(s)){flag}")
     if len(order) > most:
         lines.append(f"  ... and {len(order) - most} more system(s): the report lists every candidate's")
+    n_twins = int(record.get("n_candidates_matching_known_phases") or 0)
+    if n_twins:  # judged without their twin; `screener status` lists them
+        lines.append(f"  {n_twins} candidate(s) ARE known phases (rediscoveries): each is judged against the hulls "
+                     "without its twin, which stays there for the others")
     return lines
 
 

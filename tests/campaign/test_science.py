@@ -267,3 +267,16 @@ def test_campaign_ends_with_a_clear_reason_when_the_policy_declines_everything(t
         assert not camp.ledger.models()  # nothing bought, nothing fine-tuned
     finally:
         camp.close()
+
+
+def test_run_says_before_round_1_how_many_candidates_are_known_phases(twin_hulls, tmp_path):
+    from screener.campaign.hulls import record_competing_phases
+    from screener.campaign.ledger import Ledger
+    from screener.cli import _competing_phase_lines
+
+    hulls, _ = twin_hulls
+    with Ledger.in_dir(tmp_path / "c", create=True) as ledger:
+        record = record_competing_phases(ledger, hulls, {"cand-A": "Li-O", "cand-B": "Li-O"})
+    lines = _competing_phase_lines(record)
+    assert lines[1].startswith("  Li-O: PBE 1, SCAN 1 (2 candidate(s))")
+    assert "1 candidate(s) ARE known phases (rediscoveries)" in lines[-1]
