@@ -79,3 +79,17 @@ def test_states_follow_the_engine_and_lost_runs_are_rerun_then_failed(tmp_path, 
     result = executor.collect([uuid])[uuid]
     assert result is not None and not result.success and "stopped reporting" in result.failure_reason
     assert result.structure_id == sid and result.cost_cpu_hours > 0  # from the job's metadata: charged its estimate
+
+
+def test_a_calculation_listed_twice_is_added_once(tmp_path, launchpad, two_candidates):
+    """Workflows go in as one bulk insert: a repeated calculation in the same submission is not added twice."""
+    from screener.calculators import get_calculator
+    from screener.execution import get_executor
+
+    executor = get_executor("fireworks", tmp_path / "fw", launchpad=launchpad, launch_here=False)
+    (sid, structure), _ = two_candidates
+    flow = get_calculator("standin").make_flow(structure, "pbe", sid)
+    again = get_calculator("standin").make_flow(structure, "pbe", sid, uuid=flow.uuid)
+    assert executor.submit([flow, again]) == [flow.uuid, flow.uuid]
+    assert launchpad.fireworks.count_documents({}) == 1
+    assert executor.states([flow.uuid]) == {flow.uuid: "pending"}  # READY, as add_wf leaves it
