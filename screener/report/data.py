@@ -629,7 +629,8 @@ def _competing_phases(hull: Any, cand: CandidateInfo, known_counts: dict[str, An
     refs = {entry_key(e) for e in hull.references}
     known = computed = 0
     for entry in hull.entries_in_chemsys(elements):
-        if len(entry.composition.elements) < 2 or entry_key(entry) == cand.structure_id:
+        if len(entry.composition.elements) < 2 or entry_key(entry) == cand.structure_id or \
+                entry_key(entry) in cand.twin_of:  # its own known twin is not its competitor
             continue
         if entry_key(entry) in refs:
             known += 1
@@ -637,8 +638,9 @@ def _competing_phases(hull: Any, cand: CandidateInfo, known_counts: dict[str, An
             computed += 1
     source = "final hull snapshot"
     if known_counts is not None and cand.chemsys in known_counts:
-        try:
-            known, source = int(known_counts[cand.chemsys]), "ledger record before round 1"
+        try:  # the system's count, less the candidate's own twin(s) there
+            known = int(known_counts[cand.chemsys]) - sum(1 for k in cand.twin_of if k in refs)
+            source = "ledger record before round 1"
         except (TypeError, ValueError):
             pass
     return CompetingPhases(known=known, computed=computed, source=source)
