@@ -122,7 +122,7 @@ def instrument(timer: StageTimer) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--world", type=Path, required=True, help="World folder (screener world build).")
+    p.add_argument("--world", type=Path, help="World folder (screener world build).")
     p.add_argument("--policy", default="expected-value", help="Policy preset or YAML.")
     p.add_argument("--seed", type=int, default=0, help="Campaign seed.")
     p.add_argument("--budget", type=float, default=300.0)
@@ -141,11 +141,62 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cprofile", action="store_true", help="Also record cProfile's top functions.")
     p.add_argument("--label", default="run", help="Key of this record in --output (e.g. before, after).")
     p.add_argument("--output", type=Path, help="JSON file to add the record to.")
-    return p.parse_args(argv)
+    p.add_argument("--summarize", nargs="+", metavar="LABEL",
+                   help="Run nothing: add to --output a summary of its records BEFORE AFTER [A/B pairs as "
+                        "SIZED:LEGACY ...]: CPU and wall per campaign and stage, and the finds of each pair.")
+    args = p.parse_args(argv)
+    if args.summarize is None and args.world is None:
+        p.error("--world is required (unless --summarize)")
+    if args.summarize is not None and (args.output is None or len(args.summarize) < 2):
+        p.error("--summarize needs --output and at least the labels BEFORE AFTER")
+    return args
+
+
+def summarize(path: Path, before: str, after: str, pairs: list[str]) -> dict[str, Any]:
+    """Before/after figures of two records of ``path`` and the finds of SIZED:LEGACY pairs (same code, same seed)."""
+    out = json.loads(path.read_text())
+    runs = out["runs"]
+    b, a = runs[before], runs[after]
+    stages = sorted(set(b["stages"]) | set(a["stages"]), key=lambda k: -b["stages"].get(k, {}).get("s", 0.0))
+    summary: dict[str, Any] = {
+        "before": before, "after": after,
+        "campaign_cpu_s": {"before": b.get("campaign_cpu_s"), "after": a.get("campaign_cpu_s")},
+        "campaign_wall_s": {"before": b["campaign_wall_s"], "after": a["campaign_wall_s"]},
+        "stage_cpu_s": {k: {"before": b["stages"].get(k, {}).get("s"), "after": a["stages"].get(k, {}).get("s")}
+                        for k in stages},
+        "figures": {"before": b["figures"], "after": a["figures"]},
+        "note": "before and after differ by every commit between their git_commit values, not only by the speed "
+                "changes; the pairs compare decisions with the sized and the legacy fine-tune on the same code",
+    }
+    comparisons = []
+    for pair in pairs:
+        sized, legacy = pair.split(":")
+        if sized not in runs or legacy not in runs:
+            continue
+        rs, rl = runs[sized], runs[legacy]
+        same = [x == y for x, y in zip(rs["decisions"], rl["decisions"], strict=False)]
+        comparisons.append({
+            "sized": sized, "legacy": legacy, "world": rs["world"], "seed": rs["seed"],
+            "found": {"sized": rs["figures"]["found"], "legacy": rl["figures"]["found"]},
+            "precision": {"sized": rs["figures"]["precision"], "legacy": rl["figures"]["precision"]},
+            "selected": {"sized": rs["figures"]["selected"], "legacy": rl["figures"]["selected"]},
+            "fine_tune_cpu_s": {"sized": rs["stages"].get("fine_tune", {}).get("s"),
+                                "legacy": rl["stages"].get("fine_tune", {}).get("s")},
+            "campaign_cpu_s": {"sized": rs.get("campaign_cpu_s"), "legacy": rl.get("campaign_cpu_s")},
+            "same_decisions_in_order": sum(same), "n_decisions": [len(rs["decisions"]), len(rl["decisions"])],
+        })
+    summary["fine_tune_ab"] = comparisons
+    out["summary"] = summary
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return summary
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.summarize is not None:
+        summary = summarize(args.output, args.summarize[0], args.summarize[1], args.summarize[2:])
+        print(json.dumps(summary))
+        return summary
     import torch
 
     torch.set_num_threads(1)
