@@ -199,16 +199,18 @@ def child(step: str, args: list[str]) -> dict:
         files = write_synthetic_alexandria(folder / "candidates", n, per_file=min(n, 10_000), seed=7)
         events: list[tuple[float, str, int, int]] = []
         parts: dict[str, float] = {}
+        parts_cpu: dict[str, float] = {}
 
-        def timed(owner, name: str, label: str) -> None:  # wall seconds spent in owner.name, summed per label
+        def timed(owner, name: str, label: str) -> None:  # wall and CPU seconds in owner.name, summed per label
             original = getattr(owner, name)
 
             def wrapper(*a, **k):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 try:
                     return original(*a, **k)
                 finally:
                     parts[label] = parts.get(label, 0.0) + time.perf_counter() - t0
+                    parts_cpu[label] = parts_cpu.get(label, 0.0) + time.process_time() - c0
 
             setattr(owner, name, wrapper)
 
@@ -221,14 +223,23 @@ def child(step: str, args: list[str]) -> dict:
         timed(loop.Campaign, "_spread_calibration", "calibration (prospective errors)")
         stages: dict[str, float] = {}
         per_round: dict[str, dict[str, float]] = {}
+        per_round_cpu: dict[str, dict[str, float]] = {}
+        stage_cpu: dict[str, float] = {}
+        cpu_start: dict[str, float] = {}
 
         def run():
             def progress(stage, done, total):
                 events.append((time.perf_counter(), stage, done, total))
+                if done == 0 and stage not in cpu_start:
+                    cpu_start[stage] = time.process_time()
+                if done == total and stage in cpu_start:
+                    stage_cpu[stage] = round(time.process_time() - cpu_start[stage], 2)
                 if stage.endswith("ranking") and done == 0:
                     parts.clear()
+                    parts_cpu.clear()
                 if stage.endswith("ranking") and done == total:
                     per_round[stage] = {k: round(v, 2) for k, v in parts.items()}
+                    per_round_cpu[stage] = {k: round(v, 2) for k, v in parts_cpu.items()}
 
             run_campaign(folder / "campaign", candidates=files, budget=40.0, batch_size=4, rounds=n_rounds,
                          fine_tune_epochs=1, progress=progress)
@@ -241,20 +252,47 @@ def child(step: str, args: list[str]) -> dict:
             with Ledger.in_dir(folder / "campaign", read_only=True) as ledger:
                 n_pred = ledger._conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
                 n_jobs = len(ledger.jobs())
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             rep = write_report(folder / "campaign", folder / "report")
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             run_mkdocs_build(rep.project_dir)
             t2 = time.perf_counter()
-            return {"n_candidates": n, "stage_wall_s": stages, "ranking_parts_wall_s": per_round,
+            with Ledger.in_dir(folder / "campaign", read_only=True) as ledger:
+                models = [(m["round"], m["fidelity"]) for m in ledger.models()]
+            return {"n_candidates": n, "stage_wall_s": stages, "stage_cpu_s": stage_cpu,
+                    "ranking_parts_wall_s": per_round, "ranking_parts_cpu_s": per_round_cpu,
+                    "models_fine_tuned": [f"round {r} {f}" for r, f in models],
                     "ledger_prediction_rows": n_pred, "ledger_mb": round(
                         (folder / "campaign" / "ledger.sqlite").stat().st_size / 2**20, 1),
-                    "jobs": n_jobs, "report": {"write_s": round(t1 - t0, 2), "mkdocs_build_s": round(t2 - t1, 2),
+                    "jobs": n_jobs, "report": {"write_s": round(t1 - t0, 2), "write_cpu_s": round(c1 - c0, 2),
+                                               "mkdocs_build_s": round(t2 - t1, 2),
                                                "candidate_pages": rep.n_candidates, "selected": rep.n_selected}}
 
         n_rounds = int(args[2]) if len(args) > 2 else 3
         return _timed(run)
     raise SystemExit(f"unknown step {step}")
+
+
+def round_extrapolation(run: dict, n_target: int = 100_000) -> dict:
+    """Round overhead at ``n_target`` candidates, EXTRAPOLATED linearly from a run's CPU seconds (one core):
+    one prediction pass (one model folder over every candidate), and the rest of the last round's ranking."""
+    last = sorted(run["ranking_parts_cpu_s"])[-1]
+    parts = run["ranking_parts_cpu_s"][last]
+    first = run["ranking_parts_cpu_s"][sorted(run["ranking_parts_cpu_s"])[0]]
+    scale = n_target / run["n_candidates"]
+    passes = 1 if not any(m.endswith("scan") for m in run.get("models_fine_tuned", [])) else 2
+    pass_s = parts["predict (store featurisation included)"] / passes
+    rest = sum(v for k, v in parts.items() if not k.startswith(("predict", "featurise")))
+    return {
+        "note": f"EXTRAPOLATED (not run) linearly from the {run['n_candidates']}-candidate run's CPU seconds of "
+                f"'{last}' ({passes} prediction pass(es)); one core, one torch thread",
+        "n_candidates": n_target,
+        "featurise_once_cpu_s": round(first.get("featurise into the store (once)", 0.0) * scale, 1),
+        "prediction_pass_cpu_s": round(pass_s * scale, 1),
+        "hull_policy_ledger_calibration_cpu_s": round(rest * scale, 1),
+        "round_cpu_s_one_model_changed": round((pass_s + rest) * scale, 1),
+        "round_cpu_s_both_models_changed": round((2 * pass_s + rest) * scale, 1),
+    }
 
 
 def _run_child(step: str, *args: str) -> dict:
@@ -310,8 +348,9 @@ def main() -> None:
                     "synthetic candidates of random chemistry (every candidate its own chemical system: the worst "
                     "case for hull look-ups); 'round N: ranking' = prediction of every candidate at PBE and SCAN "
                     "(from the campaign's graph store; round 1 also featurises the candidates into it, once) + hull "
-                    "look-ups + planning + ledger writes; ranking_parts_wall_s splits it. A model folder not "
-                    "fine-tuned since the last round is not predicted again (round 1: SCAN borrows the PBE model). "
+                    "look-ups + planning + ledger writes; ranking_parts_wall_s / _cpu_s split it (CPU: this "
+                    "process, one torch thread, so the CPU seconds are what a free core would take). A model folder "
+                    "not fine-tuned since the last round is not predicted again (round 1: SCAN borrows the PBE model). "
                     "report: screener report's write and mkdocs build (top 200 candidate pages). Wall seconds on "
                     "the shared 2-core CPU; cpu_s covers the whole run (campaign creation included).",
             "runs": runs,
@@ -327,6 +366,9 @@ def main() -> None:
                         if r["n_candidates"] not in args.round_overhead]
                 overhead["runs"] = sorted(kept + [{**r, "command": overhead["command"]} for r in runs],
                                           key=lambda r: r["n_candidates"])
+            biggest = max(overhead["runs"], key=lambda r: r["n_candidates"])
+            if "ranking_parts_cpu_s" in biggest:
+                overhead["extrapolated_100k"] = round_extrapolation(biggest)
             previous["round_overhead"] = overhead
             if args.out:
                 args.out.write_text(json.dumps(previous, indent=1) + "\n")
@@ -406,6 +448,8 @@ def main() -> None:
         result["round_overhead"] = overhead
     elif args.out and args.out.is_file() and "round_overhead" in json.loads(args.out.read_text()):
         result["round_overhead"] = json.loads(args.out.read_text())["round_overhead"]  # kept from an earlier run
+    if args.out and args.out.is_file() and "round_overhead_before" in json.loads(args.out.read_text()):
+        result["round_overhead_before"] = json.loads(args.out.read_text())["round_overhead_before"]
     result["load_average_1min_at_end"] = os.getloadavg()[0]
     result["wall_s_total"] = round(time.perf_counter() - t0, 1)
     from screener.world.experiments import write_result
