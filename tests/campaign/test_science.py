@@ -134,7 +134,8 @@ def test_ledger_status_and_report_name_the_rediscovery_and_the_threshold(twin_hu
 
 def _models():
     return [
-        {"version": "round001-pbe", "round": 1, "fidelity": "pbe", "path": "/c/r1/pbe", "parent": "/init", "n_train": 4},
+        {"version": "round001-pbe", "round": 1, "fidelity": "pbe", "path": "/c/r1/pbe", "parent": "/init",
+         "n_train": 4},
         {"version": "round002-pbe", "round": 2, "fidelity": "pbe", "path": "/c/r2/pbe", "parent": "/c/r1/pbe",
          "n_train": 8},
         {"version": "round002-scan", "round": 2, "fidelity": "scan", "path": "/c/r2/scan", "parent": "/c/r2/pbe",
