@@ -866,10 +866,6 @@ def _without_prediction(item: PlanItem) -> PlanItem:
                     item.estimated_cost, numbers)
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
 def _candidate_row(sid: str, structure: Any, role: str) -> dict[str, Any]:
     comp = structure.composition
     return {"structure_id": sid, "formula": comp.reduced_formula, "chemsys": comp.chemical_system,
