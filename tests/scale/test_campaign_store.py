@@ -67,3 +67,39 @@ def test_borrowed_scan_predictions_are_not_computed_twice(structures, tmp_path, 
     np.testing.assert_array_equal(pbe[0], scan[0])
     scan[0][:] = 0  # the caller's copy: the kept prediction is not changed through it
     assert not np.array_equal(model.predict_formation_energy(structures, "pbe")[0], scan[0])
+
+
+def test_a_small_campaign_ranks_as_before(tmp_path):
+    """The campaign's recorded ranking with the store equals the one of the per-structure path (no cache folder)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "campaign"))
+    from campaign_fakes import FakeCalculator, FakeExecutor, FakeHulls, GreedyPlanner, make_structures
+
+    from screener.campaign import Campaign, CampaignConfig, Components
+
+    def factory_with(cache):
+        def factory(config, campaign_dir, ledger):
+            model = EnsembleModel(MODEL, cache_dir=(campaign_dir / "graphs") if cache else None)
+            return Components(FakeCalculator(), FakeExecutor(tmp_path / f"store-{cache}"), model, FakeHulls(),
+                              GreedyPlanner())
+        return factory
+
+    rankings = {}
+    for cache in (True, False):
+        camp = Campaign.create(tmp_path / f"c-{cache}", CampaignConfig(budget_total=6, batch_size=2,
+                                                                        fine_tune_epochs=0),
+                               make_structures(16), factory_with(cache))
+        camp.run(max_rounds=1)
+        rankings[cache] = camp.ledger.predictions(1)
+        assert (tmp_path / f"c-{cache}" / "graphs" / "store" / "store.json").is_file() is cache
+        camp.close()
+    with_store, before = rankings[True], rankings[False]
+    assert [(p["structure_id"], p["fidelity"]) for p in with_store] == [(p["structure_id"], p["fidelity"])
+                                                                        for p in before]
+    for column in ("e_form_mean_ev_per_atom", "e_form_std_ev_per_atom", "e_hull_mean_ev_per_atom", "p_stable"):
+        np.testing.assert_allclose([p[column] for p in with_store], [p[column] for p in before], rtol=0, atol=1e-9)
+    for fidelity in ("pbe", "scan"):
+        order = [sorted((p for p in r if p["fidelity"] == fidelity),
+                        key=lambda p: (p["e_hull_mean_ev_per_atom"], p["structure_id"])) for r in (with_store, before)]
+        assert [p["structure_id"] for p in order[0]] == [p["structure_id"] for p in order[1]]
