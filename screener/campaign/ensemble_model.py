@@ -36,8 +36,12 @@ logger = logging.getLogger(__name__)
 MIN_POINTS_TO_FINE_TUNE = 2
 #: Earlier results replayed per new result in each fine-tune epoch (a round's fine-tune costs O(new data)).
 FINE_TUNE_REPLAY = 1
-#: Fine-tune epochs without a better validation MAE (each member's own split) before it stops.
-FINE_TUNE_PATIENCE = 3
+#: Fine-tune epochs without a better validation MAE (each member's own split) before it stops; None: every epoch
+#: runs (the best-validation weights are kept either way). None because a campaign's validation splits hold a
+#: handful of results, too noisy to stop on: with 3, most fine-tunes of a 1,463-candidate campaign stopped at epoch 4
+#: with the epoch-1 weights where the full run's best was often epoch 10, and found one crystal fewer in each of two
+#: seeds (bench/results/campaign_profile_cpu.json). An epoch costs O(new data) anyway.
+FINE_TUNE_PATIENCE: int | None = None
 #: False: every round's fine-tune trains on every result every epoch, also without new results (the cost grows with
 #: the campaign; kept only so bench/campaign_profile.py can compare decisions with and without the sizing).
 SIZED_FINE_TUNE = True
@@ -320,8 +324,8 @@ class EnsembleModel:
 
         Sized so a round costs O(new data), not O(all data): a fidelity without results its current model has not
         seen keeps that model (no fine-tune, and its predictions stay valid); otherwise each epoch trains on the new
-        results plus an equal number of replayed earlier ones (at least one batch; :data:`FINE_TUNE_REPLAY`), with
-        early stopping on each member's validation split (:data:`FINE_TUNE_PATIENCE`) and the best weights written
+        results plus an equal number of replayed earlier ones (at least one batch; :data:`FINE_TUNE_REPLAY`), keeping
+        the best weights on each member's validation split (:data:`FINE_TUNE_PATIENCE`), written
         once at the end (no per-epoch resume state: a killed fine-tune is run again from the start, same result).
         """
         from screener.cgat.api import train_config_for_preset
