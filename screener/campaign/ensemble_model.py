@@ -367,6 +367,7 @@ class EnsembleModel:
                 graphs, y, directory=directory, target=base.target, target_unit=base.target_unit or "eV/atom",
                 train_config=config, n_members=k, member_splits=splits, test_indices=[], init=parent,
                 transfer="full", keep_normalization=True, focus_indices=new,
+                resume=not SIZED_FINE_TUNE,  # it writes no resume state; one left by an older version is ignored
                 command=f"{CAMPAIGN_FINE_TUNE_COMMAND}{round_number} fine-tune, {fidelity})",
             )
             write_campaign_training_ids(directory, fidelity, ids)
