@@ -703,6 +703,9 @@ def methods_page(data: ReportData, *, model_cards: Mapping[str, str], versions: 
                 *[[f"{f.upper()} hull references", f"{len(refs)} entries ("
                    + ", ".join(sorted({str(r.get('label') or r.get('backend') or '?') for r in refs})) + ")"]
                   for f, refs in sorted(data.references.items())],
+                ["predictions recorded per round",
+                 "every candidate at PBE and SCAN" if not data.prediction_storage else
+                 f"{data.prediction_storage.get('rule', 'part of them')} (ledger meta prediction_storage)"],
             ])]
     out += ["## Settings", "", "The campaign's configuration as stored in its ledger:", "",
             _table(["setting", "value"],

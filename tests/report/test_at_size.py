@@ -89,3 +89,20 @@ def test_cli_top_and_all_candidates(synthetic_campaign, tmp_path, run_cli):
     assert code == 0 and "(5 with a page)" in stdout
     code, stdout, err = run_cli(["report", synthetic_campaign, "-o", tmp_path / "bad", "--top", "-1"])
     assert code == 2 and "--top" in err and "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
+def test_methods_page_says_when_a_large_campaign_kept_part_of_its_predictions(synthetic_campaign, tmp_path):
+    import shutil
+
+    from screener.campaign.ledger import Ledger
+    from screener.campaign.ranking import PREDICTION_STORAGE_META, prediction_storage_rule
+    from screener.report.pages import methods_page
+
+    page = methods_page(load_report_data(synthetic_campaign), model_cards={}, versions={}, provenance={})
+    assert "every candidate at PBE and SCAN" in page
+    copy = tmp_path / "campaign"
+    shutil.copytree(synthetic_campaign, copy)
+    with Ledger.in_dir(copy) as ledger:
+        ledger.set_meta(PREDICTION_STORAGE_META, prediction_storage_rule())
+    page = methods_page(load_report_data(copy), model_cards={}, versions={}, provenance={})
+    assert "the 1000 best by P(stable) and every planned candidate (ledger meta prediction" in page
