@@ -443,6 +443,9 @@ def main(argv: list[str] | None = None) -> dict:
             runs[policy][str(seed)] = s = score(run, truth, prevalence)
             s["found_per_unit"] = s["found"] / s["budget_spent"] if s["budget_spent"] else float("nan")
             s["fraction_of_oracle"] = s["found"] / bound["max_found"] if bound["max_found"] else float("nan")
+            # the process that ran it (the result's "command" may be a later --finished-only summary)
+            s["command"] = "python bench/campaign.py " + " ".join(
+                shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
             done_file.write_text(json.dumps(s, indent=1))
             log(f"seed {seed}: {name}: found {s['found']} of {s['selected']} SCAN-confirmed "
                 f"(+{s['n_pbe']} PBE), DAF {s['daf']:.2f}, {s['rounds']} rounds, {s['wall_s']:.0f} s")
