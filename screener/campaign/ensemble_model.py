@@ -244,6 +244,9 @@ class EnsembleModel:
             manifest = _read_manifest(directory) if is_store(directory) else None
             if manifest is not None and manifest.complete and manifest.n_neighbors == n_neighbors:
                 return directory  # holds other ids: the missing ones are built the usual way
+            if directory.is_symlink():  # someone else's store: never removed or written here
+                logger.warning("%s (a link) cannot serve these candidates: graphs are built one by one", directory)
+                return None
             import shutil
 
             logger.warning("rebuilding the candidates' graph store %s (built for other settings)", directory)
