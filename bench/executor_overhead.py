@@ -31,6 +31,16 @@ import time
 from pathlib import Path
 
 
+NOTES = [
+    "finish_s_per_1000: seconds for 1,000 results written one update each (as jobflow writes a finished job) into a "
+    "job store already holding ~n_jobs documents; the JSON store rewrites its whole file on each",
+    "fireworks: a mongomock LaunchPad in this process (no MongoDB server here); mongomock has no indexes, so its "
+    "scans make submit and polls grow with the LaunchPad's size; a MongoDB server indexes fw_id and state",
+    "ledger: ledger.sqlite after n_jobs stand-in calculations planned, submitted and finished; result_json (structure "
+    "and entry, ~2.6 kB) and flow_json (~2.3 kB) are most of it",
+]
+
+
 def _flows(n: int) -> list:
     from screener.calculators.replay import replay_job
 
@@ -203,7 +213,7 @@ def main() -> None:
         ledger = None if args.no_ledger else ledger_growth(args.n, Path(tmp))
     out = {"bench": "executor_overhead", "command": " ".join([Path(sys.executable).name, *sys.argv]),
            "hardware": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
-           "load_average": os.getloadavg(), "results": rows, "ledger": ledger}
+           "load_average": os.getloadavg(), "results": rows, "ledger": ledger, "notes": NOTES}
     from screener.world.experiments import write_result
 
     write_result(out, args.out)
