@@ -148,8 +148,16 @@ def get_executor(name: str = "local", campaign_dir: str | Path = ".", **options:
         target = EXECUTORS[name]
     except KeyError:
         raise InvalidInputError(f"unknown executor {name!r}; choose one of {sorted(EXECUTORS)}") from None
+    import inspect
+
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(campaign_dir, **options)
+    factory = getattr(importlib.import_module(module), cls)
+    accepted = [p for p in inspect.signature(factory).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - {p.name for p in accepted})
+    if unknown:  # one line, not a TypeError traceback (e.g. max_retries given to the local executor)
+        raise InvalidInputError(f"the {name} executor has no option {', '.join(map(repr, unknown))}; its options: "
+                                f"{', '.join(p.name for p in accepted)}")
+    return factory(campaign_dir, **options)
 
 
 def split_units(obj: Job | Flow | list) -> list[tuple[str, Job | Flow]]:

@@ -206,3 +206,8 @@ def test_loop_stops_retrying_at_the_bound_across_runs(tmp_path):
     assert all(j.state == "failed" and "not retried again after 2 retries" in j.failure_reason for j in jobs)
     assert all(j.actual_cost == 0.0 for j in jobs)  # charged what the engine reports (nothing ran)
     camp.close()
+
+
+def test_an_option_the_executor_lacks_is_one_line(tmp_path):
+    with pytest.raises(InvalidInputError, match="the local executor has no option 'max_retries'; its options: store"):
+        get_executor("local", tmp_path, max_retries=2)
