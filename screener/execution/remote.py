@@ -178,7 +178,7 @@ class JobflowRemoteExecutor:
                 if cause == "submission limit" and state == "REMOTE_ERROR":
                     self._jc().retry_job(job_id=uuid)  # redo the submission step
                 else:
-                    self._jc().rerun_job(job_id=uuid, force=True)  # killed at walltime: start it afresh
+                    self._jc().rerun_job(job_id=uuid)  # killed at walltime: start afresh (no force needed)
             except Exception as exc:  # noqa: BLE001 - jobflow-remote refusing (a lock, a state): fail as reported
                 logger.warning("jobflow-remote would not retry job %s: %s", uuid, _first_line(exc))
                 self._retries[uuid] = self.max_retries  # no retry left: reported failed, with its cause

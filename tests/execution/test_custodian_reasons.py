@@ -44,7 +44,8 @@ def test_reason_from_a_real_custodian_log(run_folder, tmp_path):
     assert custodian_reason([run_folder]) == REASON
     # no log, but custodian's exception in a stack trace; neither: not custodian's failure
     trace = "Traceback ...\ncustodian.custodian.MaxCorrectionsPerJobError: Max errors per job reached: 5."
-    assert custodian_reason([tmp_path / "nowhere"], trace) == "VASP failed under custodian: Max errors per job reached: 5"
+    expected = "VASP failed under custodian: Max errors per job reached: 5"
+    assert custodian_reason([tmp_path / "nowhere"], trace) == expected
     assert custodian_reason([tmp_path / "nowhere"], "ValueError: something else") is None
 
 

@@ -42,11 +42,13 @@ def _controller_with_retries(fake_jfr):
     """Give the fake JobController jobflow-remote's retry_job / rerun_job: they put the job back in the queue."""
     calls = []
 
-    def retry_job(self, job_id=None, job_index=None, db_id=None, wait=None, break_lock=False):
+    def retry_job(self, job_id=None, db_id=None, job_index=None, wait=None, break_lock=False):
         calls.append(("retry_job", job_id))
         fake_jfr.infos[job_id] = types.SimpleNamespace(state=_State.SUBMITTED, metadata=fake_jfr.infos[job_id].metadata)
 
-    def rerun_job(self, job_id=None, job_index=None, db_id=None, force=False, wait=None, break_lock=False):
+    def rerun_job(self, job_id=None, db_id=None, job_index=None, force=False, wait=None, break_lock=False,
+                  delete_files=True):
+        assert not force  # FAILED and REMOTE_ERROR jobs need no force (which would skip the checks on children)
         calls.append(("rerun_job", job_id))
         fake_jfr.infos[job_id] = types.SimpleNamespace(state=_State.WAITING, metadata=fake_jfr.infos[job_id].metadata)
 
@@ -64,7 +66,8 @@ def test_jobflow_remote_retries_queue_failures_within_bounds(fake_jfr, tmp_path,
     (sid, structure), (sid2, structure2) = two_candidates
     limited, killed = calc.make_flow(structure, "pbe", sid), calc.make_flow(structure2, "scan", sid2)
     uuids = executor.submit([limited, killed])
-    fake_jfr.infos[limited.uuid] = types.SimpleNamespace(state=_State.REMOTE_ERROR, error=None, metadata=limited.metadata,
+    fake_jfr.infos[limited.uuid] = types.SimpleNamespace(state=_State.REMOTE_ERROR, error=None,
+                                                         metadata=limited.metadata,
                                                          remote=types.SimpleNamespace(error=SLURM_LIMIT))
     fake_jfr.infos[killed.uuid] = types.SimpleNamespace(state=_State.REMOTE_ERROR, error=SLURM_WALLTIME,
                                                         metadata=killed.metadata)

@@ -96,7 +96,8 @@ def test_serialises_for_fireworks_tasks(tmp_path):
     from jobflow import JobStore
 
     rebuilt = JobStore.from_dict(d)
-    assert rebuilt.docs_store == store.docs_store and rebuilt.additional_stores["data"] == store.additional_stores["data"]
+    assert rebuilt.docs_store == store.docs_store
+    assert rebuilt.additional_stores["data"] == store.additional_stores["data"]
 
 
 _WRITER = textwrap.dedent(
