@@ -49,7 +49,9 @@ class CampaignConfig(BaseModel):
     stable_threshold_ev_per_atom: float = Field(
         0.0, description="E_hull at or below which a crystal counts as stable (discoveries, P(stable))."
     )
-    fine_tune_epochs: int = Field(20, ge=0, description="Epochs of each round's fine-tuning (0 = never fine-tune).")
+    fine_tune_epochs: int = Field(
+        20, ge=0, description="Epochs of each round's fine-tuning, each on the round's new results plus as many "
+        "earlier ones (0 = never fine-tune).")
     poll_interval_s: float = Field(30.0, gt=0, description="Seconds between polls of remote executors.")
     screener_version: str = Field("", description="screener version that created the campaign.")
 
