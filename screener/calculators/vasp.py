@@ -9,7 +9,8 @@
   generator. POTCARs are checked by pymatgen/atomate2 as usual (``VASP_PSP_DIR``; hash/symbol checks).
 
 Failures: custodian's default handlers (atomate2's ``run_vasp``) fix what they can within the job. If the VASP job
-still fails (exception, or an unsuccessful TaskDoc: non-converged electronic steps, wall time), the conversion job
+still fails (exception, or an unsuccessful TaskDoc: non-converged electronic steps, wall time; the reason then names
+custodian's handlers and errors from ``custodian.json`` in the run folder when it is readable), the conversion job
 (``on_missing_references="none"``) records the failure and, once, replaces itself by a retry of the same maker
 with ``retry_incar_settings`` (default ``ALGO = All``, ``NELM = 200``: the all-bands conjugate-gradient algorithm
 and a larger SCF step limit, the usual manual fix for SCF convergence) followed by a final conversion. A second
@@ -248,6 +249,9 @@ def taskdoc_to_calc_result(
         reason = f"VASP job of attempt {attempt} failed without output (custodian could not fix it; see its run folder)"
     elif state.lower() != "successful" or task_doc.output is None or task_doc.output.energy is None:
         reason = f"VASP run of attempt {attempt} unsuccessful (state={state or 'unknown'})"
+        why = _custodian_reason_of(task_doc)
+        if why:
+            reason = f"{why} (attempt {attempt}, state={state or 'unknown'})"
     if reason is not None:
         logger.warning("%s %s: %s", structure_id, fidelity, reason)
         if attempt == 1 and retry_incar_settings:
@@ -318,6 +322,17 @@ def taskdoc_to_calc_result(
         attempts=attempt,
         job_dir=task_doc.dir_name,
     )
+
+
+def _custodian_reason_of(task_doc: Any) -> str | None:
+    """custodian's account of an unsuccessful run, from ``custodian.json`` in its folder (``dir_name`` is atomate2's
+    ``host:/path``); None when the folder cannot be read here or custodian recorded nothing."""
+    from screener.execution.custodian_log import custodian_reason
+
+    dir_name = str(getattr(task_doc, "dir_name", None) or "")
+    if ":" in dir_name and not dir_name.startswith("/"):
+        dir_name = dir_name.split(":", 1)[1]
+    return custodian_reason([dir_name]) if dir_name else None
 
 
 def maker_incar_note(maker: Any) -> str:

@@ -132,3 +132,17 @@ def test_jobflow_remote_records_custodians_reason(fake_jfr, tmp_path, run_folder
         error="Traceback ...\ncustodian.custodian.MaxCorrectionsPerJobError: Max errors per job reached: 2.")
     result = executor.collect(["u1"])["u1"]
     assert result.failure_reason == REASON + " (jobflow-remote state REMOTE_ERROR)"
+
+
+def test_vasp_conversion_names_custodians_handlers_for_an_unsuccessful_run(run_folder):
+    """An unsuccessful TaskDoc (custodian let VASP finish unconverged): its folder's custodian.json gives the reason."""
+    from pymatgen.core import Lattice, Structure
+
+    from screener.calculators.vasp import taskdoc_to_calc_result
+
+    si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    task_doc = types.SimpleNamespace(state="failed", output=None, dir_name=f"node042.cluster:{run_folder}",
+                                     run_stats=None)
+    result = taskdoc_to_calc_result.original(task_doc, structure=si, structure_id="si", fidelity="pbe", maker=None,
+                                             retry_incar_settings={}, modelled_cost_cpu_hours=1.0, attempt=1)
+    assert not result.success and result.failure_reason == REASON + " (attempt 1, state=failed)"
