@@ -138,6 +138,18 @@ def outcome(campaign: Path) -> dict[str, Any]:
         for doc in docs if isinstance(docs, list) else []:
             if isinstance(doc, dict) and doc.get("uuid") and "output" in doc:
                 store_uuids[doc["uuid"]] += 1
+    sqlite_store = campaign / "jobstore" / "jobstore.sqlite"  # the local job store of campaigns made since the JSON one
+    if sqlite_store.exists():
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{sqlite_store}?mode=ro", uri=True)
+        try:
+            for (text,) in conn.execute("SELECT doc FROM outputs"):
+                doc = json.loads(text)
+                if doc.get("uuid") and "output" in doc:
+                    store_uuids[doc["uuid"]] += 1
+        finally:
+            conn.close()
     by_key = Counter((j.structure_id, j.fidelity) for j in jobs)
     finished_uuids = {j.uuid for j in jobs if j.state in ("done", "failed")}
     ledger_uuids = {j.uuid for j in jobs}
