@@ -8,7 +8,9 @@
 
 Calling it again with the same data and configuration resumes from ``train_state.pt``; the result is bit-identical
 to an uninterrupted run because the data order of every epoch is a pure function of ``(seed, epoch)`` and the model,
-optimizer, scheduler and RNG states are restored exactly.
+optimizer, scheduler and RNG states are restored exactly. With ``TrainConfig.write_every_epoch`` False (a campaign's
+fine-tunes) only the best checkpoint is written, once, at the end. ``TrainConfig.samples_per_epoch`` with
+``focus_indices`` makes each epoch the focus samples plus a seeded draw of the rest (:func:`epoch_sample`).
 
 Multi-GPU: launched under ``torchrun`` (``WORLD_SIZE``/``LOCAL_RANK`` in the environment) the same call trains with
 :class:`torch.nn.parallel.DistributedDataParallel` and a :class:`~torch.utils.data.DistributedSampler`; only rank 0
