@@ -86,3 +86,36 @@ def test_missing_inputs_are_one_line_errors():
         decide("camd-gp-lcb", {**_state(["LiFeO2"]), "formulas": None})
     with pytest.raises(InvalidInputError, match="seed_rows"):
         decide("camd-gp-lcb", _state(["LiFeO2"], seed_rows=[]))
+
+
+def test_campaign_planner_feeds_formulas_and_seed_rows():
+    from types import SimpleNamespace
+
+    from pymatgen.entries.computed_entries import ComputedEntry
+
+    from screener.campaign import CampaignConfig, PlanRequest
+    from screener.campaign.components import PolicyPlanner
+
+    ids = ["c0", "c1", "c2"]
+    formulas = {"c0": "LiFeO2", "c1": "Li5FeO4", "c2": "LiFe5O8"}
+    ledger = SimpleNamespace(
+        candidates=lambda role=None: [{"structure_id": s, "formula": f} for s, f in formulas.items()],
+        jobs=lambda states=None: [SimpleNamespace(structure_id="c1", fidelity="pbe", result={"entry": {"x": 1}})])
+    refs = [ComputedEntry("Li2O", -10.0), ComputedEntry("Fe2O3", -20.0)]
+    hull = SimpleNamespace(references=refs, e_above_hull_ev_per_atom=lambda e: 0.05 if "Fe" in str(e.composition)
+                           else 0.0)
+    hulls = SimpleNamespace(hulls={"pbe": hull, "scan": hull}, e_above_hull_ev_per_atom=lambda fid, entry: 0.12)
+    config = CampaignConfig(budget_total=100.0, batch_size=2, unit_cpu_hours=1.0)
+    planner = PolicyPlanner(load_policy("camd-gp-lcb"), config, ledger=ledger, hulls=hulls)
+    got_formulas, rows = planner._camd_seed(ids)
+    assert got_formulas == ["LiFeO2", "Li5FeO4", "LiFe5O8"]
+    assert ("Li5FeO4", "pbe", 0.12) in rows  # the campaign's PBE result, in the current hull
+    assert {("Li2O", f, 0.0) for f in ("pbe", "scan")} | {("Fe2O3", f, 0.05) for f in ("pbe", "scan")} <= set(rows)
+    request = PlanRequest(
+        round_number=1, structure_ids=ids, chemsys=["Fe-Li-O"] * 3,
+        e_hull_mean={"pbe": np.array([0.0, 0.1, 0.2]), "scan": np.array([0.0, 0.1, 0.2])},
+        e_hull_std={"pbe": np.full(3, 0.05), "scan": np.full(3, 0.05)},
+        cost={"pbe": np.full(3, 1.0), "scan": np.full(3, 5.0)}, done={("c1", "pbe")}, n_scan=0, n_pbe=1,
+        learning_curve=[], remaining_budget=100.0, batch_size=2, seed=0)
+    plan = planner.plan(request)
+    assert len(plan.items) == 2 and plan.numbers["gp_n_train"] == 5  # 2 known formulas x 2 fidelities + c1's PBE
