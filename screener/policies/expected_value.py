@@ -250,6 +250,12 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     for neg_rate, i, fid in options:
         if r.left < min(r.min_cost_pbe, r.min_cost_scan):
             break
+        # a PBE screen finds nothing when the campaign cannot afford the SCAN run it would lead to (e.g. the last
+        # units of the budget): then it is worth only its learning value, and not bought for nothing
+        if open_p[i] and state.budget_cpu_hours - r.spent - c_p[i] < c_s[i] * (1.0 - 1e-9):
+            rate_pbe[i] = l_p / c_p[i]
+            if fid == "pbe" and rate_pbe[i] <= rate_scan[i]:
+                fid = "scan"
         before = len(r.items)
         numbers = {"p_scan_stable": float(p_scan[i]), "p_scan_source": "pbe result" if has_pbe[i] else "model",
                    "q_pbe_route_finds": float(finds_pbe[i]), "p_go_scan_after_pbe": float(p_go[i]),
@@ -260,8 +266,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             numbers["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])
         # the best option first; if it no longer fits in the round, the other one (e.g. a cheap PBE screen at the
         # end of the budget, which would otherwise be left unspent)
-        tries = [fid] + (["pbe" if fid == "scan" else "scan"] if open_p[i] and min(rate_pbe[i], rate_scan[i]) > 0
-                         else [])
+        tries = [fid] if fid == "scan" or rate_pbe[i] > 0 else []
+        tries += (["pbe" if fid == "scan" else "scan"] if open_p[i] and min(rate_pbe[i], rate_scan[i]) > 0 else [])
         for option in tries:
             if option == "scan":
                 why = (f"EV: SCAN now, P(SCAN-stable)={p_scan[i]:.2f} ({numbers['p_scan_source']}), "

@@ -98,6 +98,16 @@ def test_cheap_pbe_screen_when_the_preferred_scan_no_longer_fits_in_the_round():
     assert plan.items[0].numbers["rate_scan_per_cpu_hour"] > plan.items[0].numbers["rate_pbe_per_cpu_hour"]
 
 
+def test_no_pbe_screen_whose_scan_follow_up_the_campaign_cannot_afford():
+    # the campaign's last 3 CPU-h: a PBE run (1) fits, the SCAN run it would lead to (5) does not; nothing learns
+    # from it any more, so it would buy nothing: the budget is left unspent rather than wasted
+    state = _state(n=3, scan_mean_ev_per_atom=[0.02] * 3, pbe_mean_ev_per_atom=[0.02] * 3, budget_cpu_hours=3.0)
+    plan = decide("expected-value", state)
+    assert [i.fidelity for i in plan.items] == []
+    # with room for the follow-up, the same screen is bought
+    assert [i.fidelity for i in decide("expected-value", {**state, "budget_cpu_hours": 6.5}).items][:1] == ["pbe"]
+
+
 def test_lambda_is_the_rate_of_the_last_scan_pick_the_budget_reaches():
     from scipy.special import ndtr
 
