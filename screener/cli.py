@@ -693,6 +693,8 @@ def status_command(
     for col in ("round", "state", "PBE", "SCAN", f"cost ({unit})", "MAE PBE", "MAE SCAN"):
         table.add_column(col)
     for r in status["rounds"]:
+        if r["state"] == "empty" and not any(r["calculations"].values()):
+            continue  # the marker of a finished campaign (said in the first line), not a round that ran
         mae = [r.get(f"mae_{f}_ev_per_atom") for f in ("pbe", "scan")]
         table.add_row(str(r["round"]), r["state"], str(r["calculations"].get("pbe", 0)),
                       str(r["calculations"].get("scan", 0)), f"{r['cost']:.4g}",

@@ -76,3 +76,5 @@ def test_run_resume_and_status_json(run_cli, tmp_path, monkeypatch):
     assert set(status["stable_found"]) <= set(make_structures(8))
     code, out, err = run_cli(["status", camp])  # the rich tables
     assert code == 0 and "calculations" in out and "rounds" in out and "budget" in out
+    # the finished campaign's marker round (state "empty", nothing bought) is not listed as a round that ran
+    assert status["rounds"][-1]["state"] == "empty" and "(finished)" in out and " empty " not in out
