@@ -117,7 +117,19 @@ def prepare_references(
         loaded = load_entries([mode])
         entries = {f: [e for e in loaded if entry_fidelity(e) == f] for f in ("pbe", "scan")}
         meta["sources"] = str(Path(mode).resolve())
-    if candidates:
+    if candidates and meta["mode"] == "world":
+        # a replay data set holds the candidates' own (hidden) answers, not known phases: they stay off every hull
+        # until bought, or a replayed campaign would start from the true hull of all its candidates
+        from screener.hull.known_phases import CandidateIndex, exclude_candidates
+
+        excluded: dict[str, str] = {}
+        index = CandidateIndex(candidates)
+        for f in ("pbe", "scan"):
+            known[f], dropped = exclude_candidates(known[f], index)
+            excluded.update(dropped)
+        meta["excluded_as_candidates"] = excluded
+        meta[CANDIDATE_TWINS_META] = {}
+    elif candidates:
         from screener.hull.known_phases import CandidateIndex, candidate_twins
 
         twins: dict[str, list[str]] = {}
@@ -471,8 +483,11 @@ class CampaignHulls:
         from screener.hull.phase_diagram import chemsys_elements
 
         elements = chemsys_elements(chemsys)
+        # a candidate's twin is not bought as a competing phase: the candidate's own SCAN run is that structure
+        twin_keys = {k for keys in self.twins.values() for k in keys}
         known = {entry_key(e) for e in self.hulls["pbe"].references
-                 if len(e.composition.elements) > 1 and {str(el) for el in e.composition.elements} <= elements}
+                 if len(e.composition.elements) > 1 and {str(el) for el in e.composition.elements} <= elements
+                 and entry_key(e) not in twin_keys}
         if all(k in self.hulls["scan"] for k in known):  # the usual case: known at both fidelities, nothing to buy
             return []
         try:

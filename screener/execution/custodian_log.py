@@ -42,7 +42,7 @@ def read_run_log(folder: str | Path) -> list[dict] | None:
         if not path.is_file() or path.stat().st_size > _MAX_BYTES:
             return None
         data = json.loads(path.read_text(errors="replace"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a pathologically nested file is as unreadable as a torn one
         return None
     if not isinstance(data, list) or not all(isinstance(entry, dict) for entry in data):
         return None
@@ -71,7 +71,8 @@ def summarize_run_logs(run_logs: Iterable[list[dict]]) -> str | None:
     stop = None
     for run_log in run_logs:
         for entry in run_log:
-            for corr in entry.get("corrections") or []:
+            corrections = entry.get("corrections")
+            for corr in corrections if isinstance(corrections, list) else []:
                 if not isinstance(corr, dict) or corr.get("skipped"):
                     continue
                 name = _class_name(corr.get("handler")) or "handler"

@@ -77,6 +77,23 @@ def test_a_known_twin_competes_with_the_others_and_not_with_its_candidate(twin_h
     assert json.loads(path.read_text())["meta"]["candidate_twins"] == {"cand-A": ["kp-Li2O"]}
 
 
+def test_a_twin_known_only_at_pbe_is_not_bought_again_as_a_scan_competing_phase(tmp_path):
+    """The candidate's own SCAN run is its twin's structure: buying the twin as well would compute it twice."""
+    from monty.serialization import dumpfn
+
+    from screener.campaign.hulls import CampaignHulls, prepare_references
+
+    known = [_element(el, f) for f in ("pbe", "scan") for el in ("Li", "O")]
+    known.append(_entry("kp-Li2O", _li2o_antifluorite(), "pbe", -2.0))  # an MP GGA entry without an r2SCAN twin
+    dumpfn([e.as_dict() for e in known], tmp_path / "known.json")
+    (tmp_path / "camp").mkdir()
+    path = prepare_references(tmp_path / "camp", str(tmp_path / "known.json"), ["Li", "O"], "standin",
+                              candidates={"cand-A": _li2o_antifluorite()})
+    hulls = CampaignHulls.from_file(path)
+    assert hulls.twins == {"cand-A": ["kp-Li2O"]}
+    assert hulls.missing_competing_phases("scan", "Li-O") == []
+
+
 def test_ranking_measures_a_rediscovery_without_its_twin(twin_hulls):
     from screener.campaign.ranking import predicted_e_hull
 

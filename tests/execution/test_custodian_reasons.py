@@ -146,3 +146,11 @@ def test_vasp_conversion_names_custodians_handlers_for_an_unsuccessful_run(run_f
     result = taskdoc_to_calc_result.original(task_doc, structure=si, structure_id="si", fidelity="pbe", maker=None,
                                              retry_incar_settings={}, modelled_cost_cpu_hours=1.0, attempt=1)
     assert not result.success and result.failure_reason == REASON + " (attempt 1, state=failed)"
+
+
+def test_a_malformed_log_is_no_reason_rather_than_a_crash(tmp_path):
+    """Wrong types or a pathologically nested file read as "no usable log", never a traceback during collection."""
+    (tmp_path / "custodian.json").write_text(json.dumps([{"corrections": 5, "max_errors": True}]))
+    assert custodian_reason([tmp_path]) is None or "\n" not in custodian_reason([tmp_path])
+    (tmp_path / "custodian.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert read_run_log(tmp_path) is None
