@@ -158,7 +158,7 @@ class PolicyPlanner:
         computed once per planner, like the known pairs)."""
         if self.ledger is None or self.hulls is None:
             return None, []
-        formula = {c["structure_id"]: c["formula"] for c in self.ledger.candidates(role=None)}
+        formula = {c["structure_id"]: c["formula"] for c in self.ledger.candidates(role=None, with_structures=False)}
         rows: list[tuple[str, str, float]] = []
         for job in self.ledger.jobs(states=["done"]):
             entry = (job.result or {}).get("entry")

@@ -58,6 +58,8 @@ def _status(campaign_dir: str | Path) -> dict[str, Any]:
             payload = json.loads(snaps[-1]["hull_json"]) if snaps else {}
             # the snapshot's own call (each candidate judged without its known twin, at the campaign's threshold)
             stable[fidelity] = [s for s in payload.get("stable_ids", []) if s in candidates]
+            if fidelity == "scan" and payload.get("stable_threshold_ev_per_atom") is not None:
+                threshold = float(payload["stable_threshold_ev_per_atom"])  # the one these stable ids were judged at
             e_hull[fidelity] = {s: v for s, v in (payload.get("e_hull_ev_per_atom") or {}).items() if s in candidates}
         from screener.campaign.hulls import CANDIDATE_TWINS_META, candidate_twins_of
 

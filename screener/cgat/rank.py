@@ -209,10 +209,10 @@ def predict_chunk(
 
     skipped = [] if skipped is None else skipped
     counts = {"skipped": 0, "ranked": 0} if counts is None else counts
-    with torch.no_grad():
-        for batch in _graph_batches(chunk, ensemble.n_neighbors, skip_invalid, skipped, counts, rows):
+    for batch in _graph_batches(chunk, ensemble.n_neighbors, skip_invalid, skipped, counts, rows):
+        with torch.no_grad():  # not held across the yield: the caller's code runs with its own grad mode
             pred = ensemble.predict([g for _, g in batch], batch_size=batch_size)
-            yield batch, np.asarray(pred.mean, dtype=float), np.asarray(pred.std, dtype=float)
+        yield batch, np.asarray(pred.mean, dtype=float), np.asarray(pred.std, dtype=float)
 
 
 def _sort_key(by: str) -> Callable[[dict[str, Any]], tuple[float, str]]:

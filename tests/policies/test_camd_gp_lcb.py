@@ -99,7 +99,7 @@ def test_campaign_planner_feeds_formulas_and_seed_rows():
     ids = ["c0", "c1", "c2"]
     formulas = {"c0": "LiFeO2", "c1": "Li5FeO4", "c2": "LiFe5O8"}
     ledger = SimpleNamespace(
-        candidates=lambda role=None: [{"structure_id": s, "formula": f} for s, f in formulas.items()],
+        candidates=lambda role=None, with_structures=True: [{"structure_id": s, "formula": f} for s, f in formulas.items()],
         jobs=lambda states=None: [SimpleNamespace(structure_id="c1", fidelity="pbe", result={"entry": {"x": 1}})])
     refs = [ComputedEntry("Li2O", -10.0), ComputedEntry("Fe2O3", -20.0)]
     hull = SimpleNamespace(references=refs, e_above_hull_ev_per_atom=lambda e: 0.05 if "Fe" in str(e.composition)
