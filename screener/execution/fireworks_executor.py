@@ -16,10 +16,9 @@ failed with custodian's reason, read from ``custodian.json`` in its launch folde
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stderr
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +57,10 @@ _LAUNCHPADS: dict[tuple[str, str], Any] = {}
 @contextmanager
 def _quiet_tqdm() -> Iterator[None]:
     """Without the tqdm progress bar ``LaunchPad.bulk_add_wfs`` draws on ``sys.stderr`` (screener reports its own
-    progress; log handlers keep their own streams)."""
-    with redirect_stderr(io.StringIO()):
+    progress). Only that bar goes: stderr itself is left alone, so warnings and errors raised meanwhile still show."""
+    from unittest import mock
+
+    with mock.patch("fireworks.core.launchpad.tqdm", lambda iterable, *args, **kwargs: iterable):
         yield
 
 

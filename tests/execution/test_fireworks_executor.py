@@ -81,8 +81,10 @@ def test_states_follow_the_engine_and_lost_runs_are_rerun_then_failed(tmp_path, 
     assert result.structure_id == sid and result.cost_cpu_hours > 0  # from the job's metadata: charged its estimate
 
 
-def test_a_calculation_listed_twice_is_added_once(tmp_path, launchpad, two_candidates):
+def test_a_calculation_listed_twice_is_added_once(tmp_path, launchpad, two_candidates, capfd):
     """Workflows go in as one bulk insert: a repeated calculation in the same submission is not added twice."""
+    import sys
+
     from screener.calculators import get_calculator
     from screener.execution import get_executor
 
@@ -93,3 +95,11 @@ def test_a_calculation_listed_twice_is_added_once(tmp_path, launchpad, two_candi
     assert executor.submit([flow, again]) == [flow.uuid, flow.uuid]
     assert launchpad.fireworks.count_documents({}) == 1
     assert executor.states([flow.uuid]) == {flow.uuid: "pending"}  # READY, as add_wf leaves it
+    # FireWorks' own tqdm bar is not drawn, but stderr itself is not swallowed while submitting
+    err = capfd.readouterr().err
+    assert "it/s" not in err and "100%|" not in err
+    from screener.execution import fireworks_executor
+
+    with fireworks_executor._quiet_tqdm():
+        print("still here", file=sys.stderr)
+    assert "still here" in capfd.readouterr().err
