@@ -106,7 +106,8 @@ class PolicyPlanner:
         if self.policy.kind == "expected-value":
             state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"] = self._pbe_results()
         if self.policy.kind.startswith("camd-"):
-            state["formulas"], state["seed_rows"] = self._camd_seed(request.structure_ids)
+            state["formulas"], state["seed_rows"], state["n_campaign_seed_rows"] = self._camd_seed(
+                request.structure_ids)
         # the request's batch (the loop asks again with the slots a first plan left free); PBE phases count in it
         slots = min(self.config.batch_size, request.batch_size) - len(first)
         if slots < 1:
@@ -152,12 +153,13 @@ class PolicyPlanner:
             self._known_pairs = _known_pairs(self.hulls)
         return e_hull["pbe"], pairs + self._known_pairs
 
-    def _camd_seed(self, ids: list[str]) -> tuple[list[str] | None, list[tuple[str, str, float]]]:
+    def _camd_seed(self, ids: list[str]) -> tuple[list[str] | None, list[tuple[str, str, float]], int]:
         """The CAMD peers' inputs: each candidate's formula, and (formula, fidelity, E_hull in the current hull) of
         every computed structure: the campaign's results and the hulls' reference phases (the known set's are
-        computed once per planner, like the known pairs)."""
+        computed once per planner, like the known pairs), and how many of the rows (the first ones) are the
+        campaign's."""
         if self.ledger is None or self.hulls is None:
-            return None, []
+            return None, [], 0
         formula = {c["structure_id"]: c["formula"] for c in self.ledger.candidates(role=None, with_structures=False)}
         rows: list[tuple[str, str, float]] = []
         for job in self.ledger.jobs(states=["done"]):
@@ -174,7 +176,7 @@ class PolicyPlanner:
                     value = hull.e_above_hull_ev_per_atom(ref)
                     if np.isfinite(value):
                         self._known_rows.append((ref.composition.reduced_formula, fidelity, float(value)))
-        return [formula.get(s) or "" for s in ids], rows + self._known_rows
+        return [formula.get(s) or "" for s in ids], rows + self._known_rows, len(rows)
 
 
 _FUNCTIONAL_SUFFIX = re.compile(r"[-_:](?:GGA\+U|GGA|PBE\+U|PBE|R2SCAN|SCAN)$", re.IGNORECASE)

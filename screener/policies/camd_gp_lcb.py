@@ -129,18 +129,26 @@ def _rows(features: np.ndarray, fidelity: str) -> np.ndarray:
 
 
 def _seed(state: Any, policy: Any) -> tuple[list[str], list[str], np.ndarray]:
-    """Seed rows averaged per (formula, fidelity), then a seeded subsample of at most ``max_seed_rows``."""
+    """Seed rows averaged per (formula, fidelity); every (formula, fidelity) the campaign computed is kept, the
+    known set's others are a seeded subsample so that there are at most ``max_seed_rows`` (unless the campaign's own
+    exceed it)."""
     from pymatgen.core import Composition
 
     groups: dict[tuple[str, str], list[float]] = {}
-    for formula, fidelity, e_hull in state.seed_rows:
+    own: set[tuple[str, str]] = set()
+    for i, (formula, fidelity, e_hull) in enumerate(state.seed_rows):
         if fidelity in _FIDELITIES and np.isfinite(e_hull):
             key = (Composition(formula).reduced_formula, fidelity)
             groups.setdefault(key, []).append(float(e_hull))
+            if i < state.n_campaign_seed_rows:
+                own.add(key)
     keys = sorted(groups)
     if len(keys) > policy.camd.max_seed_rows:
+        others = [k for k in keys if k not in own]
+        n_others = max(policy.camd.max_seed_rows - len(own), 0)
         rng = np.random.default_rng([policy.seed, state.round_index])
-        keys = [keys[i] for i in sorted(rng.choice(len(keys), policy.camd.max_seed_rows, replace=False))]
+        kept = {others[i] for i in rng.choice(len(others), min(n_others, len(others)), replace=False)}
+        keys = [k for k in keys if k in own or k in kept]
     return ([k[0] for k in keys], [k[1] for k in keys], np.array([np.mean(groups[k]) for k in keys], dtype=float))
 
 

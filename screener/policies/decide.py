@@ -93,6 +93,9 @@ class PolicyState(BaseModel):
     seed_rows: list[tuple[str, str, float]] = Field(
         default_factory=list, description="(formula, fidelity, E_hull) of every computed structure: known set and "
         "campaign (CAMD peers: their seed data).")
+    n_campaign_seed_rows: int = Field(
+        0, ge=0, description="The first rows of seed_rows that are the campaign's own results (CAMD peers keep them "
+        "all; only known-set rows are subsampled).")
 
     @model_validator(mode="after")
     def _check_lengths(self) -> PolicyState:

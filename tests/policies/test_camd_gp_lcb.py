@@ -107,7 +107,8 @@ def test_campaign_planner_feeds_formulas_and_seed_rows():
     hulls = SimpleNamespace(hulls={"pbe": hull, "scan": hull}, e_above_hull_ev_per_atom=lambda fid, entry: 0.12)
     config = CampaignConfig(budget_total=100.0, batch_size=2, unit_cpu_hours=1.0)
     planner = PolicyPlanner(load_policy("camd-gp-lcb"), config, ledger=ledger, hulls=hulls)
-    got_formulas, rows = planner._camd_seed(ids)
+    got_formulas, rows, n_own = planner._camd_seed(ids)
+    assert n_own == 1 and rows[0] == ("Li5FeO4", "pbe", 0.12)  # the campaign's rows come first, counted
     assert got_formulas == ["LiFeO2", "Li5FeO4", "LiFe5O8"]
     assert ("Li5FeO4", "pbe", 0.12) in rows  # the campaign's PBE result, in the current hull
     assert {("Li2O", f, 0.0) for f in ("pbe", "scan")} | {("Fe2O3", f, 0.05) for f in ("pbe", "scan")} <= set(rows)
@@ -119,3 +120,20 @@ def test_campaign_planner_feeds_formulas_and_seed_rows():
         learning_curve=[], remaining_budget=100.0, batch_size=2, seed=0)
     plan = planner.plan(request)
     assert len(plan.items) == 2 and plan.numbers["gp_n_train"] == 5  # 2 known formulas x 2 fidelities + c1's PBE
+
+
+def test_the_seed_subsample_keeps_every_campaign_result():
+    """Only known-set rows are subsampled to max_seed_rows: the results the campaign paid for are all kept."""
+    from types import SimpleNamespace
+
+    from screener.policies.camd_gp_lcb import _seed
+
+    own = [(f"Li{i}O", "scan", 0.01 * i) for i in range(1, 8)]
+    known = [(f"Fe{i}O", "pbe", 0.02 * i) for i in range(1, 40)]
+    policy = SimpleNamespace(seed=0, camd=SimpleNamespace(max_seed_rows=10))
+    state = SimpleNamespace(seed_rows=own + known, n_campaign_seed_rows=len(own), round_index=3)
+    formulas, fidelities, _ = _seed(state, policy)
+    assert len(formulas) == 10
+    from pymatgen.core import Composition
+
+    assert {Composition(f).reduced_formula for f, _, _ in own} <= set(formulas)  # all 7 own rows, 3 known ones
