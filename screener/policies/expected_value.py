@@ -266,8 +266,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             numbers["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])
         # the best option first; if it no longer fits in the round, the other one (e.g. a cheap PBE screen at the
         # end of the budget, which would otherwise be left unspent)
-        tries = [fid] if fid == "scan" or rate_pbe[i] > 0 else []
-        tries += (["pbe" if fid == "scan" else "scan"] if open_p[i] and min(rate_pbe[i], rate_scan[i]) > 0 else [])
+        tries = [fid] + (["pbe" if fid == "scan" else "scan"] if open_p[i] and min(rate_pbe[i], rate_scan[i]) > 0
+                         else [])
         for option in tries:
             if option == "scan":
                 why = (f"EV: SCAN now, P(SCAN-stable)={p_scan[i]:.2f} ({numbers['p_scan_source']}), "
