@@ -88,6 +88,7 @@ class Campaign:
         self._roles: dict[str, str] = {}
         self._in_hull: set[str] = set()
         self._cost_cache: dict[tuple[str, str], tuple[float, float]] = {}
+        self._chemsys: dict[str, str] = {}  # structure id -> chemical system, kept across rounds
         #: False: submit and return (JobsPending) instead of polling the executor until its jobs are back
         self.wait = True
         self._load_candidates()
@@ -425,7 +426,7 @@ class Campaign:
         flows: dict[tuple[str, str], Any] = {}
         gaps = self._pbe_band_gaps()
         # once per round, not per retry (100,000 pymatgen look-ups are seconds)
-        kept = self.__dict__.setdefault("_chemsys", {})
+        kept = self._chemsys
         chemsys = [kept.get(s) or kept.setdefault(s, self._structures[s].composition.chemical_system) for s in ids]
         costs = {f: np.array([self._cost(s, f)[0] for s in ids]) for f in FIDELITIES}
         for attempt in range(max(3, batch + 1)):  # each retry follows dropped items: bounded by the batch
