@@ -48,6 +48,7 @@ class PolicyPlanner:
         self.ledger, self.hulls = ledger, hulls
         self._known_pairs: list[tuple[float, float]] | None = None
         self._known_rows: list[tuple[str, str, float]] | None = None
+        self._fraction_cache: dict[str, dict[str, float]] | None = None
         # one threshold for every "stable" call: the campaign's, also behind the policy's P(stable)
         acquisition = policy.acquisition.model_copy(
             update={"threshold_ev_per_atom": float(config.stable_threshold_ev_per_atom)})
@@ -104,7 +105,11 @@ class PolicyPlanner:
             "round_index": request.round_number,
         }
         if self.policy.kind == "expected-value":
-            state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"] = self._pbe_results()
+            e_hull = self._computed_e_hull()
+            state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"] = self._pbe_results(e_hull)
+            state["purchase_outcomes"] = self._purchase_outcomes(e_hull)
+            if self.policy.expected_value.competitor_samples:
+                state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(request)
         if self.policy.kind.startswith("camd-"):
             state["formulas"], state["seed_rows"], state["n_campaign_seed_rows"] = self._camd_seed(
                 request.structure_ids)
@@ -136,18 +141,125 @@ class PolicyPlanner:
             numbers["scaling_law"] = plan.fit.model_dump(mode="json")
         return Plan(items, numbers)
 
-    def _pbe_results(self) -> tuple[dict[str, float], list[tuple[float, float]]]:
-        """Computed PBE E_hull per structure (current hull) and the (PBE, SCAN) E_hull pairs: the campaign's own and
-        the known set's (reference phases present at both fidelities, matched by id; computed once per planner)."""
+    def _competitor_survival(self, request: PlanRequest) -> tuple[list[float], dict[str, Any]]:
+        """Per candidate, P(SCAN-stable once the pool's other candidates are computed | SCAN-stable on today's hull)
+        (:func:`screener.policies.competitors.competitor_survival`), one Monte Carlo per element set: the union of
+        the candidates' elements when it has at most ``MAX_ELEMENTS``, else each maximal candidate element set
+        (larger ones are skipped: survival 1)."""
+        import time
+
+        from screener.hull import MissingReferenceError
+        from screener.policies.competitors import MAX_ELEMENTS, competitor_survival
+
+        n = len(request.structure_ids)
+        survival = np.ones(n)
+        if self.ledger is None or self.hulls is None or n == 0:
+            return list(survival), {}
+        t0 = time.perf_counter()
+        fractions = self._fractions()
+        comps = [fractions.get(s) for s in request.structure_ids]
+        open_scan = np.array([(s, "scan") not in request.done and comps[i] is not None
+                              for i, s in enumerate(request.structure_ids)])
+        element_sets = {frozenset(c) for c, o in zip(comps, open_scan) if o}
+        union = frozenset().union(*element_sets) if element_sets else frozenset()
+        groups = [union] if len(union) <= MAX_ELEMENTS else sorted(
+            (g for g in element_sets if not any(g < other for other in element_sets)), key=sorted)
+        cfg = self.policy.expected_value
+        numbers: dict[str, Any] = {"competitor_groups": 0, "competitor_plausible": 0, "competitor_skipped": 0}
+        assigned = ~open_scan
+        hull = self.hulls.hulls["scan"]
+        mean, std = np.asarray(request.e_hull_mean["scan"], float), np.asarray(request.e_hull_std["scan"], float)
+        stays, below = 0.0, 0.0
+        for group in groups:
+            members = np.array([not assigned[i] and set(comps[i]) <= group for i in range(n)])
+            if not members.any():
+                continue
+            assigned |= members
+            if len(group) > MAX_ELEMENTS:
+                numbers["competitor_skipped"] += int(members.sum())
+                continue
+            elements = sorted(group)
+            try:
+                diagram = hull.phase_diagram(elements)
+            except MissingReferenceError:
+                numbers["competitor_skipped"] += int(members.sum())
+                continue
+            base = diagram.stable_entries
+            base_x = np.array([[e.composition.get_atomic_fraction(el) for el in elements] for e in base])
+            base_e = np.array([diagram.get_form_energy_per_atom(e) for e in base])
+            idx = np.flatnonzero(members)
+            cand_x = np.array([[comps[i].get(el, 0.0) for el in elements] for i in idx])
+            s, nums = competitor_survival(base_x, base_e, cand_x, mean[idx], std[idx],
+                                          threshold=float(self.config.stable_threshold_ev_per_atom),
+                                          samples=cfg.competitor_samples, seed=request.round_number)
+            survival[idx] = s
+            numbers["competitor_groups"] += 1
+            numbers["competitor_plausible"] += nums["n_plausible"]
+            if nums["overall_survival"] is not None:
+                weight = float(nums["n_plausible"])
+                stays, below = stays + weight * nums["overall_survival"], below + weight
+        numbers["competitor_overall_survival"] = stays / below if below else None
+        numbers["competitor_s"] = round(time.perf_counter() - t0, 3)
+        return [float(v) for v in survival], numbers
+
+    def _fractions(self) -> dict[str, dict[str, float]]:
+        """Atomic fractions per candidate (from the ledger's formulas; computed once per planner)."""
+        if self._fraction_cache is None:
+            from pymatgen.core import Composition
+
+            self._fraction_cache = {}
+            for row in self.ledger.candidates(role=None, with_structures=False):
+                if row.get("formula"):
+                    comp = Composition(row["formula"])
+                    self._fraction_cache[row["structure_id"]] = {
+                        str(el): comp.get_atomic_fraction(el) for el in comp.elements}
+        return self._fraction_cache
+
+    def _computed_e_hull(self) -> dict[str, dict[str, tuple[int, float, str]]]:
+        """(round bought, E_hull on the current hull, job role) of every computed structure, per fidelity."""
+        e_hull: dict[str, dict[str, tuple[int, float, str]]] = {"pbe": {}, "scan": {}}
         if self.ledger is None or self.hulls is None:
-            return {}, []
-        e_hull: dict[str, dict[str, float]] = {"pbe": {}, "scan": {}}
+            return e_hull
         for job in self.ledger.jobs(states=["done"]):
             entry = (job.result or {}).get("entry")
             if entry and job.fidelity in e_hull:
                 value = self.hulls.e_above_hull_ev_per_atom(job.fidelity, entry)
                 if np.isfinite(value):
-                    e_hull[job.fidelity][job.structure_id] = float(value)
+                    e_hull[job.fidelity][job.structure_id] = (int(job.round), float(value), job.role)
+        return e_hull
+
+    def _purchase_outcomes(self, computed: dict[str, dict[str, tuple[int, float, str]]]
+                           ) -> list[tuple[str, float, bool]]:
+        """(fidelity, P(stable) the round's ranking gave, stable on the current hull) of each candidate calculation
+        bought on the model's prediction: a SCAN run of a candidate whose PBE result came in an earlier round was
+        bought on that result, and a competing phase for another candidate's hull, and both are left out."""
+        if self.ledger is None:
+            return []
+        threshold = float(self.config.stable_threshold_ev_per_atom) + 1e-6
+        by_round: dict[int, list[tuple[str, str]]] = {}
+        for fidelity, done in computed.items():
+            for sid, (number, _, role) in done.items():
+                screened = computed["pbe"].get(sid)
+                if role != "candidate" or (fidelity == "scan" and screened is not None and screened[0] < number):
+                    continue
+                by_round.setdefault(number, []).append((sid, fidelity))
+        out: list[tuple[str, float, bool]] = []
+        for number, keys in sorted(by_round.items()):
+            rows = self.ledger.predictions(number, structure_ids=[sid for sid, _ in keys])
+            p_at = {(r["structure_id"], r["fidelity"]): r["p_stable"] for r in rows}
+            for sid, fidelity in keys:
+                p = p_at.get((sid, fidelity))
+                if p is not None and np.isfinite(p):
+                    out.append((fidelity, float(p), computed[fidelity][sid][1] <= threshold))
+        return out
+
+    def _pbe_results(self, computed: dict[str, dict[str, tuple[int, float, str]]]
+                     ) -> tuple[dict[str, float], list[tuple[float, float]]]:
+        """Computed PBE E_hull per structure (current hull) and the (PBE, SCAN) E_hull pairs: the campaign's own and
+        the known set's (reference phases present at both fidelities, matched by id; computed once per planner)."""
+        if self.ledger is None or self.hulls is None:
+            return {}, []
+        e_hull = {f: {sid: value for sid, (_, value, _) in done.items()} for f, done in computed.items()}
         pairs = [(e_hull["pbe"][s], e_hull["scan"][s]) for s in e_hull["pbe"] if s in e_hull["scan"]]
         if self._known_pairs is None:
             self._known_pairs = _known_pairs(self.hulls)

@@ -78,6 +78,14 @@ class ExpectedValueConfig(BaseModel):
         0.1, gt=0, description="Prior PBE E_hull scale over which P(SCAN-stable) falls (stand-in worlds: PBE-as-SCAN "
         "E_hull MAE 0.07-0.12 eV/atom).")
     prior_weight: float = Field(5.0, ge=0, description="Pseudo-pairs of the prior.")
+    outcome_calibration: bool = Field(
+        True, description="Recalibrate P(stable) on the campaign's purchases (P at purchase vs stable or not), "
+        "refitted each round (see screener.policies.outcome_calibration).")
+    outcome_calibration_prior_weight: float = Field(
+        10.0, ge=0, description="Purchases the identity map (no recalibration) is worth.")
+    competitor_samples: int = Field(
+        64, ge=0, le=4096, description="Monte Carlo draws of the competitor survival (P(still SCAN-stable once the "
+        "pool's other candidates are computed)); 0: off (see screener.policies.competitors).")
     learning_value: bool = Field(True, description="Add the scaling law's learning value to each option.")
     learning_value_draws: int = Field(16, ge=1, le=256, description="Fixed-seed draws of the preposterior estimate.")
     learning_value_min_n_scan: int = Field(

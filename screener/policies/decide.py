@@ -88,6 +88,14 @@ class PolicyState(BaseModel):
         default_factory=dict, description="Computed PBE E_hull of candidates with a PBE result (expected-value).")
     pbe_scan_pairs: list[tuple[float, float]] = Field(
         default_factory=list, description="(PBE, SCAN) computed E_hull pairs: campaign and known set (expected-value).")
+    purchase_outcomes: list[tuple[str, float, bool]] = Field(
+        default_factory=list, description="(fidelity, P(stable) at purchase, came out stable) of each candidate "
+        "calculation bought on the model's prediction (expected-value: outcome calibration).")
+    competitor_survival_scan: list[float] | None = Field(
+        None, description="Per candidate, P(SCAN-stable once the pool's other candidates are computed | SCAN-stable "
+        "on today's hull) (expected-value; None: 1).")
+    competitor_numbers: dict[str, float | int | None] = Field(
+        default_factory=dict, description="Numbers of the competitor Monte Carlo, for the ledger.")
     formulas: list[str] | None = Field(
         None, description="Reduced formula per candidate (CAMD peers: composition features).")
     seed_rows: list[tuple[str, str, float]] = Field(
@@ -101,7 +109,8 @@ class PolicyState(BaseModel):
     def _check_lengths(self) -> PolicyState:
         n = len(self.candidate_ids)
         for name in ("chemsys", "scan_mean_ev_per_atom", "scan_std_ev_per_atom", "pbe_mean_ev_per_atom",
-                     "pbe_std_ev_per_atom", "cost_scan_cpu_hours", "cost_pbe_cpu_hours", "formulas"):
+                     "pbe_std_ev_per_atom", "cost_scan_cpu_hours", "cost_pbe_cpu_hours", "formulas",
+                     "competitor_survival_scan"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} candidates")

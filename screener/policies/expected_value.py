@@ -14,6 +14,16 @@ PBE cost ``c_p``, both that candidate's own) the policy values each option by ex
   probit over a Gaussian is a bivariate normal probability);
 * **skip**: 0 (a candidate is planned only if its best rate is positive and the round budget reaches it).
 
+Two corrections make ``p`` the probability of a find that counts, not of a result that looks stable today:
+
+* **outcome calibration** (:mod:`screener.policies.outcome_calibration`): the model's P(stable) is refitted each
+  round on the campaign's own purchases (P at purchase vs stable or not), ``P_cal = Phi(a + b Phi^-1(P))``, applied
+  to both fidelities' Gaussians (``sd' = sd / b``, ``mu' = mu - a sd'``), so the closed forms above still hold;
+* **competitor survival** (:mod:`screener.policies.competitors`): ``S_i`` = P(still SCAN-stable once the pool's
+  other candidates are computed | SCAN-stable on today's hull), a Monte Carlo over the candidates' predictions;
+  ``p``, ``q`` and ``F`` are multiplied by it, and the PBE route's SCAN follow-up goes ahead when
+  ``q(x) S_i / c_s >= lambda``.
+
 ``L_s`` and ``L_p`` are the **learning values** of one calculation: the scaling law's expected MAE drop turned into
 expected extra finds in the rest of the campaign. With ``K`` SCAN picks left after this round (remaining budget /
 median SCAN cost), ``V(m)`` = expected finds among the model's top ``K`` when its predictions sharpen from sigma to
@@ -25,8 +35,10 @@ With a large pre-training set (``N_p`` ~ 2e4 and more) ``L_p`` is negligible: PB
 the PBE model, then fine-tuned on SCAN only) new PBE results never reach it and ``L_p = 0``.
 
 Candidates are planned greedily by their best option's rate until the round budget is spent (SCAN plans carry their
-competing phases). Every planned item records its numbers (``numbers`` of the plan item: ``p_scan``, ``q_pbe``,
-``rate_*``, ``L_*``, ``lambda``).
+competing phases). Every planned item records its numbers (``numbers`` of the plan item: ``p_scan_stable``,
+``p_scan_model_raw``, ``competitor_survival``, ``rate_*``, ``L_*``, ``lambda``); the round's numbers hold the
+outcome calibration (``outcome_calibration_a``, ``_b``, ``_n_purchases``, ...) and the competitor Monte Carlo
+(``competitor_*``).
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ from typing import Any
 
 import numpy as np
 from scipy.special import ndtr
+
+from screener.policies.outcome_calibration import OutcomeCalibration, fit_outcome_calibration
 
 __all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "learning_values", "plan_expected_value", "pbe_route",
            "bivariate_normal_cdf"]
@@ -198,13 +212,27 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     sd_s = np.maximum(np.asarray(state.scan_std_ev_per_atom, float), floor)
     mu_p = r.mean_pbe
     sd_p = np.maximum(np.asarray(state.pbe_std_ev_per_atom or state.scan_std_ev_per_atom, float), floor)
+    # P(stable) as the campaign's own purchases turned out (both fidelities pooled: the causes of overrating, the
+    # winner's curse and a hull without the pool's stable structures, are shared); identity without purchases
+    outcome = OutcomeCalibration()
+    if cfg.outcome_calibration:
+        outcome = fit_outcome_calibration([p for _, p, _ in state.purchase_outcomes],
+                                          [y for _, _, y in state.purchase_outcomes],
+                                          prior_weight=cfg.outcome_calibration_prior_weight)
+        mu_s, sd_s = outcome.calibrate_gaussian(mu_s, sd_s)
+        mu_p, sd_p = outcome.calibrate_gaussian(mu_p, sd_p)
     relation = fit_pbe_scan_relation(state.pbe_scan_pairs, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
                                      prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight,
                                      tol=thr + 1e-6)  # SCAN-stable: the campaign's threshold
     p_model = ndtr((thr - mu_s) / sd_s)
+    p_raw = ndtr((thr - r.mean_scan) / np.maximum(np.asarray(state.scan_std_ev_per_atom, float), floor))
     pbe_result = np.array([state.pbe_result_e_hull_ev_per_atom.get(c, np.nan) for c in ids], dtype=float)
     has_pbe = np.isfinite(pbe_result)
     q_pbe = np.where(has_pbe, relation.p_scan_stable(np.where(has_pbe, pbe_result, 0.0)), np.nan)
+    # a find must also survive the pool's uncomputed candidates (a lower polymorph, a compound cutting the hull)
+    survival = (np.clip(np.asarray(state.competitor_survival_scan, float), 0.0, 1.0)
+                if state.competitor_survival_scan is not None else np.ones(n))
+    p_model, q_pbe = p_model * survival, q_pbe * survival
     p_scan = np.where(has_pbe, q_pbe, p_model)
     c_s, c_p = r.cost_scan, r.cost_pbe
 
@@ -232,7 +260,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
 
     # PBE now, SCAN later if the result clears lambda (q(X) / c_s >= lambda): exact over the PBE outcome X
     # (a predicted X below the hull is computed as on it: E_hull 0)
-    p_go, finds_pbe = pbe_route(relation, mu_p, sd_p, lam * c_s)
+    # after the screen, SCAN goes ahead when q(x) S / c_s >= lambda: the route's threshold on q is lambda c_s / S
+    p_go, finds_pbe = pbe_route(relation, mu_p, sd_p, lam * c_s / np.maximum(survival, 1e-9))
+    finds_pbe = finds_pbe * survival
     cost_pbe_route = c_p + c_s * p_go
     rate_pbe = (finds_pbe + l_p + p_go * l_s) / cost_pbe_route
     rate_scan = (p_scan + l_s) / c_s
@@ -258,6 +288,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 fid = "scan"
         before = len(r.items)
         numbers = {"p_scan_stable": float(p_scan[i]), "p_scan_source": "pbe result" if has_pbe[i] else "model",
+                   "p_scan_model_raw": float(p_raw[i]), "competitor_survival": float(survival[i]),
                    "q_pbe_route_finds": float(finds_pbe[i]), "p_go_scan_after_pbe": float(p_go[i]),
                    "rate_scan_per_cpu_hour": float(rate_scan[i]), "rate_pbe_per_cpu_hour": float(rate_pbe[i]),
                    "learning_value_scan": l_s, "learning_value_pbe": l_p, "lambda_per_cpu_hour": lam,
@@ -286,4 +317,5 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 n_choice[fid] += 1
     return {"ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"], "ev_n_pbe_chosen": n_choice["pbe"],
             "ev_picks_left": picks_left, **{f"ev_{k}": v for k, v in lv.items()}, **relation.numbers(),
+            **outcome.numbers(), **state.competitor_numbers,
             "pbe_scan_relation_source": relation.source}

@@ -298,3 +298,58 @@ def test_run_says_before_round_1_how_many_candidates_are_known_phases(twin_hulls
     lines = _competing_phase_lines(record)
     assert lines[1].startswith("  Li-O: PBE 1, SCAN 1 (2 candidate(s))")
     assert "1 candidate(s) ARE known phases (rediscoveries)" in lines[-1]
+
+
+# ---- competitor survival and purchase outcomes (expected-value) ---------------------------------------------------
+def test_planner_discounts_the_polymorph_its_likely_lower_twin_would_undercut(twin_hulls, tmp_path):
+    """Two new Li2O candidates below today's hull: the one predicted 0.15 eV/atom higher rarely survives the other."""
+    from screener.campaign.components import PolicyPlanner
+    from screener.campaign.config import CampaignConfig
+    from screener.campaign.ledger import Ledger
+    from screener.policies import load_policy
+
+    hulls, _ = twin_hulls
+    ledger = Ledger.in_dir(tmp_path / "ledger", create=True)
+    ledger.add_candidates([{"structure_id": s, "formula": "Li2O", "chemsys": "Li-O", "n_sites": 3}
+                           for s in ("new-low", "new-high")])
+    planner = PolicyPlanner(load_policy("expected-value"), CampaignConfig(budget_total=100.0, batch_size=2),
+                            ledger=ledger, hulls=hulls)
+    request = _request(structure_ids=["new-low", "new-high"], chemsys=["Li-O"] * 2,
+                       e_hull_mean={"scan": np.array([-0.2, -0.05]), "pbe": np.array([-0.2, -0.05])},
+                       e_hull_std={"scan": np.full(2, 0.03), "pbe": np.full(2, 0.03)},
+                       cost={"scan": np.full(2, 5.0), "pbe": np.full(2, 1.0)})
+    state_survival, numbers = planner._competitor_survival(request)
+    assert state_survival[1] < 0.1 < 0.9 < state_survival[0]
+    assert numbers["competitor_groups"] == 1 and numbers["competitor_plausible"] == 2
+    plan = planner.plan(request)
+    by_id = {i.structure_id: i.numbers for i in plan.items}
+    assert by_id["new-low"]["competitor_survival"] > 0.9
+    assert plan.numbers["competitor_overall_survival"] is not None
+    # a candidate already computed at SCAN is on the hull itself: no survival is estimated for it
+    done, _ = planner._competitor_survival(_request(
+        structure_ids=["new-low", "new-high"], chemsys=["Li-O"] * 2, done={("new-low", "scan")},
+        e_hull_mean={"scan": np.array([-0.2, -0.05]), "pbe": np.array([-0.2, -0.05])},
+        e_hull_std={"scan": np.full(2, 0.03), "pbe": np.full(2, 0.03)},
+        cost={"scan": np.full(2, 5.0), "pbe": np.full(2, 1.0)}))
+    assert done[0] == 1.0 and done[1] > 0.9
+
+
+def test_purchase_outcomes_leave_out_scan_runs_bought_on_a_pbe_result(tmp_path):
+    """(fidelity, P at purchase, stable) pairs come from the round each calculation was bought in."""
+    from screener.campaign.components import PolicyPlanner
+    from screener.campaign.config import CampaignConfig
+    from screener.campaign.ledger import Ledger
+    from screener.policies import load_policy
+
+    ledger = Ledger.in_dir(tmp_path / "ledger", create=True)
+    rows = [{"structure_id": s, "fidelity": f, "e_form_mean_ev_per_atom": -1.0, "e_form_std_ev_per_atom": 0.1,
+             "hull_e_form_ev_per_atom": -1.0, "e_hull_mean_ev_per_atom": 0.0, "e_hull_std_ev_per_atom": 0.1,
+             "p_stable": p} for s, f, p in (("a", "pbe", 0.6), ("a", "scan", 0.5), ("b", "scan", 0.7))]
+    ledger.record_predictions(1, rows)
+    ledger.record_predictions(2, [{**r, "p_stable": 0.9} for r in rows])
+    planner = PolicyPlanner(load_policy("expected-value"), CampaignConfig(budget_total=100.0, batch_size=2),
+                            ledger=ledger)
+    # a: PBE in round 1 (came out stable), SCAN in round 2 (bought on the PBE result); b: SCAN in round 1, unstable
+    computed = {"pbe": {"a": (1, 0.0, "candidate")},
+                "scan": {"a": (2, 0.0, "candidate"), "b": (1, 0.2, "candidate"), "phase": (1, 0.0, "competing")}}
+    assert sorted(planner._purchase_outcomes(computed)) == [("pbe", 0.6, True), ("scan", 0.7, False)]

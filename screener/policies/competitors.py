@@ -1,0 +1,134 @@
+"""How often a candidate that would be stable against today's hull stays stable once the pool's other candidates
+are computed: its *competitor survival*.
+
+A campaign judges a candidate against the hull it holds: the known phases and its own results. The truth is the hull
+of every structure, the pool's uncomputed candidates included, and those undercut many candidates that look stable
+today: a lower polymorph of the same formula, or a compound of a neighbouring composition that cuts the hull below
+it. On the issue-12 Li-Mn-Fe-Co-Ni-O world, 79 pool structures are each below the known set's SCAN hull on their
+own, and only 39 of them are truly stable: 16 are beaten by a pool polymorph, 24 by pool compounds of other
+compositions. A P(stable) against today's hull is therefore about twice too high for the purchases a policy makes,
+and it cannot tell the candidate that will survive from the one whose five predicted polymorphs make it a long shot.
+
+:func:`competitor_survival` estimates, by Monte Carlo over the candidates' predictions, ``S_i = P(i stable on the
+hull of everything | i stable on today's hull)``. Each draw samples an E_hull for every *plausible* candidate (its
+P(below today's hull) at least ``min_p``; the others cannot move the hull), puts those below today's hull into the
+hull with today's hull vertices, and checks which of them are still on it. ``S_i`` is the share of draws in which
+``i`` is below today's hull that it is also on the new hull, shrunk toward the overall share with two pseudo-draws
+(so a candidate below the hull in a handful of draws is not called certain). Only the lower hull matters: its
+facets' planes give the hull energy at any composition as their maximum, so a draw costs one ``qhull`` call and one
+matrix product, and a 1,500-candidate campaign pays well under a second per round for 64 draws.
+
+The draws treat the predictions as independent Gaussians (the calibrated mean and sigma the policy ranks with). The
+model's errors of related structures are correlated, which this ignores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.special import ndtr
+
+__all__ = ["competitor_survival", "lower_hull_energy"]
+
+#: qhull in more dimensions than this is slow and fragile; such element sets are skipped (survival 1).
+MAX_ELEMENTS = 8
+_TOL = 1e-9
+
+
+def lower_hull_energy(points_x: np.ndarray, points_e: np.ndarray, query_x: np.ndarray) -> np.ndarray:
+    """Energy of the lower convex hull of ``(points_x, points_e)`` at the compositions ``query_x``.
+
+    Parameters
+    ----------
+    points_x : ndarray, shape (k, d)
+        Atomic fractions over ``d`` elements (rows sum to 1); the ``d`` pure elements must be among them.
+    points_e : ndarray, shape (k,)
+        Formation energies per atom (the elements at 0).
+    query_x : ndarray, shape (n, d)
+        Compositions to evaluate, inside the simplex.
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        The hull's formation energy per atom at each query: the maximum over the lower facets' planes (each lies below
+        every point, and the facet holding the query touches the hull there).
+    """
+    from scipy.spatial import ConvexHull
+
+    d = points_x.shape[1]
+    if d == 1:
+        return np.full(len(query_x), float(np.min(points_e)))
+    pts = np.column_stack([points_x[:, :-1], points_e])  # fractions sum to 1: drop one coordinate
+    try:  # triangulated output is several times faster; joggling is the fallback for degenerate inputs
+        hull = ConvexHull(pts, qhull_options="Qt")
+    except Exception:  # noqa: BLE001 - scipy raises QhullError for precision trouble
+        hull = ConvexHull(pts, qhull_options="QJ")
+    eq = hull.equations  # rows (normal, offset) with normal . p + offset <= 0 inside; normals are unit vectors
+    lower = eq[eq[:, -2] < -1e-7]  # outward normal points down in energy
+    coef = -lower[:, :-2] / lower[:, -2:-1]  # e = coef . x' + intercept on each lower facet's plane
+    intercept = -lower[:, -1] / lower[:, -2]
+    return (query_x[:, :-1] @ coef.T + intercept).max(axis=1)
+
+
+def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarray, e_hull_mean: Any,
+                        e_hull_std: Any, *, threshold: float = 0.0, samples: int = 64, seed: int = 0,
+                        min_p: float = 1e-3, max_plausible: int = 500) -> tuple[np.ndarray, dict[str, Any]]:
+    """``S_i = P(stable among all candidates | stable on today's hull)`` by Monte Carlo (module docstring).
+
+    Parameters
+    ----------
+    base_x, base_e : ndarray, shapes (k, d) and (k,)
+        Today's hull vertices (stable entries, the pure elements included): atomic fractions and formation energy
+        per atom.
+    cand_x : ndarray, shape (n, d)
+        The open candidates' atomic fractions over the same ``d`` elements.
+    e_hull_mean, e_hull_std : array-like, shape (n,)
+        Their predicted E_hull against today's hull and its (calibrated) sigma, eV/atom.
+    threshold : float
+        E_hull at or below which a structure counts as stable.
+    samples : int
+        Monte Carlo draws.
+    min_p, max_plausible : float, int
+        Candidates with P(E_hull <= threshold) below ``min_p`` never enter a draw (at most ``max_plausible`` of the
+        likeliest do); their survival is the overall share.
+
+    Returns
+    -------
+    survival : ndarray, shape (n,)
+    numbers : dict
+        ``n_plausible``, ``overall_survival`` (share of below-hull draws that stayed on the hull), ``samples``.
+    """
+    mean = np.asarray(e_hull_mean, dtype=float)
+    std = np.maximum(np.asarray(e_hull_std, dtype=float), 1e-3)
+    n = len(mean)
+    p = np.where(np.isfinite(mean), ndtr((threshold - np.nan_to_num(mean, nan=np.inf)) / std), 0.0)
+    order = np.argsort(-p, kind="stable")
+    plausible = order[: min(max_plausible, int(np.sum(p >= min_p)))]
+    numbers: dict[str, Any] = {"n_plausible": int(len(plausible)), "samples": int(samples)}
+    if len(plausible) == 0:
+        numbers["overall_survival"] = None
+        return np.ones(n), numbers
+    x = cand_x[plausible]
+    h0 = lower_hull_energy(base_x, base_e, x)  # today's hull at each plausible candidate
+    rng = np.random.default_rng(seed)
+    k_below = np.zeros(len(plausible))
+    k_stays = np.zeros(len(plausible))
+    for _ in range(samples):
+        e_hull = mean[plausible] + std[plausible] * rng.standard_normal(len(plausible))
+        below = e_hull <= threshold
+        if not below.any():
+            continue
+        e = h0 + e_hull
+        try:
+            h = lower_hull_energy(np.vstack([base_x, x[below]]), np.concatenate([base_e, e[below]]), x[below])
+        except Exception:  # noqa: BLE001 - a degenerate draw (qhull precision) is skipped, not fatal
+            continue
+        k_below[below] += 1.0
+        # on the new hull: no lower than the hull through it (a threshold above 0 keeps near-hull ones)
+        k_stays[np.flatnonzero(below)] += (e[below] - h <= max(threshold, 0.0) + 1e-6)
+    overall = float(k_stays.sum() / k_below.sum()) if k_below.sum() else 1.0
+    survival = np.full(n, overall)
+    survival[plausible] = (k_stays + 2.0 * overall) / (k_below + 2.0)
+    numbers["overall_survival"] = overall
+    return survival, numbers

@@ -1,0 +1,48 @@
+"""Competitor survival: P(still stable once the pool's other candidates are computed | stable on today's hull)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from screener.policies.competitors import competitor_survival, lower_hull_energy
+
+# binary A-B with one known compound AB at -0.5 eV/atom
+BASE_X = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+BASE_E = np.array([0.0, 0.0, -0.5])
+
+
+def test_lower_hull_energy_matches_the_hull_by_hand() -> None:
+    q = np.array([[0.5, 0.5], [0.25, 0.75], [0.75, 0.25], [1.0, 0.0]])
+    np.testing.assert_allclose(lower_hull_energy(BASE_X, BASE_E, q), [-0.5, -0.25, -0.25, 0.0], atol=1e-9)
+    # ternary: a compound below the binary tie-line lowers the hull at its own composition only
+    x = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1 / 3, 1 / 3, 1 / 3]], dtype=float)
+    e = np.array([0.0, 0.0, 0.0, -0.3])
+    got = lower_hull_energy(x, e, np.array([[1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0], [2 / 3, 1 / 6, 1 / 6]]))
+    np.testing.assert_allclose(got, [-0.3, 0.0, -0.15], atol=1e-9)
+
+
+def test_the_higher_of_two_polymorphs_rarely_survives() -> None:
+    cand_x = np.array([[0.5, 0.5], [0.5, 0.5]])
+    survival, numbers = competitor_survival(BASE_X, BASE_E, cand_x, [-0.05, -0.20], [0.03, 0.03], samples=200)
+    assert survival[0] < 0.1 < 0.9 < survival[1]
+    assert numbers["n_plausible"] == 2
+
+
+def test_a_compound_of_another_composition_can_cut_the_hull_below_a_candidate() -> None:
+    # a candidate just below the A-AB tie-line at x_B = 0.25, and a likely deep one at x_B = 0.2 that cuts below it
+    cand_x = np.array([[0.75, 0.25], [0.8, 0.2]])
+    survival, _ = competitor_survival(BASE_X, BASE_E, cand_x, [-0.01, -0.3], [0.01, 0.02], samples=100)
+    assert survival[0] < 0.2 and survival[1] > 0.9
+    alone, _ = competitor_survival(BASE_X, BASE_E, cand_x[:1], [-0.01], [0.01], samples=100)
+    assert alone[0] == pytest.approx(1.0)
+
+
+def test_implausible_candidates_take_the_overall_share_and_nothing_plausible_gives_one() -> None:
+    cand_x = np.array([[0.5, 0.5], [0.5, 0.5], [0.25, 0.75]])
+    survival, numbers = competitor_survival(BASE_X, BASE_E, cand_x, [-0.05, -0.20, 2.0], [0.03, 0.03, 0.05],
+                                            samples=100)
+    assert numbers["n_plausible"] == 2
+    assert survival[2] == pytest.approx(numbers["overall_survival"])
+    none, numbers = competitor_survival(BASE_X, BASE_E, cand_x, [2.0, 2.0, 2.0], [0.05] * 3)
+    assert numbers["n_plausible"] == 0 and np.all(none == 1.0)
