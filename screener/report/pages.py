@@ -337,7 +337,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
     if not data.rounds:
         return out + ["No round has been planned yet.", ""]
     with_alloc = any((r.policy_numbers.get("allocation") or {}).get("decision") for r in data.rounds)
-    plans, law_rows, ev_rows, rel_rows = [], [], [], []
+    plans, law_rows, ev_rows, rel_rows, fix_rows = [], [], [], [], []
     for r in data.rounds:
         n = r.policy_numbers
         alloc = n.get("allocation") or {}
@@ -367,6 +367,15 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 f"{_num(n_p, '.0f', '0')} + {_num(n_p_campaign, '.0f', '0')}",
                 _num(n.get("n_scan_campaign"), ".0f"),
             ])
+            if "outcome_calibration_a" in n or "competitor_overall_survival" in n:
+                fix_rows.append([
+                    r.round, _num(n.get("outcome_calibration_n_purchases"), ".0f"),
+                    _num(n.get("outcome_calibration_n_stable"), ".0f"),
+                    _num(n.get("outcome_calibration_mean_p_at_purchase"), ".3f"),
+                    _num(n.get("outcome_calibration_mean_p_calibrated"), ".3f"),
+                    _num(n.get("outcome_calibration_a"), ".3f"), _num(n.get("outcome_calibration_b"), ".3f"),
+                    _num(n.get("competitor_plausible"), ".0f"), _num(n.get("competitor_overall_survival"), ".3f"),
+                ])
             rel_rows.append([
                 r.round, _num(n.get("pbe_scan_p_stable_if_pbe_stable"), ".3f"), _num(n.get("pbe_scan_c0"), ".3g"),
                 _num(n.get("pbe_scan_c1_per_ev_per_atom"), ".3g"), _num(n.get("pbe_scan_n_pairs"), ".0f"),
@@ -397,6 +406,14 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "PBE -> SCAN relation: P(SCAN-stable) of a candidate with computed PBE E_hull x is "
                 "Phi(c0 - c1 max(x, 0)), a probit fitted on computed PBE/SCAN pairs; Phi(c0) is the share of "
                 "PBE-stable structures that are SCAN-stable.", ""]
+    if fix_rows:
+        out += [_table(["round", "purchases so far", "came out stable", "mean P at purchase", "mean P recalibrated",
+                        "a", "b", "candidates in the competitor draws", "share surviving the competitors"],
+                       fix_rows), "",
+                "Outcome calibration: the model's P(stable) is refitted each round on the campaign's purchases, "
+                "P_cal = Phi(a + b Phi^-1(P)) (a = 0, b = 1: no change). Competitor survival: of the draws in which a "
+                "candidate is below today's SCAN hull, the share in which it stays on the hull once the pool's other "
+                "plausible candidates are added (each decision's own value is in its table).", ""]
     out += _calibration_section(data, figures or {})
     ev_keys = ("p_scan_stable", "rate_scan_per_cpu_hour", "learning_value_scan")
     for r in data.rounds:
@@ -420,7 +437,8 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
             out += ["    " + line for line in table.splitlines()] + [""]
         ev = [d for d in r.decisions if isinstance(d.get("numbers"), dict) and any(k in d["numbers"] for k in ev_keys)]
         if ev:
-            table = _table(["#", "structure", "fidelity", "P(SCAN-stable)", "from", "finds/CPU-h SCAN now",
+            table = _table(["#", "structure", "fidelity", "P(SCAN-stable)", "from", "model P before corrections",
+                            "competitor survival", "finds/CPU-h SCAN now",
                             "finds/CPU-h PBE route", "P(SCAN after PBE)", "learning value SCAN / PBE",
                             "cost SCAN / PBE (CPU-h)"],
                            [_ev_decision_row(data, d) for d in ev])
@@ -433,6 +451,7 @@ def _ev_decision_row(data: ReportData, d: Mapping[str, Any]) -> list[Any]:
     n = d.get("numbers") or {}
     return [d["position"], _candidate_link(data, d["structure_id"]), str(d["fidelity"]).upper(),
             _num(n.get("p_scan_stable"), ".3f"), n.get("p_scan_source") or "-",
+            _num(n.get("p_scan_model_raw"), ".3f"), _num(n.get("competitor_survival"), ".3f"),
             _num(n.get("rate_scan_per_cpu_hour"), ".3g"), _num(n.get("rate_pbe_per_cpu_hour"), ".3g"),
             _num(n.get("p_go_scan_after_pbe"), ".3f"),
             f"{_num(n.get('learning_value_scan'), '.3g')} / {_num(n.get('learning_value_pbe'), '.3g')}",

@@ -110,6 +110,11 @@ def _ev_numbers(round_number: int, n_scan: int, n_pbe: int, n_done: dict[str, in
             "ev_picks_left": 4 - round_number, "pbe_scan_p_stable_if_pbe_stable": 0.8123 - 0.01 * round_number,
             "pbe_scan_c0": 0.887 + 0.1 * round_number, "pbe_scan_c1_per_ev_per_atom": 14.6 - round_number,
             "pbe_scan_n_pairs": 150 + round_number, "pbe_scan_relation_source": "probit on <pairs> | known set",
+            "outcome_calibration_a": -0.21 * round_number, "outcome_calibration_b": 0.93 - 0.05 * round_number,
+            "outcome_calibration_n_purchases": 7 * round_number, "outcome_calibration_n_stable": 2 * round_number,
+            "outcome_calibration_mean_p_at_purchase": 0.61 - 0.02 * round_number,
+            "outcome_calibration_mean_p_calibrated": 0.33 - 0.01 * round_number,
+            "competitor_plausible": 40 + round_number, "competitor_overall_survival": 0.57 + 0.01 * round_number,
             "calibration": {f"{f}_{k}": v for f, base in (("pbe", 1.51), ("scan", 1.73))
                             for k, v in (("scale", base + 0.11 * round_number), ("n_errors", 3 * round_number))}}
 
@@ -118,6 +123,7 @@ def _ev_decision_numbers(sid: str, position: int, round_number: int) -> dict:
     x = 0.1 * position + 0.013 * round_number
     return {"score": 0.9 - x, "for_candidate": sid, "kind": "candidate", "p_scan_stable": 0.93 - x,
             "p_scan_source": "pbe result" if position % 2 else "model", "q_pbe_route_finds": 0.41 - x / 2,
+            "p_scan_model_raw": 0.97 - x / 2, "competitor_survival": 0.88 - x / 3,
             "p_go_scan_after_pbe": 0.77 - x / 3, "rate_scan_per_cpu_hour": 0.529 - x / 4,
             "rate_pbe_per_cpu_hour": 0.141 + x / 5, "learning_value_scan": 0.0134 + x / 100,
             "learning_value_pbe": 0.00029 + x / 1000, "lambda_per_cpu_hour": 0.0426,

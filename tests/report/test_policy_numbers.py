@@ -108,13 +108,27 @@ def test_each_decision_shows_its_ledger_numbers(ev_campaign, ev_overview):
         assert int(row[0]) == position and sid.split("/")[0] in row[1]
         assert _close(row[3], n["p_scan_stable"])
         assert row[4] == n["p_scan_source"]
-        assert _close(row[5], n["rate_scan_per_cpu_hour"])
-        assert _close(row[6], n["rate_pbe_per_cpu_hour"])
-        assert _close(row[7], n["p_go_scan_after_pbe"])
-        lv_s, lv_p = row[8].split(" / ")
+        assert _close(row[5], n["p_scan_model_raw"]) and _close(row[6], n["competitor_survival"])
+        assert _close(row[7], n["rate_scan_per_cpu_hour"])
+        assert _close(row[8], n["rate_pbe_per_cpu_hour"])
+        assert _close(row[9], n["p_go_scan_after_pbe"])
+        lv_s, lv_p = row[10].split(" / ")
         assert _close(lv_s, n["learning_value_scan"]) and _close(lv_p, n["learning_value_pbe"])
-        c_s, c_p = row[9].split(" / ")
+        c_s, c_p = row[11].split(" / ")
         assert _close(c_s, n["cost_scan_cpu_hours"]) and _close(c_p, n["cost_pbe_cpu_hours"])
+
+
+def test_outcome_calibration_and_competitor_table_equals_the_plan_numbers(ev_campaign, ev_overview):
+    plans = _plan_numbers(ev_campaign)
+    header, rows = _table_with(ev_overview, "round", "mean P recalibrated")
+    assert len(rows) == len(plans)
+    for row in rows:
+        n = plans[int(row[0])]
+        assert int(row[1]) == n["outcome_calibration_n_purchases"] and int(row[2]) == n["outcome_calibration_n_stable"]
+        assert _close(row[3], n["outcome_calibration_mean_p_at_purchase"])
+        assert _close(row[4], n["outcome_calibration_mean_p_calibrated"])
+        assert _close(row[5], n["outcome_calibration_a"]) and _close(row[6], n["outcome_calibration_b"])
+        assert int(row[7]) == n["competitor_plausible"] and _close(row[8], n["competitor_overall_survival"])
 
 
 def test_calibration_table_equals_round_info(ev_campaign, ev_overview):
