@@ -67,3 +67,22 @@ def test_expected_value_planner_records_numbers_per_decision(tmp_path):
         assert numbers["p_scan_stable"] == pytest.approx(numbers["p_scan_stable"])  # a number, not None
         assert "rate_scan_per_cpu_hour" in numbers and "learning_value_pbe" in numbers
     camp.close()
+
+
+def test_the_spread_scale_is_fitted_on_the_latest_rounds_that_hold_enough_errors():
+    """Older rounds' errors came from a model the fine-tunes have since changed: only the latest rounds that together
+    hold CALIBRATION_MIN_ERRORS computed structures count (all rounds while they hold fewer)."""
+    import types
+
+    from screener.campaign.ranking import calibration_rounds
+
+    per_round = {1: 12, 2: 8, 3: 9, 4: 7}
+    jobs = [types.SimpleNamespace(fidelity="pbe", round=r, structure_id=f"s{r}-{k}")
+            for r, n in per_round.items() for k in range(n)]
+    ledger = types.SimpleNamespace(jobs=lambda states=None: jobs)
+    targets = {"pbe": {j.structure_id: -1.0 for j in jobs}}
+    assert calibration_rounds(ledger, targets, "pbe", 5, min_errors=20) == range(2, 5)  # 7 + 9 + 8 = 24 >= 20
+    assert calibration_rounds(ledger, targets, "pbe", 5, min_errors=5) == range(4, 5)
+    assert calibration_rounds(ledger, targets, "pbe", 3, min_errors=100) == range(1, 3)  # too few: every round
+    assert calibration_rounds(ledger, targets, "pbe", 1) == range(1, 1)
+    assert calibration_rounds(ledger, {"pbe": {}}, "pbe", 5) == range(1, 5)
