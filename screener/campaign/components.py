@@ -189,9 +189,14 @@ class PolicyPlanner:
             base_e = np.array([diagram.get_form_energy_per_atom(e) for e in base])
             idx = np.flatnonzero(members)
             cand_x = np.array([[comps[i].get(el, 0.0) for el in elements] for i in idx])
-            s, nums = competitor_survival(base_x, base_e, cand_x, mean[idx], std[idx],
-                                          threshold=float(self.config.stable_threshold_ev_per_atom),
-                                          samples=cfg.competitor_samples, seed=request.round_number)
+            try:
+                s, nums = competitor_survival(base_x, base_e, cand_x, mean[idx], std[idx],
+                                              threshold=float(self.config.stable_threshold_ev_per_atom),
+                                              samples=cfg.competitor_samples, seed=request.round_number)
+            except Exception as exc:  # noqa: BLE001 - e.g. qhull on a degenerate system: no discount, said so
+                logger.warning("competitor survival of %s skipped: %s", "-".join(elements), exc)
+                numbers["competitor_skipped"] += int(members.sum())
+                continue
             survival[idx] = s
             numbers["competitor_groups"] += 1
             numbers["competitor_plausible"] += nums["n_plausible"]

@@ -60,6 +60,10 @@ def lower_hull_energy(points_x: np.ndarray, points_e: np.ndarray, query_x: np.nd
     if d == 1:
         return np.full(len(query_x), float(np.min(points_e)))
     pts = np.column_stack([points_x[:, :-1], points_e])  # fractions sum to 1: drop one coordinate
+    # one point high above the centre makes the hull full-dimensional even when only the elements are given; the
+    # facets it adds face upward and never count as lower facets
+    top = np.append(np.full(d - 1, 1.0 / d), float(np.max(points_e)) + 10.0)
+    pts = np.vstack([pts, top])
     try:  # triangulated output is several times faster; joggling is the fallback for degenerate inputs
         hull = ConvexHull(pts, qhull_options="Qt")
     except Exception:  # noqa: BLE001 - scipy raises QhullError for precision trouble

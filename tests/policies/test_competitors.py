@@ -46,3 +46,11 @@ def test_implausible_candidates_take_the_overall_share_and_nothing_plausible_giv
     assert survival[2] == pytest.approx(numbers["overall_survival"])
     none, numbers = competitor_survival(BASE_X, BASE_E, cand_x, [2.0, 2.0, 2.0], [0.05] * 3)
     assert numbers["n_plausible"] == 0 and np.all(none == 1.0)
+
+
+def test_a_hull_of_the_elements_alone_is_flat_at_zero() -> None:
+    x = np.eye(3)
+    q = np.array([[1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
+    np.testing.assert_allclose(lower_hull_energy(x, np.zeros(3), q), [0.0, 0.0], atol=1e-9)
+    survival, numbers = competitor_survival(np.eye(2), np.zeros(2), np.array([[0.5, 0.5]]), [-0.1], [0.05])
+    assert numbers["n_plausible"] == 1 and survival[0] == pytest.approx(1.0)
