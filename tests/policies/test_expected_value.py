@@ -151,3 +151,21 @@ def test_pbe_route_is_exact_against_monte_carlo(mu, sd, t):
     p_go, finds = pbe_route(relation, [mu], [sd], [t])
     assert p_go[0] == pytest.approx(go.mean(), abs=2e-3)
     assert finds[0] == pytest.approx((q * go).mean(), abs=2e-3)
+
+
+def test_competitor_survival_scales_every_route_and_moves_the_unlikely_survivor_down():
+    # two equally likely candidates; c0 would most likely be undercut by the pool's other candidates
+    base = dict(n=2, scan_mean_ev_per_atom=[-0.05, -0.05], pbe_mean_ev_per_atom=[-0.05, -0.05],
+                scan_std_ev_per_atom=[0.05, 0.05], pbe_std_ev_per_atom=[0.05, 0.05], budget_cpu_hours=100.0)
+    policy = load_policy("expected-value")
+    plain = decide(policy, _state(**base))
+    discounted = decide(policy, _state(**base, competitor_survival_scan=[0.2, 1.0],
+                                        competitor_numbers={"competitor_plausible": 2}))
+    p = {i.job_id: i.numbers for i in plain.items if i.kind == "candidate"}
+    q = {i.job_id: i.numbers for i in discounted.items if i.kind == "candidate"}
+    assert q["c0"]["competitor_survival"] == pytest.approx(0.2) and q["c1"]["competitor_survival"] == 1.0
+    assert q["c0"]["p_scan_stable"] == pytest.approx(0.2 * p["c0"]["p_scan_stable"], rel=1e-6)
+    assert q["c1"]["p_scan_stable"] == pytest.approx(p["c1"]["p_scan_stable"], rel=1e-6)
+    assert q["c0"]["q_pbe_route_finds"] < 0.25 * p["c0"]["q_pbe_route_finds"]  # fewer finds, a stricter go
+    assert [i.job_id for i in discounted.items][0] == "c1"
+    assert discounted.numbers["competitor_plausible"] == 2
