@@ -107,7 +107,15 @@ class PolicyPlanner:
         if self.policy.kind == "expected-value":
             e_hull = self._computed_e_hull()
             state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"] = self._pbe_results(e_hull)
-            state["purchase_outcomes"] = self._purchase_outcomes(e_hull)
+            purchases = self._purchases(e_hull)
+            state["purchase_outcomes"] = [(f, p, y) for f, p, y, _ in purchases]
+            # each purchase's log(cost / median candidate cost): the same ratio at both fidelities (SCAN = k x PBE)
+            cost_pbe = np.asarray(request.cost["pbe"], dtype=float)
+            median = float(np.median(cost_pbe)) if cost_pbe.size else 1.0
+            index = {sid: i for i, sid in enumerate(request.structure_ids)}
+            state["purchase_log_cost"] = [
+                float(np.log(max(cost_pbe[index[sid]], 1e-12) / max(median, 1e-12))) if sid in index else 0.0
+                for *_, sid in purchases]
             if self.policy.expected_value.competitor_samples:
                 state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(request)
         if self.policy.kind.startswith("camd-"):
@@ -235,7 +243,12 @@ class PolicyPlanner:
 
     def _purchase_outcomes(self, computed: dict[str, dict[str, tuple[int, float, str]]]
                            ) -> list[tuple[str, float, bool]]:
-        """(fidelity, P(stable) the round's ranking gave, stable on the current hull) of each candidate calculation
+        """(fidelity, P at purchase, stable) of :meth:`_purchases`."""
+        return [(f, p, y) for f, p, y, _ in self._purchases(computed)]
+
+    def _purchases(self, computed: dict[str, dict[str, tuple[int, float, str]]]
+                   ) -> list[tuple[str, float, bool, str]]:
+        """(fidelity, P(stable) the round's ranking gave, stable on the current hull, id) of each candidate calculation
         bought on the model's prediction: a SCAN run of a candidate whose PBE result came in an earlier round was
         bought on that result, and a competing phase for another candidate's hull, and both are left out."""
         if self.ledger is None:
@@ -248,14 +261,14 @@ class PolicyPlanner:
                 if role != "candidate" or (fidelity == "scan" and screened is not None and screened[0] < number):
                     continue
                 by_round.setdefault(number, []).append((sid, fidelity))
-        out: list[tuple[str, float, bool]] = []
+        out: list[tuple[str, float, bool, str]] = []
         for number, keys in sorted(by_round.items()):
             rows = self.ledger.predictions(number, structure_ids=[sid for sid, _ in keys])
             p_at = {(r["structure_id"], r["fidelity"]): r["p_stable"] for r in rows}
             for sid, fidelity in keys:
                 p = p_at.get((sid, fidelity))
                 if p is not None and np.isfinite(p):
-                    out.append((fidelity, float(p), computed[fidelity][sid][1] <= threshold))
+                    out.append((fidelity, float(p), computed[fidelity][sid][1] <= threshold, sid))
         return out
 
     def _pbe_results(self, computed: dict[str, dict[str, tuple[int, float, str]]]

@@ -96,6 +96,9 @@ class PolicyState(BaseModel):
         "on today's hull) (expected-value; None: 1).")
     competitor_numbers: dict[str, float | int | None] = Field(
         default_factory=dict, description="Numbers of the competitor Monte Carlo, for the ledger.")
+    purchase_log_cost: list[float] = Field(
+        default_factory=list, description="log(cost / median candidate cost) of each of purchase_outcomes (empty: "
+        "all 0).")
     formulas: list[str] | None = Field(
         None, description="Reduced formula per candidate (CAMD peers: composition features).")
     seed_rows: list[tuple[str, str, float]] = Field(

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from screener.policies.outcome_calibration import OutcomeCalibration, fit_outcome_calibration
+from screener.policies.outcome_calibration import OutcomeCalibration, fit_outcome_calibration, log_cost_ratio
 
 __all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "learning_values", "plan_expected_value", "pbe_route",
            "bivariate_normal_cdf"]
@@ -216,11 +216,13 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # winner's curse and a hull without the pool's stable structures, are shared); identity without purchases
     outcome = OutcomeCalibration()
     if cfg.outcome_calibration:
+        bought_log_cost = state.purchase_log_cost or [0.0] * len(state.purchase_outcomes)
         outcome = fit_outcome_calibration([p for _, p, _ in state.purchase_outcomes],
-                                          [y for _, _, y in state.purchase_outcomes],
+                                          [y for _, _, y in state.purchase_outcomes], log_cost=bought_log_cost,
                                           prior_weight=cfg.outcome_calibration_prior_weight)
-        mu_s, sd_s = outcome.calibrate_gaussian(mu_s, sd_s)
-        mu_p, sd_p = outcome.calibrate_gaussian(mu_p, sd_p)
+        log_cost = log_cost_ratio(r.cost_pbe)
+        mu_s, sd_s = outcome.calibrate_gaussian(mu_s, sd_s, log_cost)
+        mu_p, sd_p = outcome.calibrate_gaussian(mu_p, sd_p, log_cost)
     relation = fit_pbe_scan_relation(state.pbe_scan_pairs, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
                                      prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight,
                                      tol=thr + 1e-6)  # SCAN-stable: the campaign's threshold

@@ -73,3 +73,19 @@ def test_expected_value_policy_screens_more_with_pbe_when_its_purchases_came_out
     assert humbled.numbers["outcome_calibration_n_purchases"] == 55
     item = humbled.items[0]
     assert item.numbers["p_scan_stable"] < item.numbers["p_scan_model_raw"] or item.numbers["p_scan_source"] != "model"
+
+
+def test_a_cost_term_learns_that_cheap_purchases_were_overrated_and_is_inert_at_equal_costs() -> None:
+    rng = np.random.default_rng(3)
+    n = 600
+    p = rng.uniform(0.2, 0.8, n)
+    log_cost = rng.uniform(-2.0, 1.0, n)
+    # cheap ones (log cost < 0) came out stable far less often than their P
+    stable = rng.random(n) < np.where(log_cost < -1.0, p / 6, p)
+    cal = fit_outcome_calibration(p, stable, log_cost=log_cost)
+    assert cal.c_log_cost > 0.2
+    cheap, dear = cal.calibrate_p([0.5], [-1.8])[0], cal.calibrate_p([0.5], [0.8])[0]
+    assert cheap < dear
+    flat = fit_outcome_calibration(p, stable, log_cost=np.zeros(n))
+    same = fit_outcome_calibration(p, stable)
+    assert flat.c_log_cost == 0.0 and (flat.a, flat.b) == (same.a, same.b)
