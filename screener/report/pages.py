@@ -374,7 +374,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                     _num(n.get("outcome_calibration_mean_p_at_purchase"), ".3f"),
                     _num(n.get("outcome_calibration_mean_p_calibrated"), ".3f"),
                     _num(n.get("outcome_calibration_a"), ".3f"), _num(n.get("outcome_calibration_b"), ".3f"),
-                    _num(n.get("competitor_plausible"), ".0f"), _num(n.get("competitor_overall_survival"), ".3f"),
+                    _num(n.get("outcome_calibration_c_log_cost"), ".3f"), _num(n.get("competitor_plausible"), ".0f"), _num(n.get("competitor_overall_survival"), ".3f"),
                 ])
             rel_rows.append([
                 r.round, _num(n.get("pbe_scan_p_stable_if_pbe_stable"), ".3f"), _num(n.get("pbe_scan_c0"), ".3g"),
@@ -408,10 +408,12 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "PBE-stable structures that are SCAN-stable.", ""]
     if fix_rows:
         out += [_table(["round", "purchases so far", "came out stable", "mean P at purchase", "mean P recalibrated",
-                        "a", "b", "candidates in the competitor draws", "share surviving the competitors"],
+                        "a", "b", "c (per log cost ratio)", "candidates in the competitor draws",
+                        "share surviving the competitors"],
                        fix_rows), "",
                 "Outcome calibration: the model's P(stable) is refitted each round on the campaign's purchases, "
-                "P_cal = Phi(a + b Phi^-1(P)) (a = 0, b = 1: no change). Competitor survival: of the draws in which a "
+                "P_cal = Phi(a + b Phi^-1(P) + c log(cost / median cost)) (a = 0, b = 1, c = 0: no change; c only "
+                "where costs differ). Competitor survival: of the draws in which a "
                 "candidate is below today's SCAN hull, the share in which it stays on the hull once the pool's other "
                 "plausible candidates are added (each decision's own value is in its table).", ""]
     out += _calibration_section(data, figures or {})

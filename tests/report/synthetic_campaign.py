@@ -111,6 +111,7 @@ def _ev_numbers(round_number: int, n_scan: int, n_pbe: int, n_done: dict[str, in
             "pbe_scan_c0": 0.887 + 0.1 * round_number, "pbe_scan_c1_per_ev_per_atom": 14.6 - round_number,
             "pbe_scan_n_pairs": 150 + round_number, "pbe_scan_relation_source": "probit on <pairs> | known set",
             "outcome_calibration_a": -0.21 * round_number, "outcome_calibration_b": 0.93 - 0.05 * round_number,
+            "outcome_calibration_c_log_cost": 0.17 * round_number,
             "outcome_calibration_n_purchases": 7 * round_number, "outcome_calibration_n_stable": 2 * round_number,
             "outcome_calibration_mean_p_at_purchase": 0.61 - 0.02 * round_number,
             "outcome_calibration_mean_p_calibrated": 0.33 - 0.01 * round_number,

@@ -128,7 +128,8 @@ def test_outcome_calibration_and_competitor_table_equals_the_plan_numbers(ev_cam
         assert _close(row[3], n["outcome_calibration_mean_p_at_purchase"])
         assert _close(row[4], n["outcome_calibration_mean_p_calibrated"])
         assert _close(row[5], n["outcome_calibration_a"]) and _close(row[6], n["outcome_calibration_b"])
-        assert int(row[7]) == n["competitor_plausible"] and _close(row[8], n["competitor_overall_survival"])
+        assert _close(row[7], n["outcome_calibration_c_log_cost"])
+        assert int(row[8]) == n["competitor_plausible"] and _close(row[9], n["competitor_overall_survival"])
 
 
 def test_calibration_table_equals_round_info(ev_campaign, ev_overview):
