@@ -174,15 +174,16 @@ class PolicyPlanner:
             (g for g in element_sets if not any(g < other for other in element_sets)), key=sorted)
         cfg = self.policy.expected_value
         numbers: dict[str, Any] = {"competitor_groups": 0, "competitor_plausible": 0, "competitor_skipped": 0}
-        assigned = ~open_scan
+        # each open candidate joins the first group holding its elements (looked up once per distinct element set)
+        group_of = {es: next(k for k, g in enumerate(groups) if es <= g) for es in element_sets}
+        group_index = np.array([group_of[frozenset(c)] if o else -1 for c, o in zip(comps, open_scan)], dtype=int)
         hull = self.hulls.hulls["scan"]
         mean, std = np.asarray(request.e_hull_mean["scan"], float), np.asarray(request.e_hull_std["scan"], float)
         stays, below = 0.0, 0.0
-        for group in groups:
-            members = np.array([not assigned[i] and set(comps[i]) <= group for i in range(n)])
+        for k, group in enumerate(groups):
+            members = group_index == k
             if not members.any():
                 continue
-            assigned |= members
             if len(group) > MAX_ELEMENTS:
                 numbers["competitor_skipped"] += int(members.sum())
                 continue

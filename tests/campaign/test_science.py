@@ -353,3 +353,25 @@ def test_purchase_outcomes_leave_out_scan_runs_bought_on_a_pbe_result(tmp_path):
     computed = {"pbe": {"a": (1, 0.0, "candidate")},
                 "scan": {"a": (2, 0.0, "candidate"), "b": (1, 0.2, "candidate"), "phase": (1, 0.0, "competing")}}
     assert sorted(planner._purchase_outcomes(computed)) == [("pbe", 0.6, True), ("scan", 0.7, False)]
+
+
+def test_element_sets_too_large_for_one_hull_are_skipped_and_counted(twin_hulls, tmp_path, monkeypatch):
+    from screener.campaign.components import PolicyPlanner
+    from screener.campaign.config import CampaignConfig
+    from screener.campaign.ledger import Ledger
+    from screener.policies import competitors, load_policy
+
+    monkeypatch.setattr(competitors, "MAX_ELEMENTS", 1)  # Li-O (2 elements) is now "too large"
+    hulls, _ = twin_hulls
+    ledger = Ledger.in_dir(tmp_path / "ledger", create=True)
+    ledger.add_candidates([{"structure_id": s, "formula": "Li2O", "chemsys": "Li-O", "n_sites": 3}
+                           for s in ("new-low", "new-high")])
+    planner = PolicyPlanner(load_policy("expected-value"), CampaignConfig(budget_total=100.0, batch_size=2),
+                            ledger=ledger, hulls=hulls)
+    survival, numbers = planner._competitor_survival(_request(
+        structure_ids=["new-low", "new-high"], chemsys=["Li-O"] * 2,
+        e_hull_mean={"scan": np.array([-0.2, -0.05]), "pbe": np.array([-0.2, -0.05])},
+        e_hull_std={"scan": np.full(2, 0.03), "pbe": np.full(2, 0.03)},
+        cost={"scan": np.full(2, 5.0), "pbe": np.full(2, 1.0)}))
+    assert survival == [1.0, 1.0]
+    assert numbers["competitor_skipped"] == 2 and numbers["competitor_groups"] == 0
