@@ -301,23 +301,32 @@ def test_run_says_before_round_1_how_many_candidates_are_known_phases(twin_hulls
 
 
 # ---- competitor survival and purchase outcomes (expected-value) ---------------------------------------------------
-def test_planner_discounts_the_polymorph_its_likely_lower_twin_would_undercut(twin_hulls, tmp_path):
-    """Two new Li2O candidates below today's hull: the one predicted 0.15 eV/atom higher rarely survives the other."""
+def _li2o_planner(hulls, tmp_path):
+    """An expected-value planner over the twin hulls with two new Li2O candidates in its ledger."""
     from screener.campaign.components import PolicyPlanner
     from screener.campaign.config import CampaignConfig
     from screener.campaign.ledger import Ledger
     from screener.policies import load_policy
 
-    hulls, _ = twin_hulls
     ledger = Ledger.in_dir(tmp_path / "ledger", create=True)
     ledger.add_candidates([{"structure_id": s, "formula": "Li2O", "chemsys": "Li-O", "n_sites": 3}
                            for s in ("new-low", "new-high")])
-    planner = PolicyPlanner(load_policy("expected-value"), CampaignConfig(budget_total=100.0, batch_size=2),
-                            ledger=ledger, hulls=hulls)
-    request = _request(structure_ids=["new-low", "new-high"], chemsys=["Li-O"] * 2,
-                       e_hull_mean={"scan": np.array([-0.2, -0.05]), "pbe": np.array([-0.2, -0.05])},
-                       e_hull_std={"scan": np.full(2, 0.03), "pbe": np.full(2, 0.03)},
-                       cost={"scan": np.full(2, 5.0), "pbe": np.full(2, 1.0)})
+    return PolicyPlanner(load_policy("expected-value"), CampaignConfig(budget_total=100.0, batch_size=2),
+                         ledger=ledger, hulls=hulls)
+
+
+def _li2o_request(**kw):
+    """The two Li2O candidates predicted 0.2 and 0.05 eV/atom below today's hull (+- 0.03)."""
+    return _request(structure_ids=["new-low", "new-high"], chemsys=["Li-O"] * 2,
+                    e_hull_mean={"scan": np.array([-0.2, -0.05]), "pbe": np.array([-0.2, -0.05])},
+                    e_hull_std={"scan": np.full(2, 0.03), "pbe": np.full(2, 0.03)},
+                    cost={"scan": np.full(2, 5.0), "pbe": np.full(2, 1.0)}, **kw)
+
+
+def test_planner_discounts_the_polymorph_its_likely_lower_twin_would_undercut(twin_hulls, tmp_path):
+    """Two new Li2O candidates below today's hull: the one predicted 0.15 eV/atom higher rarely survives the other."""
+    planner = _li2o_planner(twin_hulls[0], tmp_path)
+    request = _li2o_request()
     state_survival, numbers = planner._competitor_survival(request)
     assert state_survival[1] < 0.1 < 0.9 < state_survival[0]
     assert numbers["competitor_groups"] == 1 and numbers["competitor_plausible"] == 2
@@ -326,11 +335,7 @@ def test_planner_discounts_the_polymorph_its_likely_lower_twin_would_undercut(tw
     assert by_id["new-low"]["competitor_survival"] > 0.9
     assert plan.numbers["competitor_overall_survival"] is not None
     # a candidate already computed at SCAN is on the hull itself: no survival is estimated for it
-    done, _ = planner._competitor_survival(_request(
-        structure_ids=["new-low", "new-high"], chemsys=["Li-O"] * 2, done={("new-low", "scan")},
-        e_hull_mean={"scan": np.array([-0.2, -0.05]), "pbe": np.array([-0.2, -0.05])},
-        e_hull_std={"scan": np.full(2, 0.03), "pbe": np.full(2, 0.03)},
-        cost={"scan": np.full(2, 5.0), "pbe": np.full(2, 1.0)}))
+    done, _ = planner._competitor_survival(_li2o_request(done={("new-low", "scan")}))
     assert done[0] == 1.0 and done[1] > 0.9
 
 
@@ -356,22 +361,9 @@ def test_purchase_outcomes_leave_out_scan_runs_bought_on_a_pbe_result(tmp_path):
 
 
 def test_element_sets_too_large_for_one_hull_are_skipped_and_counted(twin_hulls, tmp_path, monkeypatch):
-    from screener.campaign.components import PolicyPlanner
-    from screener.campaign.config import CampaignConfig
-    from screener.campaign.ledger import Ledger
-    from screener.policies import competitors, load_policy
+    from screener.policies import competitors
 
     monkeypatch.setattr(competitors, "MAX_ELEMENTS", 1)  # Li-O (2 elements) is now "too large"
-    hulls, _ = twin_hulls
-    ledger = Ledger.in_dir(tmp_path / "ledger", create=True)
-    ledger.add_candidates([{"structure_id": s, "formula": "Li2O", "chemsys": "Li-O", "n_sites": 3}
-                           for s in ("new-low", "new-high")])
-    planner = PolicyPlanner(load_policy("expected-value"), CampaignConfig(budget_total=100.0, batch_size=2),
-                            ledger=ledger, hulls=hulls)
-    survival, numbers = planner._competitor_survival(_request(
-        structure_ids=["new-low", "new-high"], chemsys=["Li-O"] * 2,
-        e_hull_mean={"scan": np.array([-0.2, -0.05]), "pbe": np.array([-0.2, -0.05])},
-        e_hull_std={"scan": np.full(2, 0.03), "pbe": np.full(2, 0.03)},
-        cost={"scan": np.full(2, 5.0), "pbe": np.full(2, 1.0)}))
+    survival, numbers = _li2o_planner(twin_hulls[0], tmp_path)._competitor_survival(_li2o_request())
     assert survival == [1.0, 1.0]
     assert numbers["competitor_skipped"] == 2 and numbers["competitor_groups"] == 0
