@@ -110,12 +110,10 @@ class PolicyPlanner:
             purchases = self._purchases(e_hull)
             state["purchase_outcomes"] = [(f, p, y) for f, p, y, _ in purchases]
             # each purchase's log(cost / median candidate cost): the same ratio at both fidelities (SCAN = k x PBE)
-            cost_pbe = np.asarray(request.cost["pbe"], dtype=float)
-            median = float(np.median(cost_pbe)) if cost_pbe.size else 1.0
-            index = {sid: i for i, sid in enumerate(request.structure_ids)}
-            state["purchase_log_cost"] = [
-                float(np.log(max(cost_pbe[index[sid]], 1e-12) / max(median, 1e-12))) if sid in index else 0.0
-                for *_, sid in purchases]
+            from screener.policies.outcome_calibration import log_cost_ratio
+
+            ratio = dict(zip(request.structure_ids, log_cost_ratio(request.cost["pbe"]).tolist()))
+            state["purchase_log_cost"] = [ratio.get(sid, 0.0) for *_, sid in purchases]
             if self.policy.expected_value.competitor_samples:
                 state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(request)
         if self.policy.kind.startswith("camd-"):
@@ -241,11 +239,6 @@ class PolicyPlanner:
                 if np.isfinite(value):
                     e_hull[job.fidelity][job.structure_id] = (int(job.round), float(value), job.role)
         return e_hull
-
-    def _purchase_outcomes(self, computed: dict[str, dict[str, tuple[int, float, str]]]
-                           ) -> list[tuple[str, float, bool]]:
-        """(fidelity, P at purchase, stable) of :meth:`_purchases`."""
-        return [(f, p, y) for f, p, y, _ in self._purchases(computed)]
 
     def _purchases(self, computed: dict[str, dict[str, tuple[int, float, str]]]
                    ) -> list[tuple[str, float, bool, str]]:

@@ -241,7 +241,7 @@ def calibration_rounds(ledger: Any, targets: dict[str, dict[str, float]], fideli
         start, total = r, total + counts[r]
         if total >= min_errors:
             break
-    return range(min(start, before_round), before_round) if total >= min_errors else range(1, before_round)
+    return range(start, before_round) if total >= min_errors else range(1, before_round)
 
 
 def spread_calibration(ledger: Any, targets: dict[str, dict[str, float]], fidelity: str, before_round: int,

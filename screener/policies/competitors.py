@@ -33,7 +33,6 @@ __all__ = ["competitor_survival", "lower_hull_energy"]
 
 #: qhull in more dimensions than this is slow and fragile; such element sets are skipped (survival 1).
 MAX_ELEMENTS = 8
-_TOL = 1e-9
 
 
 def lower_hull_energy(points_x: np.ndarray, points_e: np.ndarray, query_x: np.ndarray) -> np.ndarray:
@@ -130,7 +129,7 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
             continue
         k_below[below] += 1.0
         # on the new hull: no lower than the hull through it (a threshold above 0 keeps near-hull ones)
-        k_stays[np.flatnonzero(below)] += (e[below] - h <= max(threshold, 0.0) + 1e-6)
+        k_stays[below] += e[below] - h <= max(threshold, 0.0) + 1e-6
     overall = float(k_stays.sum() / k_below.sum()) if k_below.sum() else 1.0
     survival = np.full(n, overall)
     survival[plausible] = (k_stays + 2.0 * overall) / (k_below + 2.0)

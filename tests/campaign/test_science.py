@@ -357,7 +357,7 @@ def test_purchase_outcomes_leave_out_scan_runs_bought_on_a_pbe_result(tmp_path):
     # a: PBE in round 1 (came out stable), SCAN in round 2 (bought on the PBE result); b: SCAN in round 1, unstable
     computed = {"pbe": {"a": (1, 0.0, "candidate")},
                 "scan": {"a": (2, 0.0, "candidate"), "b": (1, 0.2, "candidate"), "phase": (1, 0.0, "competing")}}
-    assert sorted(planner._purchase_outcomes(computed)) == [("pbe", 0.6, True), ("scan", 0.7, False)]
+    assert sorted(planner._purchases(computed)) == [("pbe", 0.6, True, "a"), ("scan", 0.7, False, "b")]
 
 
 def test_element_sets_too_large_for_one_hull_are_skipped_and_counted(twin_hulls, tmp_path, monkeypatch):
