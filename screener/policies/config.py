@@ -83,6 +83,12 @@ class ExpectedValueConfig(BaseModel):
         "refitted each round (see screener.policies.outcome_calibration).")
     outcome_calibration_prior_weight: float = Field(
         10.0, ge=0, description="Purchases the identity map (no recalibration) is worth.")
+    outcome_calibration_cost_classes: int = Field(
+        4, ge=0, le=16, description="Cost classes (of equal width in the candidates' log cost) that each get their "
+        "own probit offset where costs differ; 0 or 1: none.")
+    outcome_calibration_per_fidelity: bool = Field(
+        True, description="One outcome map per fidelity (PBE purchases calibrate the PBE model's P, SCAN purchases "
+        "the SCAN model's), each shrunk towards the map of both together; false: one pooled map for both.")
     competitor_samples: int = Field(
         64, ge=0, le=4096, description="Monte Carlo draws of the competitor survival (P(still SCAN-stable once the "
         "pool's other candidates are computed)); 0: off (see screener.policies.competitors).")

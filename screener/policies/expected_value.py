@@ -17,8 +17,10 @@ PBE cost ``c_p``, both that candidate's own) the policy values each option by ex
 Two corrections make ``p`` the probability of a find that counts, not of a result that looks stable today:
 
 * **outcome calibration** (:mod:`screener.policies.outcome_calibration`): the model's P(stable) is refitted each
-  round on the campaign's own purchases (P at purchase vs stable or not), ``P_cal = Phi(a + b Phi^-1(P))``, applied
-  to both fidelities' Gaussians (``sd' = sd / b``, ``mu' = mu - a sd'``), so the closed forms above still hold;
+  round on the campaign's own purchases (P at purchase vs stable or not), ``P_cal = Phi(a + d_k + b Phi^-1(P))``,
+  one ``(a, b)`` per fidelity (PBE purchases for the PBE model's Gaussians, SCAN purchases for the SCAN model's, each
+  shrunk towards the fit on both) and, where costs differ, an offset ``d_k`` per cost class; applied to the
+  Gaussians (``sd' = sd / b``, ``mu' = mu - (a + d_k) sd'``), so the closed forms above still hold;
 * **competitor survival** (:mod:`screener.policies.competitors`): ``S_i`` = P(still SCAN-stable once the pool's
   other candidates are computed | SCAN-stable on today's hull), a Monte Carlo over the candidates' predictions;
   ``p``, ``q`` and ``F`` are multiplied by it, and the PBE route's SCAN follow-up goes ahead when
@@ -37,8 +39,9 @@ the PBE model, then fine-tuned on SCAN only) new PBE results never reach it and 
 Candidates are planned greedily by their best option's rate until the round budget is spent (SCAN plans carry their
 competing phases). Every planned item records its numbers (``numbers`` of the plan item: ``p_scan_stable``,
 ``p_scan_model_raw``, ``competitor_survival``, ``rate_*``, ``L_*``, ``lambda``); the round's numbers hold the
-outcome calibration (``outcome_calibration_a``, ``_b``, ``_n_purchases``, ...) and the competitor Monte Carlo
-(``competitor_*``).
+outcome calibration (``outcome_calibration_a``, ``_b``, ``_n_purchases``, ... of the fit on both fidelities,
+``outcome_calibration_pbe_*`` and ``outcome_calibration_scan_*`` of each, ``outcome_calibration_cost_class_<k>_*``)
+and the competitor Monte Carlo (``competitor_*``).
 """
 
 from __future__ import annotations
@@ -49,7 +52,13 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from screener.policies.outcome_calibration import OutcomeCalibration, fit_outcome_calibration, log_cost_ratio
+from screener.policies.outcome_calibration import (
+    OutcomeCalibration,
+    cost_class_edges,
+    fit_outcome_calibration,
+    fit_outcome_calibration_by_fidelity,
+    log_cost_ratio,
+)
 
 __all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "learning_values", "plan_expected_value", "pbe_route",
            "bivariate_normal_cdf"]
@@ -214,15 +223,21 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     sd_p = np.maximum(np.asarray(state.pbe_std_ev_per_atom or state.scan_std_ev_per_atom, float), floor)
     # P(stable) as the campaign's own purchases turned out (both fidelities pooled: the causes of overrating, the
     # winner's curse and a hull without the pool's stable structures, are shared); identity without purchases
-    outcome = OutcomeCalibration()
+    outcome = {"pooled": OutcomeCalibration()}
     if cfg.outcome_calibration:
         bought_log_cost = state.purchase_log_cost or [0.0] * len(state.purchase_outcomes)
-        outcome = fit_outcome_calibration([p for _, p, _ in state.purchase_outcomes],
-                                          [y for _, _, y in state.purchase_outcomes], log_cost=bought_log_cost,
-                                          prior_weight=cfg.outcome_calibration_prior_weight)
         log_cost = log_cost_ratio(r.cost_pbe)
-        mu_s, sd_s = outcome.calibrate_gaussian(mu_s, sd_s, log_cost)
-        mu_p, sd_p = outcome.calibrate_gaussian(mu_p, sd_p, log_cost)
+        edges = cost_class_edges(log_cost, cfg.outcome_calibration_cost_classes)
+        if cfg.outcome_calibration_per_fidelity:  # PBE and SCAN models overrate by different amounts
+            outcome = fit_outcome_calibration_by_fidelity(state.purchase_outcomes, log_cost=bought_log_cost,
+                                                          edges=edges,
+                                                          prior_weight=cfg.outcome_calibration_prior_weight)
+        else:
+            outcome = {"pooled": fit_outcome_calibration(
+                [p for _, p, _ in state.purchase_outcomes], [y for _, _, y in state.purchase_outcomes],
+                log_cost=bought_log_cost, edges=edges, prior_weight=cfg.outcome_calibration_prior_weight)}
+        mu_s, sd_s = outcome.get("scan", outcome["pooled"]).calibrate_gaussian(mu_s, sd_s, log_cost)
+        mu_p, sd_p = outcome.get("pbe", outcome["pooled"]).calibrate_gaussian(mu_p, sd_p, log_cost)
     relation = fit_pbe_scan_relation(state.pbe_scan_pairs, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
                                      prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight,
                                      tol=thr + 1e-6)  # SCAN-stable: the campaign's threshold
@@ -319,5 +334,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 n_choice[fid] += 1
     return {"ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"], "ev_n_pbe_chosen": n_choice["pbe"],
             "ev_picks_left": picks_left, **{f"ev_{k}": v for k, v in lv.items()}, **relation.numbers(),
-            **outcome.numbers(), **state.competitor_numbers,
+            **outcome["pooled"].numbers(),
+            **{k: v for f in ("pbe", "scan") if f in outcome
+               for k, v in outcome[f].numbers(f"outcome_calibration_{f}_").items()},
+            **state.competitor_numbers,
             "pbe_scan_relation_source": relation.source}

@@ -337,7 +337,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
     if not data.rounds:
         return out + ["No round has been planned yet.", ""]
     with_alloc = any((r.policy_numbers.get("allocation") or {}).get("decision") for r in data.rounds)
-    plans, law_rows, ev_rows, rel_rows, fix_rows = [], [], [], [], []
+    plans, law_rows, ev_rows, rel_rows, fix_rows, competitor_rows = [], [], [], [], [], []
     for r in data.rounds:
         n = r.policy_numbers
         alloc = n.get("allocation") or {}
@@ -367,15 +367,20 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 f"{_num(n_p, '.0f', '0')} + {_num(n_p_campaign, '.0f', '0')}",
                 _num(n.get("n_scan_campaign"), ".0f"),
             ])
-            if "outcome_calibration_a" in n or "competitor_overall_survival" in n:
+            if "outcome_calibration_a" in n:
                 fix_rows.append([
                     r.round, _num(n.get("outcome_calibration_n_purchases"), ".0f"),
                     _num(n.get("outcome_calibration_n_stable"), ".0f"),
                     _num(n.get("outcome_calibration_mean_p_at_purchase"), ".3f"),
                     _num(n.get("outcome_calibration_mean_p_calibrated"), ".3f"),
-                    _num(n.get("outcome_calibration_a"), ".3f"), _num(n.get("outcome_calibration_b"), ".3f"),
-                    _num(n.get("outcome_calibration_c_log_cost"), ".3f"), _num(n.get("competitor_plausible"), ".0f"), _num(n.get("competitor_overall_survival"), ".3f"),
+                    *(f"{_num(n.get(f'{key}a'), '.3f')} / {_num(n.get(f'{key}b'), '.3f')}"
+                      + (f" ({_num(n.get(f'{key}n_purchases'), '.0f')})" if key != "outcome_calibration_" else "")
+                      for key in ("outcome_calibration_", "outcome_calibration_pbe_", "outcome_calibration_scan_")),
+                    _cost_class_offsets(n),
                 ])
+            if "competitor_overall_survival" in n:
+                competitor_rows.append([r.round, _num(n.get("competitor_plausible"), ".0f"),
+                                        _num(n.get("competitor_overall_survival"), ".3f")])
             rel_rows.append([
                 r.round, _num(n.get("pbe_scan_p_stable_if_pbe_stable"), ".3f"), _num(n.get("pbe_scan_c0"), ".3g"),
                 _num(n.get("pbe_scan_c1_per_ev_per_atom"), ".3g"), _num(n.get("pbe_scan_n_pairs"), ".0f"),
@@ -408,14 +413,19 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "PBE-stable structures that are SCAN-stable.", ""]
     if fix_rows:
         out += [_table(["round", "purchases so far", "came out stable", "mean P at purchase", "mean P recalibrated",
-                        "a", "b", "c (per log cost ratio)", "candidates in the competitor draws",
-                        "share surviving the competitors"],
-                       fix_rows), "",
+                        "a / b both", "a / b PBE (purchases)", "a / b SCAN (purchases)",
+                        "cost-class offsets, cheapest first (purchases)"], fix_rows), "",
                 "Outcome calibration: the model's P(stable) is refitted each round on the campaign's purchases, "
-                "P_cal = Phi(a + b Phi^-1(P) + c log(cost / median cost)) (a = 0, b = 1, c = 0: no change; c only "
-                "where costs differ). Competitor survival: of the draws in which a "
-                "candidate is below today's SCAN hull, the share in which it stays on the hull once the pool's other "
-                "plausible candidates are added (each decision's own value is in its table).", ""]
+                "P_cal = Phi(a + d_k + b Phi^-1(P)) (a = 0, b = 1, d = 0: no change). *Both*: the fit on both "
+                "fidelities' purchases; each fidelity's map (the one its predictions are recalibrated with) is "
+                "shrunk towards it. d_k: the offset of the candidate's cost class (bins of equal width in log cost; "
+                "only where costs differ, shared by both fidelities).", ""]
+    if competitor_rows:
+        out += [_table(["round", "candidates in the competitor draws", "share surviving the competitors"],
+                       competitor_rows), "",
+                "Competitor survival: of the draws in which a candidate is below today's SCAN hull, the share in "
+                "which it stays on the hull once the pool's other plausible candidates are added (each decision's "
+                "own value is in its table).", ""]
     out += _calibration_section(data, figures or {})
     ev_keys = ("p_scan_stable", "rate_scan_per_cpu_hour", "learning_value_scan")
     for r in data.rounds:
@@ -447,6 +457,16 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
             out += ["    Expected-value numbers of each decision (ledger `decisions.numbers_json`):", ""]
             out += ["    " + line for line in table.splitlines()] + [""]
     return out
+
+
+def _cost_class_offsets(n: Mapping[str, Any]) -> str:
+    """The outcome calibration's cost-class offsets of a round's numbers, "d (purchases)" cheapest first."""
+    k = finite_float(n.get("outcome_calibration_cost_classes"))
+    if not k:
+        return "-"
+    return " / ".join(f"{_num(n.get(f'outcome_calibration_cost_class_{i}_offset'), '+.2f')} "
+                      f"({_num(n.get(f'outcome_calibration_cost_class_{i}_purchases'), '.0f')})"
+                      for i in range(min(int(k), 16)))
 
 
 def _ev_decision_row(data: ReportData, d: Mapping[str, Any]) -> list[Any]:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
 from screener.policies import decide
 from screener.policies.config import load_policy
-from screener.policies.outcome_calibration import OutcomeCalibration, fit_outcome_calibration
+from screener.policies.outcome_calibration import (
+    OutcomeCalibration,
+    cost_class,
+    cost_class_edges,
+    fit_outcome_calibration,
+    fit_outcome_calibration_by_fidelity,
+)
 
 
 def _overrated(n: int, factor: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -75,17 +81,88 @@ def test_expected_value_policy_screens_more_with_pbe_when_its_purchases_came_out
     assert item.numbers["p_scan_stable"] < item.numbers["p_scan_model_raw"] or item.numbers["p_scan_source"] != "model"
 
 
-def test_a_cost_term_learns_that_cheap_purchases_were_overrated_and_is_inert_at_equal_costs() -> None:
+def test_cost_class_offsets_learn_a_size_pattern_no_slope_follows_and_are_inert_at_equal_costs() -> None:
     rng = np.random.default_rng(3)
-    n = 600
+    n = 800
     p = rng.uniform(0.2, 0.8, n)
-    log_cost = rng.uniform(-2.0, 1.0, n)
-    # cheap ones (log cost < 0) came out stable far less often than their P
-    stable = rng.random(n) < np.where(log_cost < -1.0, p / 6, p)
-    cal = fit_outcome_calibration(p, stable, log_cost=log_cost)
-    assert cal.c_log_cost > 0.2
-    cheap, dear = cal.calibrate_p([0.5], [-1.8])[0], cal.calibrate_p([0.5], [0.8])[0]
-    assert cheap < dear
-    flat = fit_outcome_calibration(p, stable, log_cost=np.zeros(n))
+    log_cost = rng.uniform(-2.0, 2.0, n)
+    # middle-sized cells came out stable far less often than their P, the dearest more often
+    shift = np.where((log_cost > -1.0) & (log_cost < 1.0), -1.0, np.where(log_cost >= 1.0, 0.8, 0.0))
+    rate = ndtr(ndtri(p) + shift)
+    stable = rng.random(n) < rate
+    edges = cost_class_edges(log_cost, 4)
+    assert len(edges) == 3 and np.allclose(edges, [-1.0, 0.0, 1.0], atol=0.02)
+    cal = fit_outcome_calibration(p, stable, log_cost=log_cost, edges=edges)
+    d = cal.cost_class_offsets
+    assert len(d) == 4 and sum(cal.cost_class_purchases) == n
+    assert d[1] < d[0] and d[2] < d[0] and d[3] > d[0]  # not monotone in cost
+    mid, dear = cal.calibrate_p([0.5], [0.0])[0], cal.calibrate_p([0.5], [1.5])[0]
+    assert mid < 0.25 < 0.5 < dear
+    k = cost_class(log_cost, edges)
+    for c in range(4):  # each class's recalibrated P meets its observed rate
+        inside = k == c
+        assert cal.calibrate_p(p[inside], log_cost[inside]).mean() == pytest.approx(stable[inside].mean(), abs=0.04)
+    # equal costs: no classes, the two-parameter fit bit for bit
+    assert cost_class_edges(np.zeros(n)) == []
+    flat = fit_outcome_calibration(p, stable, log_cost=np.zeros(n), edges=cost_class_edges(np.zeros(n)))
     same = fit_outcome_calibration(p, stable)
-    assert flat.c_log_cost == 0.0 and (flat.a, flat.b) == (same.a, same.b)
+    assert flat.cost_class_offsets == [] and (flat.a, flat.b) == (same.a, same.b)
+
+
+def test_cost_classes_are_equal_cost_ratios_over_the_candidates() -> None:
+    sites = np.array([2] * 10 + [8] * 300 + [16] * 10)
+    log_cost = np.log(sites ** 2 / np.median(sites ** 2))
+    edges = cost_class_edges(log_cost, 3)
+    np.testing.assert_allclose(np.diff([log_cost.min(), *edges, log_cost.max()]), np.log(64.0) / 3)
+    np.testing.assert_array_equal(cost_class(log_cost, edges), [0] * 10 + [1] * 300 + [2] * 10)
+    assert cost_class_edges(log_cost, 1) == [] and cost_class_edges(np.zeros(5), 4) == []
+
+
+def test_each_fidelity_gets_its_own_map_shrunk_towards_the_pooled_one() -> None:
+    p_pbe, y_pbe = _overrated(300, 6.0, seed=4)  # PBE screens: a sixth of their P came out stable
+    p_scan, y_scan = _overrated(300, 1.0, seed=5)  # SCAN purchases: as predicted
+    purchases = ([("pbe", float(p), bool(y)) for p, y in zip(p_pbe, y_pbe)]
+                 + [("scan", float(p), bool(y)) for p, y in zip(p_scan, y_scan)])
+    maps = fit_outcome_calibration_by_fidelity(purchases)
+    pooled, pbe, scan = maps["pooled"], maps["pbe"], maps["scan"]
+    assert (pooled.n_purchases, pbe.n_purchases, scan.n_purchases) == (600, 300, 300)
+    assert pbe.prior == scan.prior == "pooled" and pooled.prior == "identity"
+    # each map meets its own fidelity's observed rate; the pooled one sits in between and fits neither
+    assert pbe.mean_p_calibrated == pytest.approx(y_pbe.mean(), abs=0.04)
+    assert scan.mean_p_calibrated == pytest.approx(y_scan.mean(), abs=0.05)
+    assert pbe.calibrate_p([0.6])[0] < pooled.calibrate_p([0.6])[0] < scan.calibrate_p([0.6])[0]
+    assert abs(scan.a) < 0.25
+
+
+def test_a_fidelity_with_few_or_no_purchases_keeps_the_pooled_map() -> None:
+    p, y = _overrated(200, 4.0, seed=6)
+    purchases = [("scan", float(a), bool(b)) for a, b in zip(p, y)]
+    maps = fit_outcome_calibration_by_fidelity(purchases + [("pbe", 0.5, True)])
+    pooled, pbe = maps["pooled"], maps["pbe"]
+    assert pbe.n_purchases == 1
+    assert 0 < pbe.a - pooled.a < 0.2 and abs(np.log(pbe.b / pooled.b)) < 0.1  # one success: a small step up
+    alone = fit_outcome_calibration_by_fidelity(purchases)
+    assert alone["pbe"].n_purchases == 0
+    assert (alone["pbe"].a, alone["pbe"].b) == (alone["pooled"].a, alone["pooled"].b)
+
+
+def test_expected_value_policy_calibrates_each_fidelity_on_its_own_purchases() -> None:
+    base = load_policy("expected-value")
+    policy = base.model_copy(update={"batch_size": 10, "expected_value": base.expected_value.model_copy(
+        update={"learning_value": False})})
+    # PBE screens flopped, SCAN purchases came out as predicted
+    outcomes = [("pbe", 0.6, False)] * 30 + [("scan", 0.6, True)] * 18 + [("scan", 0.6, False)] * 12
+    per = decide(policy, _state(outcomes))
+    pooled_policy = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"outcome_calibration_per_fidelity": False})})
+    pooled = decide(pooled_policy, _state(outcomes))
+    assert per.numbers["outcome_calibration_pbe_a"] < per.numbers["outcome_calibration_a"] \
+        < per.numbers["outcome_calibration_scan_a"]
+    assert per.numbers["outcome_calibration_pbe_n_purchases"] == 30
+    assert "outcome_calibration_pbe_a" not in pooled.numbers
+    # the PBE model's P is the one brought down: fewer screens, and SCAN candidates rated higher than pooled
+    n_pbe = [sum(i.fidelity == "pbe" for i in plan.items) for plan in (per, pooled)]
+    assert n_pbe[0] < n_pbe[1]
+    first = {i.job_id: i.numbers for i in pooled.items}
+    both = [i for i in per.items if i.job_id in first and i.numbers.get("p_scan_source") == "model"]
+    assert both and all(i.numbers["p_scan_stable"] > first[i.job_id]["p_scan_stable"] for i in both)

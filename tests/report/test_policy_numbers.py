@@ -127,9 +127,23 @@ def test_outcome_calibration_and_competitor_table_equals_the_plan_numbers(ev_cam
         assert int(row[1]) == n["outcome_calibration_n_purchases"] and int(row[2]) == n["outcome_calibration_n_stable"]
         assert _close(row[3], n["outcome_calibration_mean_p_at_purchase"])
         assert _close(row[4], n["outcome_calibration_mean_p_calibrated"])
-        assert _close(row[5], n["outcome_calibration_a"]) and _close(row[6], n["outcome_calibration_b"])
-        assert _close(row[7], n["outcome_calibration_c_log_cost"])
-        assert int(row[8]) == n["competitor_plausible"] and _close(row[9], n["competitor_overall_survival"])
+        for cell, key in zip(row[5:8], ("outcome_calibration_", "outcome_calibration_pbe_",
+                                        "outcome_calibration_scan_")):
+            a, rest = cell.split(" / ")
+            assert _close(a, n[f"{key}a"]) and _close(rest.split(" (")[0], n[f"{key}b"])
+            if key != "outcome_calibration_":
+                assert int(rest.split(" (")[1].rstrip(")")) == n[f"{key}n_purchases"]
+        offsets = row[8].split(" / ")
+        assert len(offsets) == n["outcome_calibration_cost_classes"]
+        for k, text in enumerate(offsets):
+            d, bought = text.split(" (")
+            assert _close(d, n[f"outcome_calibration_cost_class_{k}_offset"])
+            assert int(bought.rstrip(")")) == n[f"outcome_calibration_cost_class_{k}_purchases"]
+    header, rows = _table_with(ev_overview, "round", "share surviving the competitors")
+    assert len(rows) == len(plans)
+    for row in rows:
+        n = plans[int(row[0])]
+        assert int(row[1]) == n["competitor_plausible"] and _close(row[2], n["competitor_overall_survival"])
 
 
 def test_calibration_table_equals_round_info(ev_campaign, ev_overview):
