@@ -464,7 +464,12 @@ def _cost_class_offsets(n: Mapping[str, Any]) -> str:
     k = finite_float(n.get("outcome_calibration_cost_classes"))
     if not k:
         return "-"
-    return " / ".join(f"{_num(n.get(f'outcome_calibration_cost_class_{i}_offset'), '+.2f')} "
+
+    def offset(i: int) -> Any:  # rounded first, so that a tiny negative reads +0.00, not -0.00
+        d = finite_float(n.get(f"outcome_calibration_cost_class_{i}_offset"))
+        return None if d is None else round(d, 2) + 0.0
+
+    return " / ".join(f"{_num(offset(i), '+.2f')} "
                       f"({_num(n.get(f'outcome_calibration_cost_class_{i}_purchases'), '.0f')})"
                       for i in range(min(int(k), 16)))
 
