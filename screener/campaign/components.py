@@ -6,6 +6,7 @@ import happens inside it (or later, in the model, when a prediction is first nee
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -248,11 +249,16 @@ class PolicyPlanner:
         if self.ledger is None:
             return []
         threshold = float(self.config.stable_threshold_ev_per_atom) + 1e-6
+        # a pool candidate can also be bought as another candidate's competing phase: its job's role still reads
+        # "candidate", but its decision's kind says why it was bought
+        as_phase = {(d["round"], d["structure_id"], d["fidelity"]) for d in self.ledger.decisions()
+                    if d.get("accepted") and _decision_kind(d) == "competing_phase"}
         by_round: dict[int, list[tuple[str, str]]] = {}
         for fidelity, done in computed.items():
             for sid, (number, _, role) in done.items():
                 screened = computed["pbe"].get(sid)
-                if role != "candidate" or (fidelity == "scan" and screened is not None and screened[0] < number):
+                if role != "candidate" or (fidelity == "scan" and screened is not None and screened[0] < number) \
+                        or (number, sid, fidelity) in as_phase:
                     continue
                 by_round.setdefault(number, []).append((sid, fidelity))
         out: list[tuple[str, float, bool, str]] = []
@@ -450,3 +456,12 @@ def _structure(structure_json: str) -> Any:
     from screener._safe_json import structure_from_dict
 
     return structure_from_dict(json.loads(structure_json), "candidate structure in the ledger")
+
+
+def _decision_kind(decision: dict[str, Any]) -> str | None:
+    """The ``kind`` a decision row's numbers give (``candidate`` or ``competing_phase``); None if unreadable."""
+    try:
+        numbers = json.loads(decision.get("numbers_json") or "{}")
+    except (TypeError, ValueError):
+        return None
+    return numbers.get("kind") if isinstance(numbers, dict) else None

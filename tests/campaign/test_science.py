@@ -340,7 +340,8 @@ def test_planner_discounts_the_polymorph_its_likely_lower_twin_would_undercut(tw
 
 
 def test_purchase_outcomes_leave_out_scan_runs_bought_on_a_pbe_result(tmp_path):
-    """(fidelity, P at purchase, stable) pairs come from the round each calculation was bought in."""
+    """(fidelity, P at purchase, stable) pairs come from the round each calculation was bought in; SCAN runs bought
+    on a PBE result and competing phases (also a pool candidate bought as one) are left out."""
     from screener.campaign.components import PolicyPlanner
     from screener.campaign.config import CampaignConfig
     from screener.campaign.ledger import Ledger
@@ -357,6 +358,16 @@ def test_purchase_outcomes_leave_out_scan_runs_bought_on_a_pbe_result(tmp_path):
     # a: PBE in round 1 (came out stable), SCAN in round 2 (bought on the PBE result); b: SCAN in round 1, unstable
     computed = {"pbe": {"a": (1, 0.0, "candidate")},
                 "scan": {"a": (2, 0.0, "candidate"), "b": (1, 0.2, "candidate"), "phase": (1, 0.0, "competing")}}
+    assert sorted(planner._purchases(computed)) == [("pbe", 0.6, True, "a"), ("scan", 0.7, False, "b")]
+    # c: a pool candidate bought in round 1 as another candidate's competing phase (its role still "candidate")
+    ledger.record_predictions(1, [{**rows[2], "structure_id": "c", "p_stable": 0.4}], add=True)
+    ledger.set_budget_total(100.0)
+    ledger.commit_plan(1, decisions=[
+        {"structure_id": "c", "fidelity": "scan", "estimated_cost": 5.0, "numbers": {"kind": "competing_phase"}},
+        {"structure_id": "b", "fidelity": "scan", "estimated_cost": 5.0, "numbers": {"kind": "candidate"}}],
+        numbers={}, jobs=[{"uuid": u, "structure_id": s, "fidelity": "scan", "estimated_cost": 5.0}
+                          for u, s in (("u-c", "c"), ("u-b", "b"))])
+    computed["scan"]["c"] = (1, 0.0, "candidate")
     assert sorted(planner._purchases(computed)) == [("pbe", 0.6, True, "a"), ("scan", 0.7, False, "b")]
 
 
