@@ -622,6 +622,16 @@ class Ledger:
         rows = self._conn.execute(sql + " ORDER BY created_at, rowid", args)
         return [JobRow(**{k: r[k] for k in JobRow.__dataclass_fields__}) for r in rows]
 
+    def done_calculations(self, fidelity: str | None = None) -> list[tuple[int, str, str]]:
+        """(round, structure_id, fidelity) of every finished job, oldest first: a light read (no flows, no results)
+        for what needs only which structure was computed when."""
+        sql, args = "SELECT round, structure_id, fidelity FROM jobs WHERE state = 'done'", []
+        if fidelity is not None:
+            sql += " AND fidelity = ?"
+            args.append(fidelity)
+        rows = self._conn.execute(sql + " ORDER BY created_at, rowid", args)
+        return [(int(r["round"]), r["structure_id"], r["fidelity"]) for r in rows]
+
     def job_counts(self) -> dict[str, dict[str, int]]:
         """``{fidelity: {state: count}}`` over all jobs."""
         out: dict[str, dict[str, int]] = {}

@@ -201,9 +201,9 @@ def prospective_errors(ledger: Any, targets: dict[str, dict[str, float]], fideli
     errors, raw_std, used_std : ndarray
     """
     done: dict[int, list[str]] = {}
-    for job in ledger.jobs(states=["done"]):
-        if job.fidelity == fidelity and job.round in rounds and job.structure_id in targets.get(fidelity, {}):
-            done.setdefault(job.round, []).append(job.structure_id)
+    for number, sid, _ in ledger.done_calculations(fidelity):
+        if number in rounds and sid in targets.get(fidelity, {}):
+            done.setdefault(number, []).append(sid)
     err, raw, used = [], [], []
     for r, sids in sorted(done.items()):
         preds = {p["structure_id"]: p for p in ledger.predictions(r, structure_ids=sids)
@@ -233,9 +233,9 @@ def calibration_rounds(ledger: Any, targets: dict[str, dict[str, float]], fideli
     are not exchangeable with the next round's: fitted on every round since the start, the PBE scale of a
     fine-tuned ensemble ran large (80 % of the next errors within 1 sigma on the issue-12 worlds)."""
     counts: dict[int, int] = {}
-    for job in ledger.jobs(states=["done"]):
-        if job.fidelity == fidelity and job.round < before_round and job.structure_id in targets.get(fidelity, {}):
-            counts[job.round] = counts.get(job.round, 0) + 1
+    for number, sid, _ in ledger.done_calculations(fidelity):
+        if number < before_round and sid in targets.get(fidelity, {}):
+            counts[number] = counts.get(number, 0) + 1
     start, total = before_round, 0
     for r in sorted(counts, reverse=True):
         start, total = r, total + counts[r]

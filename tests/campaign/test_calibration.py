@@ -77,10 +77,10 @@ def test_the_spread_scale_is_fitted_on_the_latest_rounds_that_hold_enough_errors
     from screener.campaign.ranking import calibration_rounds
 
     per_round = {1: 12, 2: 8, 3: 9, 4: 7}
-    jobs = [types.SimpleNamespace(fidelity="pbe", round=r, structure_id=f"s{r}-{k}")
-            for r, n in per_round.items() for k in range(n)]
-    ledger = types.SimpleNamespace(jobs=lambda states=None: jobs)
-    targets = {"pbe": {j.structure_id: -1.0 for j in jobs}}
+    done = [(r, f"s{r}-{k}", "pbe") for r, n in per_round.items() for k in range(n)]
+    ledger = types.SimpleNamespace(done_calculations=lambda fidelity=None: [d for d in done
+                                                                           if fidelity in (None, d[2])])
+    targets = {"pbe": {sid: -1.0 for _, sid, _ in done}}
     assert calibration_rounds(ledger, targets, "pbe", 5, min_errors=20) == range(2, 5)  # 7 + 9 + 8 = 24 >= 20
     assert calibration_rounds(ledger, targets, "pbe", 5, min_errors=5) == range(4, 5)
     assert calibration_rounds(ledger, targets, "pbe", 3, min_errors=100) == range(1, 3)  # too few: every round

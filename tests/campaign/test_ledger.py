@@ -69,6 +69,18 @@ def test_finish_job_turns_reservation_into_charge(ledger):
     assert ledger.budget().spent == pytest.approx(8.0)
 
 
+def test_done_calculations_are_the_finished_jobs_keys(ledger):
+    ledger.commit_plan(1, decisions=[], numbers={}, jobs=[_job("u1", "a"), _job("u2", "b", "scan", 5),
+                                                          _job("u3", "c", "scan", 1)])
+    ledger.mark_submitted(["u1", "u2", "u3"])
+    for uuid in ("u2", "u1"):
+        ledger.finish_job(uuid, success=True, result_json='{"success": true}', actual_cost=1.0, actual_cpu_hours=0.1)
+    ledger.finish_job("u3", success=False, result_json=None, actual_cost=None, actual_cpu_hours=None)
+    full = [(j.round, j.structure_id, j.fidelity) for j in ledger.jobs(states=["done"])]
+    assert ledger.done_calculations() == full == [(1, "a", "pbe"), (1, "b", "scan")]
+    assert ledger.done_calculations("scan") == [(1, "b", "scan")]
+
+
 def test_not_a_campaign(tmp_path):
     with pytest.raises(InvalidInputError, match="does not exist"):
         Ledger.in_dir(tmp_path / "nope")
