@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from screener.campaign.config import CampaignConfig
-from screener.campaign.ledger import Ledger
+from screener.campaign.ledger import Ledger, json_object
 from screener.campaign.loop import Components
 from screener.campaign.protocols import Plan, PlanItem, PlanRequest
 
@@ -252,7 +252,7 @@ class PolicyPlanner:
         # a pool candidate can also be bought as another candidate's competing phase: its job's role still reads
         # "candidate", but its decision's kind says why it was bought
         as_phase = {(d["round"], d["structure_id"], d["fidelity"]) for d in self.ledger.decisions()
-                    if d.get("accepted") and _decision_kind(d) == "competing_phase"}
+                    if d.get("accepted") and json_object(d.get("numbers_json")).get("kind") == "competing_phase"}
         by_round: dict[int, list[tuple[str, str]]] = {}
         for fidelity, done in computed.items():
             for sid, (number, _, role) in done.items():
@@ -457,11 +457,3 @@ def _structure(structure_json: str) -> Any:
 
     return structure_from_dict(json.loads(structure_json), "candidate structure in the ledger")
 
-
-def _decision_kind(decision: dict[str, Any]) -> str | None:
-    """The ``kind`` a decision row's numbers give (``candidate`` or ``competing_phase``); None if unreadable."""
-    try:
-        numbers = json.loads(decision.get("numbers_json") or "{}")
-    except (TypeError, ValueError):
-        return None
-    return numbers.get("kind") if isinstance(numbers, dict) else None

@@ -116,6 +116,16 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def json_object(text: Any) -> dict[str, Any]:
+    """The JSON object a ledger text column holds (``numbers_json``, ``data_json``, ...); anything else, unreadable
+    or not an object (a hand-edited ledger), reads as empty."""
+    try:
+        value = json.loads(text or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _dumps(obj: Any, **kwargs: Any) -> str:
     """Standard JSON (no NaN/Infinity tokens) of ``obj``."""
     return json.dumps(json_safe(obj), allow_nan=False, **kwargs)

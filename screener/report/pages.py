@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from screener.campaign.ledger import json_object
 from screener.report.data import FIDELITIES, CandidateInfo, JobInfo, ReportData, backend_labels, finite_float
 
 __all__ = [
@@ -692,17 +693,9 @@ def candidate_page(cand: CandidateInfo, data: ReportData, *, viewer: str, files:
                 _table(["round", "fidelity", "reason", f"estimated cost ({data.budget.unit})", "bought", "score"],
                        [[d["round"], str(d["fidelity"]).upper(), d.get("reason") or "-",
                          _num(d.get("estimated_cost")), "yes" if d.get("accepted") else "no",
-                         _num(_json(d.get("numbers_json")).get("score"))] for d in cand.decisions])]
+                         _num(json_object(d.get("numbers_json")).get("score"))] for d in cand.decisions])]
     out += ["[Back to the candidates](../candidates.md)", ""]
     return "\n".join(out)
-
-
-def _json(text: Any) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 # ---- methods and events --------------------------------------------------------------------------------------------
