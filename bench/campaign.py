@@ -241,17 +241,22 @@ def run_one(args: argparse.Namespace, *, policy: str, seed: int, campaign_dir: P
 
 
 def _code_version() -> str | None:
-    """The commit the campaign ran (``SCREENER_BENCH_COMMIT`` for a copy without .git, else ``git rev-parse``)."""
+    """The commit the campaign ran (``SCREENER_BENCH_COMMIT`` for a copy without .git, else ``git rev-parse``), with
+    ``+changes`` when the package or the presets differ from it (the run used code no commit holds)."""
     import os
     import subprocess
 
     if os.environ.get("SCREENER_BENCH_COMMIT"):
         return os.environ["SCREENER_BENCH_COMMIT"]
+    root = Path(__file__).resolve().parent.parent
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "screener", "policies"], cwd=root,
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+    return f"{head}+changes" if head and changed else head
 
 
 def ledger_calculations(campaign_dir: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import happens inside it (or later, in the model, when a prediction is first nee
 from __future__ import annotations
 
 import json
+import math
 import logging
 import re
 from pathlib import Path
@@ -115,6 +116,7 @@ class PolicyPlanner:
 
             ratio = dict(zip(request.structure_ids, log_cost_ratio(request.cost["pbe"]).tolist()))
             state["purchase_log_cost"] = [ratio.get(sid, 0.0) for *_, sid in purchases]
+            state["spent_cpu_hours"], state["cost_blind_spent_cpu_hours"] = self._spent(request)
             if self.policy.expected_value.competitor_samples:
                 state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(request)
         if self.policy.kind.startswith("camd-"):
@@ -270,6 +272,21 @@ class PolicyPlanner:
                 if p is not None and np.isfinite(p):
                     out.append((fidelity, float(p), computed[fidelity][sid][1] <= threshold, sid))
         return out
+
+    def _spent(self, request: PlanRequest) -> tuple[float, float]:
+        """CPU-hours spent (done and reserved, this round's earlier picks included) before this plan, and of those
+        the cost-blind picks of earlier rounds (their decisions' ``route``; a job that failed still cost its
+        budget)."""
+        if self.ledger is None:
+            return 0.0, 0.0
+        u = self.unit
+        budget = self.ledger.budget()
+        spent = max(budget.total - request.remaining_budget, 0.0) * u
+        jobs = {(j.structure_id, j.fidelity) for j in self.ledger.jobs()}
+        blind = math.fsum(float(d["estimated_cost"]) for d in self.ledger.decisions()
+                          if d.get("accepted") and (d["structure_id"], d["fidelity"]) in jobs
+                          and json_object(d.get("numbers_json")).get("route") == "cost_blind")
+        return spent, blind * u
 
     def _pbe_results(self, computed: dict[str, dict[str, tuple[int, float, str]]]
                      ) -> tuple[dict[str, float], list[tuple[float, float]]]:

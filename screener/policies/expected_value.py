@@ -36,8 +36,11 @@ With a large pre-training set (``N_p`` ~ 2e4 and more) ``L_p`` is negligible: PB
 ``N_p`` is the PBE data behind the model that makes the SCAN predictions; once a SCAN model exists (transferred from
 the PBE model, then fine-tuned on SCAN only) new PBE results never reach it and ``L_p = 0``.
 
-Candidates are planned greedily by their best option's rate until the round budget is spent (SCAN plans carry their
-competing phases). Every planned item records its numbers (``numbers`` of the plan item: ``p_scan_stable``,
+Where candidates' costs differ, a **cost-blind share** comes first: SCAN runs in ``scan-only``'s order (the model's
+own P, cost ignored) until their spend reaches ``cost_blind_share`` of everything spent (this round's budget counted
+as spent), a hedge against a model error that follows cell size, which the per-unit ranking would never buy enough
+dear cells to learn (their decisions say ``route: cost_blind``). Then candidates are planned greedily by their best
+option's rate until the round budget is spent (SCAN plans carry their competing phases). Every planned item records its numbers (``numbers`` of the plan item: ``p_scan_stable``,
 ``p_scan_model_raw``, ``competitor_survival``, ``rate_*``, ``L_*``, ``lambda``); the round's numbers hold the
 outcome calibration (``outcome_calibration_a``, ``_b``, ``_n_purchases``, ... of the fit on both fidelities,
 ``outcome_calibration_pbe_*`` and ``outcome_calibration_scan_*`` of each, ``outcome_calibration_cost_class_<k>_*``)
@@ -284,7 +287,52 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     rate_pbe = (finds_pbe + l_p + p_go * l_s) / cost_pbe_route
     rate_scan = (p_scan + l_s) / c_s
 
+    def item_numbers(i: int) -> dict[str, Any]:
+        out = {"p_scan_stable": float(p_scan[i]), "p_scan_source": "pbe result" if has_pbe[i] else "model",
+               "p_scan_model_raw": float(p_raw[i]), "competitor_survival": float(survival[i]),
+               "q_pbe_route_finds": float(finds_pbe[i]), "p_go_scan_after_pbe": float(p_go[i]),
+               "rate_scan_per_cpu_hour": float(rate_scan[i]), "rate_pbe_per_cpu_hour": float(rate_pbe[i]),
+               "learning_value_scan": l_s, "learning_value_pbe": l_p, "lambda_per_cpu_hour": lam,
+               "cost_scan_cpu_hours": float(c_s[i]), "cost_pbe_cpu_hours": float(c_p[i])}
+        if has_pbe[i]:
+            out["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])
+        return out
+
+    def tag(before: int, i: int, numbers: dict[str, Any]) -> bool:
+        mine = [item for item in r.items[before:] if item.kind == "candidate" and item.job_id == ids[i]]
+        for item in mine:
+            item.numbers = numbers
+        return bool(mine)
+
+    # the cost-blind share (only where costs differ): SCAN runs in the order of scan-only (the model's own P, before
+    # the corrections), first, until their spend reaches `share` of everything spent (this round's budget counted as
+    # spent). The per-unit ranking below trusts the corrected P across cell sizes and polymorphs; where the model's
+    # error follows cell size (issue-12 world: cells of 13-20 sites rated 3x too low) it never reaches the dear
+    # cells, and their outcomes never reach the cost-class offsets.
+    costs_differ = c_p.size > 0 and float(np.ptp(log_cost_ratio(c_p))) > 1e-9
+    share = cfg.cost_blind_share if costs_differ else 0.0
+    blind = {"ev_cost_blind_share": share}
+    if share > 0:
+        allowance = min(max(share * (state.spent_cpu_hours + r.budget) - state.cost_blind_spent_cpu_hours, 0.0),
+                        r.left)
+        planned_blind = 0.0
+        for i in sorted(np.flatnonzero(open_s & (p_raw > 0)), key=lambda j: (-p_raw[j], j)):
+            if r.planned[i]:
+                continue
+            if c_s[i] > allowance - planned_blind:  # the next in line waits for the allowance to grow
+                break
+            before = len(r.items)
+            r.add_scan([i], allowance - planned_blind,
+                       f"EV cost-blind share: SCAN by the model's P(SCAN-stable)={p_raw[i]:.2f} alone, cost "
+                       "ignored")
+            if tag(before, i, {**item_numbers(i), "route": "cost_blind"}):
+                planned_blind += float(math.fsum(item.cost_cpu_hours for item in r.items[before:]))
+        blind.update({"ev_cost_blind_allowance_cpu_hours": allowance, "ev_cost_blind_planned_cpu_hours": planned_blind,
+                      "ev_cost_blind_spent_before_cpu_hours": state.cost_blind_spent_cpu_hours,
+                      "ev_spent_before_cpu_hours": state.spent_cpu_hours})
+
     open_p = r.open_pbe & ~r.planned
+    open_s = open_s & ~r.planned
     options: list[tuple[float, int, str]] = []
     for i in np.flatnonzero(open_s):
         best, fid = rate_scan[i], "scan"
@@ -304,14 +352,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             if fid == "pbe" and rate_pbe[i] <= rate_scan[i]:
                 fid = "scan"
         before = len(r.items)
-        numbers = {"p_scan_stable": float(p_scan[i]), "p_scan_source": "pbe result" if has_pbe[i] else "model",
-                   "p_scan_model_raw": float(p_raw[i]), "competitor_survival": float(survival[i]),
-                   "q_pbe_route_finds": float(finds_pbe[i]), "p_go_scan_after_pbe": float(p_go[i]),
-                   "rate_scan_per_cpu_hour": float(rate_scan[i]), "rate_pbe_per_cpu_hour": float(rate_pbe[i]),
-                   "learning_value_scan": l_s, "learning_value_pbe": l_p, "lambda_per_cpu_hour": lam,
-                   "cost_scan_cpu_hours": float(c_s[i]), "cost_pbe_cpu_hours": float(c_p[i])}
-        if has_pbe[i]:
-            numbers["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])
+        numbers = item_numbers(i)
         # the best option first; if it no longer fits in the round, the other one (e.g. a cheap PBE screen at the
         # end of the budget, which would otherwise be left unspent)
         tries = [fid] + (["pbe" if fid == "scan" else "scan"] if open_p[i] and min(rate_pbe[i], rate_scan[i]) > 0
@@ -328,11 +369,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             if len(r.items) > before:
                 fid = option
                 break
-        for item in r.items[before:]:
-            if item.kind == "candidate" and item.job_id == ids[i]:
-                item.numbers = numbers
-                n_choice[fid] += 1
-    return {"ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"], "ev_n_pbe_chosen": n_choice["pbe"],
+        if tag(before, i, numbers):
+            n_choice[fid] += 1
+    return {**blind, "ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"], "ev_n_pbe_chosen": n_choice["pbe"],
             "ev_picks_left": picks_left, **{f"ev_{k}": v for k, v in lv.items()}, **relation.numbers(),
             **outcome["pooled"].numbers(),
             **{k: v for f in ("pbe", "scan") if f in outcome

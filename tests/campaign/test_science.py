@@ -371,6 +371,32 @@ def test_purchase_outcomes_leave_out_scan_runs_bought_on_a_pbe_result(tmp_path):
     assert sorted(planner._purchases(computed)) == [("pbe", 0.6, True, "a"), ("scan", 0.7, False, "b")]
 
 
+def test_cost_blind_spend_is_read_from_the_ledger_decisions(tmp_path):
+    """The planner's spend before a plan (the budget's total less what the request has left) and the part of it that
+    went to cost-blind picks (accepted decisions whose route says so, in CPU-hours), for the cost-blind share."""
+    from types import SimpleNamespace
+
+    from screener.campaign.components import PolicyPlanner
+    from screener.campaign.config import CampaignConfig
+    from screener.campaign.ledger import Ledger
+    from screener.policies import load_policy
+
+    ledger = Ledger.in_dir(tmp_path / "ledger", create=True)
+    ledger.set_budget_total(100.0)
+    ledger.commit_plan(1, decisions=[
+        {"structure_id": "big", "fidelity": "scan", "estimated_cost": 20.0, "numbers": {"route": "cost_blind"}},
+        {"structure_id": "small", "fidelity": "scan", "estimated_cost": 1.0, "numbers": {"kind": "candidate"}},
+        {"structure_id": "late", "fidelity": "scan", "estimated_cost": 90.0, "numbers": {"route": "cost_blind"}}],
+        numbers={}, jobs=[{"uuid": u, "structure_id": s, "fidelity": "scan", "estimated_cost": c}
+                          for u, s, c in (("u-big", "big", 20.0), ("u-small", "small", 1.0), ("u-late", "late", 90.0))])
+    config = CampaignConfig(budget_total=100.0, batch_size=2, unit_cpu_hours=4.0)
+    planner = PolicyPlanner(load_policy("expected-value"), config, ledger=ledger)
+    # "late" did not fit the budget: not reserved, so not spent; 79 units are left before this round's picks
+    spent, blind = planner._spent(SimpleNamespace(remaining_budget=79.0))
+    assert (spent, blind) == (pytest.approx(21.0 * 4.0), pytest.approx(20.0 * 4.0))
+    assert planner._spent(SimpleNamespace(remaining_budget=70.0))[0] == pytest.approx(30.0 * 4.0)
+
+
 def test_element_sets_too_large_for_one_hull_are_skipped_and_counted(twin_hulls, tmp_path, monkeypatch):
     from screener.policies import competitors
 

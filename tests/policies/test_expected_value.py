@@ -169,3 +169,39 @@ def test_competitor_survival_scales_every_route_and_moves_the_unlikely_survivor_
     assert q["c0"]["q_pbe_route_finds"] < 0.25 * p["c0"]["q_pbe_route_finds"]  # fewer finds, a stricter go
     assert [i.job_id for i in discounted.items][0] == "c1"
     assert discounted.numbers["competitor_plausible"] == 2
+
+
+def test_cost_blind_share_buys_the_likeliest_dear_cell_first_and_keeps_to_its_share():
+    # c0: a dear cell the model rates likeliest; c1..c39: cheap cells, less likely but far better per unit cost
+    n = 40
+    mean = [-0.05] + [0.05] * (n - 1)
+    state = _state(n=n, scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, scan_std_ev_per_atom=[0.1] * n,
+                   cost_scan_cpu_hours=[40.0] + [2.0] * (n - 1), cost_pbe_cpu_hours=[8.0] + [0.4] * (n - 1),
+                   budget_cpu_hours=1000.0)
+    policy = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 100.0})
+    ev = policy.expected_value
+    assert ev.cost_blind_share == 0.5
+    plan = decide(policy, state)
+    first = plan.items[0]
+    assert (first.job_id, first.fidelity, first.numbers["route"]) == ("c0", "scan", "cost_blind")
+    assert "cost ignored" in first.reason
+    assert plan.numbers["ev_cost_blind_allowance_cpu_hours"] == pytest.approx(50.0)  # 0.5 x (0 spent + 100)
+    # then the next by P alone (equal P: the cheap cells in order) fill the rest of the allowance
+    assert plan.numbers["ev_cost_blind_planned_cpu_hours"] == pytest.approx(50.0)
+    blind = [i.job_id for i in plan.items if i.numbers.get("route") == "cost_blind"]
+    assert blind == ["c0", "c1", "c2", "c3", "c4", "c5"] and [i.job_id for i in plan.items[:6]] == blind
+    # an allowance short of the likeliest cell's cost buys nothing cheaper in its place: it waits
+    short = decide(policy.model_copy(update={"round_budget_cpu_hours": 60.0}), state)
+    assert short.numbers["ev_cost_blind_planned_cpu_hours"] == 0.0
+    assert all(i.numbers.get("route") != "cost_blind" for i in short.items)
+    # the per-unit ranking alone reaches c0 last, if at all (every cheap cell is better per unit)
+    off = policy.model_copy(update={"expected_value": ev.model_copy(update={"cost_blind_share": 0.0})})
+    off_ids = [i.job_id for i in decide(off, state).items]
+    assert len(off_ids) > 6 and "c0" not in off_ids[:-1]
+    # a share already spent: no cost-blind pick; equal costs: the share is inert, plan for plan
+    spent = decide(policy, {**state, "spent_cpu_hours": 100.0, "cost_blind_spent_cpu_hours": 80.0})  # 0.5 x 200 - 80
+    assert all(i.numbers.get("route") != "cost_blind" for i in spent.items)
+    assert [i.job_id for i in spent.items] == off_ids
+    flat = {**state, "cost_scan_cpu_hours": [5.0] * n, "cost_pbe_cpu_hours": [1.0] * n}
+    assert decide(policy, flat).as_tuples() == decide(off, flat).as_tuples()
+    assert decide(policy, flat).numbers["ev_cost_blind_share"] == 0.0
