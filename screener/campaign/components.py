@@ -7,8 +7,8 @@ import happens inside it (or later, in the model, when a prediction is first nee
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any

@@ -91,8 +91,9 @@ class ExpectedValueConfig(BaseModel):
         "the SCAN model's), each shrunk towards the map of both together; false: one pooled map for both.")
     cost_blind_share: float = Field(
         0.5, ge=0, le=1, description="Where candidates' costs differ: the share of the campaign's spend kept for "
-        "SCAN runs of the highest calibrated P(SCAN-stable) regardless of cost (the order of scan-only), a hedge "
-        "against a model error that follows cell size; 0: off. Inert with equal costs.")
+        "SCAN runs in the order of scan-only (the model's own P(SCAN-stable), before the outcome calibration and "
+        "competitor survival, cost ignored), a hedge against a model error that follows cell size; 0: off. Inert "
+        "with equal costs.")
     competitor_samples: int = Field(
         64, ge=0, le=4096, description="Monte Carlo draws of the competitor survival (P(still SCAN-stable once the "
         "pool's other candidates are computed)); 0: off (see screener.policies.competitors).")

@@ -97,7 +97,8 @@ class PolicyState(BaseModel):
     competitor_numbers: dict[str, float | int | None] = Field(
         default_factory=dict, description="Numbers of the competitor Monte Carlo, for the ledger.")
     spent_cpu_hours: float = Field(
-        0.0, ge=0, description="Campaign spend (done and reserved) before this plan (expected-value: cost-blind share).")
+        0.0, ge=0, description="Campaign spend (done and reserved) before this plan (expected-value: the cost-blind "
+        "share).")
     cost_blind_spent_cpu_hours: float = Field(
         0.0, ge=0, description="Of spent_cpu_hours, what went to cost-blind picks (expected-value).")
     purchase_log_cost: list[float] = Field(

@@ -40,11 +40,12 @@ Where candidates' costs differ, a **cost-blind share** comes first: SCAN runs in
 own P, cost ignored) until their spend reaches ``cost_blind_share`` of everything spent (this round's budget counted
 as spent), a hedge against a model error that follows cell size, which the per-unit ranking would never buy enough
 dear cells to learn (their decisions say ``route: cost_blind``). Then candidates are planned greedily by their best
-option's rate until the round budget is spent (SCAN plans carry their competing phases). Every planned item records its numbers (``numbers`` of the plan item: ``p_scan_stable``,
-``p_scan_model_raw``, ``competitor_survival``, ``rate_*``, ``L_*``, ``lambda``); the round's numbers hold the
-outcome calibration (``outcome_calibration_a``, ``_b``, ``_n_purchases``, ... of the fit on both fidelities,
-``outcome_calibration_pbe_*`` and ``outcome_calibration_scan_*`` of each, ``outcome_calibration_cost_class_<k>_*``)
-and the competitor Monte Carlo (``competitor_*``).
+option's rate until the round budget is spent (SCAN plans carry their competing phases). Every planned item records
+its numbers (``numbers`` of the plan item: ``p_scan_stable``, ``p_scan_model_raw``, ``competitor_survival``,
+``rate_*``, ``L_*``, ``lambda``); the round's numbers hold the outcome calibration (``outcome_calibration_a``,
+``_b``, ``_n_purchases``, ... of the fit on both fidelities, ``outcome_calibration_pbe_*`` and
+``outcome_calibration_scan_*`` of each, ``outcome_calibration_cost_class_<k>_*``), the cost-blind share
+(``ev_cost_blind_*``) and the competitor Monte Carlo (``competitor_*``).
 """
 
 from __future__ import annotations
@@ -371,8 +372,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 break
         if tag(before, i, numbers):
             n_choice[fid] += 1
-    return {**blind, "ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"], "ev_n_pbe_chosen": n_choice["pbe"],
-            "ev_picks_left": picks_left, **{f"ev_{k}": v for k, v in lv.items()}, **relation.numbers(),
+    return {**blind, "ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"],
+            "ev_n_pbe_chosen": n_choice["pbe"], "ev_picks_left": picks_left, **{f"ev_{k}": v for k, v in lv.items()},
+            **relation.numbers(),
             **outcome["pooled"].numbers(),
             **{k: v for f in ("pbe", "scan") if f in outcome
                for k, v in outcome[f].numbers(f"outcome_calibration_{f}_").items()},
