@@ -109,14 +109,15 @@ class PolicyPlanner:
         if self.policy.kind == "expected-value":
             e_hull = self._computed_e_hull()
             state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"] = self._pbe_results(e_hull)
-            purchases = self._purchases(e_hull)
+            decisions = self.ledger.decisions() if self.ledger is not None else []  # read once for both below
+            purchases = self._purchases(e_hull, decisions)
             state["purchase_outcomes"] = [(f, p, y) for f, p, y, _ in purchases]
             # each purchase's log(cost / median candidate cost): the same ratio at both fidelities (SCAN = k x PBE)
             from screener.policies.outcome_calibration import log_cost_ratio
 
             ratio = dict(zip(request.structure_ids, log_cost_ratio(request.cost["pbe"]).tolist()))
             state["purchase_log_cost"] = [ratio.get(sid, 0.0) for *_, sid in purchases]
-            state["spent_cpu_hours"], state["cost_blind_spent_cpu_hours"] = self._spent(request)
+            state["spent_cpu_hours"], state["cost_blind_spent_cpu_hours"] = self._spent(request, decisions)
             if self.policy.expected_value.competitor_samples:
                 state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(request)
         if self.policy.kind.startswith("camd-"):
@@ -243,8 +244,8 @@ class PolicyPlanner:
                     e_hull[job.fidelity][job.structure_id] = (int(job.round), float(value), job.role)
         return e_hull
 
-    def _purchases(self, computed: dict[str, dict[str, tuple[int, float, str]]]
-                   ) -> list[tuple[str, float, bool, str]]:
+    def _purchases(self, computed: dict[str, dict[str, tuple[int, float, str]]],
+                   decisions: list[dict[str, Any]] | None = None) -> list[tuple[str, float, bool, str]]:
         """(fidelity, P(stable) the round's ranking gave, stable on the current hull, id) of each candidate calculation
         bought on the model's prediction: a SCAN run of a candidate whose PBE result came in an earlier round was
         bought on that result, and a competing phase for another candidate's hull, and both are left out."""
@@ -253,7 +254,9 @@ class PolicyPlanner:
         threshold = float(self.config.stable_threshold_ev_per_atom) + 1e-6
         # a pool candidate can also be bought as another candidate's competing phase: its job's role still reads
         # "candidate", but its decision's kind says why it was bought
-        as_phase = {(d["round"], d["structure_id"], d["fidelity"]) for d in self.ledger.decisions()
+        if decisions is None:
+            decisions = self.ledger.decisions()
+        as_phase = {(d["round"], d["structure_id"], d["fidelity"]) for d in decisions
                     if d.get("accepted") and json_object(d.get("numbers_json")).get("kind") == "competing_phase"}
         by_round: dict[int, list[tuple[str, str]]] = {}
         for fidelity, done in computed.items():
@@ -273,19 +276,18 @@ class PolicyPlanner:
                     out.append((fidelity, float(p), computed[fidelity][sid][1] <= threshold, sid))
         return out
 
-    def _spent(self, request: PlanRequest) -> tuple[float, float]:
+    def _spent(self, request: PlanRequest, decisions: list[dict[str, Any]] | None = None) -> tuple[float, float]:
         """CPU-hours spent (done and reserved, this round's earlier picks included) before this plan, and of those
-        the cost-blind picks of earlier rounds (their decisions' ``route``; a job that failed still cost its
-        budget)."""
+        the cost-blind picks of earlier rounds: accepted decisions (each reserved its job, and jobs are never
+        removed; a job that failed still cost its budget) whose ``route`` says so."""
         if self.ledger is None:
             return 0.0, 0.0
+        if decisions is None:
+            decisions = self.ledger.decisions()
         u = self.unit
-        budget = self.ledger.budget()
-        spent = max(budget.total - request.remaining_budget, 0.0) * u
-        jobs = {(j.structure_id, j.fidelity) for j in self.ledger.jobs()}
-        blind = math.fsum(float(d["estimated_cost"]) for d in self.ledger.decisions()
-                          if d.get("accepted") and (d["structure_id"], d["fidelity"]) in jobs
-                          and json_object(d.get("numbers_json")).get("route") == "cost_blind")
+        spent = max(self.ledger.budget().total - request.remaining_budget, 0.0) * u
+        blind = math.fsum(float(d["estimated_cost"]) for d in decisions
+                          if d.get("accepted") and json_object(d.get("numbers_json")).get("route") == "cost_blind")
         return spent, blind * u
 
     def _pbe_results(self, computed: dict[str, dict[str, tuple[int, float, str]]]
