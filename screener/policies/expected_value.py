@@ -228,9 +228,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # P(stable) as the campaign's own purchases turned out (both fidelities pooled: the causes of overrating, the
     # winner's curse and a hull without the pool's stable structures, are shared); identity without purchases
     outcome = {"pooled": OutcomeCalibration()}
+    log_cost = log_cost_ratio(r.cost_pbe)  # each candidate's log(cost / median): cost classes, cost-blind share
     if cfg.outcome_calibration:
         bought_log_cost = state.purchase_log_cost or [0.0] * len(state.purchase_outcomes)
-        log_cost = log_cost_ratio(r.cost_pbe)
         edges = cost_class_edges(log_cost, cfg.outcome_calibration_cost_classes)
         if cfg.outcome_calibration_per_fidelity:  # PBE and SCAN models overrate by different amounts
             outcome = fit_outcome_calibration_by_fidelity(state.purchase_outcomes, log_cost=bought_log_cost,
@@ -310,7 +310,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # spent). The per-unit ranking below trusts the corrected P across cell sizes and polymorphs; where the model's
     # error follows cell size (issue-12 world: cells of 13-20 sites rated 3x too low) it never reaches the dear
     # cells, and their outcomes never reach the cost-class offsets.
-    costs_differ = c_p.size > 0 and float(np.ptp(log_cost_ratio(c_p))) > 1e-9
+    costs_differ = log_cost.size > 0 and float(np.ptp(log_cost)) > 1e-9
     share = cfg.cost_blind_share if costs_differ else 0.0
     blind = {"ev_cost_blind_share": share}
     if share > 0:
@@ -327,7 +327,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                        f"EV cost-blind share: SCAN by the model's P(SCAN-stable)={p_raw[i]:.2f} alone, cost "
                        "ignored")
             if tag(before, i, {**item_numbers(i), "route": "cost_blind"}):
-                planned_blind += float(math.fsum(item.cost_cpu_hours for item in r.items[before:]))
+                planned_blind += math.fsum(item.cost_cpu_hours for item in r.items[before:])
         blind.update({"ev_cost_blind_allowance_cpu_hours": allowance, "ev_cost_blind_planned_cpu_hours": planned_blind,
                       "ev_cost_blind_spent_before_cpu_hours": state.cost_blind_spent_cpu_hours,
                       "ev_spent_before_cpu_hours": state.spent_cpu_hours})
