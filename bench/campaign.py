@@ -78,6 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--members", type=int, help="Ensemble members (>= 2 for an uncertainty).")
     p.add_argument("--pretrain-epochs", type=int, help="Epochs of the initial PBE pre-training.")
     p.add_argument("--model", type=Path, help="Initial PBE E_form ensemble (default: pre-train on the known set).")
+    p.add_argument("--model-per-seed", action="store_true",
+                   help="Pre-train one initial ensemble per campaign seed (training seed = world seed + campaign "
+                        "seed; seed 0 keeps the shared one), so the interval over seeds includes the initial "
+                        "model's spread, not only the campaign's.")
     p.add_argument("--known-hull", choices=["none", "pbe", "pbe+scan"], default="pbe+scan",
                    help="Known structures whose entries the campaigns' hulls start with (besides the elemental "
                         "references): none, their PBE entries, or PBE and SCAN (default; like MP's GGA and r2SCAN).")
@@ -107,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.elements = None
     args.seed_list = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     args.policy_list = [s.strip() for s in args.policies.split(",") if s.strip()]
+    if args.model_per_seed and args.model is not None:
+        p.error("--model-per-seed pre-trains the initial ensembles; it cannot take --model")
     if args.output is None:
         args.output = Path(__file__).parent / "results" / ("campaign_quick.json" if args.quick else "campaign.json")
     return args
@@ -146,27 +152,39 @@ def split_pool(ids: list[str], pool_fraction: float, seed: int) -> tuple[np.ndar
     return np.sort(order[n_pool:]), np.sort(order[:n_pool])
 
 
-def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: np.ndarray) -> tuple[Path, dict]:
-    """The PBE E_form ensemble every campaign starts from: ``--model`` or pre-trained on the known set (cached)."""
+def model_seed(args: argparse.Namespace, seed: int) -> int:
+    """Training seed of the initial ensemble campaign ``seed`` starts from (the world seed unless
+    ``--model-per-seed``)."""
+    return args.world_seed + seed if args.model_per_seed else args.world_seed
+
+
+def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: np.ndarray,
+                  training_seed: int | None = None) -> tuple[Path, dict]:
+    """The PBE E_form ensemble a campaign starts from: ``--model`` or pre-trained on the known set with
+    ``training_seed`` (default the world seed), cached in the work folder."""
     from screener.world.experiments import train_and_test
 
     if args.model is not None:
         return args.model, {"source": str(args.model)}
+    training_seed = args.world_seed if training_seed is None else training_seed
     key = hashlib.sha1(json.dumps([data.structure_ids[i] for i in known]).encode()).hexdigest()[:10]
+    # the world seed's model keeps its old folder name, so the runs made before --model-per-seed stay valid
+    suffix = "" if training_seed == args.world_seed else f"_ms{training_seed}"
     directory = (args.work_dir / f"campaign_init_{data.world_dir.name}_{args.preset}_m{args.members}"
-                 f"_e{args.pretrain_epochs}_{key}")
+                 f"_e{args.pretrain_epochs}_{key}{suffix}")
     info_path = directory / "bench_pretrain.json"
     if info_path.is_file():
         return directory, json.loads(info_path.read_text())
     log(f"pre-training the initial PBE ensemble on {len(known)} known structures ({args.members} members, "
-        f"{args.pretrain_epochs} epochs)")
+        f"{args.pretrain_epochs} epochs, seed {training_seed})")
     shutil.rmtree(directory, ignore_errors=True)
     result = train_and_test(data, "pbe", "e_form", known, pool, directory=directory, preset=args.preset,
-                            epochs=args.pretrain_epochs, n_members=args.members, seed=args.world_seed,
+                            epochs=args.pretrain_epochs, n_members=args.members, seed=training_seed,
                             device=args.device)
     info = {"source": "pre-trained on the PBE E_form of the known set", "n_train": result["n_train"],
             "pool_pbe_e_form_mae_ev_per_atom": result["test_mae_ev_per_atom"], "wall_s": result["wall_s"],
-            "preset": args.preset, "members": args.members, "epochs": args.pretrain_epochs}
+            "preset": args.preset, "members": args.members, "epochs": args.pretrain_epochs,
+            "training_seed": training_seed}
     info_path.write_text(json.dumps(info, indent=1))
     return directory, info
 
@@ -368,6 +386,8 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"world {world_dir}: {len(ids)} structures; known {len(known)}, pool {len(pool_ids)} with {n_stable} truly "
         f"SCAN-stable (prevalence {prevalence:.3f})")
     model, model_info = initial_model(args, data, known, pool)
+    # per campaign seed: the ensemble it starts from (pre-trained when its first campaign needs it)
+    seed_models: dict[int, tuple[Path, dict]] = {}
 
     run_root = args.work_dir / f"campaign_runs_{world_dir.name}"
     pool_file = write_pool(run_root / "pool.extxyz", world, pool_ids)
@@ -400,12 +420,15 @@ def main(argv: list[str] | None = None) -> dict:
                      "prevalence": round(prevalence, 4), "stable_tol_ev_per_atom": args.tol,
                      "median_sites": median_sites},
             "initial_model": model_info,
+            "initial_model_per_seed": ({s_: r["initial_model"] for by_seed in runs.values()
+                                        for s_, r in sorted(by_seed.items()) if "initial_model" in r}
+                                       if args.model_per_seed else None),
             "settings": {"budget_pbe_equivalent": args.budget, "batch": args.batch,
                          "fine_tune_epochs": args.fine_tune_epochs, "seeds": args.seed_list,
                          "policies": [policy_name(p) for p in args.policy_list], "backend": "replay",
                          "executor": "local", "known_hull": args.known_hull, "torch_threads": args.threads,
                          "pool_fraction": args.pool_fraction, "preset": args.preset, "members": args.members,
-                         "pretrain_epochs": args.pretrain_epochs},
+                         "pretrain_epochs": args.pretrain_epochs, "model_per_seed": args.model_per_seed},
             "definitions": {
                 "selected": "pool candidates the campaign computed with SCAN (successful jobs in its ledger)",
                 "found": "selected AND SCAN E_hull <= tol in the world's own SCAN hull",
@@ -432,6 +455,8 @@ def main(argv: list[str] | None = None) -> dict:
             name = policy_name(policy)
             # each finished campaign's figures are kept beside it: a killed benchmark resumes where it stopped
             tag = f"{name}_{args.cost}_b{args.budget:g}"
+            if model_seed(args, seed) != args.world_seed:
+                tag += f"_ms{model_seed(args, seed)}"
             done_file = run_root / f"seed{seed}" / f"{tag}.score.json"
             if done_file.is_file():
                 runs[policy][str(seed)] = json.loads(done_file.read_text())
@@ -442,11 +467,15 @@ def main(argv: list[str] | None = None) -> dict:
             if args.no_new_after and time.strftime("%H:%M", time.gmtime()) >= args.no_new_after:
                 log(f"seed {seed}: {name}: not started (--no-new-after {args.no_new_after} UTC)")
                 continue
+            if seed not in seed_models:
+                seed_models[seed] = ((model, model_info) if model_seed(args, seed) == args.world_seed
+                                     else initial_model(args, data, known, pool, model_seed(args, seed)))
             log(f"seed {seed}: {name} campaign (budget {args.budget:g} PBE-equivalents, batch {args.batch})")
             run = run_one(args, policy=policy, seed=seed, campaign_dir=run_root / f"seed{seed}" / tag,
-                          pool_file=pool_file, model=model, world=world, references=references)
+                          pool_file=pool_file, model=seed_models[seed][0], world=world, references=references)
             runs[policy][str(seed)] = s = score(run, truth, prevalence)
             s["found_per_unit"] = s["found"] / s["budget_spent"] if s["budget_spent"] else float("nan")
+            s["initial_model"] = {"dir": str(seed_models[seed][0]), **seed_models[seed][1]}
             s["fraction_of_oracle"] = s["found"] / bound["max_found"] if bound["max_found"] else float("nan")
             # the process that ran it (the result's "command" may be a later --finished-only summary)
             s["command"] = "python bench/campaign.py " + " ".join(
