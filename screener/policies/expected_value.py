@@ -327,6 +327,11 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                        f"EV cost-blind share: SCAN by the model's P(SCAN-stable)={p_raw[i]:.2f} alone, cost "
                        "ignored")
             if tag(before, i, {**item_numbers(i), "route": "cost_blind"}):
+                for item in r.items[before:]:
+                    # its competing phases were bought for it: they count in the share's spend in later rounds
+                    # too (the planner sums the accepted decisions whose route says so)
+                    if item.kind == "competing_phase":
+                        item.numbers = {"route": "cost_blind"}
                 planned_blind += math.fsum(item.cost_cpu_hours for item in r.items[before:])
         blind.update({"ev_cost_blind_allowance_cpu_hours": allowance, "ev_cost_blind_planned_cpu_hours": planned_blind,
                       "ev_cost_blind_spent_before_cpu_hours": state.cost_blind_spent_cpu_hours,

@@ -97,3 +97,12 @@ def test_summary_of_a_partial_grid_uses_the_seeds_each_policy_finished(bench):
     assert ev["found_per_unit_vs_best_baseline"]["mean"] == pytest.approx((6 / 3 + 4 / 1) / 2)
     assert ev["found_vs_random"]["mean"] == pytest.approx((3 + 4) / 2)
     assert summary["camd-gp-lcb"]["found"]["n"] == 0
+
+
+def test_model_per_seed_gives_each_campaign_seed_its_own_training_seed(bench):
+    shared = bench.parse_args(["--quick", "--world-seed", "3"])
+    per_seed = bench.parse_args(["--quick", "--world-seed", "3", "--model-per-seed"])
+    assert [bench.model_seed(shared, s) for s in (0, 1, 2)] == [3, 3, 3]
+    assert [bench.model_seed(per_seed, s) for s in (0, 1, 2)] == [3, 4, 5]  # seed 0 keeps the shared model
+    with pytest.raises(SystemExit):  # a given model cannot be pre-trained per seed
+        bench.parse_args(["--quick", "--model-per-seed", "--model", "models/x"])

@@ -205,3 +205,25 @@ def test_cost_blind_share_buys_the_likeliest_dear_cell_first_and_keeps_to_its_sh
     flat = {**state, "cost_scan_cpu_hours": [5.0] * n, "cost_pbe_cpu_hours": [1.0] * n}
     assert decide(policy, flat).as_tuples() == decide(off, flat).as_tuples()
     assert decide(policy, flat).numbers["ev_cost_blind_share"] == 0.0
+
+
+def test_competing_phases_of_a_cost_blind_pick_count_in_its_share():
+    # c0 (dear, likeliest) needs the SCAN hull of Li-X0, which lacks phase "p": the phase is bought for it, counted
+    # in this round's allowance and marked with the pick's route, so later rounds' spend on the share includes it
+    n = 40
+    mean = [-0.05] + [0.05] * (n - 1)
+    state = _state(n=n, scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, scan_std_ev_per_atom=[0.1] * n,
+                   cost_scan_cpu_hours=[40.0] + [2.0] * (n - 1), cost_pbe_cpu_hours=[8.0] + [0.4] * (n - 1),
+                   budget_cpu_hours=1000.0,
+                   required_phases=[dict(job_id="p", chemsys="Li-X0", cost_cpu_hours=6.0)])
+    policy = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 100.0})
+    plan = decide(policy, state)
+    phase = next(i for i in plan.items if i.job_id == "p")
+    assert (phase.kind, phase.for_candidate, phase.numbers) == ("competing_phase", "c0", {"route": "cost_blind"})
+    blind = [i for i in plan.items if (i.numbers or {}).get("route") == "cost_blind"]
+    assert plan.numbers["ev_cost_blind_planned_cpu_hours"] == pytest.approx(sum(i.cost_cpu_hours for i in blind))
+    assert sum(i.cost_cpu_hours for i in blind) <= plan.numbers["ev_cost_blind_allowance_cpu_hours"] + 1e-9
+    # a phase bought for a per-unit pick carries no route (c0's share off: the phase goes with c0 if planned at all)
+    off = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"cost_blind_share": 0.0})})
+    assert all(not (i.numbers or {}).get("route") for i in decide(off, state).items)
