@@ -338,7 +338,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
     if not data.rounds:
         return out + ["No round has been planned yet.", ""]
     with_alloc = any((r.policy_numbers.get("allocation") or {}).get("decision") for r in data.rounds)
-    plans, law_rows, ev_rows, rel_rows, fix_rows, competitor_rows = [], [], [], [], [], []
+    plans, law_rows, ev_rows, rel_rows, fix_rows, competitor_rows, blind_rows = [], [], [], [], [], [], []
     for r in data.rounds:
         n = r.policy_numbers
         alloc = n.get("allocation") or {}
@@ -378,6 +378,17 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                       + (f" ({_num(n.get(f'{key}n_purchases'), '.0f')})" if key != "outcome_calibration_" else "")
                       for key in ("outcome_calibration_", "outcome_calibration_pbe_", "outcome_calibration_scan_")),
                     _cost_class_offsets(n),
+                ])
+            if "ev_cost_blind_allowance_cpu_hours" in n:
+                bought = [d for d in r.decisions if d.get("accepted")
+                          and isinstance(d.get("numbers"), dict) and d["numbers"].get("route") == "cost_blind"]
+                blind_rows.append([
+                    r.round, _num(n.get("ev_cost_blind_share"), ".2f"), _num(n.get("ev_spent_before_cpu_hours"), ".4g"),
+                    _num(n.get("ev_cost_blind_spent_before_cpu_hours"), ".4g"),
+                    _num(n.get("ev_cost_blind_allowance_cpu_hours"), ".4g"),
+                    _num(n.get("ev_cost_blind_planned_cpu_hours"), ".4g"),
+                    f"{sum(1 for d in bought if (d['numbers'].get('kind') or 'candidate') == 'candidate')} "
+                    f"({len(bought)})",
                 ])
             if "competitor_overall_survival" in n:
                 competitor_rows.append([r.round, _num(n.get("competitor_plausible"), ".0f"),
@@ -421,6 +432,15 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "fidelities' purchases; each fidelity's map (the one its predictions are recalibrated with) is "
                 "shrunk towards it. d_k: the offset of the candidate's cost class (bins of equal width in log cost; "
                 "only where costs differ, shared by both fidelities).", ""]
+    if blind_rows:
+        out += [_table(["round", "cost-blind share", "spent before (CPU-h)", "of it on the share (CPU-h)",
+                        "allowance (CPU-h)", "planned on the share (CPU-h)",
+                        "bought on the share: candidates (with phases)"], blind_rows), "",
+                "Cost-blind share (only where costs differ): SCAN runs are first planned in order of the model's "
+                "own P(SCAN-stable), cost ignored, until their spend reaches the share of everything spent with "
+                "this round's budget counted as spent (the allowance: share x (spent before + round budget) - spent "
+                "on the share before, at most the round budget). The competing phases bought for them count in it. "
+                "Bought: the round's accepted decisions whose route is cost-blind.", ""]
     if competitor_rows:
         out += [_table(["round", "candidates in the competitor draws", "share surviving the competitors"],
                        competitor_rows), "",
@@ -453,7 +473,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
             table = _table(["#", "structure", "fidelity", "P(SCAN-stable)", "from", "model P before corrections",
                             "competitor survival", "finds/CPU-h SCAN now",
                             "finds/CPU-h PBE route", "P(SCAN after PBE)", "learning value SCAN / PBE",
-                            "cost SCAN / PBE (CPU-h)"],
+                            "cost SCAN / PBE (CPU-h)", "route"],
                            [_ev_decision_row(data, d) for d in ev])
             out += ["    Expected-value numbers of each decision (ledger `decisions.numbers_json`):", ""]
             out += ["    " + line for line in table.splitlines()] + [""]
@@ -483,7 +503,8 @@ def _ev_decision_row(data: ReportData, d: Mapping[str, Any]) -> list[Any]:
             _num(n.get("rate_scan_per_cpu_hour"), ".3g"), _num(n.get("rate_pbe_per_cpu_hour"), ".3g"),
             _num(n.get("p_go_scan_after_pbe"), ".3f"),
             f"{_num(n.get('learning_value_scan'), '.3g')} / {_num(n.get('learning_value_pbe'), '.3g')}",
-            f"{_num(n.get('cost_scan_cpu_hours'), '.3g')} / {_num(n.get('cost_pbe_cpu_hours'), '.3g')}"]
+            f"{_num(n.get('cost_scan_cpu_hours'), '.3g')} / {_num(n.get('cost_pbe_cpu_hours'), '.3g')}",
+            "cost-blind share" if n.get("route") == "cost_blind" else "per unit cost"]
 
 
 def _calibration_section(data: ReportData, figures: Mapping[str, str]) -> list[str]:

@@ -126,6 +126,9 @@ def _ev_numbers(round_number: int, n_scan: int, n_pbe: int, n_done: dict[str, in
             "outcome_calibration_mean_p_at_purchase": 0.61 - 0.02 * round_number,
             "outcome_calibration_mean_p_calibrated": 0.33 - 0.01 * round_number,
             "competitor_plausible": 40 + round_number, "competitor_overall_survival": 0.57 + 0.01 * round_number,
+            "ev_cost_blind_share": 0.5, "ev_spent_before_cpu_hours": 31.7 * (round_number - 1),
+            "ev_cost_blind_spent_before_cpu_hours": 13.9 * (round_number - 1),
+            "ev_cost_blind_allowance_cpu_hours": 7.3 + round_number, "ev_cost_blind_planned_cpu_hours": 2.8 + round_number,
             "calibration": {f"{f}_{k}": v for f, base in (("pbe", 1.51), ("scan", 1.73))
                             for k, v in (("scale", base + 0.11 * round_number), ("n_errors", 3 * round_number))}}
 
@@ -138,7 +141,8 @@ def _ev_decision_numbers(sid: str, position: int, round_number: int) -> dict:
             "p_go_scan_after_pbe": 0.77 - x / 3, "rate_scan_per_cpu_hour": 0.529 - x / 4,
             "rate_pbe_per_cpu_hour": 0.141 + x / 5, "learning_value_scan": 0.0134 + x / 100,
             "learning_value_pbe": 0.00029 + x / 1000, "lambda_per_cpu_hour": 0.0426,
-            "cost_scan_cpu_hours": 1.8 + position, "cost_pbe_cpu_hours": 0.36 + position / 10}
+            "cost_scan_cpu_hours": 1.8 + position, "cost_pbe_cpu_hours": 0.36 + position / 10,
+            **({"route": "cost_blind"} if position == 0 else {})}
 
 
 def _ev_round_info(round_number: int, items: list[tuple[str, str]]) -> dict:

@@ -116,6 +116,42 @@ def test_each_decision_shows_its_ledger_numbers(ev_campaign, ev_overview):
         assert _close(lv_s, n["learning_value_scan"]) and _close(lv_p, n["learning_value_pbe"])
         c_s, c_p = row[11].split(" / ")
         assert _close(c_s, n["cost_scan_cpu_hours"]) and _close(c_p, n["cost_pbe_cpu_hours"])
+        assert row[12] == ("cost-blind share" if n.get("route") == "cost_blind" else "per unit cost")
+    assert any(json.loads(d[3]).get("route") == "cost_blind" for d in decisions)
+
+
+def test_cost_blind_share_table_equals_the_plan_numbers_and_the_bought_decisions(ev_campaign, ev_overview):
+    plans = _plan_numbers(ev_campaign)
+    bought = {}
+    for number, accepted, numbers_json in _sql(ev_campaign, "SELECT round, accepted, numbers_json FROM decisions"):
+        n = json.loads(numbers_json)
+        if accepted and n.get("route") == "cost_blind":
+            bought.setdefault(number, []).append(n.get("kind", "candidate"))
+    assert bought
+    header, rows = _table_with(ev_overview, "round", "allowance (CPU-h)")
+    assert [int(r[0]) for r in rows] == sorted(plans)
+    for row in rows:
+        n = plans[int(row[0])]
+        assert _close(row[1], n["ev_cost_blind_share"])
+        assert _close(row[2], n["ev_spent_before_cpu_hours"], rel=1e-3)
+        assert _close(row[3], n["ev_cost_blind_spent_before_cpu_hours"], rel=1e-3)
+        assert _close(row[4], n["ev_cost_blind_allowance_cpu_hours"], rel=1e-3)
+        assert _close(row[5], n["ev_cost_blind_planned_cpu_hours"], rel=1e-3)
+        kinds = bought.get(int(row[0]), [])
+        assert row[6] == f"{kinds.count('candidate')} ({len(kinds)})"
+
+
+def test_no_cost_blind_table_where_costs_are_equal(ev_campaign):
+    # with equal costs the policy records only a share of 0 (no allowance) and no decision takes that route
+    data = load_report_data(ev_campaign)
+    for r in data.rounds:
+        r.policy_numbers = {k: v for k, v in r.policy_numbers.items()
+                            if not k.startswith(("ev_cost_blind_", "ev_spent_"))} | {"ev_cost_blind_share": 0.0}
+        for d in r.decisions:
+            (d.get("numbers") or {}).pop("route", None)
+    page = overview_page(data, FIGURES, title="EV")
+    assert "lambda (finds per CPU-h)" in page and "allowance (CPU-h)" not in page
+    assert "cost-blind share |" not in page and "| per unit cost |" in page
 
 
 def test_outcome_calibration_and_competitor_table_equals_the_plan_numbers(ev_campaign, ev_overview):
