@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from screener.campaign.ledger import BudgetSummary, Ledger
+from screener.campaign.ledger import BudgetSummary, Ledger, json_object
 from screener.errors import InvalidInputError
 
 __all__ = [
@@ -526,12 +526,6 @@ def _job_info(row: Any, times: dict[str, tuple[float | None, float | None]]) -> 
     )
 
 
-def _json_dict(text: Any) -> dict[str, Any]:
-    """A JSON object from the ledger; anything else (a hand-edited ledger) reads as empty."""
-    value = json.loads(text or "{}")
-    return value if isinstance(value, dict) else {}
-
-
 def _policy_numbers(events: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The numbers each round's plan was based on (stored with the ``policy`` event of ``commit_plan``)."""
     out: dict[int, dict[str, Any]] = {}
@@ -805,7 +799,7 @@ def _load(campaign_dir: Path) -> ReportData:
         rounds.append(RoundInfo(
             round=number, state=r["state"], started_at=r.get("started_at"), finished_at=r.get("finished_at"),
             jobs=r["jobs"], cost=r["cost"], info=r["info"], policy_numbers=numbers.get(number, {}),
-            decisions=[d | {"numbers": _json_dict(d.get("numbers_json"))} for d in all_decisions
+            decisions=[d | {"numbers": json_object(d.get("numbers_json"))} for d in all_decisions
                        if d["round"] == number],
             stable_ids=stable_by_round.get(number, {}),
         ))

@@ -384,6 +384,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                           and isinstance(d.get("numbers"), dict) and d["numbers"].get("route") == "cost_blind"]
                 blind_rows.append([
                     r.round, _num(n.get("ev_cost_blind_share"), ".2f"), _num(n.get("ev_spent_before_cpu_hours"), ".4g"),
+                    _num(n.get("round_budget_cpu_hours"), ".4g"),
                     _num(n.get("ev_cost_blind_spent_before_cpu_hours"), ".4g"),
                     _num(n.get("ev_cost_blind_allowance_cpu_hours"), ".4g"),
                     _num(n.get("ev_cost_blind_planned_cpu_hours"), ".4g"),
@@ -433,14 +434,15 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "shrunk towards it. d_k: the offset of the candidate's cost class (bins of equal width in log cost; "
                 "only where costs differ, shared by both fidelities).", ""]
     if blind_rows:
-        out += [_table(["round", "cost-blind share", "spent before (CPU-h)", "of it on the share (CPU-h)",
-                        "allowance (CPU-h)", "planned on the share (CPU-h)",
+        out += [_table(["round", "cost-blind share", "spent before (CPU-h)", "round budget (CPU-h)",
+                        "spent before on the share (CPU-h)", "allowance (CPU-h)", "planned on the share (CPU-h)",
                         "bought on the share: candidates (with phases)"], blind_rows), "",
                 "Cost-blind share (only where costs differ): SCAN runs are first planned in order of the model's "
                 "own P(SCAN-stable), cost ignored, until their spend reaches the share of everything spent with "
-                "this round's budget counted as spent (the allowance: share x (spent before + round budget) - spent "
-                "on the share before, at most the round budget). The competing phases bought for them count in it. "
-                "Bought: the round's accepted decisions whose route is cost-blind.", ""]
+                "this round's budget counted as spent. Allowance: share x (spent before + round budget) - spent "
+                "before on the share, at most the round budget; the last rounds' budget is what the campaign has "
+                "left, so the share ends as a share of the whole budget. The competing phases bought for the picks "
+                "count in it. Bought: the round's accepted decisions whose route is cost-blind.", ""]
     if competitor_rows:
         out += [_table(["round", "candidates in the competitor draws", "share surviving the competitors"],
                        competitor_rows), "",

@@ -126,7 +126,7 @@ def _ev_numbers(round_number: int, n_scan: int, n_pbe: int, n_done: dict[str, in
             "outcome_calibration_mean_p_at_purchase": 0.61 - 0.02 * round_number,
             "outcome_calibration_mean_p_calibrated": 0.33 - 0.01 * round_number,
             "competitor_plausible": 40 + round_number, "competitor_overall_survival": 0.57 + 0.01 * round_number,
-            "ev_cost_blind_share": 0.5, "ev_spent_before_cpu_hours": 31.7 * (round_number - 1),
+            "round_budget_cpu_hours": 18.5 + round_number, "ev_cost_blind_share": 0.5, "ev_spent_before_cpu_hours": 31.7 * (round_number - 1),
             "ev_cost_blind_spent_before_cpu_hours": 13.9 * (round_number - 1),
             "ev_cost_blind_allowance_cpu_hours": 7.3 + round_number, "ev_cost_blind_planned_cpu_hours": 2.8 + round_number,
             "calibration": {f"{f}_{k}": v for f, base in (("pbe", 1.51), ("scan", 1.73))

@@ -134,11 +134,12 @@ def test_cost_blind_share_table_equals_the_plan_numbers_and_the_bought_decisions
         n = plans[int(row[0])]
         assert _close(row[1], n["ev_cost_blind_share"])
         assert _close(row[2], n["ev_spent_before_cpu_hours"], rel=1e-3)
-        assert _close(row[3], n["ev_cost_blind_spent_before_cpu_hours"], rel=1e-3)
-        assert _close(row[4], n["ev_cost_blind_allowance_cpu_hours"], rel=1e-3)
-        assert _close(row[5], n["ev_cost_blind_planned_cpu_hours"], rel=1e-3)
+        assert _close(row[3], n["round_budget_cpu_hours"], rel=1e-3)
+        assert _close(row[4], n["ev_cost_blind_spent_before_cpu_hours"], rel=1e-3)
+        assert _close(row[5], n["ev_cost_blind_allowance_cpu_hours"], rel=1e-3)
+        assert _close(row[6], n["ev_cost_blind_planned_cpu_hours"], rel=1e-3)
         kinds = bought.get(int(row[0]), [])
-        assert row[6] == f"{kinds.count('candidate')} ({len(kinds)})"
+        assert row[7] == f"{kinds.count('candidate')} ({len(kinds)})"
 
 
 def test_no_cost_blind_table_where_costs_are_equal(ev_campaign):
@@ -240,8 +241,8 @@ def test_reliability_plot_is_written(ev_campaign, tmp_path):
 
 
 def test_hand_edited_numbers_are_escaped_and_never_crash(ev_campaign, tmp_path):
-    """Numbers of the wrong shape (a list for a plan, a string for a decision's numbers) read as missing; text in
-    them is shown escaped."""
+    """Numbers of the wrong shape (a list for a plan, a string or broken JSON for a decision's numbers) read as
+    missing; text in them is shown escaped."""
     import shutil
 
     campaign = tmp_path / "campaign"
@@ -252,6 +253,7 @@ def test_hand_edited_numbers_are_escaped_and_never_crash(ev_campaign, tmp_path):
     conn.execute("UPDATE events SET data_json = '[1, 2]' WHERE kind = 'policy' AND round = 2")
     conn.execute("UPDATE rounds SET info_json = '[3]' WHERE round = 1")
     conn.execute("UPDATE decisions SET numbers_json = '\"p_scan_stable\"' WHERE round = 2 AND position = 0")
+    conn.execute("UPDATE decisions SET numbers_json = '{\"route\": ' WHERE round = 2 AND position = 1")  # not JSON
     conn.execute("UPDATE decisions SET numbers_json = ? WHERE round = 1 AND position = 0",
                  (json.dumps({"p_scan_stable": 0.5, "p_scan_source": "<script>x</script>"}),))
     conn.commit()
