@@ -64,6 +64,7 @@ def replayed_calibration(campaign: Path) -> dict:
     """
     import numpy as np
 
+    from screener.campaign.config import CampaignConfig
     from screener.campaign.ensemble_model import read_spread_calibration
     from screener.campaign.hulls import CampaignHulls
     from screener.campaign.ledger import Ledger
@@ -75,6 +76,8 @@ def replayed_calibration(campaign: Path) -> dict:
     with Ledger.in_dir(campaign, read_only=True) as ledger:
         config = ledger.get_meta("config", {}) or {}
         prior = read_spread_calibration(config.get("model")).get("pbe", 1.0)
+        # the current code's exponent prior: the ledger's, else today's default (older ledgers have none)
+        exponent = config.get("spread_exponent_prior", CampaignConfig.model_fields["spread_exponent_prior"].default)
         targets: dict = {"pbe": {}, "scan": {}}
         for job in ledger.jobs(states=["done"]):
             entry = (job.result or {}).get("entry")
@@ -86,10 +89,11 @@ def replayed_calibration(campaign: Path) -> dict:
         for row in ledger.rounds():
             number = row["round"]
             # as Campaign._spread_calibration does before ranking round `number`
-            pbe = spread_calibration(ledger, targets, "pbe", number, prior_scale=prior)
+            pbe = spread_calibration(ledger, targets, "pbe", number, prior_scale=prior, exponent_prior=exponent)
             borrowed = not any(m["fidelity"] == "scan" and m["round"] < number for m in models)
-            cal = {"pbe": pbe, "scan": spread_calibration(ledger, targets, "scan", number, prior_scale=pbe.scale,
-                                                          debias=borrowed)}
+            cal = {"pbe": pbe, "scan": spread_calibration(
+                ledger, targets, "scan", number, prior_scale=pbe.scale, debias=borrowed,
+                exponent_prior=None if exponent is None else pbe.exponent)}
             for fidelity in ("pbe", "scan"):
                 err, raw, _ = prospective_errors(ledger, targets, fidelity, [number])
                 if err.size == 0:

@@ -49,6 +49,12 @@ class CampaignConfig(BaseModel):
     stable_threshold_ev_per_atom: float = Field(
         0.0, description="E_hull at or below which a crystal counts as stable (discoveries, P(stable))."
     )
+    spread_exponent_prior: float | None = Field(
+        0.35, ge=0, le=1, description="Prior of the exponent of the spread calibration, sigma = scale * 0.1 * (std / "
+        "0.1)^exponent (eV/atom), refitted each round on the prospective errors: the ensemble std understates the "
+        "error of confident predictions most (see screener.policies.calibration; maximum likelihood on the "
+        "initial models' errors of whole pools: 0.29-0.35, bench/results/spread_exponent_*.json); null: one plain "
+        "scale (exponent 1, campaigns before 2026-12).")
     fine_tune_epochs: int = Field(
         20, ge=0, description="Epochs of each round's fine-tuning, each on the round's new results plus as many "
         "earlier ones (0 = never fine-tune).")

@@ -385,19 +385,24 @@ class Campaign:
         return out
 
     def _spread_calibration(self, number: int) -> dict[str, Any]:
-        """Spread scale per fidelity for round ``number``: refitted on the prospective errors of earlier rounds,
-        shrunk toward the initial model's recorded scale (``calibration.json``; 1 where none)."""
+        """Spread calibration per fidelity for round ``number``: refitted on the prospective errors of earlier rounds,
+        the scale shrunk toward the initial model's recorded scale (``calibration.json``; 1 where none), the power-law
+        exponent toward the campaign's ``spread_exponent_prior``."""
         from screener.campaign.ranking import spread_calibration
 
         scales = getattr(self.components.model, "spread_scales", None)
         prior = scales() if callable(scales) else {}
         targets = self._targets() if number > 1 else {}
-        out = {"pbe": spread_calibration(self.ledger, targets, "pbe", number, prior_scale=float(prior.get("pbe", 1.0)))}
+        exponent = self.config.spread_exponent_prior
+        out = {"pbe": spread_calibration(self.ledger, targets, "pbe", number, prior_scale=float(prior.get("pbe", 1.0)),
+                                         exponent_prior=exponent)}
         # SCAN predictions come from the PBE model or its transfer, and SCAN errors are few: until they say
         # otherwise, the campaign's PBE scale (shrinking toward the model card's 1.0-ish scale undercovered)
         borrowed = getattr(self.components.model, "borrows_model", lambda f: False)("scan")
+        # (rank() shifts borrowed predictions by the bias); the exponent's prior is the PBE fit's, as for the scale
         out["scan"] = spread_calibration(self.ledger, targets, "scan", number, prior_scale=out["pbe"].scale,
-                                         debias=borrowed)  # rank() shifts borrowed predictions by the bias
+                                         debias=borrowed,
+                                         exponent_prior=None if exponent is None else out["pbe"].exponent)
         return out
 
     def _rank_and_plan(self, number: int, progress: Progress | None) -> bool:

@@ -246,17 +246,19 @@ def calibration_rounds(ledger: Any, targets: dict[str, dict[str, float]], fideli
 
 def spread_calibration(ledger: Any, targets: dict[str, dict[str, float]], fidelity: str, before_round: int,
                        prior_scale: float = 1.0, prior_weight: float = 5.0, debias: bool = False,
-                       min_errors: int = CALIBRATION_MIN_ERRORS) -> Any:
+                       min_errors: int = CALIBRATION_MIN_ERRORS, exponent_prior: float | None = None) -> Any:
     """The spread scale of ``fidelity`` refitted on the campaign's prospective errors of the latest rounds before
     ``before_round`` that hold ``min_errors`` of them (:func:`calibration_rounds`), shrunk toward ``prior_scale``
     (the model card's); ``debias``: the predictions will be shifted by the fitted bias, so the scale is fitted on
-    the de-biased errors; see :mod:`screener.policies.calibration`."""
+    the de-biased errors; ``exponent_prior``: fit the power-law exponent of the std with this prior (None: one
+    plain scale); see :mod:`screener.policies.calibration`."""
     from screener.policies.calibration import fit_spread_calibration
 
     rounds = calibration_rounds(ledger, targets, fidelity, before_round, min_errors)
     err, raw, _ = prospective_errors(ledger, targets, fidelity, rounds)
     first = rounds.start if len(rounds) else before_round
     return fit_spread_calibration(err, raw, prior_scale=prior_scale, prior_weight=prior_weight, debias=debias,
+                                  exponent_prior=exponent_prior,
                                   source=f"prospective errors of rounds {first}-{before_round - 1} (prior scale "
                                          f"{prior_scale:.3g})")
 

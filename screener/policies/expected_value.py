@@ -9,9 +9,10 @@ PBE cost ``c_p``, both that candidate's own) the policy values each option by ex
 * **PBE now, SCAN later if worth it**: the PBE result ``X ~ N(mu_p, sigma_p)`` (calibrated PBE prediction); the
   candidate is SCAN-computed afterwards when ``q(X) / c_s >= lambda`` (``lambda``: the finds per unit the budget
   earns at its margin, i.e. the rate of the last SCAN-now pick the remaining budget reaches). Expected finds
-  ``F = E[q(X) 1{go}]``, expected cost ``c_p + c_s P(go)``, value ``(F + L_p + P(go) L_s) / (c_p + c_s P(go))``
-  in closed form (:func:`pbe_route`: ``q`` falls with ``X``, so "go" is ``X <= x*``, and the expectation of a
-  probit over a Gaussian is a bivariate normal probability);
+  ``F = P(Y <= thr, go)`` with the SCAN result ``Y`` (the calibrated SCAN prediction) jointly Gaussian with ``X``
+  (their errors differ by the relation's residual scale ``1 / c1``), so ``F <= p``; expected cost ``c_p + c_s
+  P(go)``, value ``(F + L_p + P(go) L_s) / (c_p + c_s P(go))`` in closed form (:func:`pbe_route`: ``q`` falls with
+  ``X``, so "go" is ``X <= x*``, and ``F`` is a bivariate normal probability);
 * **skip**: 0 (a candidate is planned only if its best rate is positive and the round budget reaches it).
 
 Two corrections make ``p`` the probability of a find that counts, not of a result that looks stable today:
@@ -147,8 +148,17 @@ def bivariate_normal_cdf(h: Any, k: Any, rho: Any) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any) -> tuple[np.ndarray, np.ndarray]:
-    """``P(go)`` and ``F = E[q(X) 1{go}]`` of the PBE route, exactly, for ``X ~ N(mu, sd)``.
+def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any, *, scan_mean: Any = None,
+              scan_sd: Any = None, scan_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``P(go)`` and the expected finds ``F`` of the PBE route, exactly, for a predicted PBE E_hull ``X ~ N(mu, sd)``.
+
+    With the candidate's own SCAN prediction (``scan_mean``, ``scan_sd``; the planner always passes it), ``F =
+    P(Y <= scan_threshold, go)`` for the SCAN E_hull ``Y`` jointly Gaussian with ``X``: the two predictions' errors
+    differ by the fidelity residual ``tau = 1 / c1`` (the relation's E_hull scale), so ``cov = (sd_s^2 + sd_p^2 -
+    tau^2) / 2`` and ``F = Phi2((x* - mu) / sd, (thr - mu_s) / sd_s; rho)``. The route then finds at most what SCAN
+    now would (``F <= P(Y <= thr)``, equal when "go" is certain), and a candidate the SCAN prediction rules out (on a
+    SCAN hull that lies deeper than the PBE one) is not screened on the PBE prediction alone. Without it, ``F =
+    E[q(X) 1{go}]`` (the relation alone, blind to the SCAN prediction).
 
     ``q(x) = Phi(c0 - c1 max(x, 0))`` never rises with ``x``, so "SCAN after" (``q(X) >= threshold_p``, i.e.
     ``q(X) / c_s >= lambda``) means ``X <= x*``: never when ``Phi(c0) < threshold_p``, always when ``threshold_p <=
@@ -172,6 +182,12 @@ def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any) -> 
         h_star = (x_star - mu) / sd
         h0 = -mu / sd
     p_go = ndtr(h_star)
+    if scan_mean is not None:
+        mu_s, sd_s = (np.broadcast_to(np.asarray(v, float), mu.shape) for v in (scan_mean, scan_sd))
+        sd_s = np.maximum(sd_s, 1e-12)
+        tau = 1.0 / c1 if c1 > 0 else np.inf
+        rho_xy = np.clip((sd_s ** 2 + sd ** 2 - tau ** 2) / (2.0 * sd_s * sd), 0.0, 0.995)
+        return p_go, bivariate_normal_cdf(h_star, (scan_threshold - mu_s) / sd_s, rho_xy)
     below = p0 * ndtr(np.minimum(h0, h_star))  # X <= 0 (and X <= x*): q = Phi(c0)
     b = -c1 * sd
     norm = np.sqrt(1.0 + b * b)
@@ -282,7 +298,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # PBE now, SCAN later if the result clears lambda (q(X) / c_s >= lambda): exact over the PBE outcome X
     # (a predicted X below the hull is computed as on it: E_hull 0)
     # after the screen, SCAN goes ahead when q(x) S / c_s >= lambda: the route's threshold on q is lambda c_s / S
-    p_go, finds_pbe = pbe_route(relation, mu_p, sd_p, lam * c_s / np.maximum(survival, 1e-9))
+    p_go, finds_pbe = pbe_route(relation, mu_p, sd_p, lam * c_s / np.maximum(survival, 1e-9),
+                                scan_mean=mu_s if cfg.pbe_route_joint else None, scan_sd=sd_s,
+                                scan_threshold=thr)
     finds_pbe = finds_pbe * survival
     cost_pbe_route = c_p + c_s * p_go
     rate_pbe = (finds_pbe + l_p + p_go * l_s) / cost_pbe_route

@@ -522,23 +522,29 @@ def _calibration_section(data: ReportData, figures: Mapping[str, str]) -> list[s
             if scale is None and all(x is None for x in shares):
                 continue
             n_fit = cal.get(f"{fidelity}_n_errors")
+            exponent = finite_float(cal.get(f"{fidelity}_exponent"))
             mae = finite_float(info.get(f"mae_{fidelity}_ev_per_atom"))
             se = finite_float(info.get(f"mae_se_{fidelity}_ev_per_atom"))
+            used = "-" if scale is None else _num(scale, ".3g")
+            if scale is not None and exponent is not None and exponent != 1.0:
+                used += f", exponent {exponent:.2f}"
             rows.append([r.round, fidelity.upper(),
-                         "-" if scale is None else f"{_num(scale, '.3g')} (n = {_num(n_fit, '.0f', '0')})",
+                         "-" if scale is None else f"{used} (n = {_num(n_fit, '.0f', '0')})",
                          _num(info.get(f"n_{fidelity}_measured"), ".0f")] + [_pct(finite_float(x)) for x in shares]
                         + [_mev(mae, se)])
     if not rows and not data.reliability:
         return []
     out = ["### Calibration", ""]
     if rows:
-        out += [_table(["round", "fidelity", "sigma scale used (fitted on)", "errors measured", "within 1 sigma, raw",
-                        "within 1 sigma, calibrated", "within 2 sigma, raw", "within 2 sigma, calibrated",
-                        "MAE (meV/atom)"], rows), "",
+        out += [_table(["round", "fidelity", "sigma scale (and exponent) used (fitted on)", "errors measured",
+                        "within 1 sigma, raw", "within 1 sigma, calibrated", "within 2 sigma, raw",
+                        "within 2 sigma, calibrated", "MAE (meV/atom)"], rows), "",
                 "Each round's prospective errors (its predictions of formation energy, made before purchase, minus "
-                "the results it bought) against the raw ensemble sigma and the calibrated sigma (raw times the scale "
-                "the round ranked with, fitted on the errors of earlier rounds shrunk toward the model card's). A "
-                "calibrated Gaussian puts 68.3 % within 1 sigma and 95.4 % within 2 sigma.", ""]
+                "the results it bought) against the raw ensemble sigma and the calibrated sigma the round ranked "
+                "with: scale x 0.1 x (raw / 0.1)^exponent eV/atom (raw times the scale where no exponent is shown), "
+                "fitted on the errors of earlier rounds, the scale shrunk toward the model card's and the exponent "
+                "toward the campaign's prior (the ensemble sigma understates the error of confident predictions "
+                "most). A calibrated Gaussian puts 68.3 % within 1 sigma and 95.4 % within 2 sigma.", ""]
     if data.reliability and "reliability" in figures:
         out += [f"![Reliability of the predicted spread]({figures['reliability']})"
                 "{ .report-figure }", "",

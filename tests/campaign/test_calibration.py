@@ -86,3 +86,40 @@ def test_the_spread_scale_is_fitted_on_the_latest_rounds_that_hold_enough_errors
     assert calibration_rounds(ledger, targets, "pbe", 3, min_errors=100) == range(1, 3)  # too few: every round
     assert calibration_rounds(ledger, targets, "pbe", 1) == range(1, 1)
     assert calibration_rounds(ledger, {"pbe": {}}, "pbe", 5) == range(1, 5)
+
+
+class StdBlindModel(NarrowModel):
+    """Errors of +-0.05 eV/atom whatever the std, which spans 0.002-0.5 eV/atom: the std says nothing about them."""
+
+    def predict_formation_energy(self, structures, fidelity):
+        mean, _ = super().predict_formation_energy(structures, fidelity)
+        return mean, np.geomspace(0.002, 0.5, len(mean))
+
+
+def test_spread_exponent_refitted_and_ranked_with(tmp_path):
+    """The campaign fits the power-law exponent on its prospective errors (prior 0.35): errors blind to the std
+    pull it towards 0, and the round ranks with sigma = scale 0.1 (std / 0.1)^exponent; the default is recorded in
+    the plan's numbers. ``spread_exponent_prior: null`` keeps one plain scale."""
+
+    def factory(config, campaign_dir, ledger):
+        return Components(FakeCalculator(), FakeExecutor(tmp_path / "s"), StdBlindModel(), FakeHulls(),
+                          GreedyPlanner())
+
+    camp = Campaign.create(tmp_path / "c", CampaignConfig(budget_total=60, batch_size=8), make_structures(30),
+                           factory)
+    camp.run(max_rounds=3)
+    assert camp.config.spread_exponent_prior == 0.35
+    cal = camp._spread_calibration(3)
+    assert cal["pbe"].n_errors > 0 and cal["pbe"].exponent < 0.3  # pulled from the prior toward 0
+    preds = [p for p in camp.ledger.predictions(3) if p["fidelity"] == "pbe"]
+    raw = np.array([p["e_form_std_ev_per_atom"] for p in preds])
+    used = np.array([p["e_hull_std_ev_per_atom"] for p in preds])
+    np.testing.assert_allclose(used, cal["pbe"].scale * 0.1 * (raw / 0.1) ** cal["pbe"].exponent, rtol=1e-6)
+    camp.close()
+
+    plain = Campaign.create(tmp_path / "p", CampaignConfig(budget_total=60, batch_size=8, spread_exponent_prior=None),
+                            make_structures(30), factory)
+    plain.run(max_rounds=2)
+    cal = plain._spread_calibration(2)
+    assert cal["pbe"].exponent == 1.0 and cal["pbe"].exponent_prior is None
+    plain.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from screener.policies.calibration import coverage, fit_spread_calibration
+from screener.policies.calibration import ONE_SIGMA_SHARE, SpreadCalibration, coverage, fit_spread_calibration
 
 
 def test_overconfident_spread_is_widened_to_68_percent():
@@ -71,3 +71,55 @@ def test_an_uncertain_shift_widens_the_spread_of_shifted_predictions():
     assert plain == pytest.approx([fit.scale * 0.05])
     assert shifted == pytest.approx(np.sqrt(plain ** 2 + fit.bias_se_ev_per_atom ** 2))
     assert fit_spread_calibration(err, std, prior_weight=0.0).bias_se_ev_per_atom == 0.0  # not shifted: no term
+
+
+def _heteroscedastic(n: int, exponent: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Errors whose true sigma is 0.3 (std / 0.1)^exponent: with exponent < 1 the smallest stds understate most."""
+    rng = np.random.default_rng(seed)
+    std = np.exp(rng.uniform(np.log(0.005), np.log(1.5), n))
+    return rng.normal(0.0, 0.3 * (std / 0.1) ** exponent), std
+
+
+def test_power_law_exponent_is_recovered_and_its_coverage_holds_across_the_std_range():
+    err, std = _heteroscedastic(4000, 0.35)
+    fit = fit_spread_calibration(err, std, prior_weight=0.0, exponent_prior=0.5)
+    assert fit.exponent == pytest.approx(0.35, abs=0.05)
+    assert fit.within_1_sigma == pytest.approx(ONE_SIGMA_SHARE, abs=0.02)
+    plain = fit_spread_calibration(err, std, prior_weight=0.0)
+    assert plain.exponent == 1.0 and plain.exponent_prior is None
+    # one plain scale covers 68 % overall but not within the std's range: the smallest stds are under-covered and
+    # the largest over-covered; the power law covers each third of the range about as well as the whole
+    order = np.argsort(std)
+    thirds = np.array_split(order, 3)
+    for cal, spread in ((fit, 0.06), (plain, 0.2)):
+        shares = [np.mean(np.abs(err[k]) <= cal.calibrated_std(std[k])) for k in thirds]
+        assert (max(shares) - min(shares) < spread) == (cal is fit)
+    assert np.mean(np.abs(err[thirds[0]]) <= plain.calibrated_std(std[thirds[0]])) < 0.55
+
+
+def test_exponent_keeps_its_prior_with_few_errors_and_plain_scale_is_the_old_calibration():
+    from screener.policies.calibration import fit_spread_exponent
+
+    err, std = _heteroscedastic(4, 0.2, seed=1)
+    few = fit_spread_calibration(err, std, exponent_prior=0.8)
+    alone = fit_spread_exponent(err, std, 0.8, prior_sd=100.0)  # the data alone
+    assert alone < few.exponent < 0.8  # shrunk toward the prior
+    many_err, many_std = _heteroscedastic(400, 0.2, seed=1)
+    many = fit_spread_calibration(many_err, many_std, exponent_prior=0.8)
+    assert abs(many.exponent - 0.2) < abs(few.exponent - 0.2)  # more errors, closer to the truth
+    assert fit_spread_calibration([], [], exponent_prior=0.7).exponent == 0.7
+    old = SpreadCalibration(scale=2.0)
+    np.testing.assert_allclose(old.calibrated_std([0.01, 0.1, 1.0]), [0.02, 0.2, 2.0])
+    power = SpreadCalibration(scale=2.0, exponent=0.5)
+    np.testing.assert_allclose(power.calibrated_std([0.01, 0.1, 1.0]), [2 * 0.1 * 0.1 ** 0.5, 0.2, 2 * 0.1 * 10 ** 0.5])
+
+
+def test_power_law_ranks_a_confident_near_hull_prediction_above_a_wild_one_far_above():
+    """A: E_hull 0.05 +- 0.02 (raw), B: 0.6 +- 0.8. One scale of 2 gives B the larger P(stable) (its sigma swamps
+    its distance from the hull); with exponent 0.4, A's is larger."""
+    from scipy.special import ndtr
+
+    mu, raw = np.array([0.05, 0.6]), np.array([0.02, 0.8])
+    p_plain = ndtr(-mu / SpreadCalibration(scale=2.0).calibrated_std(raw))
+    p_power = ndtr(-mu / SpreadCalibration(scale=2.0, exponent=0.4).calibrated_std(raw))
+    assert p_plain[1] > p_plain[0] and p_power[0] > p_power[1]

@@ -101,7 +101,9 @@ def test_cheap_pbe_screen_when_the_preferred_scan_no_longer_fits_in_the_round():
 def test_no_pbe_screen_whose_scan_follow_up_the_campaign_cannot_afford():
     # the campaign's last 3 CPU-h: a PBE run (1) fits, the SCAN run it would lead to (5) does not; nothing learns
     # from it any more, so it would buy nothing: the budget is left unspent rather than wasted
-    state = _state(n=3, scan_mean_ev_per_atom=[0.02] * 3, pbe_mean_ev_per_atom=[0.02] * 3, budget_cpu_hours=3.0)
+    # (a spread of 0.2 eV/atom, twice the PBE -> SCAN residual, so the screen says much about the SCAN result)
+    state = _state(n=3, scan_mean_ev_per_atom=[0.02] * 3, pbe_mean_ev_per_atom=[0.02] * 3, budget_cpu_hours=3.0,
+                   scan_std_ev_per_atom=[0.2] * 3, pbe_std_ev_per_atom=[0.2] * 3)
     plan = decide("expected-value", state)
     assert [i.fidelity for i in plan.items] == []
     # with room for the follow-up, the same screen is bought
@@ -151,6 +153,51 @@ def test_pbe_route_is_exact_against_monte_carlo(mu, sd, t):
     p_go, finds = pbe_route(relation, [mu], [sd], [t])
     assert p_go[0] == pytest.approx(go.mean(), abs=2e-3)
     assert finds[0] == pytest.approx((q * go).mean(), abs=2e-3)
+
+
+@pytest.mark.parametrize("mu_p,sd_p,mu_s,sd_s,t", [(0.05, 0.1, 0.1, 0.12, 0.5), (-0.05, 0.2, 0.15, 0.2, 0.8),
+                                                 (0.1, 0.15, 0.0, 0.1, 0.3), (0.0, 0.3, 0.3, 0.3, 0.0)])
+def test_joint_pbe_route_is_exact_and_never_finds_more_than_scan_now(mu_p, sd_p, mu_s, sd_s, t):
+    """With the SCAN prediction, F = P(Y <= 0, go) for (X, Y) jointly Gaussian whose difference has the relation's
+    residual scale 1 / c1: against 10^6 draws, and never above P(Y <= 0) (SCAN now), equal to it when go is sure."""
+    from scipy.special import ndtr
+
+    from screener.policies.expected_value import PbeScanRelation, pbe_route
+
+    relation = PbeScanRelation(1.08, 10.0, 0, "test")
+    tau = 1.0 / relation.c1
+    rho = np.clip((sd_s ** 2 + sd_p ** 2 - tau ** 2) / (2 * sd_s * sd_p), 0.0, 0.995)
+    rng = np.random.default_rng(5)
+    z1, z2 = rng.standard_normal((2, 1_000_000))
+    x = mu_p + sd_p * z1
+    y = mu_s + sd_s * (rho * z1 + np.sqrt(1 - rho ** 2) * z2)
+    go = relation.p_scan_stable(x) >= t
+    p_go, finds = pbe_route(relation, [mu_p], [sd_p], [t], scan_mean=[mu_s], scan_sd=[sd_s])
+    assert p_go[0] == pytest.approx(go.mean(), abs=2e-3)
+    assert finds[0] == pytest.approx(((y <= 0) & go).mean(), abs=2e-3)
+    assert finds[0] <= float(ndtr(-mu_s / sd_s)) + 1e-12
+    if t <= 0:
+        assert finds[0] == pytest.approx(float(ndtr(-mu_s / sd_s)), abs=1e-9)
+
+
+def test_pbe_screen_is_not_bought_on_a_pbe_prediction_the_scan_prediction_rules_out():
+    """c0: the PBE model puts it on the PBE hull, but the SCAN hull lies deeper (P(SCAN-stable) ~ 0.01); c1: both
+    predictions moderately favourable. The relation alone (blind to the SCAN prediction) screened c0 first; the joint
+    route values its screen by the SCAN prediction and screens c1."""
+    base = dict(n=2, scan_mean_ev_per_atom=[0.25, 0.08], pbe_mean_ev_per_atom=[-0.02, 0.06],
+                scan_std_ev_per_atom=[0.1, 0.1], pbe_std_ev_per_atom=[0.1, 0.1], budget_cpu_hours=10.0)
+    policy = load_policy("expected-value")
+    blind = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"pbe_route_joint": False})})
+    old = decide(blind, _state(**base))
+    new = decide(policy, _state(**base))
+    old_first = [i for i in old.items if i.kind == "candidate"][0]
+    new_first = [i for i in new.items if i.kind == "candidate"][0]
+    assert (old_first.job_id, old_first.fidelity) == ("c0", "pbe")
+    assert new_first.job_id == "c1"
+    numbers = {i.job_id: i.numbers for i in new.items if i.kind == "candidate"}
+    for n in numbers.values():
+        assert n["q_pbe_route_finds"] <= n["p_scan_stable"] + 1e-12
 
 
 def test_competitor_survival_scales_every_route_and_moves_the_unlikely_survivor_down():

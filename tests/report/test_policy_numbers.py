@@ -199,8 +199,13 @@ def test_calibration_table_equals_round_info(ev_campaign, ev_overview):
                 assert cell == "-" if value is None else _close(cell, 100 * value)
         scale, n_errors = plans[number]["calibration"][f"{fidelity}_scale"], \
             plans[number]["calibration"][f"{fidelity}_n_errors"]
-        cell = row[header.index("sigma scale used (fitted on)")]
-        assert _close(cell.split(" (")[0], scale) and cell.endswith(f"(n = {n_errors})")
+        exponent = plans[number]["calibration"].get(f"{fidelity}_exponent", 1.0)
+        cell = row[header.index("sigma scale (and exponent) used (fitted on)")]
+        assert _close(cell.split(" (")[0].split(",")[0], scale) and cell.endswith(f"(n = {n_errors})")
+        if exponent != 1.0:  # the campaign's default calibration is a power law: its exponent is shown
+            assert abs(float(cell.split("exponent ")[1].split(" ")[0]) - exponent) <= 0.005 + 1e-9
+        else:
+            assert "exponent" not in cell
 
 
 def test_reliability_equals_a_direct_count_over_the_ledger(ev_campaign, ev_overview):
