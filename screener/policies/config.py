@@ -83,6 +83,9 @@ class ExpectedValueConfig(BaseModel):
         "refitted each round (see screener.policies.outcome_calibration).")
     outcome_calibration_prior_weight: float = Field(
         10.0, ge=0, description="Purchases the identity map (no recalibration) is worth.")
+    outcome_calibration_min_slope: float = Field(
+        0.2, ge=0.2, le=3.0, description="Lower bound of the outcome map's probit slope b; 1: an offset only. "
+        "Purchases span a narrow range of P, and a slope below 1 fitted there lifts every P below it.")
     outcome_calibration_cost_classes: int = Field(
         4, ge=0, le=16, description="Cost classes (of equal width in the candidates' log cost) that each get their "
         "own probit offset where costs differ; 0 or 1: none.")

@@ -251,11 +251,13 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         if cfg.outcome_calibration_per_fidelity:  # PBE and SCAN models overrate by different amounts
             outcome = fit_outcome_calibration_by_fidelity(state.purchase_outcomes, log_cost=bought_log_cost,
                                                           edges=edges,
-                                                          prior_weight=cfg.outcome_calibration_prior_weight)
+                                                          prior_weight=cfg.outcome_calibration_prior_weight,
+                                                          min_slope=cfg.outcome_calibration_min_slope)
         else:
             outcome = {"pooled": fit_outcome_calibration(
                 [p for _, p, _ in state.purchase_outcomes], [y for _, _, y in state.purchase_outcomes],
-                log_cost=bought_log_cost, edges=edges, prior_weight=cfg.outcome_calibration_prior_weight)}
+                log_cost=bought_log_cost, edges=edges, prior_weight=cfg.outcome_calibration_prior_weight,
+                min_slope=cfg.outcome_calibration_min_slope)}
         mu_s, sd_s = outcome.get("scan", outcome["pooled"]).calibrate_gaussian(mu_s, sd_s, log_cost)
         mu_p, sd_p = outcome.get("pbe", outcome["pooled"]).calibrate_gaussian(mu_p, sd_p, log_cost)
     relation = fit_pbe_scan_relation(state.pbe_scan_pairs, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,

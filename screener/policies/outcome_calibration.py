@@ -136,8 +136,8 @@ def cost_class(log_cost: Any, edges: Sequence[float]) -> np.ndarray:
 
 def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[bool], *,
                             log_cost: Sequence[float] | None = None, edges: Sequence[float] = (),
-                            prior_weight: float = 10.0, prior: OutcomeCalibration | None = None
-                            ) -> OutcomeCalibration:
+                            prior_weight: float = 10.0, prior: OutcomeCalibration | None = None,
+                            min_slope: float = _B_BOUNDS[0]) -> OutcomeCalibration:
     """Maximum a posteriori probit recalibration of purchase-time probabilities.
 
     Parameters
@@ -157,6 +157,9 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
     prior : OutcomeCalibration, optional
         Shrink ``a`` and ``log b`` towards this map instead of the identity, and keep its cost-class offsets as
         they are: one fidelity's map around the pooled one (:func:`fit_outcome_calibration_by_fidelity`).
+    min_slope : float
+        Lower bound of ``b``. Purchases span a narrow range of P, so the slope is poorly determined there, and a
+        slope below 1 lifts every P below the purchases' range; 1 fits an offset only (a uniform shift in probit).
 
     Returns
     -------
@@ -192,7 +195,9 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
         return float(-ll + 0.5 * prior_weight * penalty)
 
     start = [a0, b0] + [0.0] * free
-    bounds = [_A_BOUNDS, _B_BOUNDS] + [_OFFSET_BOUNDS] * free
+    lo = min(max(float(min_slope), _B_BOUNDS[0]), _B_BOUNDS[1])
+    start[1] = min(max(start[1], lo), _B_BOUNDS[1])
+    bounds = [_A_BOUNDS, (lo, _B_BOUNDS[1])] + [_OFFSET_BOUNDS] * free
     res = minimize(loss, np.array(start), method="L-BFGS-B", bounds=bounds)
     fitted = OutcomeCalibration(a=float(res.x[0]), b=float(res.x[1]), cost_class_edges=edges,
                                 cost_class_offsets=[float(x) for x in res.x[2:]] if free else offsets0,
@@ -205,7 +210,8 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
 
 def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bool]], *,
                                         log_cost: Sequence[float] | None = None, edges: Sequence[float] = (),
-                                        prior_weight: float = 10.0) -> dict[str, OutcomeCalibration]:
+                                        prior_weight: float = 10.0,
+                                        min_slope: float = _B_BOUNDS[0]) -> dict[str, OutcomeCalibration]:
     """One map per fidelity, each shrunk towards the map of all purchases together (partial pooling); the cost-class
     offsets are the pooled fit's (cell size affects both models alike, and one fidelity alone has few purchases
     per class).
@@ -219,6 +225,8 @@ def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bo
         Cost-class edges (empty: no cost classes).
     prior_weight : float
         Purchases the identity is worth in the pooled fit, and the pooled fit in each fidelity's.
+    min_slope : float
+        Lower bound of each map's slope ``b`` (see :func:`fit_outcome_calibration`).
 
     Returns
     -------
@@ -229,10 +237,10 @@ def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bo
     p = np.array([x for _, x, _ in purchases], dtype=float)
     y = np.array([s for _, _, s in purchases], dtype=bool)
     f = np.zeros(len(fid)) if log_cost is None or len(log_cost) != len(fid) else np.asarray(log_cost, dtype=float)
-    pooled = fit_outcome_calibration(p, y, log_cost=f, edges=edges, prior_weight=prior_weight)
+    pooled = fit_outcome_calibration(p, y, log_cost=f, edges=edges, prior_weight=prior_weight, min_slope=min_slope)
     out = {"pooled": pooled}
     for fidelity in ("pbe", "scan"):
         mine = np.array([x == fidelity for x in fid], dtype=bool)
         out[fidelity] = fit_outcome_calibration(p[mine], y[mine], log_cost=f[mine], prior_weight=prior_weight,
-                                                prior=pooled)
+                                                prior=pooled, min_slope=min_slope)
     return out

@@ -168,3 +168,19 @@ def test_expected_value_policy_calibrates_each_fidelity_on_its_own_purchases() -
     both = [i for i in per.items if i.job_id in first and i.numbers.get("p_scan_source") == "model"]
     assert both and all(i.numbers["p_scan_stable"] > first[i.job_id]["p_scan_stable"] for i in both)
     assert all(i.numbers["p_go_scan_after_pbe"] < first[i.job_id]["p_go_scan_after_pbe"] for i in both)
+
+
+def test_min_slope_keeps_a_narrow_purchase_range_from_lifting_low_probabilities() -> None:
+    """Purchases at P 0.4-0.9 of which 45 % came out stable, whatever their P (as in the campaigns' SCAN maps): the
+    free fit flattens the map (b < 1), which lifts a P of 0.05, far below the purchases' range, several-fold; with
+    min_slope 1 the map is an offset only, which lowers every P."""
+    rng = np.random.default_rng(7)
+    p = rng.uniform(0.4, 0.9, 300)
+    y = rng.random(300) < 0.45
+    free = fit_outcome_calibration(p, y)
+    offset = fit_outcome_calibration(p, y, min_slope=1.0)
+    assert free.b < 0.7 and offset.b >= 1.0 and offset.a < 0
+    assert free.calibrate_p([0.05])[0] > 0.1 > 0.05 > offset.calibrate_p([0.05])[0]
+    assert offset.mean_p_calibrated == pytest.approx(y.mean(), abs=0.05)
+    maps = fit_outcome_calibration_by_fidelity([("scan", float(a), bool(b)) for a, b in zip(p, y)], min_slope=1.0)
+    assert maps["pooled"].b >= 1.0 and maps["scan"].b >= 1.0
