@@ -101,9 +101,10 @@ class ExpectedValueConfig(BaseModel):
         64, ge=0, le=4096, description="Monte Carlo draws of the competitor survival (P(still SCAN-stable once the "
         "pool's other candidates are computed)); 0: off (see screener.policies.competitors).")
     pbe_route_joint: bool = Field(
-        True, description="Value the PBE route with the candidate's SCAN prediction and PBE prediction jointly "
+        False, description="Value the PBE route with the candidate's SCAN prediction and PBE prediction jointly "
         "Gaussian (errors differing by the PBE -> SCAN relation's residual scale): the route finds at most what "
-        "SCAN now would. false: by the relation alone, blind to the SCAN prediction (the planner before 2026-12).")
+        "SCAN now would. false (default): by the PBE prediction and the relation alone, which found more in the "
+        "measured worlds (docs/policy.md, 'Measured').")
     learning_value: bool = Field(True, description="Add the scaling law's learning value to each option.")
     learning_value_draws: int = Field(16, ge=1, le=256, description="Fixed-seed draws of the preposterior estimate.")
     learning_value_min_n_scan: int = Field(

@@ -180,15 +180,16 @@ def test_joint_pbe_route_is_exact_and_never_finds_more_than_scan_now(mu_p, sd_p,
         assert finds[0] == pytest.approx(float(ndtr(-mu_s / sd_s)), abs=1e-9)
 
 
-def test_pbe_screen_is_not_bought_on_a_pbe_prediction_the_scan_prediction_rules_out():
+def test_joint_route_does_not_screen_on_a_pbe_prediction_the_scan_prediction_rules_out():
     """c0: the PBE model puts it on the PBE hull, but the SCAN hull lies deeper (P(SCAN-stable) ~ 0.01); c1: both
-    predictions moderately favourable. The relation alone (blind to the SCAN prediction) screened c0 first; the joint
-    route values its screen by the SCAN prediction and screens c1."""
+    predictions moderately favourable. The relation alone (blind to the SCAN prediction; the default) screens c0
+    first; the joint route (pbe_route_joint) values its screen by the SCAN prediction and screens c1."""
     base = dict(n=2, scan_mean_ev_per_atom=[0.25, 0.08], pbe_mean_ev_per_atom=[-0.02, 0.06],
                 scan_std_ev_per_atom=[0.1, 0.1], pbe_std_ev_per_atom=[0.1, 0.1], budget_cpu_hours=10.0)
-    policy = load_policy("expected-value")
-    blind = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
-        update={"pbe_route_joint": False})})
+    preset = load_policy("expected-value")
+    assert preset.expected_value.pbe_route_joint is False
+    policy, blind = (preset.model_copy(update={"expected_value": preset.expected_value.model_copy(
+        update={"pbe_route_joint": joint})}) for joint in (True, False))
     old = decide(blind, _state(**base))
     new = decide(policy, _state(**base))
     old_first = [i for i in old.items if i.kind == "candidate"][0]
