@@ -9,10 +9,11 @@ PBE cost ``c_p``, both that candidate's own) the policy values each option by ex
 * **PBE now, SCAN later if worth it**: the PBE result ``X ~ N(mu_p, sigma_p)`` (calibrated PBE prediction); the
   candidate is SCAN-computed afterwards when ``q(X) / c_s >= lambda`` (``lambda``: the finds per unit the budget
   earns at its margin, i.e. the rate of the last SCAN-now pick the remaining budget reaches). Expected finds
-  ``F = P(Y <= thr, go)`` with the SCAN result ``Y`` (the calibrated SCAN prediction) jointly Gaussian with ``X``
-  (their errors differ by the relation's residual scale ``1 / c1``), so ``F <= p``; expected cost ``c_p + c_s
-  P(go)``, value ``(F + L_p + P(go) L_s) / (c_p + c_s P(go))`` in closed form (:func:`pbe_route`: ``q`` falls with
-  ``X``, so "go" is ``X <= x*``, and ``F`` is a bivariate normal probability);
+  ``F = E[q(X) 1{go}]``, expected cost ``c_p + c_s P(go)``, value ``(F + L_p + P(go) L_s) / (c_p + c_s P(go))``
+  in closed form (:func:`pbe_route`: ``q`` falls with ``X``, so "go" is ``X <= x*``, and the expectation of a
+  probit over a Gaussian is a bivariate normal probability). With ``pbe_route_joint`` (off by default: it found
+  less in the measured worlds) ``F = P(Y <= thr, go)`` with the SCAN result ``Y`` jointly Gaussian with ``X``, so
+  ``F <= p``;
 * **skip**: 0 (a candidate is planned only if its best rate is positive and the round budget reaches it).
 
 Two corrections make ``p`` the probability of a find that counts, not of a result that looks stable today:
