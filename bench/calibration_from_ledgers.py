@@ -22,10 +22,12 @@ Prints ONE JSON object on the last line of stdout and writes it to --output.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _output import emit  # noqa: E402
 
 
 def pooled(campaigns: list[Path]) -> dict:
@@ -152,11 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 "before each round (recorded predictions; only the calibration is recomputed)")
         out["replayed_all"] = pooled_replay(campaigns)
         out["replayed_by_policy"] = {k: pooled_replay(v) for k, v in sorted(by_policy.items())}
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
-    return out
+    return emit(out, args.output)
 
 
 if __name__ == "__main__":

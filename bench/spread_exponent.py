@@ -25,13 +25,15 @@ Prints ONE JSON object on the last line of stdout and writes it to --output.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sqlite3
 import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _output import emit  # noqa: E402
 
 EXPONENTS = (0.0, 0.25, 0.35, 0.5, 0.75, 1.0)
 TOP_K = (10, 20, 40)
@@ -138,11 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
                                           for g in EXPONENTS},
         "campaigns": per_campaign,
     }
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
-    return out
+    return emit(out, args.output)
 
 
 if __name__ == "__main__":

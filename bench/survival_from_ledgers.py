@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _output import emit  # noqa: E402
+
 BINS = ((0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01))
 
 
@@ -82,11 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_purchases": int(len(rows)),
         "by_survival": table,
     }
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out))
-    return out
+    return emit(out, args.output)
 
 
 if __name__ == "__main__":
