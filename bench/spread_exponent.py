@@ -52,6 +52,8 @@ def ranking_counts(campaign: Path, e_hull_true: dict[str, float], tol: float = 1
     """Per exponent, one ``[stable in top k for k in TOP_K]`` per recorded round of ``campaign``."""
     from scipy.special import ndtr
 
+    from screener.policies.calibration import power_std
+
     db = sqlite3.connect(f"file:{campaign / 'ledger.sqlite'}?mode=ro", uri=True)
     computed = {s: r for s, r in db.execute("SELECT structure_id, round FROM jobs WHERE fidelity = 'scan'")}
     out: dict[float, list[list[int]]] = {g: [] for g in EXPONENTS}
@@ -67,7 +69,7 @@ def ranking_counts(campaign: Path, e_hull_true: dict[str, float], tol: float = 1
         sd = np.maximum(np.array([r[2] for r in rows]), 1e-3)
         stable = np.array([e_hull_true[r[0]] <= tol for r in rows])
         for g in EXPONENTS:
-            p = ndtr(-mu / (0.1 * (sd / 0.1) ** g))
+            p = ndtr(-mu / power_std(sd, g))  # the campaign's sigma at scale 1
             order = np.argsort(-p, kind="stable")
             out[g].append([int(stable[order[:k]].sum()) for k in TOP_K])
     db.close()

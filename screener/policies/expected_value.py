@@ -153,8 +153,9 @@ def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any, *, 
               scan_sd: Any = None, scan_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """``P(go)`` and the expected finds ``F`` of the PBE route, exactly, for a predicted PBE E_hull ``X ~ N(mu, sd)``.
 
-    With the candidate's own SCAN prediction (``scan_mean``, ``scan_sd``; the planner always passes it), ``F =
-    P(Y <= scan_threshold, go)`` for the SCAN E_hull ``Y`` jointly Gaussian with ``X``: the two predictions' errors
+    With the candidate's own SCAN prediction (``scan_mean``, ``scan_sd``; the planner passes it under
+    ``pbe_route_joint``), ``F = P(Y <= scan_threshold, go)`` for the SCAN E_hull ``Y`` jointly Gaussian with ``X``:
+    the two predictions' errors
     differ by the fidelity residual ``tau = 1 / c1`` (the relation's E_hull scale), so ``cov = (sd_s^2 + sd_p^2 -
     tau^2) / 2`` and ``F = Phi2((x* - mu) / sd, (thr - mu_s) / sd_s; rho)``. The route then finds at most what SCAN
     now would (``F <= P(Y <= thr)``, equal when "go" is certain), and a candidate the SCAN prediction rules out (on a
