@@ -105,7 +105,10 @@ class ExpectedValueConfig(BaseModel):
         "Gaussian (errors differing by the PBE -> SCAN relation's residual scale): the route finds at most what "
         "SCAN now would. false (default): by the PBE prediction and the relation alone, which found more in the "
         "measured worlds (docs/policy.md, 'Measured').")
-    learning_value: bool = Field(True, description="Add the scaling law's learning value to each option.")
+    learning_value: bool = Field(
+        False, description="Add the scaling law's learning value to each option's rate (it is computed and recorded "
+        "either way). Off by default: in the measured worlds adding it bought SCAN runs of wild predictions "
+        "instead of PBE screens and found less (docs/policy.md, 'Measured').")
     learning_value_draws: int = Field(16, ge=1, le=256, description="Fixed-seed draws of the preposterior estimate.")
     learning_value_min_n_scan: int = Field(
         100, ge=1, description="N_s below this counts as this in the learning value: the power law describes "

@@ -37,6 +37,12 @@ with ``N_s`` counted as at least ``learning_value_min_n_scan`` (100): the power 
 With a large pre-training set (``N_p`` ~ 2e4 and more) ``L_p`` is negligible: PBE is worth its screen value only.
 ``N_p`` is the PBE data behind the model that makes the SCAN predictions; once a SCAN model exists (transferred from
 the PBE model, then fine-tuned on SCAN only) new PBE results never reach it and ``L_p = 0``.
+The learning values are computed and recorded every round, but **added to the rates only with ``learning_value``
+on, which is off by default**: in the measured worlds they did not pay. Adding them found 125 against 130 over 9
+campaigns (docs/policy.md, "Measured"), and it lost Na-Ti-V-Cr-Cu-O to ``scan-only``. The cause: the preposterior
+counts the whole calibrated spread as error that the next SCAN points remove. While the model is young, that
+spread is inflated by a shift common to all candidates, and a common shift reorders nothing. One round's ``L_s``
+jumped tenfold (0.013 to 0.135 finds per run) and bought SCAN runs of P 0.06-0.18 instead of PBE screens.
 
 Where candidates' costs differ, a **cost-blind share** comes first: SCAN runs in ``scan-only``'s order (the model's
 own P, cost ignored) until their spend reaches ``cost_blind_share`` of everything spent (this round's budget counted
@@ -288,16 +294,16 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # learning values from the scaling law (N_p includes the pre-training set: state.n_pbe)
     picks_left = int(max(state.budget_cpu_hours - r.budget, 0.0) / float(np.median(c_s[open_s]))) if open_s.any() \
         else 0
-    if cfg.learning_value:
-        fit = r.fit()
-        lv = learning_values(fit, max(state.n_scan, cfg.learning_value_min_n_scan), state.n_pbe, mu_s[open_s],
-                             sd_s[open_s], picks_left=picks_left, threshold=thr, k=max(policy.batch_size, 1),
-                             draws=cfg.learning_value_draws, seed=state.round_index)
-        if not state.pbe_reaches_scan_model:  # the SCAN model no longer learns from PBE results
-            lv["learning_value_pbe"] = 0.0
-    else:
-        lv = {"learning_value_scan": 0.0, "learning_value_pbe": 0.0}
-    l_s, l_p = float(lv["learning_value_scan"]), float(lv["learning_value_pbe"])
+    # computed and recorded either way (what the scaling law says a calculation teaches); added to the options'
+    # rates only with learning_value on (off by default: it bought wild SCAN runs, docs/policy.md "Measured")
+    lv = learning_values(r.fit(), max(state.n_scan, cfg.learning_value_min_n_scan), state.n_pbe, mu_s[open_s],
+                         sd_s[open_s], picks_left=picks_left, threshold=thr, k=max(policy.batch_size, 1),
+                         draws=cfg.learning_value_draws, seed=state.round_index)
+    if not state.pbe_reaches_scan_model:  # the SCAN model no longer learns from PBE results
+        lv["learning_value_pbe"] = 0.0
+    lv["learning_value_added"] = bool(cfg.learning_value)
+    l_s, l_p = ((float(lv["learning_value_scan"]), float(lv["learning_value_pbe"])) if cfg.learning_value
+                else (0.0, 0.0))
 
     # PBE now, SCAN later if the result clears lambda (q(X) / c_s >= lambda): exact over the PBE outcome X
     # (a predicted X below the hull is computed as on it: E_hull 0)
@@ -315,7 +321,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                "p_scan_model_raw": float(p_raw[i]), "competitor_survival": float(survival[i]),
                "q_pbe_route_finds": float(finds_pbe[i]), "p_go_scan_after_pbe": float(p_go[i]),
                "rate_scan_per_cpu_hour": float(rate_scan[i]), "rate_pbe_per_cpu_hour": float(rate_pbe[i]),
-               "learning_value_scan": l_s, "learning_value_pbe": l_p, "lambda_per_cpu_hour": lam,
+               "learning_value_scan": float(lv["learning_value_scan"]),
+               "learning_value_pbe": float(lv["learning_value_pbe"]), "learning_value_added": bool(cfg.learning_value),
+               "lambda_per_cpu_hour": lam,
                "cost_scan_cpu_hours": float(c_s[i]), "cost_pbe_cpu_hours": float(c_p[i])}
         if has_pbe[i]:
             out["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])

@@ -363,6 +363,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
             ev_rows.append([
                 r.round, _num(n.get("ev_lambda_per_cpu_hour"), ".3g"),
                 _num(n.get("ev_learning_value_scan"), ".3g"), _num(n.get("ev_learning_value_pbe"), ".3g"),
+                {True: "yes", False: "no"}.get(n.get("ev_learning_value_added"), "-"),
                 _mev(finite_float(n.get("ev_mae_now_ev_per_atom"))), _num(n.get("ev_picks_left"), "g"),
                 "-" if n_p is None and n_p_campaign is None else
                 f"{_num(n_p, '.0f', '0')} + {_num(n_p_campaign, '.0f', '0')}",
@@ -413,12 +414,15 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
     if ev_rows:
         out += ["### Expected value", "",
                 _table(["round", "lambda (finds per CPU-h)", "learning value SCAN (finds per calc.)",
-                        "learning value PBE (finds per calc.)", "SCAN model MAE now (meV/atom)", "SCAN picks left",
+                        "learning value PBE (finds per calc.)", "learning value added to the rates",
+                        "SCAN model MAE now (meV/atom)", "SCAN picks left",
                         "N_p (pre-training + campaign)", "N_s (campaign)"], ev_rows), "",
                 "lambda: finds per CPU-hour of the last SCAN-now pick the remaining budget reaches; a PBE-screened "
                 "candidate goes on to SCAN when its P(SCAN-stable) per CPU-hour of SCAN reaches it. Learning value: "
                 "expected extra finds among the SCAN picks left from one more calculation's improvement of the model "
-                "(from the scaling law at N_p, N_s). MAE now: that law's SCAN formation-energy error.", "",
+                "(from the scaling law at N_p, N_s); recorded every round, added to each option's finds per CPU-hour "
+                "only where the policy says so (learning_value, off by default). MAE now: that law's SCAN "
+                "formation-energy error.", "",
                 _table(["round", "P(SCAN-stable | PBE-stable)", "c0", "c1 (per eV/atom)", "pairs", "fitted on"],
                        rel_rows), "",
                 "PBE -> SCAN relation: P(SCAN-stable) of a candidate with computed PBE E_hull x is "

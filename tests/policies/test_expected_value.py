@@ -275,3 +275,20 @@ def test_competing_phases_of_a_cost_blind_pick_count_in_its_share():
     off = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
         update={"cost_blind_share": 0.0})})
     assert all(not (i.numbers or {}).get("route") for i in decide(off, state).items)
+
+
+def test_learning_value_is_recorded_always_and_added_only_when_on():
+    state = _state(n_pbe=50, budget_cpu_hours=2000.0)
+    off = decide("expected-value", state)
+    on = decide(load_policy("expected-value").model_copy(update={"expected_value": load_policy(
+        "expected-value").expected_value.model_copy(update={"learning_value": True})}), state)
+    assert off.numbers["ev_learning_value_added"] is False and on.numbers["ev_learning_value_added"] is True
+    assert off.numbers["ev_learning_value_scan"] == pytest.approx(on.numbers["ev_learning_value_scan"])
+    assert off.numbers["ev_learning_value_scan"] > 0
+    for plan, added in ((off, False), (on, True)):
+        for item in (i for i in plan.items if i.kind == "candidate"):
+            n = item.numbers
+            assert n["learning_value_added"] is added
+            extra = n["learning_value_scan"] if added else 0.0
+            assert n["rate_scan_per_cpu_hour"] == pytest.approx((n["p_scan_stable"] + extra)
+                                                                / n["cost_scan_cpu_hours"])

@@ -72,6 +72,7 @@ def test_ev_round_numbers_equal_the_ledger(ev_campaign, ev_overview):
         assert _close(row[col["lambda (finds per CPU-h)"]], n["ev_lambda_per_cpu_hour"])
         assert _close(row[col["learning value SCAN (finds per calc.)"]], n["ev_learning_value_scan"])
         assert _close(row[col["learning value PBE (finds per calc.)"]], n["ev_learning_value_pbe"])
+        assert row[col["learning value added to the rates"]] == ("yes" if n["ev_learning_value_added"] else "no")
         assert _close(row[col["SCAN model MAE now (meV/atom)"]], 1000 * n["ev_mae_now_ev_per_atom"], rel=0.02)
         assert row[col["N&#95;p (pre-training + campaign)"]] == f"{n['n_pbe_pretraining']} + {n['n_pbe_campaign']}"
         assert int(row[col["N&#95;s (campaign)"]]) == n["n_scan_campaign"]

@@ -1,0 +1,90 @@
+"""Which route found the stable crystals: PBE screen then SCAN, or SCAN directly? Read from campaign ledgers.
+
+For each campaign folder (a ``ledger.sqlite`` of a labelled world), every successful SCAN calculation of a pool
+candidate is put on one of two routes: **screened** (the candidate had a successful PBE calculation in an earlier or
+the same round) or **direct**. Per route it counts the SCAN runs and how many are truly SCAN-stable on the world's own
+SCAN hull, and it counts the PBE screens, how many of them hold a truly SCAN-stable candidate and how many went on to
+SCAN. The direct runs are also split by round (round 1 is bought on the initial model before any calibration data).
+
+Example
+-------
+    .venv/bin/python bench/routes_from_ledgers.py --world /tmp/worlds/NaTiVCrCuO_2500 \\
+        /tmp/hbench3/campaign_runs_NaTiVCrCuO_2500/seed*/ev-nojoint-nolv_flat_b300 \\
+        --output bench/results/routes_from_ledgers_NaTiVCrCuO.json
+
+Prints ONE JSON object on the last line of stdout and writes it to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sqlite3
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _output import emit  # noqa: E402
+
+
+def routes(campaign: Path, stable_true: dict[str, bool]) -> dict[str, Any]:
+    """Screens, follow-ups and direct SCAN runs of one campaign, with their truly stable counts."""
+    db = sqlite3.connect(f"file:{campaign / 'ledger.sqlite'}?mode=ro", uri=True)
+    done = db.execute("SELECT structure_id, fidelity, round FROM jobs WHERE state = 'done'").fetchall()
+    db.close()
+    pbe = {s: r for s, f, r in done if f == "pbe" and s in stable_true}
+    scan = {s: r for s, f, r in done if f == "scan" and s in stable_true}
+    followed = [s for s in scan if s in pbe and pbe[s] <= scan[s]]
+    direct = [s for s in scan if s not in followed]
+    by_round = Counter(scan[s] for s in direct)
+    stable_by_round = Counter(scan[s] for s in direct if stable_true[s])
+    return {
+        "campaign": str(campaign),
+        "pbe_screens": len(pbe),
+        "pbe_screens_truly_scan_stable": sum(stable_true[s] for s in pbe),
+        "screens_followed_by_scan": len(followed),
+        "screened_scan_truly_stable": sum(stable_true[s] for s in followed),
+        "direct_scan": len(direct),
+        "direct_scan_truly_stable": sum(stable_true[s] for s in direct),
+        "direct_scan_by_round": {str(r): [by_round[r], stable_by_round[r]] for r in sorted(by_round)},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("campaigns", nargs="+", type=Path)
+    p.add_argument("--world", type=Path, required=True)
+    p.add_argument("--tol", type=float, default=1e-6, help="SCAN E_hull (eV/atom) counted as stable.")
+    p.add_argument("--output", type=Path)
+    args = p.parse_args(argv)
+    from screener.world.experiments import bench_environment, load_world_data
+
+    data = load_world_data(args.world, n_jobs=1)
+    stable_true = {s: bool(v <= args.tol) for s, v in zip(data.structure_ids, data.labels[("scan", "e_above_hull")])}
+    rows = [routes(c, stable_true) for c in args.campaigns if (c / "ledger.sqlite").is_file()]
+
+    def share(found: str, n: str) -> float | None:
+        total = sum(r[n] for r in rows)
+        return round(sum(r[found] for r in rows) / total, 3) if total else None
+
+    out = {
+        "benchmark": "routes_from_ledgers",
+        "command": "python bench/routes_from_ledgers.py " + " ".join(
+            shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        **bench_environment("cpu"),
+        "world": str(args.world),
+        "definitions": {"screened": "SCAN run of a candidate with a PBE result from the same or an earlier round",
+                        "direct": "any other SCAN run of a pool candidate",
+                        "truly stable": f"SCAN E_hull <= {args.tol} on the world's own SCAN hull",
+                        "direct_scan_by_round": "round: [direct SCAN runs, truly stable]"},
+        "campaigns": rows,
+        "screened_scan_stable_share": share("screened_scan_truly_stable", "screens_followed_by_scan"),
+        "direct_scan_stable_share": share("direct_scan_truly_stable", "direct_scan"),
+    }
+    return emit(out, args.output)
+
+
+if __name__ == "__main__":
+    main()
