@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from screener.policies.calibration import DEFAULT_EXPONENT_PRIOR
+
 __all__ = ["CampaignConfig", "BACKENDS", "EXECUTORS", "BUDGET_UNITS", "FIDELITIES"]
 
 BACKENDS = ("standin", "vasp", "replay")
@@ -50,11 +52,12 @@ class CampaignConfig(BaseModel):
         0.0, description="E_hull at or below which a crystal counts as stable (discoveries, P(stable))."
     )
     spread_exponent_prior: float | None = Field(
-        0.35, ge=0, le=1, description="Prior of the exponent of the spread calibration, sigma = scale * 0.1 * (std / "
-        "0.1)^exponent (eV/atom), refitted each round on the prospective errors: the ensemble std understates the "
-        "error of confident predictions most (see screener.policies.calibration; maximum likelihood on the "
-        "initial models' errors of whole pools: 0.29-0.35, bench/results/spread_exponent_*.json); null: one plain "
-        "scale (exponent 1, campaigns before 2026-12).")
+        DEFAULT_EXPONENT_PRIOR, ge=0, le=1, description="Prior of the exponent of the spread calibration, sigma = "
+        "scale * 0.1 * (std / 0.1)^exponent (eV/atom), refitted each round on the prospective errors: the ensemble "
+        "std understates the error of confident predictions most (see screener.policies.calibration; maximum "
+        "likelihood on the initial models' errors of whole pools: 0.29-0.35, bench/results/spread_exponent_*.json); "
+        "null: one plain scale (exponent 1, campaigns before 2026-12). Where the initial model's calibration.json "
+        "records an exponent (fitted on its held-out split), that takes the place of this prior.")
     fine_tune_epochs: int = Field(
         20, ge=0, description="Epochs of each round's fine-tuning, each on the round's new results plus as many "
         "earlier ones (0 = never fine-tune).")

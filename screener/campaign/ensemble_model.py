@@ -29,7 +29,8 @@ from numpy.typing import NDArray
 from screener.campaign.protocols import ModelVersion
 
 __all__ = ["EnsembleModel", "DEFAULT_PBE_MODEL", "default_model_dir", "shipped_models_dir", "MIN_POINTS_TO_FINE_TUNE",
-           "pretraining_set_size", "CALIBRATION_FILENAME", "read_spread_calibration", "write_spread_calibration"]
+           "pretraining_set_size", "CALIBRATION_FILENAME", "read_spread_calibration", "read_spread_exponents",
+           "model_spread_calibration", "write_spread_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,39 @@ def pretraining_set_size(model_dir: str | Path, *, follow_init: bool = True) -> 
 CALIBRATION_FILENAME = "calibration.json"
 
 
+def _recorded_calibration(model_dir: str | Path | None) -> dict[str, dict[str, float]]:
+    """``{fidelity: {"scale": ..., ["exponent": ...]}}`` of the first folder in the ``init_from`` chain whose
+    ``calibration.json`` records a positive scale. A fit recorded for ``"model"`` (what ``screener train`` writes: the
+    ensemble's own held-out split, whatever its fidelity) stands for every fidelity the file does not name. Only
+    plain JSON numbers are read (nothing in the file is decoded into objects); unreadable values are ignored."""
+    seen: set[str] = set()
+    path = Path(model_dir) if model_dir else None
+    while path is not None and str(path) not in seen and len(seen) < 32:
+        seen.add(str(path))
+        try:
+            raw = json.loads((path / CALIBRATION_FILENAME).read_text())
+            fits: dict[str, dict[str, float]] = {}
+            for f, v in (raw.get("fidelities") or {}).items():
+                if isinstance(v, dict) and float(v.get("scale", 0)) > 0:
+                    fits[str(f)] = {"scale": float(v["scale"])}
+                    exponent = v.get("exponent")
+                    if isinstance(exponent, (int, float)) and 0.0 <= float(exponent) <= 1.0:
+                        fits[str(f)]["exponent"] = float(exponent)
+            if "model" in fits:
+                for f in ("pbe", "scan"):
+                    fits.setdefault(f, fits["model"])
+            if fits:
+                return fits
+        except (OSError, ValueError, TypeError, AttributeError, KeyError):
+            pass
+        try:
+            parent = json.loads((path / "ensemble.json").read_text()).get("init_from")
+        except (OSError, ValueError, AttributeError):
+            parent = None
+        path = Path(parent) if parent else None
+    return {}
+
+
 def read_spread_calibration(model_dir: str | Path | None) -> dict[str, float]:
     """Spread scale per fidelity recorded for an ensemble (``calibration.json``), following ``init_from``.
 
@@ -104,31 +138,31 @@ def read_spread_calibration(model_dir: str | Path | None) -> dict[str, float]:
         ``{fidelity: scale}``; empty when no folder in the chain records one. Unreadable or non-positive values are
         ignored (a plain JSON number per fidelity; nothing in the file is decoded into objects).
     """
-    seen: set[str] = set()
-    path = Path(model_dir) if model_dir else None
-    while path is not None and str(path) not in seen and len(seen) < 32:
-        seen.add(str(path))
-        try:
-            raw = json.loads((path / CALIBRATION_FILENAME).read_text())
-            scales = {str(f): float(v["scale"]) for f, v in (raw.get("fidelities") or {}).items()
-                      if isinstance(v, dict) and float(v.get("scale", 0)) > 0}
-            if scales:
-                return scales
-        except (OSError, ValueError, TypeError, AttributeError, KeyError):
-            pass
-        try:
-            parent = json.loads((path / "ensemble.json").read_text()).get("init_from")
-        except (OSError, ValueError, AttributeError):
-            parent = None
-        path = Path(parent) if parent else None
-    return {}
+    return {f: v["scale"] for f, v in _recorded_calibration(model_dir).items()}
+
+
+def read_spread_exponents(model_dir: str | Path | None) -> dict[str, float]:
+    """Power-law exponent per fidelity recorded beside the scale (``calibration.json``; see
+    :class:`screener.policies.calibration.SpreadCalibration`); a fidelity whose file records none is left out (a
+    plain scale: exponent 1)."""
+    return {f: v["exponent"] for f, v in _recorded_calibration(model_dir).items() if "exponent" in v}
+
+
+def model_spread_calibration(model_dir: str | Path | None, fidelity: str = "pbe") -> Any:
+    """The :class:`~screener.policies.calibration.SpreadCalibration` an ensemble's ``calibration.json`` records for
+    ``fidelity`` (scale and exponent only; identity where none is recorded)."""
+    from screener.policies.calibration import SpreadCalibration
+
+    fit = _recorded_calibration(model_dir).get(fidelity, {})
+    return SpreadCalibration(scale=fit.get("scale", 1.0), exponent=fit.get("exponent", 1.0))
 
 
 def write_spread_calibration(model_dir: str | Path, fits: Mapping[str, Any], *, command: str = "") -> Path:
     """Write ``calibration.json`` (fits: ``{fidelity: SpreadCalibration}``) into an ensemble folder."""
     out = Path(model_dir) / CALIBRATION_FILENAME
-    payload = {"what": "multiply the ensemble std by 'scale' (split-conformal: the 68.27 % quantile of "
-                       "|error| / std on held-out errors); weights unchanged",
+    payload = {"what": "sigma = scale * 0.1 * (std / 0.1)^exponent in the target's unit (exponent 1 or absent: "
+                       "scale * std); the scale is split-conformal (the 68.27 % quantile of |error| / (0.1 * (std / "
+                       "0.1)^exponent) on held-out errors); weights unchanged",
                "command": command,
                "fidelities": {f: fit.model_dump(mode="json") for f, fit in fits.items()}}
     out.write_text(json.dumps(payload, indent=1) + "\n")
@@ -281,6 +315,14 @@ class EnsembleModel:
         pbe = read_spread_calibration(self.dirs["pbe"])
         scan = read_spread_calibration(self.dirs["scan"]) if self.dirs["scan"] else {}
         return {"pbe": pbe.get("pbe", 1.0), "scan": scan.get("scan", pbe.get("scan", pbe.get("pbe", 1.0)))}
+
+    def spread_exponents(self) -> dict[str, float]:
+        """Power-law exponent per fidelity recorded by the initial models' ``calibration.json`` (left out where the
+        file records a plain scale or none); the campaign takes it as the prior of its refitted exponent."""
+        pbe = read_spread_exponents(self.dirs["pbe"])
+        scan = read_spread_exponents(self.dirs["scan"]) if self.dirs["scan"] else {}
+        out = {f: v for f, v in (("pbe", pbe.get("pbe")), ("scan", scan.get("scan", pbe.get("scan")))) if v is not None}
+        return out
 
     def borrows_model(self, fidelity: str) -> bool:
         """Whether ``fidelity``'s predictions come from another fidelity's model (SCAN before any SCAN fine-tune)."""

@@ -387,13 +387,18 @@ class Campaign:
     def _spread_calibration(self, number: int) -> dict[str, Any]:
         """Spread calibration per fidelity for round ``number``: refitted on the prospective errors of earlier rounds,
         the scale shrunk toward the initial model's recorded scale (``calibration.json``; 1 where none), the power-law
-        exponent toward the campaign's ``spread_exponent_prior``."""
+        exponent toward the exponent recorded there, else the campaign's ``spread_exponent_prior``."""
         from screener.campaign.ranking import spread_calibration
 
         scales = getattr(self.components.model, "spread_scales", None)
         prior = scales() if callable(scales) else {}
         targets = self._targets() if number > 1 else {}
         exponent = self.config.spread_exponent_prior
+        # the initial model's own held-out fit (calibration.json, as `screener train` writes it) is a better prior
+        # of its exponent than the campaign's generic one; with one plain scale (null) there is no exponent at all
+        recorded = getattr(self.components.model, "spread_exponents", None)
+        if exponent is not None and callable(recorded):
+            exponent = recorded().get("pbe", exponent)
         out = {"pbe": spread_calibration(self.ledger, targets, "pbe", number, prior_scale=float(prior.get("pbe", 1.0)),
                                          exponent_prior=exponent)}
         # SCAN predictions come from the PBE model or its transfer, and SCAN errors are few: until they say

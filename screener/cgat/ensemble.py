@@ -515,8 +515,29 @@ def train_ensemble(
     ensemble.info = info
     if dist_env.is_main:
         _write_info(info, d)
+        if member_splits is None:  # the ensemble's own test split: no member trained on it
+            _write_held_out_calibration(d, ensemble, [graphs[i] for i in test], y[test], train_config.batch_size,
+                                        command=command)
         write_model_card(d, info, ensemble.metas)
     return ensemble
+
+
+def _write_held_out_calibration(directory: Path, ensemble: CGATEnsemble, graphs: Sequence[CrystalGraph],
+                                y: np.ndarray, batch_size: int, *, command: str = "") -> Path | None:
+    """Fit the spread calibration (power law, :func:`screener.policies.calibration.fit_held_out_calibration`) on the
+    test split and write ``calibration.json``, which ``screener run`` and ``screener rank`` read; with fewer than
+    ``HELD_OUT_MIN_ERRORS`` test structures nothing is written (and a stale file from an earlier run is removed)."""
+    from screener.campaign.ensemble_model import CALIBRATION_FILENAME, write_spread_calibration
+    from screener.policies.calibration import HELD_OUT_MIN_ERRORS, fit_held_out_calibration
+
+    stale = Path(directory) / CALIBRATION_FILENAME
+    if len(graphs) < HELD_OUT_MIN_ERRORS:
+        stale.unlink(missing_ok=True)
+        return None
+    pred = ensemble.predict(list(graphs), batch_size=batch_size)
+    fit = fit_held_out_calibration(np.asarray(pred.mean, float) - np.asarray(y, float), pred.std,
+                                   source=f"held-out test split ({len(graphs)} structures) of screener train")
+    return write_spread_calibration(directory, {"model": fit}, command=command)
 
 
 def _last(result: TrainResult) -> dict[str, Any]:

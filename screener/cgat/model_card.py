@@ -23,8 +23,10 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return str(x)
 
 
-def render_model_card(info: EnsembleInfo, metas: Sequence[ModelMeta]) -> str:
-    """Markdown text of the model card: data, split, seeds, hyper-parameters, MAEs, time, hardware, command."""
+def render_model_card(info: EnsembleInfo, metas: Sequence[ModelMeta],
+                      calibration: dict[str, Any] | None = None) -> str:
+    """Markdown text of the model card: data, split, seeds, hyper-parameters, MAEs, time, hardware, command, and
+    the spread calibration (``calibration``: one fidelity's entry of ``calibration.json``) when one was fitted."""
     unit = info.target_unit or "target units"
     m = info.metrics
     split = info.split
@@ -85,6 +87,27 @@ def render_model_card(info: EnsembleInfo, metas: Sequence[ModelMeta]) -> str:
         f"- Test MAE of the ensemble mean: {_fmt(m.get('ensemble_test_mae'))} {unit} (std of the test targets "
         f"{_fmt(m.get('test_target_std'))}; mean predicted epistemic std {_fmt(m.get('ensemble_test_mean_std'))})",
         "",
+    ]
+    if calibration:
+        c = calibration
+
+        def pct(key: str) -> str:
+            v = c.get(key)
+            return f"{100 * v:.1f} %" if isinstance(v, (int, float)) else "n/a"
+
+        lines += [
+            "## Spread calibration (`calibration.json`)",
+            "",
+            f"- sigma = scale x 0.1 x (std / 0.1)^exponent ({unit}): scale {_fmt(c.get('scale'))}, exponent "
+            f"{_fmt(c.get('exponent'))}, fitted on {_fmt(c.get('n_errors'), 0)} held-out errors (the test split).",
+            f"- Share of test errors within 1 / 2 sigma: raw ensemble std {pct('within_1_sigma_raw')} / "
+            f"{pct('within_2_sigma_raw')}; calibrated, cross-fitted on halves of the split {pct('within_1_sigma')} / "
+            f"{pct('within_2_sigma')} (a Gaussian: 68.3 % / 95.4 %).",
+            "- `screener run` starts from this calibration and refits it on the campaign's own prospective errors; "
+            "`screener rank` uses it for P(stable).",
+            "",
+        ]
+    lines += [
         "## Use and limits",
         "",
         "- Predictions are the mean over members; the uncertainty is their standard deviation (epistemic) and, when "
@@ -104,5 +127,16 @@ def _at(d: dict[str, Any], key: str, k: int) -> Any:
 def write_model_card(directory: str | Path, info: EnsembleInfo, metas: Sequence[ModelMeta]) -> Path:
     """Write ``MODEL_CARD.md`` into ``directory`` and return its path."""
     path = Path(directory) / "MODEL_CARD.md"
-    atomic_write_text(path, render_model_card(info, metas))
+    atomic_write_text(path, render_model_card(info, metas, _held_out_calibration(directory)))
     return path
+
+
+def _held_out_calibration(directory: str | Path) -> dict[str, Any] | None:
+    """The ``"model"`` entry of ``calibration.json`` (what training wrote), or None; plain JSON numbers only."""
+    import json
+
+    try:
+        fit = json.loads((Path(directory) / "calibration.json").read_text())["fidelities"]["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return fit if isinstance(fit, dict) else None

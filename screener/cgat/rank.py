@@ -239,8 +239,8 @@ def rank_chunk(
     -------
     dict
         ``rows`` (sorted best first; ``id``, ``formula``, ``e_form_mean_ev_per_atom``, ``e_form_std_ev_per_atom``
-        and, with a hull, ``e_hull_pred_ev_per_atom``, ``p_stable`` (with the std times the model's calibrated
-        spread scale, ``calibration.json``); ``source``), ``n_ranked``, ``n_skipped``,
+        and, with a hull, ``e_hull_pred_ev_per_atom``, ``p_stable`` (with the std calibrated as the model's
+        ``calibration.json`` says: scale and power-law exponent); ``source``), ``n_ranked``, ``n_skipped``,
         ``skipped`` (the first few, located by file/shard and index).
     """
     from screener.campaign.ranking import probability_below
@@ -252,9 +252,9 @@ def rank_chunk(
     hull = _hull(list(hull_entries)) if by != "e_form" else None
     # P(stable) with the ensemble spread calibrated on held-out data (the raw spread is too narrow); the CSV keeps
     # the raw std of the members
-    from screener.campaign.ensemble_model import read_spread_calibration
+    from screener.campaign.ensemble_model import model_spread_calibration
 
-    spread_scale = float(read_spread_calibration(model_dir).get("pbe", 1.0))
+    spread = model_spread_calibration(model_dir, "pbe")  # scale and power-law exponent of calibration.json
     key = _sort_key(by)
     kept: list[dict[str, Any]] = []
     skipped: list[str] = []
@@ -271,7 +271,7 @@ def rank_chunk(
 
                 e_hull = hull.e_above_hull_from_formation_energy(Composition(formula), float(mean))
                 row["e_hull_pred_ev_per_atom"] = float(e_hull)
-                row["p_stable"] = float(probability_below(np.array([e_hull]), np.array([std * spread_scale]))[0])
+                row["p_stable"] = float(probability_below(np.array([e_hull]), spread.calibrated_std(np.array([std])))[0])
             rows.append(row)
         counts["ranked"] += len(rows)
         kept = heapq.nsmallest(top_k, kept + rows, key=key)  # bounded: K + one batch

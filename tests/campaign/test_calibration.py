@@ -123,3 +123,57 @@ def test_spread_exponent_refitted_and_ranked_with(tmp_path):
     cal = plain._spread_calibration(2)
     assert cal["pbe"].exponent == 1.0 and cal["pbe"].exponent_prior is None
     plain.close()
+
+
+class CardModel(NarrowModel):
+    """A model whose calibration.json records a held-out power-law fit (scale 2, exponent 0.6)."""
+
+    def spread_scales(self):
+        return {"pbe": 2.0, "scan": 2.0}
+
+    def spread_exponents(self):
+        return {"pbe": 0.6}
+
+
+def test_round_one_ranks_with_the_initial_models_recorded_scale_and_exponent(tmp_path):
+    def factory(config, campaign_dir, ledger):
+        return Components(FakeCalculator(), FakeExecutor(tmp_path / "s"), CardModel(), FakeHulls(), GreedyPlanner())
+
+    camp = Campaign.create(tmp_path / "c", CampaignConfig(budget_total=20, batch_size=4), make_structures(12),
+                           factory)
+    cal = camp._spread_calibration(1)
+    assert cal["pbe"].scale == 2.0 and cal["pbe"].exponent == 0.6 and cal["pbe"].n_errors == 0
+    camp.run(max_rounds=1)
+    preds = [p for p in camp.ledger.predictions(1) if p["fidelity"] == "pbe"]
+    raw = np.array([p["e_form_std_ev_per_atom"] for p in preds])
+    used = np.array([p["e_hull_std_ev_per_atom"] for p in preds])
+    np.testing.assert_allclose(used, 2.0 * 0.1 * (raw / 0.1) ** 0.6, rtol=1e-6)
+    camp.close()
+    # one plain scale asked for: the recorded exponent is not used (exponent 1)
+    plain = Campaign.create(tmp_path / "p", CampaignConfig(budget_total=20, batch_size=4, spread_exponent_prior=None),
+                            make_structures(12), factory)
+    assert plain._spread_calibration(1)["pbe"].exponent == 1.0
+    plain.close()
+
+
+def test_recorded_calibration_is_read_as_plain_numbers(tmp_path):
+    from screener.campaign.ensemble_model import (
+        model_spread_calibration,
+        read_spread_calibration,
+        read_spread_exponents,
+        write_spread_calibration,
+    )
+    from screener.policies.calibration import SpreadCalibration
+
+    write_spread_calibration(tmp_path, {"model": SpreadCalibration(scale=1.7, exponent=0.4)})
+    assert read_spread_calibration(tmp_path) == {"model": 1.7, "pbe": 1.7, "scan": 1.7}
+    assert read_spread_exponents(tmp_path) == {"model": 0.4, "pbe": 0.4, "scan": 0.4}
+    fit = model_spread_calibration(tmp_path, "pbe")
+    assert (fit.scale, fit.exponent) == (1.7, 0.4)
+    # a named fidelity wins over "model"; an exponent out of [0, 1] or not a number is ignored (a plain scale)
+    (tmp_path / "calibration.json").write_text(json.dumps({"fidelities": {
+        "model": {"scale": 1.7, "exponent": 0.4}, "pbe": {"scale": 1.2, "exponent": "0.3"},
+        "scan": {"scale": 3.0, "exponent": 7}}}))
+    assert read_spread_calibration(tmp_path) == {"model": 1.7, "pbe": 1.2, "scan": 3.0}
+    assert read_spread_exponents(tmp_path) == {"model": 0.4}
+    assert model_spread_calibration(tmp_path, "pbe").exponent == 1.0

@@ -141,3 +141,31 @@ def test_bad_arguments():
         train_ensemble(graphs[:5], y[:5], directory="unused", target=TARGET, transfer="head")
     with pytest.raises(InvalidInputError, match="non-finite"):
         train_ensemble(graphs[:5], [np.nan] * 5, directory="unused", target=TARGET)
+
+
+def test_training_writes_a_held_out_calibration(tmp_path, trained):
+    """With a test split of >= 20 structures, training fits the power-law spread on it (the errors of the saved
+    ensemble, recomputed here) and the card shows it; a smaller split writes none."""
+    from screener.campaign.ensemble_model import read_spread_calibration, read_spread_exponents
+    from screener.policies.calibration import fit_spread_calibration
+
+    assert not (trained[1] / "calibration.json").exists()  # 2 test structures: too few
+    graphs, y = mp20_graphs()
+    split = (0.5, 0.1, 0.4)
+    ens = train_ensemble(graphs, y, directory=tmp_path / "m", target=TARGET, target_unit="eV/atom",
+                         architecture=get_preset("small"), train_config=CFG, n_members=2, split=split)
+    test, _ = make_splits(len(graphs), 2, fractions=split, seed=CFG.seed)
+    assert len(test) >= 20
+    pred = ens.predict([graphs[i] for i in test])
+    expected = fit_spread_calibration(pred.mean - y[test], pred.std, prior_weight=0.0, exponent_prior=0.35)
+    fit = json.loads((tmp_path / "m" / "calibration.json").read_text())["fidelities"]["model"]
+    assert fit["n_errors"] == len(test)
+    # (float32 sums differ in the last digits with the batch size of the prediction)
+    assert fit["scale"] == pytest.approx(expected.scale, rel=1e-4)
+    assert fit["exponent"] == pytest.approx(expected.exponent, abs=1e-3)
+    assert 0.0 <= fit["within_1_sigma"] <= 1.0 and fit["within_1_sigma"] <= fit["within_2_sigma"]
+    assert "cross-fitted" in fit["source"]
+    assert read_spread_calibration(tmp_path / "m")["pbe"] == pytest.approx(expected.scale, rel=1e-4)
+    assert read_spread_exponents(tmp_path / "m")["scan"] == pytest.approx(expected.exponent, abs=1e-3)
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "## Spread calibration" in card and f"{fit['scale']:.4f}" in card

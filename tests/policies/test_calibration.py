@@ -123,3 +123,20 @@ def test_power_law_ranks_a_confident_near_hull_prediction_above_a_wild_one_far_a
     p_plain = ndtr(-mu / SpreadCalibration(scale=2.0).calibrated_std(raw))
     p_power = ndtr(-mu / SpreadCalibration(scale=2.0, exponent=0.4).calibrated_std(raw))
     assert p_plain[1] > p_plain[0] and p_power[0] > p_power[1]
+
+
+def test_held_out_calibration_recovers_the_power_law_and_counts_coverage_out_of_sample():
+    from screener.policies.calibration import fit_held_out_calibration
+
+    rng = np.random.default_rng(3)
+    std = np.exp(rng.uniform(np.log(0.01), np.log(1.0), 4000))
+    err = rng.normal(0.0, 2.0 * 0.1 * (std / 0.1) ** 0.5)  # true sigma: scale 2, exponent 0.5
+    fit = fit_held_out_calibration(err, std)
+    assert fit.exponent == pytest.approx(0.5, abs=0.05) and fit.scale == pytest.approx(2.0, rel=0.08)
+    assert 0.65 <= fit.within_1_sigma <= 0.72 and 0.93 <= fit.within_2_sigma <= 0.97
+    assert fit.n_errors == 4000 and "cross-fitted" in fit.source
+    # out of sample: on few errors the halves' fits are noisy, so the cross-fitted share is not the in-sample one
+    few = fit_held_out_calibration(err[:24], std[:24])
+    in_sample = fit_spread_calibration(err[:24], std[:24], prior_weight=0.0, exponent_prior=0.35)
+    assert in_sample.within_1_sigma == pytest.approx(18 / 24)  # conformal: the ceil(25 x 0.6827) = 18th of 24
+    assert few.within_1_sigma != pytest.approx(in_sample.within_1_sigma)
