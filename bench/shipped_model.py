@@ -132,12 +132,15 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     from screener.campaign.ensemble_model import write_spread_calibration
-    from screener.policies.calibration import fit_spread_calibration
+    from screener.policies.calibration import fit_held_out_calibration
 
-    # conformal scale of the epistemic spread on the held-out split (data alone: 1,957 errors need no prior)
-    fit = fit_spread_calibration(err, stds["epistemic"], prior_weight=0.0,
-                                 source=f"held-out split of {args.model.name} ({len(test)} structures), "
-                                        "bench/shipped_model.py")
+    # the power-law spread on the held-out split, as `screener train` fits it (coverage cross-fitted on halves);
+    # the plain scale beside it for comparison
+    fit = fit_held_out_calibration(err, stds["epistemic"],
+                                   source=f"held-out split of {args.model.name} ({len(test)} structures), "
+                                          "bench/shipped_model.py")
+    out["spread_calibration_plain_scale"] = fit_held_out_calibration(
+        err, stds["epistemic"], exponent_prior=None).model_dump(mode="json")
     out["spread_calibration"] = fit.model_dump(mode="json")
     if args.write_calibration:
         write_spread_calibration(args.model, {"pbe": fit}, command=out["command"])

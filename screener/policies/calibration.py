@@ -179,7 +179,7 @@ def fit_spread_calibration(errors: Any, stds: Any, *, prior_scale: float = 1.0, 
                              within_2_sigma=cal2, source=source)
 
 
-def fit_held_out_calibration(errors: Any, stds: Any, *, exponent_prior: float = DEFAULT_EXPONENT_PRIOR,
+def fit_held_out_calibration(errors: Any, stds: Any, *, exponent_prior: float | None = DEFAULT_EXPONENT_PRIOR,
                              source: str = "", seed: int = 0) -> SpreadCalibration:
     """The power-law spread calibration of a trained ensemble, fitted on its held-out split (data alone).
 
@@ -191,8 +191,8 @@ def fit_held_out_calibration(errors: Any, stds: Any, *, exponent_prior: float = 
     ----------
     errors, stds : array-like
         Prediction minus label, and the ensemble std, on structures no member trained on.
-    exponent_prior : float
-        Prior of the power-law exponent (a few hundred errors overrule it).
+    exponent_prior : float, optional
+        Prior of the power-law exponent (a few hundred errors overrule it); None: one plain scale.
 
     Returns
     -------

@@ -83,19 +83,22 @@ def test_cli_rank_writes_the_top_k(stores, run_cli, tmp_path):
 
 def test_p_stable_uses_the_models_calibrated_spread(stores):
     """The shipped ensemble's raw spread is too narrow (45 % of held-out errors within 1 std): P(stable) uses the
-    std times the scale recorded in its calibration.json, the same one screener run uses."""
+    std calibrated as its calibration.json says (scale and power-law exponent), the same fit screener run starts
+    from."""
     from scipy.stats import norm
 
-    from screener.campaign.ensemble_model import read_spread_calibration
+    from screener.campaign.ensemble_model import model_spread_calibration
 
     one, _ = stores
-    scale = read_spread_calibration(MODEL)["pbe"]
-    assert scale > 1.5
+    cal = model_spread_calibration(MODEL, "pbe")
+    assert cal.scale > 1.5
     ranked = rank_candidates([one], model_dir=MODEL, top_k=5, by="p_stable")
     moved = 0
     for row in ranked.rows:
-        expected = norm.cdf(-row["e_hull_pred_ev_per_atom"] / (row["e_form_std_ev_per_atom"] * scale))
-        raw = norm.cdf(-row["e_hull_pred_ev_per_atom"] / row["e_form_std_ev_per_atom"])
+        std = row["e_form_std_ev_per_atom"]
+        sigma = cal.scale * (std if cal.exponent == 1.0 else 0.1 * (std / 0.1) ** cal.exponent)
+        expected = norm.cdf(-row["e_hull_pred_ev_per_atom"] / sigma)
+        raw = norm.cdf(-row["e_hull_pred_ev_per_atom"] / std)
         assert row["p_stable"] == pytest.approx(expected, abs=1e-9)
         moved += abs(expected - raw) > 1e-3  # the scale matters for these rows: the test can tell
     assert moved
