@@ -5,6 +5,10 @@ candidate is put on one of two routes: **screened** (the candidate had a success
 the same round) or **direct**. Per route it counts the SCAN runs and how many are truly SCAN-stable on the world's own
 SCAN hull, and it counts the PBE screens, how many of them hold a truly SCAN-stable candidate and how many went on to
 SCAN. The direct runs are also split by round (round 1 is bought on the initial model before any calibration data).
+For ``expected-value`` ledgers the SCAN runs are also split by the decision's own route (``decisions.numbers_json``):
+``cost_blind`` (the cost-blind share), ``after_pbe_screen`` (P from the PBE result) and ``per_unit_model`` (P from the
+model, bought on finds per unit cost), each with its runs, truly stable, the actual cost spent and the mean P it was
+bought on (``p_scan_stable``).
 
 Example
 -------
@@ -18,6 +22,7 @@ Prints ONE JSON object on the last line of stdout and writes it to --output.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sqlite3
 import sys
@@ -33,6 +38,25 @@ def routes(campaign: Path, stable_true: dict[str, bool]) -> dict[str, Any]:
     """Screens, follow-ups and direct SCAN runs of one campaign, with their truly stable counts."""
     db = sqlite3.connect(f"file:{campaign / 'ledger.sqlite'}?mode=ro", uri=True)
     done = db.execute("SELECT structure_id, fidelity, round FROM jobs WHERE state = 'done'").fetchall()
+    cost = {(s, f): c for s, f, c in db.execute("SELECT structure_id, fidelity, actual_cost FROM jobs "
+                                                "WHERE state = 'done'")}
+    by_route: dict[str, list[float]] = {}
+    for sid, raw in db.execute("SELECT structure_id, numbers_json FROM decisions WHERE accepted = 1 AND "
+                               "fidelity = 'scan'"):
+        try:
+            n = json.loads(raw or "{}")
+        except ValueError:
+            continue
+        p = n.get("p_scan_stable")
+        if (sid, "scan") not in cost or sid not in stable_true or not isinstance(p, (int, float)):
+            continue  # a competing phase, or a decision without expected-value numbers
+        route = ("cost_blind" if n.get("route") == "cost_blind" else
+                 "after_pbe_screen" if n.get("p_scan_source") == "pbe result" else "per_unit_model")
+        acc = by_route.setdefault(route, [0, 0, 0.0, 0.0])
+        acc[0] += 1
+        acc[1] += stable_true[sid]
+        acc[2] += float(cost[(sid, "scan")] or 0.0)
+        acc[3] += float(p)
     db.close()
     pbe = {s: r for s, f, r in done if f == "pbe" and s in stable_true}
     scan = {s: r for s, f, r in done if f == "scan" and s in stable_true}
@@ -49,6 +73,8 @@ def routes(campaign: Path, stable_true: dict[str, bool]) -> dict[str, Any]:
         "direct_scan": len(direct),
         "direct_scan_truly_stable": sum(stable_true[s] for s in direct),
         "direct_scan_by_round": {str(r): [by_round[r], stable_by_round[r]] for r in sorted(by_round)},
+        "scan_by_decision_route": {r: {"runs": v[0], "truly_stable": v[1], "cost": round(v[2], 2),
+                                       "mean_p_at_purchase": round(v[3] / v[0], 3)} for r, v in by_route.items()},
     }
 
 
@@ -78,7 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
         "definitions": {"screened": "SCAN run of a candidate with a PBE result from the same or an earlier round",
                         "direct": "any other SCAN run of a pool candidate",
                         "truly stable": f"SCAN E_hull <= {args.tol} on the world's own SCAN hull",
-                        "direct_scan_by_round": "round: [direct SCAN runs, truly stable]"},
+                        "direct_scan_by_round": "round: [direct SCAN runs, truly stable]",
+                        "scan_by_decision_route": "expected-value only: SCAN runs by the route of the decision that "
+                                                  "bought them; cost in the campaign's budget unit"},
         "campaigns": rows,
         "screened_scan_stable_share": share("screened_scan_truly_stable", "screens_followed_by_scan"),
         "direct_scan_stable_share": share("direct_scan_truly_stable", "direct_scan"),
