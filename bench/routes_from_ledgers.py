@@ -22,31 +22,25 @@ Prints ONE JSON object on the last line of stdout and writes it to --output.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _ledger_read import accepted_scan_decisions, open_ledger  # noqa: E402
 from _output import emit  # noqa: E402
 
 
 def routes(campaign: Path, stable_true: dict[str, bool]) -> dict[str, Any]:
     """Screens, follow-ups and direct SCAN runs of one campaign, with their truly stable counts."""
-    db = sqlite3.connect(f"file:{campaign / 'ledger.sqlite'}?mode=ro", uri=True)
+    db = open_ledger(campaign)
     done = db.execute("SELECT structure_id, fidelity, round FROM jobs WHERE state = 'done'").fetchall()
     cost = {(s, f): c for s, f, c in db.execute("SELECT structure_id, fidelity, actual_cost FROM jobs "
                                                 "WHERE state = 'done'")}
     by_route: dict[str, list[float]] = {}
-    for sid, raw in db.execute("SELECT structure_id, numbers_json FROM decisions WHERE accepted = 1 AND "
-                               "fidelity = 'scan'"):
-        try:
-            n = json.loads(raw or "{}")
-        except ValueError:
-            continue
+    for sid, n in accepted_scan_decisions(db):
         p = n.get("p_scan_stable")
         if (sid, "scan") not in cost or sid not in stable_true or not isinstance(p, (int, float)):
             continue  # a competing phase, or a decision without expected-value numbers

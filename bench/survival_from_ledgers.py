@@ -20,15 +20,14 @@ Prints ONE JSON object on the last line of stdout and writes it to --output.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import sqlite3
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _ledger_read import accepted_scan_decisions, open_ledger  # noqa: E402
 from _output import emit  # noqa: E402
 
 BINS = ((0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01))
@@ -36,15 +35,10 @@ BINS = ((0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01))
 
 def purchases(campaign: Path, stable_true: dict[str, bool]) -> list[tuple[float, float, bool]]:
     """``(S, P after S, truly stable)`` of each SCAN candidate bought on the model's prediction."""
-    db = sqlite3.connect(f"file:{campaign / 'ledger.sqlite'}?mode=ro", uri=True)
+    db = open_ledger(campaign)
     done = {s for (s,) in db.execute("SELECT structure_id FROM jobs WHERE fidelity = 'scan' AND state = 'done'")}
     out = []
-    for sid, raw in db.execute("SELECT structure_id, numbers_json FROM decisions WHERE accepted = 1 AND "
-                               "fidelity = 'scan'"):
-        try:
-            n = json.loads(raw or "{}")
-        except ValueError:
-            continue
+    for sid, n in accepted_scan_decisions(db):
         s, p = n.get("competitor_survival"), n.get("p_scan_stable")
         if (n.get("kind") != "candidate" or n.get("p_scan_source") != "model" or sid not in done
                 or not isinstance(s, (int, float)) or not isinstance(p, (int, float)) or s <= 0
