@@ -546,9 +546,11 @@ def _calibration_section(data: ReportData, figures: Mapping[str, str]) -> list[s
                 "Each round's prospective errors (its predictions of formation energy, made before purchase, minus "
                 "the results it bought) against the raw ensemble sigma and the calibrated sigma the round ranked "
                 "with: scale x 0.1 x (raw / 0.1)^exponent eV/atom (raw times the scale where no exponent is shown), "
-                "fitted on the errors of earlier rounds, the scale shrunk toward the model card's and the exponent "
-                "toward the campaign's prior (the ensemble sigma understates the error of confident predictions "
-                "most). A calibrated Gaussian puts 68.3 % within 1 sigma and 95.4 % within 2 sigma.", ""]
+                "fitted on the errors of earlier rounds, the scale shrunk toward the model card's (calibration.json) "
+                "and the exponent toward the model card's where it records one, else toward the campaign's prior "
+                "(the ensemble sigma understates the error of confident predictions most). Round 1 ranks with the "
+                "model card's fit alone. A calibrated Gaussian puts 68.3 % within 1 sigma and 95.4 % within 2 "
+                "sigma.", ""]
     if data.reliability and "reliability" in figures:
         out += [f"![Reliability of the predicted spread]({figures['reliability']})"
                 "{ .report-figure }", "",
