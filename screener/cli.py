@@ -287,7 +287,8 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     cache_dir: Annotated[Optional[Path], typer.Option(help="Graph cache folder.")] = None,
 ) -> None:
-    """Train (or fine-tune with --init/--transfer) a CGAT ensemble; writes weights and a model card."""
+    """Train (or fine-tune with --init/--transfer) a CGAT ensemble; writes weights, a model card and, with a test
+    split of >= 20 structures, calibration.json (the ensemble spread calibrated on it, read by run and rank)."""
     from rich.console import Console
 
     from screener.cgat.api import train_from_files
