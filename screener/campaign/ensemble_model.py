@@ -321,8 +321,7 @@ class EnsembleModel:
         file records a plain scale or none); the campaign takes it as the prior of its refitted exponent."""
         pbe = read_spread_exponents(self.dirs["pbe"])
         scan = read_spread_exponents(self.dirs["scan"]) if self.dirs["scan"] else {}
-        out = {f: v for f, v in (("pbe", pbe.get("pbe")), ("scan", scan.get("scan", pbe.get("scan")))) if v is not None}
-        return out
+        return {f: v for f, v in (("pbe", pbe.get("pbe")), ("scan", scan.get("scan", pbe.get("scan")))) if v is not None}
 
     def borrows_model(self, fidelity: str) -> bool:
         """Whether ``fidelity``'s predictions come from another fidelity's model (SCAN before any SCAN fine-tune)."""

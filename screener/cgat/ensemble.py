@@ -515,18 +515,21 @@ def train_ensemble(
     ensemble.info = info
     if dist_env.is_main:
         _write_info(info, d)
+        calibration = None
         if member_splits is None:  # the ensemble's own test split: no member trained on it
-            _write_held_out_calibration(d, ensemble, [graphs[i] for i in test], y[test], train_config.batch_size,
-                                        command=command)
-        write_model_card(d, info, ensemble.metas)
+            calibration = _write_held_out_calibration(d, ensemble, [graphs[i] for i in test], y[test],
+                                                      train_config.batch_size, command=command)
+        write_model_card(d, info, ensemble.metas,
+                         calibration=None if calibration is None else calibration.model_dump(mode="json"))
     return ensemble
 
 
 def _write_held_out_calibration(directory: Path, ensemble: CGATEnsemble, graphs: Sequence[CrystalGraph],
-                                y: np.ndarray, batch_size: int, *, command: str = "") -> Path | None:
+                                y: np.ndarray, batch_size: int, *, command: str = "") -> Any:
     """Fit the spread calibration (power law, :func:`screener.policies.calibration.fit_held_out_calibration`) on the
-    test split and write ``calibration.json``, which ``screener run`` and ``screener rank`` read; with fewer than
-    ``HELD_OUT_MIN_ERRORS`` test structures nothing is written (and a stale file from an earlier run is removed)."""
+    test split, write it to ``calibration.json`` (which ``screener run`` and ``screener rank`` read) and return it;
+    with fewer than ``HELD_OUT_MIN_ERRORS`` test structures nothing is written (and a stale file from an earlier run
+    is removed) and None is returned."""
     from screener.campaign.ensemble_model import CALIBRATION_FILENAME, write_spread_calibration
     from screener.policies.calibration import HELD_OUT_MIN_ERRORS, fit_held_out_calibration
 
@@ -537,7 +540,8 @@ def _write_held_out_calibration(directory: Path, ensemble: CGATEnsemble, graphs:
     pred = ensemble.predict(list(graphs), batch_size=batch_size)
     fit = fit_held_out_calibration(np.asarray(pred.mean, float) - np.asarray(y, float), pred.std,
                                    source=f"held-out test split ({len(graphs)} structures) of screener train")
-    return write_spread_calibration(directory, {"model": fit}, command=command)
+    write_spread_calibration(directory, {"model": fit}, command=command)
+    return fit
 
 
 def _last(result: TrainResult) -> dict[str, Any]:

@@ -124,19 +124,10 @@ def _at(d: dict[str, Any], key: str, k: int) -> Any:
     return values[k] if isinstance(values, list) and k < len(values) else None
 
 
-def write_model_card(directory: str | Path, info: EnsembleInfo, metas: Sequence[ModelMeta]) -> Path:
-    """Write ``MODEL_CARD.md`` into ``directory`` and return its path."""
+def write_model_card(directory: str | Path, info: EnsembleInfo, metas: Sequence[ModelMeta],
+                     calibration: dict[str, Any] | None = None) -> Path:
+    """Write ``MODEL_CARD.md`` into ``directory`` (with the spread ``calibration`` training fitted, if any) and
+    return its path."""
     path = Path(directory) / "MODEL_CARD.md"
-    atomic_write_text(path, render_model_card(info, metas, _held_out_calibration(directory)))
+    atomic_write_text(path, render_model_card(info, metas, calibration))
     return path
-
-
-def _held_out_calibration(directory: str | Path) -> dict[str, Any] | None:
-    """The ``"model"`` entry of ``calibration.json`` (what training wrote), or None; plain JSON numbers only."""
-    import json
-
-    try:
-        fit = json.loads((Path(directory) / "calibration.json").read_text())["fidelities"]["model"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return fit if isinstance(fit, dict) else None
