@@ -78,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--members", type=int, help="Ensemble members (>= 2 for an uncertainty).")
     p.add_argument("--pretrain-epochs", type=int, help="Epochs of the initial PBE pre-training.")
     p.add_argument("--model", type=Path, help="Initial PBE E_form ensemble (default: pre-train on the known set).")
+    p.add_argument("--calibration-split", type=float, default=0.0, metavar="FRACTION",
+                   help="Hold this share of the known set out of the initial pre-training and fit the ensemble's "
+                        "spread calibration on it (calibration.json, as `screener train` writes it from its test "
+                        "split), so round 1 ranks with a calibrated sigma; 0 (default): train on all of it, no "
+                        "calibration (round 1 at scale 1).")
     p.add_argument("--model-per-seed", action="store_true",
                    help="Pre-train one initial ensemble per campaign seed (training seed = world seed + campaign "
                         "seed; seed 0 keeps the shared one), so the interval over seeds includes the initial "
@@ -111,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.elements = None
     args.seed_list = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     args.policy_list = [s.strip() for s in args.policies.split(",") if s.strip()]
+    if not 0.0 <= args.calibration_split < 0.5:
+        p.error("--calibration-split must be at least 0 and below 0.5")
     if args.model_per_seed and args.model is not None:
         p.error("--model-per-seed pre-trains the initial ensembles; it cannot take --model")
     if args.output is None:
@@ -161,7 +168,8 @@ def model_seed(args: argparse.Namespace, seed: int) -> int:
 def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: np.ndarray,
                   training_seed: int | None = None) -> tuple[Path, dict]:
     """The PBE E_form ensemble a campaign starts from: ``--model`` or pre-trained on the known set with
-    ``training_seed`` (default the world seed), cached in the work folder."""
+    ``training_seed`` (default the world seed), cached in the work folder; with ``--calibration-split`` a seeded
+    share of the known set is held out of the training and calibrates the ensemble's spread."""
     from screener.world.experiments import train_and_test
 
     if args.model is not None:
@@ -170,23 +178,47 @@ def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: 
     key = hashlib.sha1(json.dumps([data.structure_ids[i] for i in known]).encode()).hexdigest()[:10]
     # the world seed's model keeps its old folder name, so the runs made before --model-per-seed stay valid
     suffix = "" if training_seed == args.world_seed else f"_ms{training_seed}"
+    suffix += f"_cal{args.calibration_split:g}" if args.calibration_split else ""
     directory = (args.work_dir / f"campaign_init_{data.world_dir.name}_{args.preset}_m{args.members}"
                  f"_e{args.pretrain_epochs}_{key}{suffix}")
     info_path = directory / "bench_pretrain.json"
     if info_path.is_file():
         return directory, json.loads(info_path.read_text())
-    log(f"pre-training the initial PBE ensemble on {len(known)} known structures ({args.members} members, "
-        f"{args.pretrain_epochs} epochs, seed {training_seed})")
+    train, held = split_pool([data.structure_ids[i] for i in known], args.calibration_split, training_seed)
+    train, held = known[train], known[held]
+    log(f"pre-training the initial PBE ensemble on {len(train)} known structures ({args.members} members, "
+        f"{args.pretrain_epochs} epochs, seed {training_seed}; {len(held)} held out to calibrate its spread)")
     shutil.rmtree(directory, ignore_errors=True)
-    result = train_and_test(data, "pbe", "e_form", known, pool, directory=directory, preset=args.preset,
+    result = train_and_test(data, "pbe", "e_form", train, pool, directory=directory, preset=args.preset,
                             epochs=args.pretrain_epochs, n_members=args.members, seed=training_seed,
                             device=args.device)
     info = {"source": "pre-trained on the PBE E_form of the known set", "n_train": result["n_train"],
             "pool_pbe_e_form_mae_ev_per_atom": result["test_mae_ev_per_atom"], "wall_s": result["wall_s"],
             "preset": args.preset, "members": args.members, "epochs": args.pretrain_epochs,
             "training_seed": training_seed}
+    if len(held):
+        info["calibration"] = calibrate_initial_model(directory, data, held)
     info_path.write_text(json.dumps(info, indent=1))
     return directory, info
+
+
+def calibrate_initial_model(directory: Path, data: Any, held: np.ndarray) -> dict[str, Any]:
+    """Fit the spread calibration of the ensemble in ``directory`` on the known structures ``held`` out of its
+    training, as `screener train` does on its test split, and write it to ``calibration.json``."""
+    from screener.campaign.ensemble_model import write_spread_calibration
+    from screener.cgat import CGATEnsemble
+    from screener.policies.calibration import HELD_OUT_MIN_ERRORS, fit_held_out_calibration
+
+    if len(held) < HELD_OUT_MIN_ERRORS:
+        raise SystemExit(f"--calibration-split holds out {len(held)} known structures; the fit needs at least "
+                         f"{HELD_OUT_MIN_ERRORS}")
+    pred = CGATEnsemble.load(directory).predict([data.graphs[i] for i in held])
+    errors = np.asarray(pred.mean, float) - data.labels[("pbe", "e_form")][held]
+    fit = fit_held_out_calibration(errors, pred.std, source=f"{len(held)} known structures held out of the "
+                                                             "bench's initial pre-training")
+    write_spread_calibration(directory, {"model": fit}, command="bench/campaign.py --calibration-split")
+    return {"n_held_out": int(len(held)), "mae_ev_per_atom": float(np.mean(np.abs(errors))),
+            **fit.model_dump(mode="json")}
 
 
 def write_pool(path: Path, world: Any, pool_ids: list[str]) -> Path:
@@ -428,7 +460,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "policies": [policy_name(p) for p in args.policy_list], "backend": "replay",
                          "executor": "local", "known_hull": args.known_hull, "torch_threads": args.threads,
                          "pool_fraction": args.pool_fraction, "preset": args.preset, "members": args.members,
-                         "pretrain_epochs": args.pretrain_epochs, "model_per_seed": args.model_per_seed},
+                         "pretrain_epochs": args.pretrain_epochs, "model_per_seed": args.model_per_seed,
+                         "calibration_split": args.calibration_split},
             "definitions": {
                 "selected": "pool candidates the campaign computed with SCAN (successful jobs in its ledger)",
                 "found": "selected AND SCAN E_hull <= tol in the world's own SCAN hull",

@@ -517,30 +517,31 @@ def train_ensemble(
         _write_info(info, d)
         calibration = None
         if member_splits is None:  # the ensemble's own test split: no member trained on it
-            calibration = _write_held_out_calibration(d, ensemble, [graphs[i] for i in test], y[test],
-                                                      train_config.batch_size, command=command)
+            pred = ensemble.predict([graphs[i] for i in test], batch_size=train_config.batch_size)
+            calibration = write_held_out_calibration(
+                d, pred.mean - y[test], pred.std, command=command,
+                source=f"held-out test split ({len(test)} structures) of screener train")
         write_model_card(d, info, ensemble.metas,
                          calibration=None if calibration is None else calibration.model_dump(mode="json"))
     return ensemble
 
 
-def _write_held_out_calibration(directory: Path, ensemble: CGATEnsemble, graphs: Sequence[CrystalGraph],
-                                y: np.ndarray, batch_size: int, *, command: str = "") -> Any:
-    """Fit the spread calibration (power law, :func:`screener.policies.calibration.fit_held_out_calibration`) on the
-    test split, write it to ``calibration.json`` (which ``screener run`` and ``screener rank`` read) and return it;
-    with fewer than ``HELD_OUT_MIN_ERRORS`` test structures nothing is written (and a stale file from an earlier run
-    is removed) and None is returned."""
+def write_held_out_calibration(directory: str | Path, errors: Any, stds: Any, *, source: str,
+                               command: str | None = "") -> Any:
+    """Fit the spread calibration (power law, :func:`screener.policies.calibration.fit_held_out_calibration`) on an
+    ensemble's errors (prediction minus label) and stds on structures no member trained on, write it to
+    ``calibration.json`` in ``directory`` (which ``screener run`` and ``screener rank`` read) and return it; with fewer
+    than ``HELD_OUT_MIN_ERRORS`` errors nothing is written (a stale file from an earlier run is removed, so it cannot
+    describe another model) and None is returned."""
     from screener.campaign.ensemble_model import CALIBRATION_FILENAME, write_spread_calibration
     from screener.policies.calibration import HELD_OUT_MIN_ERRORS, fit_held_out_calibration
 
-    stale = Path(directory) / CALIBRATION_FILENAME
-    if len(graphs) < HELD_OUT_MIN_ERRORS:
-        stale.unlink(missing_ok=True)
+    errors = np.asarray(errors, dtype=float)
+    if errors.size < HELD_OUT_MIN_ERRORS:
+        (Path(directory) / CALIBRATION_FILENAME).unlink(missing_ok=True)
         return None
-    pred = ensemble.predict(list(graphs), batch_size=batch_size)
-    fit = fit_held_out_calibration(np.asarray(pred.mean, float) - np.asarray(y, float), pred.std,
-                                   source=f"held-out test split ({len(graphs)} structures) of screener train")
-    write_spread_calibration(directory, {"model": fit}, command=command)
+    fit = fit_held_out_calibration(errors, np.asarray(stds, dtype=float), source=source)
+    write_spread_calibration(directory, {"model": fit}, command=command or "")
     return fit
 
 

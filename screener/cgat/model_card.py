@@ -99,8 +99,9 @@ def render_model_card(info: EnsembleInfo, metas: Sequence[ModelMeta],
             "## Spread calibration (`calibration.json`)",
             "",
             f"- sigma = scale x 0.1 x (std / 0.1)^exponent ({unit}): scale {_fmt(c.get('scale'))}, exponent "
-            f"{_fmt(c.get('exponent'))}, fitted on {_fmt(c.get('n_errors'), 0)} held-out errors (the test split).",
-            f"- Share of test errors within 1 / 2 sigma: raw ensemble std {pct('within_1_sigma_raw')} / "
+            f"{_fmt(c.get('exponent'))}, fitted on {_fmt(c.get('n_errors'), 0)} errors on structures no member "
+            f"trained on ({str(c.get('source') or 'held-out split').split(';')[0]}).",
+            f"- Share of those errors within 1 / 2 sigma: raw ensemble std {pct('within_1_sigma_raw')} / "
             f"{pct('within_2_sigma_raw')}; calibrated, cross-fitted on halves of the split {pct('within_1_sigma')} / "
             f"{pct('within_2_sigma')} (a Gaussian: 68.3 % / 95.4 %).",
             "- `screener run` starts from this calibration and refits it on the campaign's own prospective errors; "

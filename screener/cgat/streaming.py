@@ -304,7 +304,7 @@ def train_streaming_ensemble(
     from screener.cgat.api import guess_target_unit, train_config_for_preset
     from screener.cgat.checkpoint import ModelMeta, Normalization, software_versions
     from screener.cgat.config import get_preset
-    from screener.cgat.ensemble import CGATEnsemble, EnsembleInfo, _write_info
+    from screener.cgat.ensemble import CGATEnsemble, EnsembleInfo, _write_info, write_held_out_calibration
     from screener.cgat.model import CGAT
     from screener.cgat.model_card import write_model_card
     from screener.cgat.runtime import distributed_env, hardware_description, resolve_device
@@ -357,9 +357,11 @@ def train_streaming_ensemble(
                                    directory=out / f"member_{k}", progress=cb))
     ensemble = CGATEnsemble.load_members([out / f"member_{k}" for k in range(n_members)])
     metrics: dict[str, Any] = {"member_best_val_mae": [r.best_val_mae for r in results]}
+    errors, stds = np.zeros(0), np.zeros(0)
     if val_graphs:
         pred = ensemble.predict(val_graphs, batch_size=config.batch_size)
-        metrics["ensemble_val_mae"] = float(np.mean(np.abs(pred.mean - val_y)))
+        errors, stds = pred.mean - val_y, pred.std
+        metrics["ensemble_val_mae"] = float(np.mean(np.abs(errors)))
     dist_env = distributed_env(config.ddp, resolve_device(config.device).type)
     info = EnsembleInfo(
         target=target, target_unit=unit, members=[f"member_{k}" for k in range(n_members)],
@@ -376,5 +378,12 @@ def train_streaming_ensemble(
     ensemble.info = info
     if dist_env.is_main:
         _write_info(info, out)
-        write_model_card(out, info, ensemble.metas)
+        # streaming keeps no test split: its common validation split is the only data no member trained on; it
+        # also picked each member's best epoch, which makes the fit slightly optimistic (the source says so)
+        calibration = write_held_out_calibration(
+            out, errors, stds, command=command,
+            source=f"common validation split ({len(val_y)} structures) of streaming training, which also picked "
+                   "each member's best epoch (slightly optimistic)")
+        write_model_card(out, info, ensemble.metas,
+                         calibration=None if calibration is None else calibration.model_dump(mode="json"))
     return ensemble

@@ -115,3 +115,26 @@ def test_ddp_with_fewer_shards_than_ranks_is_refused(stores):
     stream = StreamingGraphs(_parts(one))
     with pytest.raises(InvalidInputError, match="1 training shard"):
         stream.batches_per_rank(0, 0, 8, DistEnv(True, rank=0, local_rank=0, world_size=2))
+
+
+def test_streaming_calibrates_on_its_validation_split_and_drops_a_stale_fit(stores, tmp_path):
+    import json
+
+    from screener.campaign.ensemble_model import CALIBRATION_FILENAME, read_spread_calibration
+
+    _, many = stores
+    out = tmp_path / "m"
+    common = dict(target="e_form", out_dir=out, preset="small", epochs=1, n_members=2, device="cpu")
+    streaming.train_streaming_ensemble([many], val_fraction=0.5, **common)  # 30 of 60 validate: enough to fit
+    fit = json.loads((out / CALIBRATION_FILENAME).read_text())["fidelities"]["model"]
+    assert fit["n_errors"] == 30 and "validation split" in fit["source"]
+    assert read_spread_calibration(out)["pbe"] == pytest.approx(fit["scale"])
+    assert "fitted on 30 errors" in (out / "MODEL_CARD.md").read_text()
+    # a folder holding only a fit left from another model, trained with 3 validation structures (too few to fit):
+    # the old fit does not describe the new ensemble and goes
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / CALIBRATION_FILENAME).write_text((out / CALIBRATION_FILENAME).read_text())
+    streaming.train_streaming_ensemble([many], val_fraction=0.05, **{**common, "out_dir": other})
+    assert not (other / CALIBRATION_FILENAME).exists()
+    assert "Spread calibration" not in (other / "MODEL_CARD.md").read_text()
