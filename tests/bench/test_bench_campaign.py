@@ -106,3 +106,37 @@ def test_model_per_seed_gives_each_campaign_seed_its_own_training_seed(bench):
     assert [bench.model_seed(per_seed, s) for s in (0, 1, 2)] == [3, 4, 5]  # seed 0 keeps the shared model
     with pytest.raises(SystemExit):  # a given model cannot be pre-trained per seed
         bench.parse_args(["--quick", "--model-per-seed", "--model", "models/x"])
+
+
+def test_calibration_split_fits_the_spread_on_the_held_out_known_structures_only(bench, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from screener.campaign.ensemble_model import model_spread_calibration
+    from screener.cgat import ensemble as ensemble_module
+    from screener.policies.calibration import fit_held_out_calibration
+
+    rng = np.random.default_rng(0)
+    n = 60
+    labels = rng.normal(size=n)
+    std = rng.uniform(0.02, 0.3, size=n)
+    mean = labels + rng.normal(size=n) * 2.5 * std  # errors wider than the std: the fit must find a scale > 1
+
+    class Ensemble:  # predicts graph i (its index) with the arrays above
+        def predict(self, graphs):
+            idx = np.asarray(graphs)
+            return SimpleNamespace(mean=mean[idx], std=std[idx])
+
+    monkeypatch.setattr(ensemble_module.CGATEnsemble, "load", classmethod(lambda cls, d: Ensemble()))
+    data = SimpleNamespace(graphs=list(range(n)), labels={("pbe", "e_form"): labels})
+    held = np.arange(10, 40)
+    info = bench.calibrate_initial_model(tmp_path, data, held)
+    expected = fit_held_out_calibration(mean[held] - labels[held], std[held])
+    assert info["n_held_out"] == 30 and info["scale"] == pytest.approx(expected.scale) and expected.scale > 1
+    recorded = model_spread_calibration(tmp_path, "pbe")  # what a campaign's round 1 reads
+    assert (recorded.scale, recorded.exponent) == pytest.approx((expected.scale, expected.exponent))
+    with pytest.raises(SystemExit, match="at least 20"):
+        bench.calibrate_initial_model(tmp_path, data, np.arange(5))
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--quick", "--calibration-split", "0.6"])
