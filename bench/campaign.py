@@ -56,9 +56,9 @@ BASELINES = ("random", "scan-only", "pbe-then-scan", "camd-epsilon-greedy", "cam
 #: one dense chemical space: ~11 % of its structures are on their SCAN hull (a whole-world draw: ~50 %)
 ELEMENTS = "Li,Mn,Fe,Co,Ni,O"
 QUICK = dict(size=300, elements=ELEMENTS, pool_fraction=0.5, preset="small", members=3, pretrain_epochs=60,
-             budget=100.0, batch=5, fine_tune_epochs=10, seeds="0,1,2")
+             budget=100.0, batch=5, fine_tune_epochs=10, seeds="0,1,2", calibration_split=0.1)
 FULL = dict(size=2500, elements=ELEMENTS, pool_fraction=0.5, preset="paper", members=5, pretrain_epochs=200,
-            budget=500.0, batch=20, fine_tune_epochs=30, seeds="0,1,2,3,4")
+            budget=500.0, batch=20, fine_tune_epochs=30, seeds="0,1,2,3,4", calibration_split=0.1)
 
 
 def log(message: str) -> None:
@@ -78,11 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--members", type=int, help="Ensemble members (>= 2 for an uncertainty).")
     p.add_argument("--pretrain-epochs", type=int, help="Epochs of the initial PBE pre-training.")
     p.add_argument("--model", type=Path, help="Initial PBE E_form ensemble (default: pre-train on the known set).")
-    p.add_argument("--calibration-split", type=float, default=0.0, metavar="FRACTION",
+    p.add_argument("--calibration-split", type=float, metavar="FRACTION",
                    help="Hold this share of the known set out of the initial pre-training and fit the ensemble's "
-                        "spread calibration on it (calibration.json, as `screener train` writes it from its test "
-                        "split), so round 1 ranks with a calibrated sigma; 0 (default): train on all of it, no "
-                        "calibration (round 1 at scale 1).")
+                        "spread calibration on it (calibration.json, as `screener train` writes it from its 10 %% "
+                        "test split), so round 1 ranks with a calibrated sigma (default 0.1); 0: train on all of it, "
+                        "no calibration (round 1 at scale 1; every run before 2026-12-04).")
     p.add_argument("--model-per-seed", action="store_true",
                    help="Pre-train one initial ensemble per campaign seed (training seed = world seed + campaign "
                         "seed; seed 0 keeps the shared one), so the interval over seeds includes the initial "
@@ -184,7 +184,8 @@ def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: 
     info_path = directory / "bench_pretrain.json"
     if info_path.is_file():
         return directory, json.loads(info_path.read_text())
-    train, held = split_pool([data.structure_ids[i] for i in known], args.calibration_split, training_seed)
+    train, held = split_pool([data.structure_ids[i] for i in known], calibration_share(args, len(known)),
+                             training_seed)
     train, held = known[train], known[held]
     log(f"pre-training the initial PBE ensemble on {len(train)} known structures ({args.members} members, "
         f"{args.pretrain_epochs} epochs, seed {training_seed}; {len(held)} held out to calibrate its spread)")
@@ -200,6 +201,20 @@ def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: 
         info["calibration"] = calibrate_initial_model(directory, data, held)
     info_path.write_text(json.dumps(info, indent=1))
     return directory, info
+
+
+def calibration_share(args: argparse.Namespace, n_known: int) -> float:
+    """Share of the known set held out to calibrate the initial model: ``--calibration-split``, raised to the
+    ``HELD_OUT_MIN_ERRORS`` (20) structures a fit needs; 0 without a split. Exits when that is half the set or more."""
+    from screener.policies.calibration import HELD_OUT_MIN_ERRORS
+
+    if not args.calibration_split:
+        return 0.0
+    share = max(args.calibration_split, HELD_OUT_MIN_ERRORS / max(n_known, 1))
+    if share >= 0.5:
+        raise SystemExit(f"--calibration-split: {n_known} known structures are too few to hold out "
+                         f"{HELD_OUT_MIN_ERRORS} for the calibration; use --calibration-split 0")
+    return share
 
 
 def calibrate_initial_model(directory: Path, data: Any, held: np.ndarray) -> dict[str, Any]:

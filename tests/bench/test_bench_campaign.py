@@ -67,7 +67,7 @@ def test_tiny_run_prints_one_json_object(bench, tmp_path, capsys):
     result = bench.main([
         "--quick", "--size", "24", "--pretrain-epochs", "2", "--members", "2", "--budget", "12", "--batch", "3",
         "--fine-tune-epochs", "1", "--seeds", "0", "--policies", "random,scan-only", "--work-dir", str(tmp_path),
-        "--output", str(out),
+        "--output", str(out), "--calibration-split", "0",  # 12 known structures: too few to hold 20 out
     ])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == json.loads(out.read_text()) == json.loads(json.dumps(result))
@@ -140,3 +140,10 @@ def test_calibration_split_fits_the_spread_on_the_held_out_known_structures_only
         bench.calibrate_initial_model(tmp_path, data, np.arange(5))
     with pytest.raises(SystemExit):
         bench.parse_args(["--quick", "--calibration-split", "0.6"])
+    quick = bench.parse_args(["--quick"])
+    assert quick.calibration_split == 0.1  # the default, as `screener train` holds out 10 %
+    assert bench.calibration_share(quick, 1000) == pytest.approx(0.1)
+    assert bench.calibration_share(quick, 150) == pytest.approx(20 / 150)  # at least the 20 errors a fit needs
+    with pytest.raises(SystemExit, match="too few"):
+        bench.calibration_share(quick, 30)
+    assert bench.calibration_share(bench.parse_args(["--quick", "--calibration-split", "0"]), 30) == 0.0
