@@ -82,7 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Hold this share of the known set out of the initial pre-training and fit the ensemble's "
                         "spread calibration on it (calibration.json, as `screener train` writes it from its 10 %% "
                         "test split), so round 1 ranks with a calibrated sigma (default 0.1); 0: train on all of it, "
-                        "no calibration (round 1 at scale 1; every run before 2026-12-04).")
+                        "no calibration (round 1 at scale 1, as in every result file whose settings lack "
+                        "calibration_split).")
     p.add_argument("--model-per-seed", action="store_true",
                    help="Pre-train one initial ensemble per campaign seed (training seed = world seed + campaign "
                         "seed; seed 0 keeps the shared one), so the interval over seeds includes the initial "
