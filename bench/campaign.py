@@ -220,19 +220,19 @@ def calibration_share(args: argparse.Namespace, n_known: int) -> float:
 
 def calibrate_initial_model(directory: Path, data: Any, held: np.ndarray) -> dict[str, Any]:
     """Fit the spread calibration of the ensemble in ``directory`` on the known structures ``held`` out of its
-    training, as `screener train` does on its test split, and write it to ``calibration.json``."""
-    from screener.campaign.ensemble_model import write_spread_calibration
+    training and write it to ``calibration.json``, as `screener train` does on its test split."""
     from screener.cgat import CGATEnsemble
-    from screener.policies.calibration import HELD_OUT_MIN_ERRORS, fit_held_out_calibration
+    from screener.cgat.ensemble import write_held_out_calibration
+    from screener.policies.calibration import HELD_OUT_MIN_ERRORS
 
-    if len(held) < HELD_OUT_MIN_ERRORS:
-        raise SystemExit(f"--calibration-split holds out {len(held)} known structures; the fit needs at least "
-                         f"{HELD_OUT_MIN_ERRORS}")
     pred = CGATEnsemble.load(directory).predict([data.graphs[i] for i in held])
     errors = np.asarray(pred.mean, float) - data.labels[("pbe", "e_form")][held]
-    fit = fit_held_out_calibration(errors, pred.std, source=f"{len(held)} known structures held out of the "
-                                                             "bench's initial pre-training")
-    write_spread_calibration(directory, {"model": fit}, command="bench/campaign.py --calibration-split")
+    fit = write_held_out_calibration(directory, errors, pred.std, command="bench/campaign.py --calibration-split",
+                                     source=f"{len(held)} known structures held out of the bench's initial "
+                                            "pre-training")
+    if fit is None:
+        raise SystemExit(f"--calibration-split holds out {len(held)} known structures; the fit needs at least "
+                         f"{HELD_OUT_MIN_ERRORS}")
     return {"n_held_out": int(len(held)), "mae_ev_per_atom": float(np.mean(np.abs(errors))),
             **fit.model_dump(mode="json")}
 
