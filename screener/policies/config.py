@@ -97,6 +97,11 @@ class ExpectedValueConfig(BaseModel):
         "SCAN runs in the order of scan-only (the model's own P(SCAN-stable), before the outcome calibration and "
         "competitor survival, cost ignored), a hedge against a model error that follows cell size; 0: off. Inert "
         "with equal costs.")
+    reserve_follow_ups: bool = Field(
+        True, description="Keep back, from the campaign's remaining budget, the expected cost of the SCAN follow-ups "
+        "of the PBE screens planned in the round (P(go) x SCAN cost each): later items of the round may not spend "
+        "it, and a screen whose own SCAN run would not fit beside it is worth its learning value only. Binds only "
+        "near the end of a campaign, where screens were otherwise bought whose follow-ups nothing paid for.")
     competitor_samples: int = Field(
         64, ge=0, le=4096, description="Monte Carlo draws of the competitor survival (P(still SCAN-stable once the "
         "pool's other candidates are computed)); 0: off (see screener.policies.competitors).")

@@ -378,12 +378,19 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             options.append((-float(best), int(i), fid))
     options.sort()
     n_choice = {"scan": 0, "pbe": 0}
+    # the SCAN follow-ups of this round's screens, kept back from the campaign's remaining budget: their expected
+    # cost (P(go) x SCAN cost each), and at least the dearest one's whole cost, so one "go" can always be paid.
+    # Near the end of a campaign, screens were otherwise bought whose follow-ups the rest of the round spent.
+    follow_up_expected, follow_up_dearest = 0.0, 0.0
     for neg_rate, i, fid in options:
-        if r.left < min(r.min_cost_pbe, r.min_cost_scan):
+        reserved = max(follow_up_expected, follow_up_dearest)
+        free = state.budget_cpu_hours - r.spent - reserved  # campaign money not yet planned or kept back
+        room = min(r.left, max(free, 0.0))  # = r.left without a reserve (a round never exceeds the campaign)
+        if room < min(r.min_cost_pbe, r.min_cost_scan):
             break
         # a PBE screen finds nothing when the campaign cannot afford the SCAN run it would lead to (e.g. the last
         # units of the budget): then it is worth only its learning value, and not bought for nothing
-        if open_p[i] and state.budget_cpu_hours - r.spent - c_p[i] < c_s[i] * (1.0 - 1e-9):
+        if open_p[i] and free - c_p[i] < c_s[i] * (1.0 - 1e-9):
             rate_pbe[i] = l_p / c_p[i]
             if fid == "pbe" and rate_pbe[i] <= rate_scan[i]:
                 fid = "scan"
@@ -397,17 +404,22 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             if option == "scan":
                 why = (f"EV: SCAN now, P(SCAN-stable)={p_scan[i]:.2f} ({numbers['p_scan_source']}), "
                        f"{rate_scan[i]:.3g} finds/CPU-h")
-                r.add_scan([i], r.left, why)
+                r.add_scan([i], room, why)
             else:
                 why = (f"EV: PBE screen, SCAN after if P>= {lam * c_s[i]:.2f} (P(go)={p_go[i]:.2f}), "
                        f"{rate_pbe[i]:.3g} finds/CPU-h vs SCAN now {rate_scan[i]:.3g}")
-                r.add_pbe([i], r.left, why)
+                r.add_pbe([i], room, why)
             if len(r.items) > before:
                 fid = option
+                if option == "pbe" and cfg.reserve_follow_ups:
+                    follow_up_expected += float(c_s[i] * p_go[i])
+                    follow_up_dearest = max(follow_up_dearest, float(c_s[i]))
                 break
         if tag(before, i, numbers):
             n_choice[fid] += 1
-    return {**blind, "ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"],
+    return {**blind, "ev_lambda_per_cpu_hour": lam,
+            "ev_follow_ups_reserved_cpu_hours": max(follow_up_expected, follow_up_dearest),
+            "ev_n_scan_chosen": n_choice["scan"],
             "ev_n_pbe_chosen": n_choice["pbe"], "ev_picks_left": picks_left, **{f"ev_{k}": v for k, v in lv.items()},
             **relation.numbers(),
             **outcome["pooled"].numbers(),

@@ -110,6 +110,40 @@ def test_no_pbe_screen_whose_scan_follow_up_the_campaign_cannot_afford():
     assert [i.fidelity for i in decide("expected-value", {**state, "budget_cpu_hours": 6.5}).items][:1] == ["pbe"]
 
 
+def _with_reserve(on: bool):
+    policy = load_policy("expected-value")
+    return policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"reserve_follow_ups": on})})
+
+
+def test_screens_at_the_end_of_a_campaign_keep_back_their_follow_ups():
+    # the campaign's last 20 CPU-h: two sure candidates and many coin flips that are best screened with PBE.
+    # Without the reserve, 5 screens are bought and the rest of the round spends the money their SCAN follow-ups
+    # (P(go) 0.66, 5 CPU-h each) would need; with it, what is planned leaves room for them.
+    n = 30
+    mean = [-0.3, -0.25] + [0.05] * (n - 2)
+    state = _state(n=n, scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, scan_std_ev_per_atom=[0.2] * n,
+                   pbe_std_ev_per_atom=[0.2] * n, budget_cpu_hours=20.0)
+    old = decide(_with_reserve(False), state)
+    screens_old = [i for i in old.items if i.fidelity == "pbe"]
+    follow_ups_old = sum(5.0 * i.numbers["p_go_scan_after_pbe"] for i in screens_old)
+    assert len(screens_old) >= 3 and old.total_cost_cpu_hours + follow_ups_old > 20.0 + 5.0
+    plan = decide(_with_reserve(True), state)
+    screens = [i for i in plan.items if i.fidelity == "pbe"]
+    assert screens and [i.job_id for i in plan.items if i.fidelity == "scan"] == ["c0", "c1"]
+    reserved = plan.numbers["ev_follow_ups_reserved_cpu_hours"]
+    assert reserved == pytest.approx(max(5.0, sum(5.0 * i.numbers["p_go_scan_after_pbe"] for i in screens)))
+    assert plan.total_cost_cpu_hours + reserved <= 20.0 + 1e-9
+
+
+def test_follow_up_reserve_changes_nothing_away_from_the_end_of_a_campaign():
+    state = _state(n=60, scan_std_ev_per_atom=[0.2] * 60, pbe_std_ev_per_atom=[0.2] * 60, budget_cpu_hours=2000.0)
+    on, off = decide(_with_reserve(True), state), decide(_with_reserve(False), state)
+    assert any(i.fidelity == "pbe" for i in on.items)
+    assert on.as_tuples() == off.as_tuples()
+    assert on.numbers["ev_follow_ups_reserved_cpu_hours"] > 0
+
+
 def test_lambda_is_the_rate_of_the_last_scan_pick_the_budget_reaches():
     from scipy.special import ndtr
 
