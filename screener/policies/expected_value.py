@@ -48,7 +48,11 @@ Where candidates' costs differ, a **cost-blind share** comes first: SCAN runs in
 own P, cost ignored) until their spend reaches ``cost_blind_share`` of everything spent (this round's budget counted
 as spent), a hedge against a model error that follows cell size, which the per-unit ranking would never buy enough
 dear cells to learn (their decisions say ``route: cost_blind``). Then candidates are planned greedily by their best
-option's rate until the round budget is spent (SCAN plans carry their competing phases). Every planned item records
+option's rate until the round budget is spent (SCAN plans carry their competing phases). With ``reserve_follow_ups``
+(on by default) each planned PBE screen keeps back its expected SCAN follow-up (``P(go) c_s``; together at least the
+dearest one's whole ``c_s``) from the campaign's remaining budget: later items may not spend it, and a screen whose
+own follow-up would not fit beside it is worth its learning value only. It binds only near the end of a campaign,
+where the rest of a round otherwise spent what the follow-ups of its screens needed. Every planned item records
 its numbers (``numbers`` of the plan item: ``p_scan_stable``, ``p_scan_model_raw``, ``competitor_survival``,
 ``rate_*``, ``L_*``, ``lambda``); the round's numbers hold the outcome calibration (``outcome_calibration_a``,
 ``_b``, ``_n_purchases``, ... of the fit on both fidelities, ``outcome_calibration_pbe_*`` and

@@ -362,6 +362,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
             n_p_campaign = finite_float(n.get("n_pbe_campaign"))
             ev_rows.append([
                 r.round, _num(n.get("ev_lambda_per_cpu_hour"), ".3g"),
+                _num(n.get("ev_follow_ups_reserved_cpu_hours"), ".4g"),
                 _num(n.get("ev_learning_value_scan"), ".3g"), _num(n.get("ev_learning_value_pbe"), ".3g"),
                 {True: "yes", False: "no"}.get(n.get("ev_learning_value_added"), "-"),
                 _mev(finite_float(n.get("ev_mae_now_ev_per_atom"))), _num(n.get("ev_picks_left"), "g"),
@@ -413,12 +414,15 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "larger one).", ""]
     if ev_rows:
         out += ["### Expected value", "",
-                _table(["round", "lambda (finds per CPU-h)", "learning value SCAN (finds per calc.)",
+                _table(["round", "lambda (finds per CPU-h)", "follow-ups kept back (CPU-h)",
+                        "learning value SCAN (finds per calc.)",
                         "learning value PBE (finds per calc.)", "learning value added to the rates",
                         "SCAN model MAE now (meV/atom)", "SCAN picks left",
                         "N_p (pre-training + campaign)", "N_s (campaign)"], ev_rows), "",
                 "lambda: finds per CPU-hour of the last SCAN-now pick the remaining budget reaches; a PBE-screened "
-                "candidate goes on to SCAN when its P(SCAN-stable) per CPU-hour of SCAN reaches it. Learning value: "
+                "candidate goes on to SCAN when its P(SCAN-stable) per CPU-hour of SCAN reaches it. Follow-ups kept "
+                "back: the expected SCAN follow-ups of the round's PBE screens (at least the dearest one's whole "
+                "cost), which the rest of the round could not spend. Learning value: "
                 "expected extra finds among the SCAN picks left from one more calculation's improvement of the model "
                 "(from the scaling law at N_p, N_s); recorded every round, added to each option's finds per CPU-hour "
                 "only where the policy says so (learning_value, off by default). MAE now: that law's SCAN "

@@ -70,6 +70,7 @@ def test_ev_round_numbers_equal_the_ledger(ev_campaign, ev_overview):
     for row in rows:
         n = plans[int(row[0])]
         assert _close(row[col["lambda (finds per CPU-h)"]], n["ev_lambda_per_cpu_hour"])
+        assert _close(row[col["follow-ups kept back (CPU-h)"]], n["ev_follow_ups_reserved_cpu_hours"])
         assert _close(row[col["learning value SCAN (finds per calc.)"]], n["ev_learning_value_scan"])
         assert _close(row[col["learning value PBE (finds per calc.)"]], n["ev_learning_value_pbe"])
         assert row[col["learning value added to the rates"]] == ("yes" if n["ev_learning_value_added"] else "no")
