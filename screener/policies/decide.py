@@ -386,6 +386,13 @@ def decide(
         })
 
     _truncate(r.items, policy.max_calculations_per_round)
+    if policy.kind == "expected-value" and policy.expected_value.reserve_follow_ups:
+        from screener.policies.expected_value import follow_ups_kept_back
+
+        # of the plan as cut to the round's calculations (the planner kept back for every screen it chose)
+        numbers["ev_follow_ups_reserved_cpu_hours"] = follow_ups_kept_back(
+            (i.numbers["cost_scan_cpu_hours"], i.numbers["p_go_scan_after_pbe"]) for i in r.items
+            if i.fidelity == "pbe" and i.numbers and "p_go_scan_after_pbe" in i.numbers)
     numbers.update({
         "n_scan_planned": sum(1 for i in r.items if i.fidelity == "scan"),
         "n_pbe_planned": sum(1 for i in r.items if i.fidelity == "pbe"),

@@ -76,8 +76,8 @@ from screener.policies.outcome_calibration import (
     log_cost_ratio,
 )
 
-__all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "learning_values", "plan_expected_value", "pbe_route",
-           "bivariate_normal_cdf"]
+__all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "follow_ups_kept_back", "learning_values",
+           "plan_expected_value", "pbe_route", "bivariate_normal_cdf"]
 
 
 class PbeScanRelation:
@@ -239,6 +239,15 @@ def learning_values(fit: Any, n_scan: int, n_pbe: int, mean: np.ndarray, std: np
     return out
 
 
+def follow_ups_kept_back(screens: Any) -> float:
+    """CPU-hours kept back for the SCAN follow-ups of planned PBE screens, given as ``(c_s, P(go))`` pairs: their
+    expected cost ``sum P(go) c_s``, and at least the dearest one's whole ``c_s``, so one "go" can always be paid."""
+    screens = list(screens)
+    if not screens:
+        return 0.0
+    return max(math.fsum(c * p for c, p in screens), max(c for c, _ in screens))
+
+
 def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     """Fill the round ``r`` (a :class:`screener.policies.decide._Round`) by expected finds per unit cost; returns the
     round's numbers (the per-item numbers go into each planned item)."""
@@ -382,12 +391,11 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             options.append((-float(best), int(i), fid))
     options.sort()
     n_choice = {"scan": 0, "pbe": 0}
-    # the SCAN follow-ups of this round's screens, kept back from the campaign's remaining budget: their expected
-    # cost (P(go) x SCAN cost each), and at least the dearest one's whole cost, so one "go" can always be paid.
-    # Near the end of a campaign, screens were otherwise bought whose follow-ups the rest of the round spent.
-    follow_up_expected, follow_up_dearest = 0.0, 0.0
+    # the SCAN follow-ups of this round's screens, kept back from the campaign's remaining budget (near the end of a
+    # campaign, screens were otherwise bought whose follow-ups the rest of the round spent)
+    screens: list[tuple[float, float]] = []
     for neg_rate, i, fid in options:
-        reserved = max(follow_up_expected, follow_up_dearest)
+        reserved = follow_ups_kept_back(screens)
         free = state.budget_cpu_hours - r.spent - reserved  # campaign money not yet planned or kept back
         room = min(r.left, max(free, 0.0))  # = r.left without a reserve (a round never exceeds the campaign)
         if room < min(r.min_cost_pbe, r.min_cost_scan):
@@ -416,14 +424,11 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             if len(r.items) > before:
                 fid = option
                 if option == "pbe" and cfg.reserve_follow_ups:
-                    follow_up_expected += float(c_s[i] * p_go[i])
-                    follow_up_dearest = max(follow_up_dearest, float(c_s[i]))
+                    screens.append((float(c_s[i]), float(p_go[i])))
                 break
         if tag(before, i, numbers):
             n_choice[fid] += 1
-    return {**blind, "ev_lambda_per_cpu_hour": lam,
-            "ev_follow_ups_reserved_cpu_hours": max(follow_up_expected, follow_up_dearest),
-            "ev_n_scan_chosen": n_choice["scan"],
+    return {**blind, "ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"],
             "ev_n_pbe_chosen": n_choice["pbe"], "ev_picks_left": picks_left, **{f"ev_{k}": v for k, v in lv.items()},
             **relation.numbers(),
             **outcome["pooled"].numbers(),
