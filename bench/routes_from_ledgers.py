@@ -55,6 +55,7 @@ def routes(campaign: Path, stable_true: dict[str, bool]) -> dict[str, Any]:
     pbe = {s: r for s, f, r in done if f == "pbe" and s in stable_true}
     scan = {s: r for s, f, r in done if f == "scan" and s in stable_true}
     followed = [s for s in scan if s in pbe and pbe[s] <= scan[s]]
+    last_round = max([r for _, _, r in done], default=0)
     direct = [s for s in scan if s not in followed]
     by_round = Counter(scan[s] for s in direct)
     stable_by_round = Counter(scan[s] for s in direct if stable_true[s])
@@ -64,6 +65,9 @@ def routes(campaign: Path, stable_true: dict[str, bool]) -> dict[str, Any]:
         "pbe_screens_truly_scan_stable": sum(stable_true[s] for s in pbe),
         "screens_followed_by_scan": len(followed),
         "screened_scan_truly_stable": sum(stable_true[s] for s in followed),
+        "screened_truly_scan_stable_never_scan": sum(stable_true[s] for s in pbe if s not in scan),
+        "rounds": last_round,
+        "pbe_screens_in_last_round": sum(1 for s in pbe if pbe[s] == last_round),
         "direct_scan": len(direct),
         "direct_scan_truly_stable": sum(stable_true[s] for s in direct),
         "direct_scan_by_round": {str(r): [by_round[r], stable_by_round[r]] for r in sorted(by_round)},
@@ -99,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "direct": "any other SCAN run of a pool candidate",
                         "truly stable": f"SCAN E_hull <= {args.tol} on the world's own SCAN hull",
                         "direct_scan_by_round": "round: [direct SCAN runs, truly stable]",
+                        "screened_truly_scan_stable_never_scan": "PBE-screened, truly SCAN-stable, never SCAN-computed",
+                        "pbe_screens_in_last_round": "screens of the campaign's last round (no SCAN can follow them)",
                         "scan_by_decision_route": "expected-value only: SCAN runs by the route of the decision that "
                                                   "bought them; cost in the campaign's budget unit"},
         "campaigns": rows,
