@@ -394,8 +394,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # the SCAN follow-ups of this round's screens, kept back from the campaign's remaining budget (near the end of a
     # campaign, screens were otherwise bought whose follow-ups the rest of the round spent)
     screens: list[tuple[float, float]] = []
+    reserved = 0.0
     for neg_rate, i, fid in options:
-        reserved = follow_ups_kept_back(screens)
         free = state.budget_cpu_hours - r.spent - reserved  # campaign money not yet planned or kept back
         room = min(r.left, max(free, 0.0))  # = r.left without a reserve (a round never exceeds the campaign)
         if room < min(r.min_cost_pbe, r.min_cost_scan):
@@ -425,6 +425,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 fid = option
                 if option == "pbe" and cfg.reserve_follow_ups:
                     screens.append((float(c_s[i]), float(p_go[i])))
+                    reserved = follow_ups_kept_back(screens)  # only a new screen changes it
                 break
         if tag(before, i, numbers):
             n_choice[fid] += 1
