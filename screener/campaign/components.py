@@ -119,7 +119,8 @@ class PolicyPlanner:
             state["purchase_log_cost"] = [ratio.get(sid, 0.0) for *_, sid in purchases]
             state["spent_cpu_hours"], state["cost_blind_spent_cpu_hours"] = self._spent(request, decisions)
             if self.policy.expected_value.competitor_samples:
-                state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(request)
+                state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(
+                    request, state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"])
         if self.policy.kind.startswith("camd-"):
             state["formulas"], state["seed_rows"], state["n_campaign_seed_rows"] = self._camd_seed(
                 request.structure_ids)
@@ -151,15 +152,19 @@ class PolicyPlanner:
             numbers["scaling_law"] = plan.fit.model_dump(mode="json")
         return Plan(items, numbers)
 
-    def _competitor_survival(self, request: PlanRequest) -> tuple[list[float], dict[str, Any]]:
+    def _competitor_survival(self, request: PlanRequest, pbe_result: dict[str, float] | None = None,
+                             pbe_scan_pairs: list[tuple[float, float]] | None = None
+                             ) -> tuple[list[float], dict[str, Any]]:
         """Per candidate, P(SCAN-stable once the pool's other candidates are computed | SCAN-stable on today's hull)
         (:func:`screener.policies.competitors.competitor_survival`), one Monte Carlo per element set: the union of
         the candidates' elements when it has at most ``MAX_ELEMENTS``, else each maximal candidate element set
-        (larger ones are skipped: survival 1)."""
+        (larger ones are skipped: survival 1). Candidates with a PBE result (``pbe_result``: PBE E_hull per id) are
+        drawn from it through the PBE -> SCAN relation fitted on ``pbe_scan_pairs`` when the policy says so."""
         import time
 
         from screener.hull import MissingReferenceError
-        from screener.policies.competitors import MAX_ELEMENTS, competitor_survival
+        from screener.policies.competitors import MAX_ELEMENTS, competitor_survival, scan_mean_given_p_stable
+        from screener.policies.expected_value import relation_from_config
 
         n = len(request.structure_ids)
         survival = np.ones(n)
@@ -181,6 +186,17 @@ class PolicyPlanner:
         group_index = np.array([group_of[frozenset(c)] if o else -1 for c, o in zip(comps, open_scan)], dtype=int)
         hull = self.hulls.hulls["scan"]
         mean, std = np.asarray(request.e_hull_mean["scan"], float), np.asarray(request.e_hull_std["scan"], float)
+        threshold = float(self.config.stable_threshold_ev_per_atom)
+        if cfg.competitor_uses_pbe_results and pbe_result:
+            # a PBE result says more than the SCAN model about the SCAN E_hull: draw such candidates with the P(below)
+            # the policy values them at (the relation's), at the model's sigma
+            screened = np.array([s in pbe_result for s in request.structure_ids])
+            if screened.any():
+                relation = relation_from_config(cfg, pbe_scan_pairs or [], threshold)
+                q = relation.p_scan_stable([pbe_result[s] for s, on in zip(request.structure_ids, screened) if on])
+                mean = mean.copy()
+                mean[screened] = scan_mean_given_p_stable(q, std[screened], threshold)
+                numbers["competitor_from_pbe_results"] = int(screened.sum())
         stays, below = 0.0, 0.0
         for k, group in enumerate(groups):
             members = group_index == k
@@ -202,7 +218,7 @@ class PolicyPlanner:
             cand_x = np.array([[comps[i].get(el, 0.0) for el in elements] for i in idx])
             try:
                 s, nums = competitor_survival(base_x, base_e, cand_x, mean[idx], std[idx],
-                                              threshold=float(self.config.stable_threshold_ev_per_atom),
+                                              threshold=threshold,
                                               samples=cfg.competitor_samples, seed=request.round_number)
             except Exception as exc:  # noqa: BLE001 - e.g. qhull on a degenerate system: no discount, said so
                 logger.warning("competitor survival of %s skipped: %s", "-".join(elements), exc)

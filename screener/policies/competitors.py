@@ -19,7 +19,10 @@ facets' planes give the hull energy at any composition as their maximum, so a dr
 matrix product, and a 1,500-candidate campaign pays well under a second per round for 64 draws.
 
 The draws treat the predictions as independent Gaussians (the calibrated mean and sigma the policy ranks with). The
-model's errors of related structures are correlated, which this ignores.
+model's errors of related structures are correlated, which this ignores. A candidate with a PBE result is drawn
+from what that result says instead (:func:`scan_mean_given_p_stable` of the PBE -> SCAN relation's
+P(SCAN-stable | PBE E_hull)): a screened PBE-stable polymorph is as likely below the hull as the policy values it,
+and a screened PBE-unstable one no longer undercuts its neighbours at the model's odds.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
-__all__ = ["competitor_survival", "lower_hull_energy"]
+__all__ = ["competitor_survival", "lower_hull_energy", "scan_mean_given_p_stable"]
 
 #: qhull in more dimensions than this is slow and fragile; such element sets are skipped (survival 1).
 MAX_ELEMENTS = 8
@@ -72,6 +75,14 @@ def lower_hull_energy(points_x: np.ndarray, points_e: np.ndarray, query_x: np.nd
     coef = -lower[:, :-2] / lower[:, -2:-1]  # e = coef . x' + intercept on each lower facet's plane
     intercept = -lower[:, -1] / lower[:, -2]
     return (query_x[:, :-1] @ coef.T + intercept).max(axis=1)
+
+
+def scan_mean_given_p_stable(p_stable: Any, std: Any, threshold: float = 0.0) -> np.ndarray:
+    """The Gaussian mean at which a prediction of sigma ``std`` is at or below ``threshold`` with probability
+    ``p_stable``: how a candidate known through another route (its PBE result) enters the draws. ``p_stable`` is
+    clipped to [1e-6, 1 - 1e-6] so the mean stays finite."""
+    p = np.clip(np.asarray(p_stable, dtype=float), 1e-6, 1.0 - 1e-6)
+    return threshold - ndtri(p) * np.maximum(np.asarray(std, dtype=float), 1e-3)
 
 
 def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarray, e_hull_mean: Any,

@@ -105,6 +105,11 @@ class ExpectedValueConfig(BaseModel):
     competitor_samples: int = Field(
         64, ge=0, le=4096, description="Monte Carlo draws of the competitor survival (P(still SCAN-stable once the "
         "pool's other candidates are computed)); 0: off (see screener.policies.competitors).")
+    competitor_uses_pbe_results: bool = Field(
+        True, description="In the competitor Monte Carlo, draw a candidate with a PBE result from what that result "
+        "says (P(SCAN-stable | PBE E_hull) of the PBE -> SCAN relation) instead of the SCAN model's prediction: a "
+        "screened PBE-stable candidate is then as likely below the hull as the policy values it, and a screened "
+        "PBE-unstable one no longer undercuts its neighbours as if it had never been computed.")
     pbe_route_joint: bool = Field(
         False, description="Value the PBE route with the candidate's SCAN prediction and PBE prediction jointly "
         "Gaussian (errors differing by the PBE -> SCAN relation's residual scale): the route finds at most what "

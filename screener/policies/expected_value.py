@@ -77,7 +77,7 @@ from screener.policies.outcome_calibration import (
 )
 
 __all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "follow_ups_kept_back", "learning_values",
-           "plan_expected_value", "pbe_route", "bivariate_normal_cdf"]
+           "plan_expected_value", "pbe_route", "bivariate_normal_cdf", "relation_from_config"]
 
 
 class PbeScanRelation:
@@ -131,6 +131,14 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     c0, c1 = (float(v) for v in res.x)
     return PbeScanRelation(c0, c1, n, f"probit on {n} computed PBE/SCAN pairs (campaign and known set) with a "
                                       f"prior worth {prior_weight:g} pairs")
+
+
+def relation_from_config(cfg: Any, pairs: Any, threshold: float) -> PbeScanRelation:
+    """:func:`fit_pbe_scan_relation` with the priors of an ``ExpectedValueConfig``; SCAN-stable means E_hull at or
+    below the campaign's ``threshold``."""
+    return fit_pbe_scan_relation(pairs, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
+                                 prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight,
+                                 tol=threshold + 1e-6)
 
 
 def bivariate_normal_cdf(h: Any, k: Any, rho: Any) -> np.ndarray:
@@ -281,9 +289,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 min_slope=cfg.outcome_calibration_min_slope)}
         mu_s, sd_s = outcome.get("scan", outcome["pooled"]).calibrate_gaussian(mu_s, sd_s, log_cost)
         mu_p, sd_p = outcome.get("pbe", outcome["pooled"]).calibrate_gaussian(mu_p, sd_p, log_cost)
-    relation = fit_pbe_scan_relation(state.pbe_scan_pairs, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
-                                     prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight,
-                                     tol=thr + 1e-6)  # SCAN-stable: the campaign's threshold
+    relation = relation_from_config(cfg, state.pbe_scan_pairs, thr)
     p_model = ndtr((thr - mu_s) / sd_s)
     p_raw = ndtr((thr - r.mean_scan) / np.maximum(np.asarray(state.scan_std_ev_per_atom, float), floor))
     pbe_result = np.array([state.pbe_result_e_hull_ev_per_atom.get(c, np.nan) for c in ids], dtype=float)

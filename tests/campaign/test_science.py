@@ -339,6 +339,20 @@ def test_planner_discounts_the_polymorph_its_likely_lower_twin_would_undercut(tw
     assert done[0] == 1.0 and done[1] > 0.9
 
 
+@pytest.mark.parametrize("uses_pbe_results", [True, False])
+def test_a_screened_pbe_unstable_twin_no_longer_undercuts_the_other(twin_hulls, tmp_path, uses_pbe_results):
+    """The lower Li2O polymorph was screened at PBE and came out 0.3 eV/atom above the PBE hull: drawn from that
+    result (the default) it almost never undercuts the other; drawn from the SCAN model as if unscreened, it does."""
+    planner = _li2o_planner(twin_hulls[0], tmp_path)
+    ev = planner.policy.expected_value.model_copy(update={"competitor_uses_pbe_results": uses_pbe_results})
+    planner.policy = planner.policy.model_copy(update={"expected_value": ev})
+    survival, numbers = planner._competitor_survival(_li2o_request(), {"new-low": 0.3}, [])
+    if uses_pbe_results:
+        assert survival[1] > 0.9 and numbers["competitor_from_pbe_results"] == 1
+    else:
+        assert survival[1] < 0.1 and "competitor_from_pbe_results" not in numbers
+
+
 def test_purchase_outcomes_leave_out_scan_runs_bought_on_a_pbe_result(tmp_path):
     """(fidelity, P at purchase, stable) pairs come from the round each calculation was bought in; SCAN runs bought
     on a PBE result and competing phases (also a pool candidate bought as one) are left out."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from screener.policies.competitors import competitor_survival, lower_hull_energy
+from scipy.special import ndtr
+
+from screener.policies.competitors import competitor_survival, lower_hull_energy, scan_mean_given_p_stable
 
 # binary A-B with one known compound AB at -0.5 eV/atom
 BASE_X = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
@@ -54,3 +56,10 @@ def test_a_hull_of_the_elements_alone_is_flat_at_zero() -> None:
     np.testing.assert_allclose(lower_hull_energy(x, np.zeros(3), q), [0.0, 0.0], atol=1e-9)
     survival, numbers = competitor_survival(np.eye(2), np.zeros(2), np.array([[0.5, 0.5]]), [-0.1], [0.05])
     assert numbers["n_plausible"] == 1 and survival[0] == pytest.approx(1.0)
+
+
+def test_a_candidate_known_through_its_p_stable_is_drawn_below_the_hull_that_often() -> None:
+    p, std = np.array([0.05, 0.5, 0.61, 1.0]), np.array([0.03, 0.1, 0.05, 0.02])
+    mean = scan_mean_given_p_stable(p, std, threshold=0.01)
+    np.testing.assert_allclose(ndtr((0.01 - mean) / std), [0.05, 0.5, 0.61, 1.0 - 1e-6], rtol=1e-9)
+    assert np.all(np.isfinite(mean)) and mean[1] == pytest.approx(0.01)
