@@ -395,6 +395,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 ])
             if "competitor_overall_survival" in n:
                 competitor_rows.append([r.round, _num(n.get("competitor_plausible"), ".0f"),
+                                        _num(n.get("competitor_from_pbe_results"), ".0f"),
                                         _num(n.get("competitor_overall_survival"), ".3f")])
             rel_rows.append([
                 r.round, _num(n.get("pbe_scan_p_stable_if_pbe_stable"), ".3f"), _num(n.get("pbe_scan_c0"), ".3g"),
@@ -452,11 +453,12 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "left, so the share ends as a share of the whole budget. The competing phases bought for the picks "
                 "count in it. Bought: the round's accepted decisions whose route is cost-blind.", ""]
     if competitor_rows:
-        out += [_table(["round", "candidates in the competitor draws", "share surviving the competitors"],
-                       competitor_rows), "",
+        out += [_table(["round", "candidates in the competitor draws", "open candidates drawn from their PBE result",
+                        "share surviving the competitors"], competitor_rows), "",
                 "Competitor survival: of the draws in which a candidate is below today's SCAN hull, the share in "
                 "which it stays on the hull once the pool's other plausible candidates are added (each decision's "
-                "own value is in its table).", ""]
+                "own value is in its table). A candidate already screened at PBE is drawn as likely below the hull "
+                "as the PBE -> SCAN relation says from its PBE result, not from the SCAN model's prediction.", ""]
     out += _calibration_section(data, figures or {})
     ev_keys = ("p_scan_stable", "rate_scan_per_cpu_hour", "learning_value_scan")
     for r in data.rounds:

@@ -182,7 +182,8 @@ def test_outcome_calibration_and_competitor_table_equals_the_plan_numbers(ev_cam
     assert len(rows) == len(plans)
     for row in rows:
         n = plans[int(row[0])]
-        assert int(row[1]) == n["competitor_plausible"] and _close(row[2], n["competitor_overall_survival"])
+        assert int(row[1]) == n["competitor_plausible"] and int(row[2]) == n["competitor_from_pbe_results"]
+        assert _close(row[3], n["competitor_overall_survival"])
 
 
 def test_calibration_table_equals_round_info(ev_campaign, ev_overview):
