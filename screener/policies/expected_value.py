@@ -300,6 +300,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 if state.competitor_survival_scan is not None else np.ones(n))
     p_model, q_pbe = p_model * survival, q_pbe * survival
     p_scan = np.where(has_pbe, q_pbe, p_model)
+    if cfg.scan_now_at_most_pbe_view:  # the PBE view: the PBE route's finds were SCAN always to follow the screen
+        pbe_view = pbe_route(relation, mu_p, sd_p, np.zeros(n))[1] * survival
+        p_scan = np.where(has_pbe, p_scan, np.minimum(p_scan, pbe_view))
     c_s, c_p = r.cost_scan, r.cost_pbe
 
     # lambda: finds per unit of the last SCAN-now pick the remaining campaign budget reaches (best rates first):
