@@ -326,3 +326,25 @@ def test_learning_value_is_recorded_always_and_added_only_when_on():
             extra = n["learning_value_scan"] if added else 0.0
             assert n["rate_scan_per_cpu_hour"] == pytest.approx((n["p_scan_stable"] + extra)
                                                                 / n["cost_scan_cpu_hours"])
+
+
+def _with(**ev):
+    policy = load_policy("expected-value")
+    return policy.model_copy(update={"expected_value": policy.expected_value.model_copy(update=ev)})
+
+
+def test_scan_now_is_valued_at_most_at_the_pbe_view_when_asked():
+    # c0: the SCAN model alone rates it stable (its PBE prediction is 0.3 eV/atom above the hull); c1: both agree.
+    # With the cap, c0's SCAN now is worth what its PBE prediction says through the relation; c1 barely moves.
+    state = _state(n=2, scan_mean_ev_per_atom=[-0.1, -0.1], pbe_mean_ev_per_atom=[0.3, -0.1], budget_cpu_hours=500.0)
+    numbers = {}
+    for on in (False, True):
+        plan = decide(_with(scan_now_at_most_pbe_view=on), state)
+        numbers[on] = {i.job_id: i.numbers for i in plan.items if i.kind == "candidate"}
+    assert numbers[False]["c0"]["p_scan_stable"] > 0.5
+    assert numbers[True]["c0"]["p_scan_stable"] < 0.1
+    assert numbers[True]["c1"]["p_scan_stable"] == pytest.approx(numbers[False]["c1"]["p_scan_stable"], abs=0.02)
+    # a screened candidate's P comes from its PBE result either way
+    screened = {**state, "pbe_done": ["c0"], "pbe_result_e_hull_ev_per_atom": {"c0": -0.01}}
+    capped = {i.job_id: i.numbers for i in decide(_with(scan_now_at_most_pbe_view=True), screened).items}
+    assert capped["c0"]["p_scan_source"] == "pbe result" and capped["c0"]["p_scan_stable"] > 0.5
