@@ -1,0 +1,99 @@
+"""Put a rerun of some policies beside the other policies' runs of an earlier ``bench/campaign.py`` result.
+
+A change to the default policy leaves the baselines' campaigns as they were, and rerunning them costs CPU time
+that says nothing new. This reads an earlier result (``--base``, all policies) and newer ones (``--new``, e.g. a
+``--finished-only`` pass over the rerun policy), takes each policy's runs from the newest file that has them, and
+writes the summary again with ``bench/campaign.py``'s own ``summarise`` (per seed found per unit over the best
+baseline of that seed, mean and t-interval over seeds).
+
+It refuses to merge runs of one seed that started from different initial models (the pre-trained ensemble's pool
+MAE and training seed must agree to the last digit: the same model on the same machine), or that ran on different
+hardware, world or budget, so the merged file compares like with like. Every run keeps its own ``command`` and
+``code``; the merged file lists the inputs.
+
+Example
+-------
+    .venv/bin/python bench/campaign_merge.py --base bench/results/campaign_policies_NaTiVCrCuO_300_flat_X.json \\
+        --new /tmp/nati_ev_rerun.json --output bench/results/campaign_policies_NaTiVCrCuO_300_flat_Y.json
+
+Prints ONE JSON object on the last line of stdout and writes it to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _output import emit  # noqa: E402
+from campaign import summarise  # noqa: E402
+
+#: what must agree between the files for their runs to sit in one table
+SAME = ("hardware", "cost_model")
+SAME_SETTINGS = ("budget_pbe_equivalent", "batch", "fine_tune_epochs", "pool_fraction", "preset", "members",
+                 "pretrain_epochs", "calibration_split", "model_per_seed")
+
+
+class MergeError(ValueError):
+    """The files do not describe the same experiment."""
+
+
+def _model_key(run: dict[str, Any]) -> tuple[Any, Any]:
+    model = run.get("initial_model") or {}
+    return model.get("pool_pbe_e_form_mae_ev_per_atom"), model.get("training_seed")
+
+
+def merge(base: dict[str, Any], newer: list[dict[str, Any]]) -> dict[str, Any]:
+    """``base`` with each policy's runs taken from the last of ``newer`` that has that policy (module docstring)."""
+    out = json.loads(json.dumps(base))
+    sources = {policy: "base" for policy in out["runs"]}
+    for k, new in enumerate(newer):
+        for key in SAME:
+            if new.get(key) != base.get(key):
+                raise MergeError(f"{key} differs: {new.get(key)!r} against {base.get(key)!r}")
+        for key in SAME_SETTINGS:
+            if new["settings"].get(key) != base["settings"].get(key):
+                raise MergeError(f"setting {key} differs: {new['settings'].get(key)!r} against "
+                                 f"{base['settings'].get(key)!r}")
+        if new["world"].get("n_structures") != base["world"].get("n_structures") or \
+                new["pool"].get("n_truly_stable") != base["pool"].get("n_truly_stable"):
+            raise MergeError("the worlds or pools differ")
+        for policy, by_seed in new["runs"].items():
+            for seed, run in by_seed.items():
+                for other, other_runs in base["runs"].items():
+                    if seed in other_runs and _model_key(other_runs[seed]) != _model_key(run):
+                        raise MergeError(f"seed {seed}: {policy} started from another initial model than {other} "
+                                         f"({_model_key(run)} against {_model_key(other_runs[seed])})")
+            out["runs"][policy] = by_seed
+            sources[policy] = f"new[{k}]"
+    seeds = sorted({int(s) for by_seed in out["runs"].values() for s in by_seed})
+    out["summary"] = summarise(out["runs"], seeds)
+    out["complete"] = all(str(s) in by_seed for by_seed in out["runs"].values() for s in seeds)
+    out["settings"] = {**out["settings"], "seeds": seeds, "policies": list(out["runs"])}
+    out["merged_from"] = {"base": base.get("command"), "new": [n.get("command") for n in newer],
+                          "policy_source": sources}
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--base", type=Path, required=True, help="An earlier bench/campaign.py result (all policies).")
+    p.add_argument("--new", type=Path, nargs="+", required=True, help="Newer results whose policies replace the "
+                   "base's (the last file wins).")
+    p.add_argument("--output", type=Path)
+    args = p.parse_args(argv)
+    try:
+        out = merge(json.loads(args.base.read_text()), [json.loads(f.read_text()) for f in args.new])
+    except (MergeError, KeyError, OSError, json.JSONDecodeError) as exc:
+        sys.exit(f"error: cannot merge: {exc}")
+    out["command"] = "python bench/campaign_merge.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    return emit(out, args.output)
+
+
+if __name__ == "__main__":
+    main()
