@@ -2,7 +2,8 @@
 
 A change to the default policy leaves the baselines' campaigns as they were, and rerunning them costs CPU time
 that says nothing new. This reads an earlier result (``--base``, all policies) and newer ones (``--new``, e.g. a
-``--finished-only`` pass over the rerun policy), takes each policy's runs from the newest file that has them, and
+``--finished-only`` pass over the rerun policy), takes each policy's run of each seed from the newest file that has
+it (a newer file can also add seeds), and
 writes the summary again with ``bench/campaign.py``'s own ``summarise`` (per seed found per unit over the best
 baseline of that seed, mean and t-interval over seeds).
 
@@ -47,8 +48,10 @@ def _model_key(run: dict[str, Any]) -> tuple[Any, Any]:
     return model.get("pool_pbe_e_form_mae_ev_per_atom"), model.get("training_seed")
 
 
-def merge(base: dict[str, Any], newer: list[dict[str, Any]]) -> dict[str, Any]:
-    """``base`` with each policy's runs taken from the last of ``newer`` that has that policy (module docstring)."""
+def merge(base: dict[str, Any], newer: list[dict[str, Any]], rename: dict[str, str] | None = None) -> dict[str, Any]:
+    """``base`` with each policy's runs taken from the last of ``newer`` that has that policy (module docstring);
+    ``rename`` maps a newer file's run name (a variant file's stem) to the name it takes here."""
+    rename = rename or {}
     out = json.loads(json.dumps(base))
     sources = {policy: "base" for policy in out["runs"]}
     for k, new in enumerate(newer):
@@ -62,14 +65,18 @@ def merge(base: dict[str, Any], newer: list[dict[str, Any]]) -> dict[str, Any]:
         if new["world"].get("n_structures") != base["world"].get("n_structures") or \
                 new["pool"].get("n_truly_stable") != base["pool"].get("n_truly_stable"):
             raise MergeError("the worlds or pools differ")
-        for policy, by_seed in new["runs"].items():
+        for name, by_seed in new["runs"].items():
+            policy = rename.get(name, name)
             for seed, run in by_seed.items():
                 for other, other_runs in base["runs"].items():
                     if seed in other_runs and _model_key(other_runs[seed]) != _model_key(run):
                         raise MergeError(f"seed {seed}: {policy} started from another initial model than {other} "
                                          f"({_model_key(run)} against {_model_key(other_runs[seed])})")
-            out["runs"][policy] = by_seed
-            sources[policy] = f"new[{k}]"
+            out["runs"].setdefault(policy, {}).update(by_seed)  # seed by seed: the others stay as they were
+            seeds = ",".join(sorted(by_seed, key=int))
+            sources[policy] = (("" if sources.get(policy) in (None, "base") and len(out["runs"][policy]) == len(by_seed)
+                                else f"{sources.get(policy, 'base')}; ")
+                               + f"new[{k}]" + (f" ({name})" if name != policy else "") + f" seeds {seeds}")
     seeds = sorted({int(s) for by_seed in out["runs"].values() for s in by_seed})
     out["summary"] = summarise(out["runs"], seeds)
     out["complete"] = all(str(s) in by_seed for by_seed in out["runs"].values() for s in seeds)
@@ -84,11 +91,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--base", type=Path, required=True, help="An earlier bench/campaign.py result (all policies).")
     p.add_argument("--new", type=Path, nargs="+", required=True, help="Newer results whose policies replace the "
                    "base's (the last file wins).")
+    p.add_argument("--rename", nargs="*", default=[], metavar="NEW=OLD",
+                   help="Runs named NEW in the newer files take the name OLD (e.g. ev-oldsurvival=expected-value).")
     p.add_argument("--output", type=Path)
     args = p.parse_args(argv)
     try:
-        out = merge(json.loads(args.base.read_text()), [json.loads(f.read_text()) for f in args.new])
-    except (MergeError, KeyError, OSError, json.JSONDecodeError) as exc:
+        rename = dict(r.split("=", 1) for r in args.rename)
+        out = merge(json.loads(args.base.read_text()), [json.loads(f.read_text()) for f in args.new], rename)
+    except (ValueError, KeyError, OSError) as exc:  # MergeError, a bad --rename, a missing field or file, not JSON
         sys.exit(f"error: cannot merge: {exc}")
     out["command"] = "python bench/campaign_merge.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))

@@ -39,8 +39,14 @@ def test_the_rerun_policy_replaces_its_runs_and_the_ratio_is_recomputed(tmp_path
     assert out["runs"]["scan-only"] == BASE["runs"]["scan-only"]
     ratio = out["summary"]["expected-value"]["found_per_unit_vs_best_baseline"]
     assert ratio["mean"] == pytest.approx((17 / 12 + 17 / 13 + 17 / 16) / 3, abs=1e-4)
-    assert out["merged_from"]["policy_source"] == {"expected-value": "new[0]", "scan-only": "base", "random": "base"}
+    assert out["merged_from"]["policy_source"] == {"expected-value": "new[0] seeds 0,1,2", "scan-only": "base",
+                                                  "random": "base"}
     assert out["complete"]
+    # a variant file's runs can stand in for a policy under its name
+    # a variant file's runs can stand in for a policy under its name, seed by seed (the other seeds stay)
+    renamed = merge(BASE, [_result({"ev-variant": {0: 19}}, "variant")], {"ev-variant": "expected-value"})
+    assert {s: r["found"] for s, r in renamed["runs"]["expected-value"].items()} == {"0": 19, "1": 13, "2": 21}
+    assert renamed["merged_from"]["policy_source"]["expected-value"] == "base; new[0] (ev-variant) seeds 0"
     # the command line writes the same and says where each policy came from
     (tmp_path / "b.json").write_text(json.dumps(BASE))
     (tmp_path / "n.json").write_text(json.dumps(new))
