@@ -196,7 +196,7 @@ class PolicyPlanner:
                 q = relation.p_scan_stable([pbe_result[s] for s, on in zip(request.structure_ids, screened) if on])
                 mean = mean.copy()
                 mean[screened] = scan_mean_given_p_stable(q, std[screened], threshold)
-                numbers["competitor_from_pbe_results"] = int(screened.sum())
+                numbers["competitor_from_pbe_results"] = int((screened & open_scan).sum())  # those in the draws
         stays, below = 0.0, 0.0
         for k, group in enumerate(groups):
             members = group_index == k
