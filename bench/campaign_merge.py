@@ -48,12 +48,20 @@ def _model_key(run: dict[str, Any]) -> tuple[Any, Any]:
     return model.get("pool_pbe_e_form_mae_ev_per_atom"), model.get("training_seed")
 
 
+def _describe(origin: dict[str, str]) -> str:
+    """Where a policy's runs came from, e.g. ``base; new[0] (ev-variant) seeds 3,4``, from each seed's source."""
+    labels = sorted(set(origin.values()), key=lambda label: (label != "base", label))
+    return "; ".join(label if label == "base" else
+                     f"{label} seeds {','.join(sorted((s for s, x in origin.items() if x == label), key=int))}"
+                     for label in labels)
+
+
 def merge(base: dict[str, Any], newer: list[dict[str, Any]], rename: dict[str, str] | None = None) -> dict[str, Any]:
     """``base`` with each policy's runs taken from the last of ``newer`` that has that policy (module docstring);
     ``rename`` maps a newer file's run name (a variant file's stem) to the name it takes here."""
     rename = rename or {}
     out = json.loads(json.dumps(base))
-    sources = {policy: "base" for policy in out["runs"]}
+    origin = {policy: {seed: "base" for seed in by_seed} for policy, by_seed in out["runs"].items()}  # per seed
     for k, new in enumerate(newer):
         for key in SAME:
             if new.get(key) != base.get(key):
@@ -73,16 +81,14 @@ def merge(base: dict[str, Any], newer: list[dict[str, Any]], rename: dict[str, s
                         raise MergeError(f"seed {seed}: {policy} started from another initial model than {other} "
                                          f"({_model_key(run)} against {_model_key(other_runs[seed])})")
             out["runs"].setdefault(policy, {}).update(by_seed)  # seed by seed: the others stay as they were
-            seeds = ",".join(sorted(by_seed, key=int))
-            sources[policy] = (("" if sources.get(policy) in (None, "base") and len(out["runs"][policy]) == len(by_seed)
-                                else f"{sources.get(policy, 'base')}; ")
-                               + f"new[{k}]" + (f" ({name})" if name != policy else "") + f" seeds {seeds}")
+            label = f"new[{k}]" + (f" ({name})" if name != policy else "")
+            origin.setdefault(policy, {}).update({seed: label for seed in by_seed})
     seeds = sorted({int(s) for by_seed in out["runs"].values() for s in by_seed})
     out["summary"] = summarise(out["runs"], seeds)
     out["complete"] = all(str(s) in by_seed for by_seed in out["runs"].values() for s in seeds)
     out["settings"] = {**out["settings"], "seeds": seeds, "policies": list(out["runs"])}
     out["merged_from"] = {"base": base.get("command"), "new": [n.get("command") for n in newer],
-                          "policy_source": sources}
+                          "policy_source": {policy: _describe(per_seed) for policy, per_seed in origin.items()}}
     return out
 
 
