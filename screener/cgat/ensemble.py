@@ -47,7 +47,7 @@ from screener.cgat.training import (
     resolve_device,
     train_model,
 )
-from screener.cgat.evaluation import ensemble_metrics, make_splits
+from screener.cgat.evaluation import ensemble_metrics, evaluated_indices, make_splits
 from screener.cgat.runtime import hardware_description
 from screener.errors import CheckpointError, InvalidInputError
 from screener.graphs.graph import CrystalGraph
@@ -484,7 +484,11 @@ def train_ensemble(
             results[job["k"]] = _train_member(graphs=graphs, targets=y, progress=progress, **job)
 
     ensemble = CGATEnsemble.load_members([d / f"member_{k}" for k in range(n_members)])
-    metrics = ensemble_metrics(ensemble, graphs, y, test, splits, results, train_config.batch_size)
+    # one prediction of the validation and test structures serves the metrics and the held-out calibration
+    evaluated = evaluated_indices(test, splits)
+    pred = (ensemble.predict([graphs[i] for i in evaluated], batch_size=train_config.batch_size)
+            if len(evaluated) else None)
+    metrics = ensemble_metrics(ensemble, graphs, y, test, splits, results, train_config.batch_size, pred=pred)
     info = EnsembleInfo(
         target=target,
         target_unit=target_unit,
@@ -517,9 +521,10 @@ def train_ensemble(
         _write_info(info, d)
         calibration = None
         if member_splits is None:  # the ensemble's own test split: no member trained on it
-            pred = ensemble.predict([graphs[i] for i in test], batch_size=train_config.batch_size)
+            cols = np.searchsorted(evaluated, test)
+            mean, std = (pred.mean[cols], pred.std[cols]) if len(test) else (np.zeros(0), np.zeros(0))
             calibration = write_held_out_calibration(
-                d, pred.mean - y[test], pred.std, command=command,
+                d, mean - y[test], std, command=command,
                 source=f"held-out test split ({len(test)} structures) of screener train")
         write_model_card(d, info, ensemble.metas,
                          calibration=None if calibration is None else calibration.model_dump(mode="json"))

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from screener.cgat.ensemble import CGATEnsemble
     from screener.cgat.training import TrainResult
 
-__all__ = ["make_splits", "ensemble_metrics"]
+__all__ = ["make_splits", "ensemble_metrics", "evaluated_indices"]
 
 
 def make_splits(
@@ -58,6 +58,12 @@ def make_splits(
     return test, members
 
 
+def evaluated_indices(test: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The structures :func:`ensemble_metrics` predicts, sorted: every member's validation split and the test split."""
+    val_union = np.unique(np.concatenate([s[1] for s in splits])) if splits else np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate([val_union, np.asarray(test, dtype=np.int64)])).astype(np.int64)
+
+
 def ensemble_metrics(
     ensemble: CGATEnsemble,
     graphs: Sequence[CrystalGraph],
@@ -66,10 +72,12 @@ def ensemble_metrics(
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
     results: dict[int, TrainResult],
     batch_size: int,
+    pred: Any = None,
 ) -> dict[str, Any]:
-    """Member val MAEs, out-of-bag ensemble val MAE, member and ensemble test MAE (target units)."""
+    """Member val MAEs, out-of-bag ensemble val MAE, member and ensemble test MAE (target units). ``pred``: the
+    ensemble's prediction of :func:`evaluated_indices` when the caller has it (else it is made here)."""
     val_union = np.unique(np.concatenate([s[1] for s in splits])) if splits else np.zeros(0, dtype=np.int64)
-    idx = np.unique(np.concatenate([val_union, test])).astype(np.int64)
+    idx = evaluated_indices(test, splits)
     metrics: dict[str, Any] = {
         "member_val_mae": [results[k].best_val_mae for k in range(len(ensemble))],
         "member_best_epoch": [results[k].best_epoch for k in range(len(ensemble))],
@@ -78,7 +86,8 @@ def ensemble_metrics(
     }
     if len(idx) == 0:
         return metrics
-    pred = ensemble.predict([graphs[i] for i in idx], batch_size=batch_size)
+    if pred is None:
+        pred = ensemble.predict([graphs[i] for i in idx], batch_size=batch_size)
     pos = {int(i): j for j, i in enumerate(idx)}
     if len(val_union):
         # out-of-bag: each validation structure is predicted by the members that did not train on it
