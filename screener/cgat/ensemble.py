@@ -526,8 +526,7 @@ def train_ensemble(
             calibration = write_held_out_calibration(
                 d, mean - y[test], std, command=command,
                 source=f"held-out test split ({len(test)} structures) of screener train")
-        write_model_card(d, info, ensemble.metas,
-                         calibration=None if calibration is None else calibration.model_dump(mode="json"))
+        write_model_card(d, info, ensemble.metas, calibration=calibration)
     return ensemble
 
 

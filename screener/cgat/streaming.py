@@ -384,6 +384,5 @@ def train_streaming_ensemble(
             out, errors, stds, command=command,
             source=f"common validation split ({len(val_y)} structures) of streaming training, which also picked "
                    "each member's best epoch (slightly optimistic)")
-        write_model_card(out, info, ensemble.metas,
-                         calibration=None if calibration is None else calibration.model_dump(mode="json"))
+        write_model_card(out, info, ensemble.metas, calibration=calibration)
     return ensemble
