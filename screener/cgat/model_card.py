@@ -127,10 +127,9 @@ def _at(d: dict[str, Any], key: str, k: int) -> Any:
 
 def write_model_card(directory: str | Path, info: EnsembleInfo, metas: Sequence[ModelMeta],
                      calibration: Any = None) -> Path:
-    """Write ``MODEL_CARD.md`` into ``directory`` (with the spread ``calibration`` training fitted, if any: the fit
-    or its JSON dict) and return its path."""
-    if calibration is not None and hasattr(calibration, "model_dump"):
-        calibration = calibration.model_dump(mode="json")
+    """Write ``MODEL_CARD.md`` into ``directory`` (with the spread ``calibration`` fit training made, if any) and
+    return its path."""
     path = Path(directory) / "MODEL_CARD.md"
-    atomic_write_text(path, render_model_card(info, metas, calibration))
+    fit = None if calibration is None else calibration.model_dump(mode="json")
+    atomic_write_text(path, render_model_card(info, metas, fit))
     return path
