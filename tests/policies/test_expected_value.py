@@ -98,6 +98,29 @@ def test_cheap_pbe_screen_when_the_preferred_scan_no_longer_fits_in_the_round():
     assert plan.items[0].numbers["rate_scan_per_cpu_hour"] > plan.items[0].numbers["rate_pbe_per_cpu_hour"]
 
 
+def test_a_screen_blocked_by_the_chemsys_cap_leaves_its_scan_option_in_line_at_its_own_rate():
+    # five coin flips, a screen worth more per unit than SCAN now for each; c0-c3 share a chemical system whose PBE
+    # cap (3 per round) stops c3's screen. Its SCAN option (0.020 finds per CPU-h against the screens' 0.036) must
+    # wait behind c4's screen, not take the round's 20 CPU-h at once (bought that way, c4 went unscreened)
+    n = 5
+    state = _state(n=n, scan_mean_ev_per_atom=[0.05] * n, pbe_mean_ev_per_atom=[0.05] * n,
+                   scan_std_ev_per_atom=[0.2] * n, pbe_std_ev_per_atom=[0.2] * n, cost_scan_cpu_hours=[20.0] * n,
+                   cost_pbe_cpu_hours=[1.0] * n, budget_cpu_hours=90.0, chemsys=["Li-O"] * 4 + ["Na-O"])
+    policy = load_policy("expected-value")
+    assert policy.max_per_chemsys == 3
+
+    def planned(round_budget):
+        plan = decide(policy.model_copy(update={"round_budget_cpu_hours": round_budget}), state)
+        return [(i.job_id, i.fidelity) for i in plan.items], plan
+
+    items, plan = planned(23.0)
+    assert items == [("c0", "pbe"), ("c1", "pbe"), ("c2", "pbe"), ("c4", "pbe")]
+    numbers = plan.items[0].numbers
+    assert numbers["rate_pbe_per_cpu_hour"] > numbers["rate_scan_per_cpu_hour"] > 0
+    # with room left once the screens are planned, the blocked candidate's SCAN option is bought after them
+    assert planned(30.0)[0] == items + [("c3", "scan")]
+
+
 def test_no_pbe_screen_whose_scan_follow_up_the_campaign_cannot_afford():
     # the campaign's last 3 CPU-h: a PBE run (1) fits, the SCAN run it would lead to (5) does not; nothing learns
     # from it any more, so it would buy nothing: the budget is left unspent rather than wasted
