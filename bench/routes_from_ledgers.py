@@ -29,13 +29,39 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
-from _ledger_read import accepted_scan_decisions, open_ledger  # noqa: E402
+from _ledger_read import accepted_scan_decisions, decision_numbers, open_ledger  # noqa: E402
 from _output import emit  # noqa: E402
 
 
-def routes(campaign: Path, stable_true: dict[str, bool]) -> dict[str, Any]:
+def direct_runs_beside_capped_screens(db: Any, chemsys: dict[str, str], stable_true: dict[str, bool],
+                                      cap: int) -> dict[str, int]:
+    """Direct SCAN runs bought on the model's P (``per_unit_model``) in a round whose accepted PBE screens of the same
+    chemical system had already reached ``cap`` (the preset's ``max_per_chemsys``) before them, and how many are truly
+    stable: until 2026-12-03 the planner bought the SCAN option in place of a screen the cap stopped."""
+    rows = db.execute("SELECT round, position, structure_id, fidelity, numbers_json FROM decisions WHERE accepted = 1 "
+                      "ORDER BY round, position").fetchall()
+    screens: Counter = Counter()
+    current, runs, stable = None, 0, 0
+    for number, _, sid, fidelity, raw in rows:
+        if number != current:
+            current, screens = number, Counter()
+        key = chemsys.get(sid)
+        if fidelity == "pbe":
+            screens[key] += 1
+            continue
+        numbers = decision_numbers(raw)
+        if (key is not None and screens[key] >= cap and numbers.get("p_scan_source") == "model"
+                and numbers.get("route") != "cost_blind" and sid in stable_true):
+            runs += 1
+            stable += stable_true[sid]
+    return {"runs": runs, "truly_stable": stable}
+
+
+def routes(campaign: Path, stable_true: dict[str, bool], chemsys: dict[str, str] | None = None,
+           cap: int = 3) -> dict[str, Any]:
     """Screens, follow-ups and direct SCAN runs of one campaign, with their truly stable counts."""
     db = open_ledger(campaign)
+    beside_cap = direct_runs_beside_capped_screens(db, chemsys, stable_true, cap) if chemsys else None
     done = db.execute("SELECT structure_id, fidelity, round FROM jobs WHERE state = 'done'").fetchall()
     cost = {(s, f): c for s, f, c in db.execute("SELECT structure_id, fidelity, actual_cost FROM jobs "
                                                 "WHERE state = 'done'")}
@@ -73,6 +99,7 @@ def routes(campaign: Path, stable_true: dict[str, bool]) -> dict[str, Any]:
         "direct_scan_by_round": {str(r): [by_round[r], stable_by_round[r]] for r in sorted(by_round)},
         "scan_by_decision_route": {r: {"runs": v[0], "truly_stable": v[1], "cost": round(v[2], 2),
                                        "mean_p_at_purchase": round(v[3] / v[0], 3)} for r, v in by_route.items()},
+        **({"direct_scan_beside_capped_screens": beside_cap} if beside_cap is not None else {}),
     }
 
 
@@ -81,13 +108,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("campaigns", nargs="+", type=Path)
     p.add_argument("--world", type=Path, required=True)
     p.add_argument("--tol", type=float, default=1e-6, help="SCAN E_hull (eV/atom) counted as stable.")
+    p.add_argument("--max-per-chemsys", type=int, default=3,
+                   help="The presets' PBE diversity cap per chemical system and round (for "
+                        "direct_scan_beside_capped_screens).")
     p.add_argument("--output", type=Path)
     args = p.parse_args(argv)
     from screener.world.experiments import bench_environment, load_world_data
+    from screener.world.io import read_world
 
     data = load_world_data(args.world, n_jobs=1)
     stable_true = {s: bool(v <= args.tol) for s, v in zip(data.structure_ids, data.labels[("scan", "e_above_hull")])}
-    rows = [routes(c, stable_true) for c in args.campaigns if (c / "ledger.sqlite").is_file()]
+    chemsys = {e.data["structure_id"]: e.structure.composition.chemical_system
+               for e in read_world(args.world, fidelities=["pbe"]).entries["pbe"]}
+    rows = [routes(c, stable_true, chemsys, args.max_per_chemsys) for c in args.campaigns
+            if (c / "ledger.sqlite").is_file()]
 
     def share(found: str, n: str) -> float | None:
         total = sum(r[n] for r in rows)
@@ -106,7 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
                         "screened_truly_scan_stable_never_scan": "PBE-screened, truly SCAN-stable, never SCAN-computed",
                         "pbe_screens_in_last_round": "screens of the campaign's last round (no SCAN can follow them)",
                         "scan_by_decision_route": "expected-value only: SCAN runs by the route of the decision that "
-                                                  "bought them; cost in the campaign's budget unit"},
+                                                  "bought them; cost in the campaign's budget unit",
+                        "direct_scan_beside_capped_screens": "expected-value only: SCAN runs bought on the model's P "
+                                                             "in a round whose PBE screens of the same chemical "
+                                                             "system had reached --max-per-chemsys before them"},
         "campaigns": rows,
         "screened_scan_stable_share": share("screened_scan_truly_stable", "screens_followed_by_scan"),
         "direct_scan_stable_share": share("direct_scan_truly_stable", "direct_scan"),

@@ -48,7 +48,10 @@ Where candidates' costs differ, a **cost-blind share** comes first: SCAN runs in
 own P, cost ignored) until their spend reaches ``cost_blind_share`` of everything spent (this round's budget counted
 as spent), a hedge against a model error that follows cell size, which the per-unit ranking would never buy enough
 dear cells to learn (their decisions say ``route: cost_blind``). Then candidates are planned greedily by their best
-option's rate until the round budget is spent (SCAN plans carry their competing phases). With ``reserve_follow_ups``
+option's rate until the round budget is spent (SCAN plans carry their competing phases); an option that cannot be
+planned (its chemical system's ``max_per_chemsys`` for that fidelity is reached this round, or it does not fit what is
+left) puts the candidate's other option in line at that option's own rate, not ahead of better-rated ones. With
+``reserve_follow_ups``
 (on by default) each planned PBE screen keeps back its expected SCAN follow-up (``P(go) c_s``; together at least the
 dearest one's whole ``c_s``) from the campaign's remaining budget: later items may not spend it, and a screen whose
 own follow-up would not fit beside it is worth its learning value only. It binds only near the end of a campaign,

@@ -13,14 +13,21 @@ sys.path.insert(0, str(BENCH))
 from routes_from_ledgers import routes  # noqa: E402
 
 
-def _ledger(folder: Path, jobs: list[tuple[str, str, int]], decisions: list[tuple[str, dict]]) -> Path:
+def _ledger(folder: Path, jobs: list[tuple[str, str, int]], decisions: list[tuple[str, dict]],
+            planned: list[tuple[int, str, str, dict]] = ()) -> Path:
+    """``decisions``: accepted SCAN decisions (structure, numbers); ``planned``: accepted decisions of either
+    fidelity in the order planned, (round, structure, fidelity, numbers)."""
     folder.mkdir()
     db = sqlite3.connect(folder / "ledger.sqlite")
     db.execute("CREATE TABLE jobs (structure_id TEXT, fidelity TEXT, round INTEGER, state TEXT, actual_cost REAL)")
-    db.execute("CREATE TABLE decisions (structure_id TEXT, fidelity TEXT, accepted INTEGER, numbers_json TEXT)")
+    db.execute("CREATE TABLE decisions (round INTEGER, position INTEGER, structure_id TEXT, fidelity TEXT, "
+               "accepted INTEGER, numbers_json TEXT)")
     db.executemany("INSERT INTO jobs VALUES (?, ?, ?, 'done', ?)",
                    [(s, f, r, 5.0 if f == "scan" else 1.0) for s, f, r in jobs])
-    db.executemany("INSERT INTO decisions VALUES (?, 'scan', 1, ?)", [(s, json.dumps(n)) for s, n in decisions])
+    db.executemany("INSERT INTO decisions VALUES (0, ?, ?, 'scan', 1, ?)",
+                   [(k, s, json.dumps(n)) for k, (s, n) in enumerate(decisions)])
+    db.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, 1, ?)",
+                   [(r, k, s, f, json.dumps(n)) for k, (r, s, f, n) in enumerate(planned)])
     db.commit()
     db.close()
     return folder
@@ -40,3 +47,21 @@ def test_routes_count_screens_follow_ups_and_the_stranded(tmp_path):
     assert out["direct_scan"] == 1 and out["direct_scan_truly_stable"] == 0
     assert out["scan_by_decision_route"]["after_pbe_screen"]["truly_stable"] == 1
     assert out["scan_by_decision_route"]["per_unit_model"]["runs"] == 1
+
+
+def test_direct_runs_beside_a_capped_screen_are_counted_per_round_and_chemical_system(tmp_path):
+    # round 1: three Li-O screens reach the cap of 3, then a direct SCAN of Li-O (counted, stable) and one of Na-O
+    # (not: its system has no screens); round 2 starts a fresh count, so its Li-O direct run is not counted either;
+    # a follow-up (P from a PBE result) and a cost-blind pick are never counted
+    model = {"p_scan_stable": 0.1, "p_scan_source": "model"}
+    planned = [(1, "s1", "pbe", {}), (1, "s2", "pbe", {}), (1, "s3", "pbe", {}), (1, "x", "scan", model),
+               (1, "y", "scan", model), (1, "z", "scan", {**model, "route": "cost_blind"}),
+               (1, "f", "scan", {"p_scan_stable": 0.5, "p_scan_source": "pbe result"}),
+               (2, "w", "scan", model)]
+    chemsys = {"s1": "Li-O", "s2": "Li-O", "s3": "Li-O", "x": "Li-O", "y": "Na-O", "z": "Li-O", "f": "Li-O",
+               "w": "Li-O"}
+    stable = {k: k in ("x", "z") for k in chemsys}
+    out = routes(_ledger(tmp_path / "camp", [], [], planned), stable, chemsys, 3)
+    assert out["direct_scan_beside_capped_screens"] == {"runs": 1, "truly_stable": 1}
+    assert routes(tmp_path / "camp", stable, chemsys, 4)["direct_scan_beside_capped_screens"]["runs"] == 0
+    assert "direct_scan_beside_capped_screens" not in routes(tmp_path / "camp", stable)
