@@ -238,7 +238,8 @@ def calibrate_initial_model(directory: Path, data: Any, held: np.ndarray) -> dic
 
 
 def write_pool(path: Path, world: Any, pool_ids: list[str]) -> Path:
-    """The candidate file of the campaigns: the pool's unlabelled input structures (extxyz, ids kept)."""
+    """The candidate file of the campaigns: the pool's unlabelled input structures (extxyz, ids kept), replaced whole
+    (:func:`~screener.structures.writer.write_structures`), so a campaign started at the same time never reads it torn."""
     from screener.structures import StructureRecord
     from screener.structures.writer import write_structures
 
@@ -250,12 +251,13 @@ def write_references(path: Path, world: Any, known_ids: list[str], mode: str) ->
     """The campaigns' reference phases: the world's elemental references plus the known structures' entries."""
     from monty.json import MontyEncoder
 
+    from screener.cgat.checkpoint import atomic_write_text
+
     items = [e.as_dict() for f in ("pbe", "scan") for e in world.references.get(f, [])]
     known = set(known_ids)
     for fidelity in {"none": (), "pbe": ("pbe",), "pbe+scan": ("pbe", "scan")}[mode]:
         items += [e.as_dict() for e in world.entries[fidelity] if e.data["structure_id"] in known]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(items, cls=MontyEncoder))
+    atomic_write_text(path, json.dumps(items, cls=MontyEncoder))  # campaigns started at once read it meanwhile
     return path
 
 

@@ -24,9 +24,9 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -239,7 +239,10 @@ def creation_folder(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _clear_other_creations(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_CREATING}", dir=target.parent))
+    # a new name, made with mkdir (not tempfile.mkdtemp, whose folders are private, 0700, whatever the umask: the
+    # published campaign folder is shared with colleagues and archived)
+    tmp = target.parent / f".{target.name}{_CREATING}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
     lock = acquire_lock(tmp, what="create")
     try:
         yield tmp

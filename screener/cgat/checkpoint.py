@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import platform
-import tempfile
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,13 +113,26 @@ def software_versions() -> dict[str, str]:
     }
 
 
+def _temporary_sibling(path: Path) -> Path:
+    """A new name beside ``path`` for a file to :func:`os.replace` it with. Not :func:`tempfile.mkstemp`: its files
+    are private (0600) whatever the umask, and a model folder is shared with colleagues and archived."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def _follow_umask(path: Path) -> None:
+    """Give ``path`` the mode a new file gets (``0666 & ~umask``): safetensors writes its files private (0600)."""
+    mask = os.umask(0o022)  # read, then put back at once (no getter before Python 3.13)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and :func:`os.replace` (no torn files on a kill)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _temporary_sibling(path)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open(tmp, "x") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -159,10 +172,10 @@ def save_model(model: CGAT, meta: ModelMeta, directory: str | Path) -> Path:
     meta = meta.model_copy(
         update={"versions": software_versions(), "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     )
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".model.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temporary_sibling(d / WEIGHTS_NAME)
     try:
         save_file(tensors, tmp, metadata={"format": "pt", "screener_format_version": str(FORMAT_VERSION)})
+        _follow_umask(tmp)
         os.replace(tmp, d / WEIGHTS_NAME)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -247,8 +260,7 @@ def save_training_state(state: dict[str, Any], path: str | Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temporary_sibling(path)
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,20 @@ def write_structures(records: Iterable[StructureRecord], path: str | os.PathLike
         raise InvalidInputError(f"{path}: write_structures writes extended XYZ; use a .extxyz or .xyz file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     n_written = 0
-    with zopen(path, mode="wt", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(_frame(record))
-            n_written += 1
+    # through a temporary file (same folder and suffixes, so zopen compresses alike) and os.replace: a reader, e.g.
+    # another campaign started on the same candidate file, sees the old file or the new one, never a torn one, and
+    # a record that cannot be written leaves the old file as it was
+    # (named, not mkstemp: that makes the file private, and candidate files are shared)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{''.join(path.suffixes[-2:])}")
+    try:
+        with zopen(tmp, mode="wt", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(_frame(record))
+                n_written += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     logger.info("wrote %d structures to %s", n_written, path)
     return path
 

@@ -235,3 +235,20 @@ def test_kill_during_creation_leaves_nothing_or_a_complete_campaign(tmp_path, st
     assert not list(tmp_path.glob(".camp.creating-*")), "a killed creation's folder was left behind"
     _create_and_run(tmp_path / "serial", tmp_path / "serial-store")
     assert _outcome(camp) == _outcome(tmp_path / "serial")
+
+
+def test_a_new_campaign_folder_follows_the_umask_like_any_folder(tmp_path):
+    # campaign folders are shared with colleagues and archived: not private (tempfile.mkdtemp made them 0700)
+    from screener.campaign.folder import creation_folder, publish_campaign
+
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "camp"
+        with creation_folder(target) as tmp:
+            (tmp / "ledger.sqlite").touch()
+            publish_campaign(tmp, target, "ledger.sqlite")
+    finally:
+        os.umask(old)
+    assert (target / "ledger.sqlite").is_file()
+    assert target.stat().st_mode & 0o777 == 0o755
+    assert [p.name for p in tmp_path.iterdir()] == ["camp"]

@@ -117,3 +117,20 @@ def test_training_state_weights_only(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="unreadable training state"):
         load_training_state(tmp_path / "bad.pt")
+
+
+def test_saved_files_follow_the_umask_and_leave_no_temporary_file(saved, tmp_path):
+    # a model folder is shared with colleagues and archived: its files are not private (tempfile.mkstemp made
+    # them 0600 whatever the umask)
+    import os
+
+    model, meta, _ = saved
+    old = os.umask(0o022)
+    try:
+        path = save_model(model, meta, tmp_path / "shared")
+        save_training_state({"epoch": 1}, tmp_path / "shared" / "state.pt")
+    finally:
+        os.umask(old)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    assert files and {p.stat().st_mode & 0o777 for p in files} == {0o644}
+    assert not [p.name for p in files if p.name.startswith(".")]

@@ -63,3 +63,16 @@ def test_wrong_suffix_and_disorder(gate, tmp_path):
     disordered.replace(0, {"Ga": 0.5, "In": 0.5})
     with pytest.raises(InvalidInputError, match="disordered"):
         write_structures([StructureRecord("x", disordered)], tmp_path / "x.extxyz")
+
+
+def test_a_failed_write_leaves_the_earlier_file_whole_and_no_temporary_file(si, gate, tmp_path):
+    # written through a temporary file and os.replace: another campaign reading the candidate file meanwhile sees a
+    # whole file (two bench campaigns started at once used to read a half-written pool), and a bad record spoils
+    # nothing already there
+    path = write_structures([StructureRecord("a", si), StructureRecord("b", si.copy())], tmp_path / "c.extxyz.gz")
+    disordered = gate.copy()
+    disordered.replace(0, {"Ga": 0.5, "In": 0.5})
+    with pytest.raises(InvalidInputError, match="disordered"):
+        write_structures([StructureRecord("c", gate), StructureRecord("d", disordered)], path)
+    assert read_structures(path).structure_ids == ["a", "b"]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.extxyz.gz"]
