@@ -88,6 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Pre-train one initial ensemble per campaign seed (training seed = world seed + campaign "
                         "seed; seed 0 keeps the shared one), so the interval over seeds includes the initial "
                         "model's spread, not only the campaign's.")
+    p.add_argument("--scan-transfer", action="store_true",
+                   help="Start every campaign from a SCAN ensemble as well: its initial PBE ensemble transferred "
+                        "(full) on the SCAN E_form of the same known structures, calibrated on the same held-out "
+                        "ones (a user's r2SCAN data; the campaign's --scan-model). Without it SCAN predictions come "
+                        "from the PBE model until the campaign's first SCAN results.")
     p.add_argument("--known-hull", choices=["none", "pbe", "pbe+scan"], default="pbe+scan",
                    help="Known structures whose entries the campaigns' hulls start with (besides the elemental "
                         "references): none, their PBE entries, or PBE and SCAN (default; like MP's GGA and r2SCAN).")
@@ -204,6 +209,34 @@ def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: 
     return directory, info
 
 
+def initial_scan_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: np.ndarray, pbe_dir: Path,
+                       training_seed: int) -> tuple[Path, dict]:
+    """``--scan-transfer``: the PBE ensemble ``pbe_dir`` transferred (full, the paper's learning rate) on the SCAN
+    E_form of the known structures it was trained on, calibrated on the same held-out ones; cached beside it."""
+    from screener.world.experiments import train_and_test
+
+    directory = pbe_dir.with_name(f"{pbe_dir.name}_scanT")
+    info_path = directory / "bench_pretrain.json"
+    if info_path.is_file():
+        return directory, json.loads(info_path.read_text())
+    train, held = split_pool([data.structure_ids[i] for i in known], calibration_share(args, len(known)),
+                             training_seed)
+    train, held = known[train], known[held]
+    log(f"transferring {pbe_dir.name} to SCAN on {len(train)} known structures ({args.pretrain_epochs} epochs; "
+        f"{len(held)} held out to calibrate its spread)")
+    shutil.rmtree(directory, ignore_errors=True)
+    result = train_and_test(data, "scan", "e_form", train, pool, directory=directory, preset=args.preset,
+                            epochs=args.pretrain_epochs, n_members=args.members, init=pbe_dir, transfer="full",
+                            seed=training_seed, device=args.device)
+    info = {"source": f"{pbe_dir.name} transferred (full) on the SCAN E_form of the known set",
+            "n_train": result["n_train"], "pool_scan_e_form_mae_ev_per_atom": result["test_mae_ev_per_atom"],
+            "wall_s": result["wall_s"], "epochs": args.pretrain_epochs, "training_seed": training_seed}
+    if len(held):
+        info["calibration"] = calibrate_initial_model(directory, data, held, fidelity="scan")
+    info_path.write_text(json.dumps(info, indent=1))
+    return directory, info
+
+
 def calibration_share(args: argparse.Namespace, n_known: int) -> float:
     """Share of the known set held out to calibrate the initial model: ``--calibration-split``, raised to the
     ``HELD_OUT_MIN_ERRORS`` (20) structures a fit needs; 0 without a split. Exits when that is half the set or more."""
@@ -218,15 +251,16 @@ def calibration_share(args: argparse.Namespace, n_known: int) -> float:
     return share
 
 
-def calibrate_initial_model(directory: Path, data: Any, held: np.ndarray) -> dict[str, Any]:
+def calibrate_initial_model(directory: Path, data: Any, held: np.ndarray, fidelity: str = "pbe") -> dict[str, Any]:
     """Fit the spread calibration of the ensemble in ``directory`` on the known structures ``held`` out of its
-    training and write it to ``calibration.json``, as `screener train` does on its test split."""
+    training (their ``fidelity`` E_form) and write it to ``calibration.json``, as `screener train` does on its test
+    split."""
     from screener.cgat import CGATEnsemble
     from screener.cgat.ensemble import write_held_out_calibration
     from screener.policies.calibration import HELD_OUT_MIN_ERRORS
 
     pred = CGATEnsemble.load(directory).predict([data.graphs[i] for i in held])
-    errors = np.asarray(pred.mean, float) - data.labels[("pbe", "e_form")][held]
+    errors = np.asarray(pred.mean, float) - data.labels[(fidelity, "e_form")][held]
     fit = write_held_out_calibration(directory, errors, pred.std, command="bench/campaign.py --calibration-split",
                                      source=f"{len(held)} known structures held out of the bench's initial "
                                             "pre-training")
@@ -279,7 +313,7 @@ def policy_file(spec: str, seed: int, directory: Path) -> Path:
 
 
 def run_one(args: argparse.Namespace, *, policy: str, seed: int, campaign_dir: Path, pool_file: Path, model: Path,
-            world: Any, references: Path) -> dict[str, Any]:
+            world: Any, references: Path, scan_model: Path | None = None) -> dict[str, Any]:
     """Run one campaign to the end of its budget; return its ledger's figures."""
     from screener.campaign.api import run_campaign
     from screener.campaign.status import campaign_status
@@ -297,7 +331,8 @@ def run_one(args: argparse.Namespace, *, policy: str, seed: int, campaign_dir: P
     if args.cost == "flat":
         options["cost_model"] = {"exponent": 0.0}
     _, summary = run_campaign(
-        campaign_dir, candidates=[pool_file], budget=args.budget, model=model, backend="replay", executor="local",
+        campaign_dir, candidates=[pool_file], budget=args.budget, model=model, scan_model=scan_model,
+        backend="replay", executor="local",
         policy=str(yaml_path), batch_size=args.batch, budget_unit="pbe-equivalent", seed=seed,
         references=str(references),
         backend_options=options, fine_tune_epochs=args.fine_tune_epochs, progress=progress,
@@ -438,6 +473,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, model_info = initial_model(args, data, known, pool)
     # per campaign seed: the ensemble it starts from (pre-trained when its first campaign needs it)
     seed_models: dict[int, tuple[Path, dict]] = {}
+    seed_scan_models: dict[int, tuple[Path, dict]] = {}  # --scan-transfer: each seed's initial SCAN ensemble
 
     run_root = args.work_dir / f"campaign_runs_{world_dir.name}"
     pool_file = write_pool(run_root / "pool.extxyz", world, pool_ids)
@@ -479,7 +515,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "executor": "local", "known_hull": args.known_hull, "torch_threads": args.threads,
                          "pool_fraction": args.pool_fraction, "preset": args.preset, "members": args.members,
                          "pretrain_epochs": args.pretrain_epochs, "model_per_seed": args.model_per_seed,
-                         "calibration_split": args.calibration_split},
+                         "calibration_split": args.calibration_split, "scan_transfer": args.scan_transfer},
             "definitions": {
                 "selected": "pool candidates the campaign computed with SCAN (successful jobs in its ledger)",
                 "found": "selected AND SCAN E_hull <= tol in the world's own SCAN hull",
@@ -508,6 +544,8 @@ def main(argv: list[str] | None = None) -> dict:
             tag = f"{name}_{args.cost}_b{args.budget:g}"
             if model_seed(args, seed) != args.world_seed:
                 tag += f"_ms{model_seed(args, seed)}"
+            if args.scan_transfer:
+                tag += "_scanT"
             done_file = run_root / f"seed{seed}" / f"{tag}.score.json"
             if done_file.is_file():
                 runs[policy][str(seed)] = json.loads(done_file.read_text())
@@ -521,12 +559,18 @@ def main(argv: list[str] | None = None) -> dict:
             if seed not in seed_models:
                 seed_models[seed] = ((model, model_info) if model_seed(args, seed) == args.world_seed
                                      else initial_model(args, data, known, pool, model_seed(args, seed)))
+            if args.scan_transfer and seed not in seed_scan_models:
+                seed_scan_models[seed] = initial_scan_model(args, data, known, pool, seed_models[seed][0],
+                                                            model_seed(args, seed))
             log(f"seed {seed}: {name} campaign (budget {args.budget:g} PBE-equivalents, batch {args.batch})")
             run = run_one(args, policy=policy, seed=seed, campaign_dir=run_root / f"seed{seed}" / tag,
-                          pool_file=pool_file, model=seed_models[seed][0], world=world, references=references)
+                          pool_file=pool_file, model=seed_models[seed][0], world=world, references=references,
+                          scan_model=seed_scan_models[seed][0] if args.scan_transfer else None)
             runs[policy][str(seed)] = s = score(run, truth, prevalence)
             s["found_per_unit"] = s["found"] / s["budget_spent"] if s["budget_spent"] else float("nan")
             s["initial_model"] = {"dir": str(seed_models[seed][0]), **seed_models[seed][1]}
+            if args.scan_transfer:
+                s["initial_scan_model"] = {"dir": str(seed_scan_models[seed][0]), **seed_scan_models[seed][1]}
             s["fraction_of_oracle"] = s["found"] / bound["max_found"] if bound["max_found"] else float("nan")
             # the process that ran it (the result's "command" may be a later --finished-only summary)
             s["command"] = "python bench/campaign.py " + " ".join(

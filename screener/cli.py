@@ -558,6 +558,7 @@ def run_command(
     budget: Annotated[Optional[float], typer.Option(help="Budget in --budget-unit (new campaigns; a finite number > 0). Change it later with `screener budget`.")] = None,
     candidates: Annotated[Optional[list[Path]], typer.Option(help="Candidate structure files or folders (CIF, POSCAR, extxyz, JSON, CSV): several after one flag (--candidates a.cif b.cif), the flag repeated, a folder, or a quoted glob ('cifs/*.cif'). Default: the 40 shipped MP-20 demo candidates.")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Initial PBE ensemble folder (default: models/ or a cached small one).")] = None,
+    scan_model: Annotated[Optional[Path], typer.Option(help="Initial SCAN ensemble folder: the PBE model transferred on r2SCAN data you have (`screener train --init PBE_MODEL --transfer full`). Default: none; SCAN predictions come from the PBE model until the campaign's first SCAN results.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Calculator back-end: standin (default), vasp or replay.")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Where jobs run: local (default), fireworks or jobflow-remote.")] = None,
     policy: Annotated[Optional[str], typer.Option(help="Policy preset name or YAML file (default: expected-value; also scaling-law, scan-only, pbe-then-scan, random, camd-epsilon-greedy, camd-gp-lcb).")] = None,
@@ -598,7 +599,8 @@ def run_command(
 
     with bars, _ledger_errors(campaign or Path(".")):
         folder, summary = run_campaign(
-            campaign, candidates=candidates, budget=budget, model=model, backend=backend, executor=executor,
+            campaign, candidates=candidates, budget=budget, model=model, scan_model=scan_model, backend=backend,
+            executor=executor,
             policy=policy, batch_size=batch, budget_unit=budget_unit, rounds=rounds, seed=seed, progress=progress,
             on_round=on_round, on_created=on_created,
             references=references, require_competing_phases=require_competing_phases,

@@ -26,6 +26,8 @@ from campaign_fakes import count_performed, fake_factory, make_structures  # noq
         (["status", "nowhere"], "campaign folder nowhere does not exist"),
         (["run", "--budget", "5", "--backend-option", "path"], "--backend-option 'path': expected KEY=VALUE"),
         (["run", "--budget", "5", "--references", "nope.json"], "references 'nope.json'"),
+        (["run", "--budget", "5", "--scan-model", "nowhere"], "--scan-model nowhere: no such folder"),
+        (["run", "--budget", "5", "--scan-model", "."], "not a screener ensemble (no ensemble.json in it"),
     ],
 )
 def test_bad_inputs_one_line_errors(args, message, run_cli, tmp_path, monkeypatch):
@@ -35,6 +37,33 @@ def test_bad_inputs_one_line_errors(args, message, run_cli, tmp_path, monkeypatc
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert not any(p.name.startswith("campaign-") for p in tmp_path.iterdir())  # nothing half-made left behind
+
+
+def test_scan_model_is_stored_and_a_resume_with_another_is_refused(run_cli, tmp_path, monkeypatch):
+    import screener.campaign.api as api
+    import screener.campaign.components as components
+    from screener.campaign.ledger import Ledger
+
+    monkeypatch.setattr(components, "build_components", fake_factory(tmp_path / "store"))
+    monkeypatch.setattr(api, "_read_candidates", lambda paths: make_structures(6))
+    cands = tmp_path / "cands.extxyz"
+    cands.write_text("")
+    scan_models = []
+    for name in ("scan-a", "scan-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ensemble.json").write_text("{}")
+        scan_models.append(tmp_path / name)
+    camp = tmp_path / "camp"
+    code, _, err = run_cli(["run", "--budget", "6", "--candidates", cands, "--campaign", camp, "--batch", "2",
+                            "--rounds", "1", "--scan-model", scan_models[0]])
+    assert code == 0, err
+    with Ledger.in_dir(camp, read_only=True) as ledger:
+        assert ledger.get_meta("config")["scan_model"] == str(scan_models[0].resolve())
+    code, _, err = run_cli(["run", "--campaign", camp, "--scan-model", scan_models[1]])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"--scan-model {scan_models[1].resolve()} (campaign: {scan_models[0].resolve()})" in err
+    code, _, err = run_cli(["run", "--campaign", camp, "--scan-model", scan_models[0]])  # the same one: resumes
+    assert code == 0, err
 
 
 def test_not_a_campaign_folder(run_cli, tmp_path):

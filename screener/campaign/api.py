@@ -81,7 +81,8 @@ DEFAULTS: dict[str, Any] = {
 }
 # The command-line flag of each CampaignConfig field, for messages.
 FLAGS: dict[str, str] = {
-    "budget_total": "--budget", "candidates": "--candidates", "model": "--model", "backend": "--backend",
+    "budget_total": "--budget", "candidates": "--candidates", "model": "--model", "scan_model": "--scan-model",
+    "backend": "--backend",
     "executor": "--executor", "policy": "--policy", "batch_size": "--batch", "budget_unit": "--budget-unit",
     "seed": "--seed", "references": "--references", "backend_options": "--backend-option",
     "executor_options": "--executor-option", "fine_tune_epochs": "fine_tune_epochs",
@@ -98,6 +99,17 @@ def check_budget(budget: float, flag: str = "--budget") -> float:
     if not (math.isfinite(value) and value > 0):
         raise InvalidInputError(f"{flag} must be > 0 and finite, got {value:g}")
     return value
+
+
+def check_ensemble_folder(path: str | Path, flag: str) -> None:
+    """One-line :class:`InvalidInputError` unless ``path`` is a CGAT ensemble folder (``ensemble.json`` in it): checked
+    before anything is written or loaded."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InvalidInputError(f"{flag} {path}: no such folder")
+    if not (folder / "ensemble.json").is_file():
+        raise InvalidInputError(f"{flag} {path}: not a screener ensemble (no ensemble.json in it; train one with "
+                                "`screener train --ensemble N`)")
 
 
 def _resolved(path: str | Path | None) -> str | None:
@@ -124,6 +136,7 @@ def resume_differences(stored: dict[str, Any], budget_total: float | None, given
     wanted = dict(given)
     wanted["candidates"] = [_resolved(p) for p in given["candidates"]] if given.get("candidates") else None
     wanted["model"] = _resolved(given.get("model"))
+    wanted["scan_model"] = _resolved(given.get("scan_model"))
     wanted["policy"] = _preset_or_file(given.get("policy"))
     wanted["references"] = _preset_or_file(given.get("references"))
     current = {**stored, "budget_total": budget_total if budget_total is not None else stored.get("budget_total")}
@@ -166,6 +179,7 @@ def run_campaign(
     candidates: Sequence[str | Path] | None = None,
     budget: float | None = None,
     model: str | Path | None = None,
+    scan_model: str | Path | None = None,
     backend: str | None = None,
     executor: str | None = None,
     policy: str | None = None,
@@ -215,6 +229,7 @@ def run_campaign(
     if budget is not None:
         budget = check_budget(budget)
     given = {"budget_total": budget, "candidates": list(candidates) if candidates else None, "model": model,
+             "scan_model": scan_model,
              "backend": backend, "executor": executor, "policy": policy, "batch_size": batch_size,
              "budget_unit": budget_unit, "seed": seed, "references": references, "backend_options": backend_options,
              "executor_options": executor_options, "fine_tune_epochs": fine_tune_epochs,
@@ -250,6 +265,8 @@ def run_campaign(
             raise InvalidInputError(f"unknown budget unit {budget_unit!r}; choose one of {list(BUDGET_UNITS)}")
         if model is not None and not Path(model).is_dir():
             raise InvalidInputError(f"model folder {model} does not exist")
+        if scan_model is not None:
+            check_ensemble_folder(scan_model, "--scan-model")
         from screener.policies import load_policy
 
         load_policy(policy)  # unknown preset or bad YAML: one clear error before anything is written
@@ -266,7 +283,9 @@ def run_campaign(
             references = str(Path(references).resolve())
         config = CampaignConfig(
             budget_total=budget, budget_unit=budget_unit, candidates=[str(Path(p).resolve()) for p in paths],
-            model=str(Path(model).resolve()) if model else None, backend=backend, executor=executor, policy=str(policy),
+            model=str(Path(model).resolve()) if model else None,
+            scan_model=str(Path(scan_model).resolve()) if scan_model else None, backend=backend, executor=executor,
+            policy=str(policy),
             backend_options=dict(backend_options or {}), executor_options=dict(executor_options or {}),
             batch_size=opts["batch_size"], max_rounds=None, seed=opts["seed"], references=references,
             fine_tune_epochs=opts["fine_tune_epochs"], require_competing_phases=opts["require_competing_phases"],

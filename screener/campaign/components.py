@@ -478,8 +478,9 @@ def build_components(config: CampaignConfig, campaign_dir: Path, ledger: Ledger)
     pbe_dir = models.get("pbe") or config.model or str(default_model_dir())
     if config.model is None and "pbe" not in models:
         config.model = pbe_dir  # recorded so a resumed campaign starts from the same weights
-    model = EnsembleModel(pbe_dir, models.get("scan"), cache_dir=campaign_dir / "graphs",
-                          epochs=config.fine_tune_epochs)
+    # the latest SCAN fine-tune, else the initial SCAN model given (else none: SCAN borrows the PBE model)
+    model = EnsembleModel(pbe_dir, models.get("scan") or config.scan_model, cache_dir=campaign_dir / "graphs",
+                          epochs=config.fine_tune_epochs, initial_scan_dir=config.scan_model)
     planner = PolicyPlanner(policy, config, ledger=ledger, hulls=hulls)
     return Components(calculator=calculator, executor=executor, model=model, hulls=hulls, planner=planner)
 

@@ -34,6 +34,10 @@ class CampaignConfig(BaseModel):
     )
     candidates: list[str] = Field(default_factory=list, description="Candidate files the campaign was created from.")
     model: str | None = Field(None, description="Folder of the initial (PBE) CGAT ensemble; None = shipped default.")
+    scan_model: str | None = Field(
+        None, description="Folder of an initial SCAN (r2SCAN) CGAT ensemble, e.g. the PBE model transferred on SCAN "
+                          "data you already have (`screener train --init PBE_MODEL --transfer full`); None: SCAN "
+                          "predictions come from the PBE model until the campaign's first SCAN results transfer it.")
     backend: Literal["standin", "vasp", "replay"] = Field("standin", description="Calculator back-end.")
     backend_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of get_calculator.")
     references: str = Field(

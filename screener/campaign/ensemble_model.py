@@ -93,11 +93,12 @@ def pretraining_set_size(model_dir: str | Path, *, follow_init: bool = True) -> 
 CALIBRATION_FILENAME = "calibration.json"
 
 
-def _recorded_calibration(model_dir: str | Path | None) -> dict[str, dict[str, float]]:
-    """``{fidelity: {"scale": ..., ["exponent": ...]}}`` of the first folder in the ``init_from`` chain whose
-    ``calibration.json`` records a positive scale. A fit recorded for ``"model"`` (what ``screener train`` writes: the
-    ensemble's own held-out split, whatever its fidelity) stands for every fidelity the file does not name. Only
-    plain JSON numbers are read (nothing in the file is decoded into objects); unreadable values are ignored."""
+def _recorded_calibration(model_dir: str | Path | None, *, follow_init: bool = True) -> dict[str, dict[str, float]]:
+    """``{fidelity: {"scale": ..., ["exponent": ...]}}`` of the first folder in the ``init_from`` chain (only
+    ``model_dir`` itself without ``follow_init``) whose ``calibration.json`` records a positive scale. A fit recorded
+    for ``"model"`` (what ``screener train`` writes: the ensemble's own held-out split, whatever its fidelity) stands
+    for every fidelity the file does not name. Only plain JSON numbers are read (nothing in the file is decoded into
+    objects); unreadable values are ignored."""
     seen: set[str] = set()
     path = Path(model_dir) if model_dir else None
     while path is not None and str(path) not in seen and len(seen) < 32:
@@ -118,6 +119,8 @@ def _recorded_calibration(model_dir: str | Path | None) -> dict[str, dict[str, f
                 return fits
         except (OSError, ValueError, TypeError, AttributeError, KeyError):
             pass
+        if not follow_init:
+            break
         try:
             parent = json.loads((path / "ensemble.json").read_text()).get("init_from")
         except (OSError, ValueError, AttributeError):
@@ -233,18 +236,22 @@ class EnsembleModel:
     pbe_dir : path
         Current PBE ensemble folder.
     scan_dir : path, optional
-        Current SCAN ensemble folder (None until the first SCAN fine-tune).
+        Current SCAN ensemble folder (None until the first SCAN fine-tune, unless the campaign started from one).
     cache_dir : path, optional
         Graph cache (the campaign's ``graphs/``).
     epochs : int
         Epochs of each fine-tune.
     device : str
         Torch device (``auto``: CUDA when available).
+    initial_scan_dir : path, optional
+        The SCAN ensemble the campaign started from (``scan_model``; trained on SCAN data before the campaign), whose
+        training set is the SCAN pre-training of the scaling law; None: the campaign transfers its own.
     """
 
     def __init__(self, pbe_dir: str | Path, scan_dir: str | Path | None = None, *, cache_dir: str | Path | None = None,
-                 epochs: int = 20, device: str = "auto") -> None:
+                 epochs: int = 20, device: str = "auto", initial_scan_dir: str | Path | None = None) -> None:
         self.dirs: dict[str, Path | None] = {"pbe": Path(pbe_dir), "scan": Path(scan_dir) if scan_dir else None}
+        self.initial_scan_dir = Path(initial_scan_dir) if initial_scan_dir else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.epochs, self.device = epochs, device
         self._ensembles: dict[str, Any] = {}
@@ -302,10 +309,11 @@ class EnsembleModel:
         """Structures per fidelity the current models learned from before the campaign (the scaling law's N_p0).
 
         PBE: the pre-training set of the PBE ensemble the campaign started from (see :func:`pretraining_set_size`).
-        SCAN: 0 while the SCAN ensemble is the campaign's own transfer of the PBE one; the training set of a SCAN
-        ensemble that was not made by the campaign.
+        SCAN: the training set of the SCAN ensemble the campaign started from (``initial_scan_dir``; it stays the
+        pre-training after the campaign fine-tunes it), else of a current SCAN ensemble the campaign did not make, else
+        0 (the SCAN ensemble is the campaign's own transfer of the PBE one, which learned only from the campaign).
         """
-        scan_dir = self.dirs["scan"]
+        scan_dir = self.initial_scan_dir or self.dirs["scan"]
         return {"pbe": pretraining_set_size(self.dirs["pbe"]),
                 "scan": pretraining_set_size(scan_dir, follow_init=False) if scan_dir else 0}
 
@@ -322,6 +330,16 @@ class EnsembleModel:
         pbe = read_spread_exponents(self.dirs["pbe"])
         scan = read_spread_exponents(self.dirs["scan"]) if self.dirs["scan"] else {}
         return {f: v for f, v in (("pbe", pbe.get("pbe")), ("scan", scan.get("scan", pbe.get("scan")))) if v is not None}
+
+    def own_scan_calibration(self) -> Any:
+        """The spread calibration the initial SCAN ensemble records for SCAN (its ``calibration.json``, fitted on its
+        own held-out SCAN errors), or None: no initial SCAN ensemble, or one without a SCAN fit of its own."""
+        from screener.policies.calibration import SpreadCalibration
+
+        own = _recorded_calibration(self.initial_scan_dir, follow_init=False) if self.initial_scan_dir else {}
+        if "scan" not in own:  # (a folder without its own file would inherit its PBE parent's fit)
+            return None
+        return SpreadCalibration(scale=own["scan"]["scale"], exponent=own["scan"].get("exponent", 1.0))
 
     def borrows_model(self, fidelity: str) -> bool:
         """Whether ``fidelity``'s predictions come from another fidelity's model (SCAN before any SCAN fine-tune)."""

@@ -404,10 +404,13 @@ class Campaign:
         # SCAN predictions come from the PBE model or its transfer, and SCAN errors are few: until they say
         # otherwise, the campaign's PBE scale (shrinking toward the model card's 1.0-ish scale undercovered)
         borrowed = getattr(self.components.model, "borrows_model", lambda f: False)("scan")
-        # (rank() shifts borrowed predictions by the bias); the exponent's prior is the PBE fit's, as for the scale
-        out["scan"] = spread_calibration(self.ledger, targets, "scan", number, prior_scale=out["pbe"].scale,
+        # (rank() shifts borrowed predictions by the bias); the exponent's prior is the PBE fit's, as for the scale.
+        # An initial SCAN ensemble that records its own held-out SCAN fit is its own prior instead.
+        own = getattr(self.components.model, "own_scan_calibration", lambda: None)()
+        scan_prior = own if own is not None else out["pbe"]
+        out["scan"] = spread_calibration(self.ledger, targets, "scan", number, prior_scale=scan_prior.scale,
                                          debias=borrowed,
-                                         exponent_prior=None if exponent is None else out["pbe"].exponent)
+                                         exponent_prior=None if exponent is None else scan_prior.exponent)
         return out
 
     def _rank_and_plan(self, number: int, progress: Progress | None) -> bool:

@@ -121,6 +121,8 @@ def _model_cards(data: ReportData) -> dict[str, str]:
     folders: dict[str, tuple[str, str]] = {}
     if data.config.get("model"):
         folders["initial"] = ("initial ensemble", str(data.config["model"]))
+    if data.config.get("scan_model"):
+        folders["initial scan"] = ("initial SCAN ensemble", str(data.config["scan_model"]))
     for m in data.models:  # oldest first: the latest of each fidelity wins
         if m.get("path"):
             folders[m["fidelity"]] = (f"latest {m['fidelity'].upper()} model ({m['version']})", str(m["path"]))

@@ -156,6 +156,37 @@ def test_round_one_ranks_with_the_initial_models_recorded_scale_and_exponent(tmp
     plain.close()
 
 
+class ScanCardModel(CardModel):
+    """Started from a SCAN ensemble whose calibration.json records its own held-out SCAN fit (scale 1.3, 0.8)."""
+
+    def own_scan_calibration(self):
+        from screener.policies.calibration import SpreadCalibration
+
+        return SpreadCalibration(scale=1.3, exponent=0.8)
+
+    def borrows_model(self, fidelity):
+        return False
+
+
+def test_an_initial_scan_models_own_fit_is_the_scan_prior_in_place_of_the_pbe_fit(tmp_path):
+    def factory_for(model):
+        def factory(config, campaign_dir, ledger):
+            return Components(FakeCalculator(), FakeExecutor(tmp_path / "s"), model, FakeHulls(), GreedyPlanner())
+        return factory
+
+    camp = Campaign.create(tmp_path / "c", CampaignConfig(budget_total=20, batch_size=4), make_structures(12),
+                           factory_for(ScanCardModel()))
+    cal = camp._spread_calibration(1)
+    assert (cal["pbe"].scale, cal["pbe"].exponent) == (2.0, 0.6)
+    assert (cal["scan"].scale, cal["scan"].exponent, cal["scan"].n_errors) == (1.3, 0.8, 0)
+    camp.close()
+    borrowed = Campaign.create(tmp_path / "b", CampaignConfig(budget_total=20, batch_size=4), make_structures(12),
+                               factory_for(CardModel()))  # no SCAN model of its own: the PBE fit stands in
+    cal = borrowed._spread_calibration(1)
+    assert (cal["scan"].scale, cal["scan"].exponent) == (2.0, 0.6)
+    borrowed.close()
+
+
 def test_recorded_calibration_is_read_as_plain_numbers(tmp_path):
     from screener.campaign.ensemble_model import (
         model_spread_calibration,

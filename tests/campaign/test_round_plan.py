@@ -192,6 +192,40 @@ def test_campaign_fine_tunes_count_zero_and_the_chain_leads_to_the_pretrained_mo
     assert pretraining_set_size(tmp_path / "missing") == 0
 
 
+def test_an_initial_scan_model_stays_the_scan_pretraining_and_its_own_fit_is_the_scan_prior(tmp_path):
+    """A campaign started from a SCAN ensemble (``scan_model``): its training set is N_s0 before and after the
+    campaign fine-tunes it, SCAN is not borrowed from the PBE model, and the SCAN spread prior is the SCAN
+    ensemble's own held-out fit, never its PBE parent's."""
+    from screener.campaign.ensemble_model import CAMPAIGN_FINE_TUNE_COMMAND, EnsembleModel, write_spread_calibration
+    from screener.policies.calibration import SpreadCalibration
+
+    def write(name, parent, command, n, n_test):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "ensemble.json").write_text(json.dumps({
+            "init_from": str(parent) if parent else None, "command": command, "n_structures": n,
+            "split": {"n_test": n_test}}))
+        return folder
+
+    pbe = write("pbe", None, "screener train ...", 1000, 100)
+    write_spread_calibration(pbe, {"model": SpreadCalibration(scale=3.0, exponent=0.3)})
+    scan0 = write("scan0", pbe, "screener train --init pbe --transfer full", 300, 30)
+    scan1 = write("scan1", scan0, f"{CAMPAIGN_FINE_TUNE_COMMAND}1 fine-tune, scan)", 8, 0)
+    for current in (scan0, scan1):
+        model = EnsembleModel(pbe, current, initial_scan_dir=scan0)
+        assert model.pretraining_set_sizes() == {"pbe": 900, "scan": 270}
+        assert not model.borrows_model("scan")
+    # no SCAN fit of its own: the PBE parent's is not taken for one
+    assert EnsembleModel(pbe, scan1, initial_scan_dir=scan0).own_scan_calibration() is None
+    write_spread_calibration(scan0, {"model": SpreadCalibration(scale=1.5, exponent=0.6)})
+    own = EnsembleModel(pbe, scan1, initial_scan_dir=scan0).own_scan_calibration()
+    assert (own.scale, own.exponent) == (1.5, 0.6)
+    # the campaign's own transfer (no initial SCAN model) learned SCAN from the campaign only
+    transferred = EnsembleModel(pbe, write("scan-own", pbe, f"{CAMPAIGN_FINE_TUNE_COMMAND}1 fine-tune, scan)", 8, 0))
+    assert transferred.pretraining_set_sizes() == {"pbe": 900, "scan": 0}
+    assert transferred.own_scan_calibration() is None
+
+
 class CountingModel(FakeModel):
     def __init__(self) -> None:
         super().__init__()
