@@ -759,6 +759,10 @@ def methods_page(data: ReportData, *, model_cards: Mapping[str, str], versions: 
         out += ["No fine-tuned model version was recorded (the campaign used its initial model only).", ""]
     initial = data.config.get("model")
     out += [f"Initial (PBE) ensemble: {code(initial) if initial else 'shipped default'}.", ""]
+    scan_initial = data.config.get("scan_model")
+    out += [f"Initial SCAN ensemble: {code(scan_initial)} (SCAN predictions from round 1 on)." if scan_initial else
+            "Initial SCAN ensemble: none (SCAN predictions came from the PBE ensemble until the first SCAN "
+            "fine-tune).", ""]
     for name, card in model_cards.items():
         lines = safe_markdown(strip_external_links(card)).strip().splitlines()
         heading = f"### Model card of the {md_text(name)}"

@@ -41,3 +41,15 @@ def test_model_cards_are_nested_and_delinked(synthetic_campaign):
     assert "#### Data" in page and page.count("\n## Data") == 1  # the card's section sits below ours
     assert "See MP." in page and "https://" not in page
     assert "<code>scan-r2</code>" in page and "| python (report build) | <code>3.11</code> |" in page
+
+
+def test_methods_page_names_the_initial_scan_ensemble_or_says_there_was_none(synthetic_campaign):
+    from screener.report.pages import methods_page
+
+    data = load_report_data(synthetic_campaign)
+    data.config.pop("scan_model", None)
+    page = methods_page(data, model_cards={}, versions={}, provenance={})
+    assert "Initial SCAN ensemble: none (SCAN predictions came from the PBE ensemble" in page
+    data.config["scan_model"] = "/models/scan <b>"
+    page = methods_page(data, model_cards={}, versions={}, provenance={})
+    assert "Initial SCAN ensemble: <code>/models/scan &#60;b&#62;</code> (SCAN predictions from round 1 on)." in page
