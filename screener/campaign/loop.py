@@ -425,7 +425,8 @@ class Campaign:
         done = {(j.structure_id, j.fidelity) for j in jobs} | unavailable
         n_done = {f: sum(1 for j in jobs if j.fidelity == f and j.state == "done") for f in FIDELITIES}
         pretrained = self._pretraining_set_sizes()
-        behind_scan, pbe_reaches_scan = pbe_data_behind_scan_model(self.ledger.models())
+        behind_scan, pbe_reaches_scan = pbe_data_behind_scan_model(
+            self.ledger.models(), initial_scan_model=bool(self.config.scan_model))
         remaining = self.ledger.budget().remaining
         competing = self._competing_items(ids, ranking, done)
         learning_curve = self.ledger.learning_curve()
@@ -763,7 +764,8 @@ class Campaign:
         # latest fine-tune), a SCAN model's those of its transfer
         models = self.ledger.models()
         n_pbe_behind = {"pbe": pbe_data_behind_scan_model([m for m in models if m.get("fidelity") == "pbe"])[0],
-                        "scan": pbe_data_behind_scan_model(models)[0]}
+                        "scan": pbe_data_behind_scan_model(
+                            models, initial_scan_model=bool(self.config.scan_model))[0]}
         measured = {(p["round"], p["fidelity"]) for p in self.ledger.learning_curve()}  # a resumed _learn: once
         for fidelity in FIDELITIES:
             errors = [abs(preds[(j.structure_id, fidelity)] - targets[fidelity][j.structure_id])
@@ -829,13 +831,16 @@ class Campaign:
         self.ledger.set_round_state(number, "finished", info={**info, "fine_tune": "done on resume"})
 
 
-def pbe_data_behind_scan_model(models: list[dict[str, Any]]) -> tuple[int, bool]:
+def pbe_data_behind_scan_model(models: list[dict[str, Any]], *, initial_scan_model: bool = False
+                               ) -> tuple[int, bool]:
     """Campaign PBE results behind the model that makes the SCAN predictions, from the ledger's model versions.
 
     Before any SCAN model the PBE model predicts SCAN too: its campaign PBE data (``n_train`` of the latest PBE
     version, 0 before the first). A SCAN model was transferred from a PBE model and since continues from its own
     weights (:meth:`EnsembleModel.fine_tune`): its ``parent`` chain leads to the PBE version it was transferred
-    from, whose ``n_train`` counts (0 when it came from the initial model); a later transfer updates it.
+    from, whose ``n_train`` counts (0 when it came from the initial model); a later transfer updates it. A campaign
+    started from a SCAN ensemble (``initial_scan_model``, the config's ``scan_model``) has a SCAN model from the
+    start, transferred before the campaign: no campaign PBE result is behind it or ever reaches it.
 
     Returns
     -------
@@ -844,6 +849,8 @@ def pbe_data_behind_scan_model(models: list[dict[str, Any]]) -> tuple[int, bool]
     pbe_reaches_scan_model : bool
         False once a SCAN model exists: later PBE results never reach it.
     """
+    if initial_scan_model:
+        return 0, False
     by_path = {str(m.get("path")): m for m in models}
     scan = [m for m in models if m.get("fidelity") == "scan"]
     if not scan:

@@ -175,6 +175,9 @@ def test_scan_model_keeps_the_pbe_data_of_its_transfer():
     assert pbe_data_behind_scan_model([]) == (0, True)
     # a SCAN model transferred from the initial model (not trained by the campaign): no campaign PBE data
     assert pbe_data_behind_scan_model([{**models[2], "parent": "/init"}]) == (0, False)
+    # started from a SCAN ensemble: no campaign PBE result is behind it, before or after its fine-tunes
+    assert pbe_data_behind_scan_model(models[:2], initial_scan_model=True) == (0, False)
+    assert pbe_data_behind_scan_model([], initial_scan_model=True) == (0, False)
 
 
 def _request(**kw):
