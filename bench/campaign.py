@@ -176,8 +176,6 @@ def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: 
     """The PBE E_form ensemble a campaign starts from: ``--model`` or pre-trained on the known set with
     ``training_seed`` (default the world seed), cached in the work folder; with ``--calibration-split`` a seeded
     share of the known set is held out of the training and calibrates the ensemble's spread."""
-    from screener.world.experiments import train_and_test
-
     if args.model is not None:
         return args.model, {"source": str(args.model)}
     training_seed = args.world_seed if training_seed is None else training_seed
@@ -187,52 +185,44 @@ def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: 
     suffix += f"_cal{args.calibration_split:g}" if args.calibration_split else ""
     directory = (args.work_dir / f"campaign_init_{data.world_dir.name}_{args.preset}_m{args.members}"
                  f"_e{args.pretrain_epochs}_{key}{suffix}")
-    info_path = directory / "bench_pretrain.json"
-    if info_path.is_file():
-        return directory, json.loads(info_path.read_text())
-    train, held = split_pool([data.structure_ids[i] for i in known], calibration_share(args, len(known)),
-                             training_seed)
-    train, held = known[train], known[held]
-    log(f"pre-training the initial PBE ensemble on {len(train)} known structures ({args.members} members, "
-        f"{args.pretrain_epochs} epochs, seed {training_seed}; {len(held)} held out to calibrate its spread)")
-    shutil.rmtree(directory, ignore_errors=True)
-    result = train_and_test(data, "pbe", "e_form", train, pool, directory=directory, preset=args.preset,
-                            epochs=args.pretrain_epochs, n_members=args.members, seed=training_seed,
-                            device=args.device)
-    info = {"source": "pre-trained on the PBE E_form of the known set", "n_train": result["n_train"],
-            "pool_pbe_e_form_mae_ev_per_atom": result["test_mae_ev_per_atom"], "wall_s": result["wall_s"],
-            "preset": args.preset, "members": args.members, "epochs": args.pretrain_epochs,
-            "training_seed": training_seed}
-    if len(held):
-        info["calibration"] = calibrate_initial_model(directory, data, held)
-    info_path.write_text(json.dumps(info, indent=1))
-    return directory, info
+    return train_initial(args, data, known, pool, directory, training_seed, "pbe",
+                         source="pre-trained on the PBE E_form of the known set")
 
 
 def initial_scan_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: np.ndarray, pbe_dir: Path,
                        training_seed: int) -> tuple[Path, dict]:
     """``--scan-transfer``: the PBE ensemble ``pbe_dir`` transferred (full, the paper's learning rate) on the SCAN
     E_form of the known structures it was trained on, calibrated on the same held-out ones; cached beside it."""
+    return train_initial(args, data, known, pool, pbe_dir.with_name(f"{pbe_dir.name}_scanT"), training_seed, "scan",
+                         source=f"{pbe_dir.name} transferred (full) on the SCAN E_form of the known set", init=pbe_dir)
+
+
+def train_initial(args: argparse.Namespace, data: Any, known: np.ndarray, pool: np.ndarray, directory: Path,
+                  training_seed: int, fidelity: str, *, source: str, init: Path | None = None) -> tuple[Path, dict]:
+    """Train (``init``: transfer in full from it) an ensemble on the ``fidelity`` E_form of the known set but a
+    seeded calibration share, calibrate its spread on that share, and cache it in ``directory`` (read back when
+    ``bench_pretrain.json`` is there)."""
     from screener.world.experiments import train_and_test
 
-    directory = pbe_dir.with_name(f"{pbe_dir.name}_scanT")
     info_path = directory / "bench_pretrain.json"
     if info_path.is_file():
         return directory, json.loads(info_path.read_text())
     train, held = split_pool([data.structure_ids[i] for i in known], calibration_share(args, len(known)),
                              training_seed)
     train, held = known[train], known[held]
-    log(f"transferring {pbe_dir.name} to SCAN on {len(train)} known structures ({args.pretrain_epochs} epochs; "
-        f"{len(held)} held out to calibrate its spread)")
+    log(f"{'transferring ' + init.name + ' to' if init else 'pre-training'} {fidelity.upper()} on {len(train)} known "
+        f"structures ({args.members} members, {args.pretrain_epochs} epochs, seed {training_seed}; {len(held)} held "
+        "out to calibrate its spread)")
     shutil.rmtree(directory, ignore_errors=True)
-    result = train_and_test(data, "scan", "e_form", train, pool, directory=directory, preset=args.preset,
-                            epochs=args.pretrain_epochs, n_members=args.members, init=pbe_dir, transfer="full",
-                            seed=training_seed, device=args.device)
-    info = {"source": f"{pbe_dir.name} transferred (full) on the SCAN E_form of the known set",
-            "n_train": result["n_train"], "pool_scan_e_form_mae_ev_per_atom": result["test_mae_ev_per_atom"],
-            "wall_s": result["wall_s"], "epochs": args.pretrain_epochs, "training_seed": training_seed}
+    result = train_and_test(data, fidelity, "e_form", train, pool, directory=directory, preset=args.preset,
+                            epochs=args.pretrain_epochs, n_members=args.members, init=init,
+                            transfer="full" if init else None, seed=training_seed, device=args.device)
+    info = {"source": source, "n_train": result["n_train"],
+            f"pool_{fidelity}_e_form_mae_ev_per_atom": result["test_mae_ev_per_atom"], "wall_s": result["wall_s"],
+            "preset": args.preset, "members": args.members, "epochs": args.pretrain_epochs,
+            "training_seed": training_seed}
     if len(held):
-        info["calibration"] = calibrate_initial_model(directory, data, held, fidelity="scan")
+        info["calibration"] = calibrate_initial_model(directory, data, held, fidelity)
     info_path.write_text(json.dumps(info, indent=1))
     return directory, info
 

@@ -173,16 +173,20 @@ def test_shipped_model_pretraining_set_size():
     assert EnsembleModel(folder).pretraining_set_sizes() == {"pbe": SHIPPED_N_P, "scan": 0}
 
 
+def _ensemble_folder(folder, parent, command, n_structures, n_test):
+    """An ensemble folder with only the ``ensemble.json`` fields the pre-training count reads."""
+    folder.mkdir()
+    (folder / "ensemble.json").write_text(json.dumps({
+        "init_from": str(parent) if parent else None, "command": command, "n_structures": n_structures,
+        "split": {"n_test": n_test}}))
+    return folder
+
+
 def test_campaign_fine_tunes_count_zero_and_the_chain_leads_to_the_pretrained_model(tmp_path):
     from screener.campaign.ensemble_model import CAMPAIGN_FINE_TUNE_COMMAND, pretraining_set_size
 
     def write(name, parent, command, n, n_test):
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "ensemble.json").write_text(json.dumps({
-            "init_from": str(parent) if parent else None, "command": command, "n_structures": n,
-            "split": {"n_test": n_test}}))
-        return folder
+        return _ensemble_folder(tmp_path / name, parent, command, n, n_test)
 
     base = write("base", None, "screener train ...", 1000, 100)
     round1 = write("r1", base, f"{CAMPAIGN_FINE_TUNE_COMMAND}1 fine-tune, pbe)", 7, 0)
@@ -200,12 +204,7 @@ def test_an_initial_scan_model_stays_the_scan_pretraining_and_its_own_fit_is_the
     from screener.policies.calibration import SpreadCalibration
 
     def write(name, parent, command, n, n_test):
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "ensemble.json").write_text(json.dumps({
-            "init_from": str(parent) if parent else None, "command": command, "n_structures": n,
-            "split": {"n_test": n_test}}))
-        return folder
+        return _ensemble_folder(tmp_path / name, parent, command, n, n_test)
 
     pbe = write("pbe", None, "screener train ...", 1000, 100)
     write_spread_calibration(pbe, {"model": SpreadCalibration(scale=3.0, exponent=0.3)})
