@@ -621,6 +621,10 @@ def caveats(args: argparse.Namespace, prevalence: float, bound: dict, n_seeds: i
         notes.append(f"The initial ensemble is pre-trained on {model_info['n_train']} PBE structures only; its PBE "
                      f"E_form MAE on the pool is {mae:.2f} eV/atom, so its ranking is weak and every model-guided "
                      "policy is limited by it (the paper's model saw ~1.8 M PBE structures).")
+    if args.scan_transfer:
+        notes.append("--scan-transfer: every campaign (each baseline too) starts from a SCAN ensemble, its initial PBE "
+                     "ensemble transferred on the SCAN E_form of the same known structures (initial_scan_model of each "
+                     "run): SCAN predictions are the SCAN model's from round 1, and its training set is N_s0.")
     if n_seeds < 3:
         notes.append(f"{n_seeds} seed(s): no meaningful spread; run --seeds 0,1,2,3,4 for mean and std.")
     if args.fine_tune_epochs < 10:
