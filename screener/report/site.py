@@ -120,7 +120,7 @@ def _model_cards(data: ReportData) -> dict[str, str]:
     """MODEL_CARD.md of the initial ensemble and of the latest version of each fidelity (where the files exist)."""
     folders: dict[str, tuple[str, str]] = {}
     if data.config.get("model"):
-        folders["initial"] = ("initial ensemble", str(data.config["model"]))
+        folders["initial"] = ("initial PBE ensemble", str(data.config["model"]))
     if data.config.get("scan_model"):
         folders["initial scan"] = ("initial SCAN ensemble", str(data.config["scan_model"]))
     for m in data.models:  # oldest first: the latest of each fidelity wins

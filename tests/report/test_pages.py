@@ -53,3 +53,18 @@ def test_methods_page_names_the_initial_scan_ensemble_or_says_there_was_none(syn
     data.config["scan_model"] = "/models/scan <b>"
     page = methods_page(data, model_cards={}, versions={}, provenance={})
     assert "Initial SCAN ensemble: <code>/models/scan &#60;b&#62;</code> (SCAN predictions from round 1 on)." in page
+
+
+def test_the_initial_scan_ensembles_model_card_is_shown_beside_the_pbe_ones(synthetic_campaign, tmp_path):
+    from screener.report.site import _model_cards
+
+    data = load_report_data(synthetic_campaign)
+    for name in ("pbe0", "scan0"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "MODEL_CARD.md").write_text(f"# Model card: {name}\n")
+    data.config.update(model=str(tmp_path / "pbe0"), scan_model=str(tmp_path / "scan0"))
+    cards = _model_cards(data)
+    assert cards["initial PBE ensemble"] == "# Model card: pbe0\n"
+    assert cards["initial SCAN ensemble"] == "# Model card: scan0\n"
+    data.config.pop("scan_model")
+    assert "initial SCAN ensemble" not in _model_cards(data)
