@@ -77,6 +77,14 @@ class ExpectedValueConfig(BaseModel):
     pbe_scan_prior_sigma_ev_per_atom: float = Field(
         0.1, gt=0, description="Prior PBE E_hull scale over which P(SCAN-stable) falls (stand-in worlds: PBE-as-SCAN "
         "E_hull MAE 0.07-0.12 eV/atom).")
+    pbe_scan_hull_step: bool = Field(
+        True, description="Fit P(SCAN-stable) of a structure on the PBE hull (E_hull 0, however far below the old "
+        "hull it fell) apart from the probit in E_hull of those above it. E_hull is censored at 0, so the on-hull "
+        "group stands for every depth below the hull and is far likelier SCAN-stable than a structure just above "
+        "it; one probit through both rated slightly PBE-unstable results 2-10x too high (docs/policy.md).")
+    pbe_scan_prior_p_stable_just_above_hull: float = Field(
+        0.3, gt=0, lt=1, description="Prior P(SCAN-stable | PBE E_hull just above 0) of the probit above the hull "
+        "(with pbe_scan_hull_step; weak: the known set's pairs decide it).")
     prior_weight: float = Field(5.0, ge=0, description="Pseudo-pairs of the prior.")
     outcome_calibration: bool = Field(
         True, description="Recalibrate P(stable) on the campaign's purchases (P at purchase vs stable or not), "

@@ -5,7 +5,8 @@ PBE cost ``c_p``, both that candidate's own) the policy values each option by ex
 
 * **SCAN now**: ``(p_i + L_s) / c_s``, where ``p_i`` is the calibrated P(SCAN-stable): from the SCAN prediction
   (the campaign's calibrated sigma), or, for a candidate with a PBE result ``x``, ``q(x) = P(SCAN-stable | PBE
-  E_hull = x)`` from the PBE -> SCAN relation, a probit ``Phi(c0 - c1 max(x, 0))`` fitted on computed pairs;
+  E_hull = x)`` from the PBE -> SCAN relation fitted on computed pairs: ``Phi(c_hull)`` on the PBE hull (``x = 0``,
+  a censored value that stands for every depth below the hull) and a probit ``Phi(c0 - c1 x)`` above it;
 * **PBE now, SCAN later if worth it**: the PBE result ``X ~ N(mu_p, sigma_p)`` (calibrated PBE prediction); the
   candidate is SCAN-computed afterwards when ``q(X) / c_s >= lambda`` (``lambda``: the finds per unit the budget
   earns at its margin, i.e. the rate of the last SCAN-now pick the remaining budget reaches). Expected finds
@@ -84,52 +85,88 @@ __all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "follow_ups_kept_back", "
            "plan_expected_value", "pbe_route", "bivariate_normal_cdf", "relation_from_config"]
 
 
+#: A computed E_hull at or below this (eV/atom) is on its hull: E_hull is censored at 0.
+ON_HULL_EV_PER_ATOM = 1e-6
+
+
 class PbeScanRelation:
-    """``P(SCAN-stable | PBE E_hull = x) = Phi(c0 - c1 max(x, 0))`` (a probit in the computed PBE E_hull).
+    """``P(SCAN-stable | PBE E_hull = x)``: ``Phi(c_hull)`` on the PBE hull, ``Phi(c0 - c1 x)`` above it.
 
     Both E_hull are censored at 0 (a computed structure on its hull reads 0, however deep below the old hull it
     fell), so a linear map of SCAN on PBE E_hull cannot say how often a PBE-stable result stays SCAN-stable; a probit
-    on the binary outcome (SCAN E_hull <= tol) can. ``c0`` sets P(SCAN-stable | PBE-stable) = Phi(c0); ``1 / c1`` is
-    the E_hull scale (eV/atom) over which that probability falls.
+    on the binary outcome (SCAN E_hull <= tol) can. The on-hull group (``x <= ON_HULL_EV_PER_ATOM``) stands for every
+    depth below the hull, so it is far likelier SCAN-stable than a structure just above it (stand-in worlds, on the
+    world's own hulls: 0.64-0.83 on the PBE hull, 0.0-0.4 within 10 meV/atom above it): ``c_hull`` is its own
+    parameter, at least ``c0``, so ``q`` never rises with ``x``. ``c_hull = c0`` (``c_hull`` None) is one probit
+    through both. ``1 / c1`` is the E_hull scale (eV/atom) over which the probability falls above the hull.
     """
 
-    def __init__(self, c0: float, c1: float, n_pairs: int, source: str) -> None:
+    def __init__(self, c0: float, c1: float, n_pairs: int, source: str, c_hull: float | None = None) -> None:
         self.c0, self.c1, self.n_pairs, self.source = c0, c1, n_pairs, source
+        self.c_hull = max(float(c0 if c_hull is None else c_hull), float(c0))
+
+    @property
+    def p_on_hull(self) -> float:
+        """P(SCAN-stable | on the PBE hull)."""
+        return float(ndtr(self.c_hull))
 
     def p_scan_stable(self, e_hull_pbe: Any) -> np.ndarray:
         """P(SCAN E_hull <= 0 | computed PBE E_hull)."""
         x = np.maximum(np.asarray(e_hull_pbe, dtype=float), 0.0)
-        return ndtr(self.c0 - self.c1 * x)
+        return np.where(x <= ON_HULL_EV_PER_ATOM, self.p_on_hull, ndtr(self.c0 - self.c1 * x))
 
     def numbers(self) -> dict[str, Any]:
-        return {"pbe_scan_p_stable_if_pbe_stable": float(ndtr(self.c0)), "pbe_scan_c0": self.c0,
+        return {"pbe_scan_p_stable_if_pbe_stable": self.p_on_hull, "pbe_scan_c_hull": self.c_hull,
+                "pbe_scan_p_stable_just_above_hull": float(ndtr(self.c0)), "pbe_scan_c0": self.c0,
                 "pbe_scan_c1_per_ev_per_atom": self.c1, "pbe_scan_n_pairs": self.n_pairs}
 
 
 def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sigma: float = 0.1,
-                          prior_weight: float = 5.0, tol: float = 1e-6) -> PbeScanRelation:
+                          prior_weight: float = 5.0, tol: float = 1e-6,
+                          prior_p_just_above: float | None = None) -> PbeScanRelation:
     """Maximum a posteriori probit of SCAN-stable (SCAN E_hull <= ``tol``) on the computed PBE E_hull.
 
-    The prior (``c0 = Phi^-1(prior_p_stable)``, ``c1 = 1 / prior_sigma``) enters as a Gaussian penalty worth
-    ``prior_weight`` observations, so a few pairs move it little and hundreds take over.
+    With ``prior_p_just_above`` (the hull step) the on-hull pairs fit ``c_hull`` (prior ``Phi^-1(prior_p_stable)``)
+    and those above fit ``c0 = c_hull - d`` (``d >= 0``; prior ``Phi^-1(prior_p_just_above)``) and ``c1`` (prior
+    ``1 / prior_sigma``); without it one probit ``Phi(c0 - c1 max(x, 0))`` fits both, ``c0``'s prior
+    ``Phi^-1(prior_p_stable)``. Each prior enters as a Gaussian penalty worth ``prior_weight`` observations, so a
+    few pairs move it little and hundreds take over.
     """
     from scipy.optimize import minimize
     from scipy.special import log_ndtr, ndtri
 
     arr = np.asarray(pairs, dtype=float).reshape(-1, 2) if len(pairs) else np.zeros((0, 2))
     arr = arr[np.isfinite(arr).all(axis=1)]
-    c0p, c1p = float(ndtri(prior_p_stable)), 1.0 / prior_sigma
+    step = prior_p_just_above is not None
+    chp, c1p = float(ndtri(prior_p_stable)), 1.0 / prior_sigma
+    c0p = min(float(ndtri(prior_p_just_above)), chp) if step else chp
     n = len(arr)
     if n == 0:
         return PbeScanRelation(c0p, c1p, 0, f"prior only (P(SCAN-stable | PBE-stable) = {prior_p_stable:g}, "
-                                            f"scale {prior_sigma:g} eV/atom)")
+                                            + (f"just above the hull {prior_p_just_above:g}, " if step else "")
+                                            + f"scale {prior_sigma:g} eV/atom)", c_hull=chp)
     x = np.maximum(arr[:, 0], 0.0)
     y = arr[:, 1] <= tol
+    on = (x <= ON_HULL_EV_PER_ATOM) if step else np.zeros(n, dtype=bool)
+
+    def loglik(z: np.ndarray, outcome: np.ndarray) -> float:
+        return float(np.sum(np.where(outcome, log_ndtr(z), log_ndtr(-z))))
+
+    if step:
+        def loss(c: np.ndarray) -> float:  # c = (c_hull, d, c1), c0 = c_hull - d
+            ch, c0 = c[0], c[0] - c[1]
+            ll = loglik(np.full(int(on.sum()), ch), y[on]) + loglik(c0 - c[2] * x[~on], y[~on])
+            return -ll + prior_weight * ((ch - chp) ** 2 + (c0 - c0p) ** 2 + ((c[2] - c1p) / c1p) ** 2)
+
+        res = minimize(loss, np.array([chp, chp - c0p, c1p]), method="L-BFGS-B",
+                       bounds=[(-5.0, 5.0), (0.0, 10.0), (0.0, 20 * c1p)])
+        ch, d, c1 = (float(v) for v in res.x)
+        return PbeScanRelation(ch - d, c1, n, f"probit on {n} computed PBE/SCAN pairs (campaign and known set; "
+                                              f"{int(on.sum())} on the PBE hull fitted apart) with a prior worth "
+                                              f"{prior_weight:g} pairs", c_hull=ch)
 
     def loss(c: np.ndarray) -> float:
-        z = c[0] - c[1] * x
-        ll = np.sum(np.where(y, log_ndtr(z), log_ndtr(-z)))
-        return float(-ll + prior_weight * ((c[0] - c0p) ** 2 + ((c[1] - c1p) / c1p) ** 2))
+        return -loglik(c[0] - c[1] * x, y) + prior_weight * ((c[0] - c0p) ** 2 + ((c[1] - c1p) / c1p) ** 2)
 
     res = minimize(loss, np.array([c0p, c1p]), method="L-BFGS-B", bounds=[(-5.0, 5.0), (0.0, 20 * c1p)])
     c0, c1 = (float(v) for v in res.x)
@@ -142,7 +179,9 @@ def relation_from_config(cfg: Any, pairs: Any, threshold: float) -> PbeScanRelat
     below the campaign's ``threshold``."""
     return fit_pbe_scan_relation(pairs, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
                                  prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight,
-                                 tol=threshold + 1e-6)
+                                 tol=threshold + 1e-6,
+                                 prior_p_just_above=(cfg.pbe_scan_prior_p_stable_just_above_hull
+                                                     if cfg.pbe_scan_hull_step else None))
 
 
 def bivariate_normal_cdf(h: Any, k: Any, rho: Any) -> np.ndarray:
@@ -184,24 +223,28 @@ def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any, *, 
     SCAN hull that lies deeper than the PBE one) is not screened on the PBE prediction alone. Without it, ``F =
     E[q(X) 1{go}]`` (the relation alone, blind to the SCAN prediction).
 
-    ``q(x) = Phi(c0 - c1 max(x, 0))`` never rises with ``x``, so "SCAN after" (``q(X) >= threshold_p``, i.e.
-    ``q(X) / c_s >= lambda``) means ``X <= x*``: never when ``Phi(c0) < threshold_p``, always when ``threshold_p <=
-    0``, else ``x* = (c0 - Phi^-1(threshold_p)) / c1 >= 0``. Then ``P(go) = Phi((x* - mu) / sd)``, and ``F`` is
-    ``Phi(c0) P(X <= 0)`` plus ``E[Phi(a + b Z) 1{0 < X <= x*}]`` with ``X = mu + sd Z``, ``a = c0 - c1 mu``,
-    ``b = -c1 sd``: ``E[Phi(a + b Z) 1{Z <= h}] = Phi2(h, a / sqrt(1 + b^2); -b / sqrt(1 + b^2))``.
+    ``q`` (``Phi(c_hull)`` on the hull, ``Phi(c0 - c1 x)`` above, ``c_hull >= c0``) never rises with ``x``, so
+    "SCAN after" (``q(X) >= threshold_p``, i.e. ``q(X) / c_s >= lambda``) means ``X <= x*``: never when
+    ``Phi(c_hull) < threshold_p``, always when ``threshold_p <= 0``, ``x* = 0`` (on the hull only) when
+    ``Phi(c0) < threshold_p <= Phi(c_hull)``, else ``x* = (c0 - Phi^-1(threshold_p)) / c1 >= 0``. Then ``P(go) =
+    Phi((x* - mu) / sd)``, and ``F`` is ``Phi(c_hull) P(X <= 0)`` plus ``E[Phi(a + b Z) 1{0 < X <= x*}]`` with ``X
+    = mu + sd Z``, ``a = c0 - c1 mu``, ``b = -c1 sd``: ``E[Phi(a + b Z) 1{Z <= h}] = Phi2(h, a / sqrt(1 + b^2); -b /
+    sqrt(1 + b^2))``.
     """
     from scipy.special import ndtri
 
     mu, sd, t = np.broadcast_arrays(np.asarray(mu, float), np.maximum(np.asarray(sd, float), 1e-12),
                                     np.asarray(threshold_p, float))
     c0, c1 = float(relation.c0), float(relation.c1)
-    p0 = float(ndtr(c0))  # q on and below the PBE hull
+    p0 = relation.p_on_hull  # q on and below the PBE hull
+    p_above = float(ndtr(c0))  # q just above it (= p0 without the hull step)
     with np.errstate(divide="ignore", invalid="ignore"):
         if c1 > 0:
-            x_star = np.where(t <= 0.0, np.inf,
-                              np.where(t > p0, -np.inf, (c0 - ndtri(np.clip(t, 1e-300, 1.0))) / c1))
-        else:  # q constant
-            x_star = np.where(t <= p0, np.inf, -np.inf)
+            x_above = np.where(t <= 0.0, np.inf, (c0 - ndtri(np.clip(t, 1e-300, 1.0))) / c1)
+        else:  # q constant above the hull
+            x_above = np.where(t <= p_above, np.inf, -np.inf)
+        # above p_above only an on-hull result clears t (x* = 0); above p0 none does
+        x_star = np.where(t > p0, -np.inf, np.where(t > p_above, 0.0, x_above))
         x_star = np.where(np.isfinite(x_star), np.maximum(x_star, 0.0), x_star)
         h_star = (x_star - mu) / sd
         h0 = -mu / sd
@@ -212,7 +255,7 @@ def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any, *, 
         tau = 1.0 / c1 if c1 > 0 else np.inf
         rho_xy = np.clip((sd_s ** 2 + sd ** 2 - tau ** 2) / (2.0 * sd_s * sd), 0.0, 0.995)
         return p_go, bivariate_normal_cdf(h_star, (scan_threshold - mu_s) / sd_s, rho_xy)
-    below = p0 * ndtr(np.minimum(h0, h_star))  # X <= 0 (and X <= x*): q = Phi(c0)
+    below = p0 * ndtr(np.minimum(h0, h_star))  # X <= 0 (and X <= x*): q = Phi(c_hull)
     b = -c1 * sd
     norm = np.sqrt(1.0 + b * b)
     kk, rho = (c0 - c1 * mu) / norm, -b / norm

@@ -398,7 +398,8 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                                         _num(n.get("competitor_from_pbe_results"), ".0f"),
                                         _num(n.get("competitor_overall_survival"), ".3f")])
             rel_rows.append([
-                r.round, _num(n.get("pbe_scan_p_stable_if_pbe_stable"), ".3f"), _num(n.get("pbe_scan_c0"), ".3g"),
+                r.round, _num(n.get("pbe_scan_p_stable_if_pbe_stable"), ".3f"),
+                _num(n.get("pbe_scan_p_stable_just_above_hull"), ".3f"), _num(n.get("pbe_scan_c0"), ".3g"),
                 _num(n.get("pbe_scan_c1_per_ev_per_atom"), ".3g"), _num(n.get("pbe_scan_n_pairs"), ".0f"),
                 n.get("pbe_scan_relation_source") or "-",
             ])
@@ -428,11 +429,12 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "(from the scaling law at N_p, N_s); recorded every round, added to each option's finds per CPU-hour "
                 "only where the policy says so (learning_value, off by default). MAE now: that law's SCAN "
                 "formation-energy error.", "",
-                _table(["round", "P(SCAN-stable | PBE-stable)", "c0", "c1 (per eV/atom)", "pairs", "fitted on"],
-                       rel_rows), "",
-                "PBE -> SCAN relation: P(SCAN-stable) of a candidate with computed PBE E_hull x is "
-                "Phi(c0 - c1 max(x, 0)), a probit fitted on computed PBE/SCAN pairs; Phi(c0) is the share of "
-                "PBE-stable structures that are SCAN-stable.", ""]
+                _table(["round", "P(SCAN-stable | PBE-stable)", "P(SCAN-stable | just above the PBE hull)", "c0",
+                        "c1 (per eV/atom)", "pairs", "fitted on"], rel_rows), "",
+                "PBE -> SCAN relation, fitted on computed PBE/SCAN pairs: P(SCAN-stable) of a candidate with "
+                "computed PBE E_hull x is the share of PBE-stable structures that are SCAN-stable where x = 0 (on the "
+                "PBE hull, however far below the old hull it fell), and the probit Phi(c0 - c1 x) above the hull.",
+                ""]
     if fix_rows:
         out += [_table(["round", "purchases so far", "came out stable", "mean P at purchase", "mean P recalibrated",
                         "a / b both", "a / b PBE (purchases)", "a / b SCAN (purchases)",

@@ -110,6 +110,7 @@ def _ev_numbers(round_number: int, n_scan: int, n_pbe: int, n_done: dict[str, in
             "ev_learning_value_pbe": 0.00078 * round_number, "ev_learning_value_added": round_number % 2 == 0,
             "ev_mae_now_ev_per_atom": 0.0912 / round_number,
             "ev_picks_left": 4 - round_number, "pbe_scan_p_stable_if_pbe_stable": 0.8123 - 0.01 * round_number,
+            "pbe_scan_p_stable_just_above_hull": 0.2345 + 0.01 * round_number,
             "pbe_scan_c0": 0.887 + 0.1 * round_number, "pbe_scan_c1_per_ev_per_atom": 14.6 - round_number,
             "pbe_scan_n_pairs": 150 + round_number, "pbe_scan_relation_source": "probit on <pairs> | known set",
             "outcome_calibration_a": -0.21 * round_number, "outcome_calibration_b": 0.93 - 0.05 * round_number,

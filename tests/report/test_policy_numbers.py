@@ -81,10 +81,11 @@ def test_ev_round_numbers_equal_the_ledger(ev_campaign, ev_overview):
     for row in rows:
         n = plans[int(row[0])]
         assert _close(row[1], n["pbe_scan_p_stable_if_pbe_stable"])
-        assert _close(row[2], n["pbe_scan_c0"])
-        assert _close(row[3], n["pbe_scan_c1_per_ev_per_atom"])
-        assert int(row[4]) == n["pbe_scan_n_pairs"]
-        assert "<pairs>" not in row[5] and "&#60;pairs&#62;" in row[5]  # data escaped, not markup
+        assert _close(row[2], n["pbe_scan_p_stable_just_above_hull"])
+        assert _close(row[3], n["pbe_scan_c0"])
+        assert _close(row[4], n["pbe_scan_c1_per_ev_per_atom"])
+        assert int(row[5]) == n["pbe_scan_n_pairs"]
+        assert "<pairs>" not in row[6] and "&#60;pairs&#62;" in row[6]  # data escaped, not markup
     # no scaling-law table of dashes (nor a caption promising a fitted law) for a campaign whose policy recorded none
     assert "MAE drop per CPU-h on SCAN" not in ev_overview
     assert "scaling law the policy fitted" not in ev_overview
