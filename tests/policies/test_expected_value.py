@@ -33,6 +33,7 @@ def test_every_planned_candidate_carries_its_numbers():
                 "learning_value_pbe", "lambda_per_cpu_hour"} <= set(item.numbers)
     assert plan.total_cost_cpu_hours <= plan.budget_cpu_hours + 1e-9
     assert "pbe_scan_c0" in plan.numbers
+    assert plan.numbers["pbe_scan_p_stable_if_pbe_stable"] > plan.numbers["pbe_scan_p_stable_just_above_hull"]
 
 
 def test_cheaper_of_two_equally_likely_candidates_goes_first():
