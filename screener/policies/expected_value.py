@@ -17,6 +17,12 @@ PBE cost ``c_p``, both that candidate's own) the policy values each option by ex
   ``F <= p``;
 * **skip**: 0 (a candidate is planned only if its best rate is positive and the round budget reaches it).
 
+With ``scan_now_at_most_pbe_view`` (on by default) the SCAN-now ``p`` of a candidate without a PBE result is at most
+its **PBE view**, ``E[q(X)]`` times its competitor survival: what the PBE route would find if SCAN always followed the
+screen. The campaign's SCAN model is the PBE model fine-tuned on a few SCAN results the campaign selected; where it
+alone rates a candidate above what its PBE prediction says, the direct SCAN picks came out stable about half as
+often as their P said.
+
 Two corrections make ``p`` the probability of a find that counts, not of a result that looks stable today:
 
 * **outcome calibration** (:mod:`screener.policies.outcome_calibration`): the model's P(stable) is refitted each
@@ -127,8 +133,9 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     """Maximum a posteriori probit of SCAN-stable (SCAN E_hull <= ``tol``) on the computed PBE E_hull.
 
     With ``prior_p_just_above`` (the hull step) the on-hull pairs fit ``c_hull`` (prior ``Phi^-1(prior_p_stable)``)
-    and those above fit ``c0 = c_hull - d`` (``d >= 0``; prior ``Phi^-1(prior_p_just_above)``) and ``c1`` (prior
-    ``1 / prior_sigma``); without it one probit ``Phi(c0 - c1 max(x, 0))`` fits both, ``c0``'s prior
+    and those above fit ``c0 = c_hull - d`` (``d >= 0``; prior ``Phi^-1(prior_p_just_above) + t / prior_sigma`` for
+    the stability threshold ``t = tol``, so that ``q(t)`` is ``prior_p_just_above``, at most ``c_hull``'s) and ``c1``
+    (prior ``1 / prior_sigma``); without it one probit ``Phi(c0 - c1 max(x, 0))`` fits both, ``c0``'s prior
     ``Phi^-1(prior_p_stable)``. Each prior enters as a Gaussian penalty worth ``prior_weight`` observations, so a
     few pairs move it little and hundreds take over.
     """
@@ -139,7 +146,10 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     arr = arr[np.isfinite(arr).all(axis=1)]
     step = prior_p_just_above is not None
     chp, c1p = float(ndtri(prior_p_stable)), 1.0 / prior_sigma
-    c0p = min(float(ndtri(prior_p_just_above)), chp) if step else chp
+    # with a stability threshold t > 0 the prior's "just above" sits at x = t: a PBE result below t is likelier
+    # within t at SCAN too
+    shift = c1p * max(tol - 1e-6, 0.0)
+    c0p = min(float(ndtri(prior_p_just_above)) + shift, chp) if step else chp
     n = len(arr)
     if n == 0:
         return PbeScanRelation(c0p, c1p, 0, f"prior only (P(SCAN-stable | PBE-stable) = {prior_p_stable:g}, "

@@ -193,14 +193,17 @@ def _request(**kw):
     return PlanRequest(**base)
 
 
-def _planner(threshold: float = 0.0):
+def _planner(threshold: float = 0.0, **expected_value):
     from screener.campaign.components import PolicyPlanner
     from screener.campaign.config import CampaignConfig
     from screener.policies import load_policy
 
     config = CampaignConfig(budget_total=100.0, batch_size=2, unit_cpu_hours=1.0,
                             stable_threshold_ev_per_atom=threshold)
-    return PolicyPlanner(load_policy("expected-value"), config)
+    policy = load_policy("expected-value")
+    if expected_value:
+        policy = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(update=expected_value)})
+    return PolicyPlanner(policy, config)
 
 
 def test_planner_feeds_the_scan_models_n_p_and_no_pbe_learning_value_after_the_transfer():
@@ -213,12 +216,16 @@ def test_planner_feeds_the_scan_models_n_p_and_no_pbe_learning_value_after_the_t
 
 def test_one_threshold_governs_the_policys_p_stable():
     # c0 is predicted 40 meV/atom above the hull (+- 10): unlikely stable at 0, likely at a 50 meV/atom threshold
-    p = {}
+    # (the SCAN model's P alone: without the cap at the PBE view, whose prior-only relation has no pairs here)
+    p, capped = {}, {}
     for threshold in (0.0, 0.05):
-        plan = _planner(threshold).plan(_request())
-        first = next(i for i in plan.items if i.structure_id == "c0")
-        p[threshold] = first.numbers["p_scan_stable"]
+        for out, kw in ((p, {"scan_now_at_most_pbe_view": False}), (capped, {})):
+            plan = _planner(threshold, **kw).plan(_request())
+            first = next(i for i in plan.items if i.structure_id == "c0")
+            out[threshold] = first.numbers["p_scan_stable"]
     assert p[0.0] < 0.01 and p[0.05] > 0.8
+    # the default caps it at the PBE view, which the same threshold governs (the relation's "stable" is E_hull <= t)
+    assert capped[0.0] < 0.01 and capped[0.05] > 0.3
 
 
 # ---- MP PBE / r2SCAN twins of the known set ---------------------------------------------------------------------

@@ -64,9 +64,11 @@ def test_large_pretraining_set_makes_pbe_learning_value_negligible():
 
 
 def test_uncertain_candidate_is_screened_with_pbe_when_scan_is_dear():
-    # one sure candidate and many coin flips; SCAN costs 20x PBE: screening the coin flips is worth it
+    # one sure candidate and many coin flips; SCAN costs 20x PBE: screening the coin flips is worth it. c0 sits 3
+    # sigma below both hulls: a screen would only add its cost (at 1.5 sigma, P(X > 0) = 7 % makes screening it first
+    # a near tie under the PBE view's cap)
     n = 30
-    mean = [-0.3] + [0.05] * (n - 1)
+    mean = [-0.6] + [0.05] * (n - 1)
     state = _state(n=n, scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, scan_std_ev_per_atom=[0.2] * n,
                    pbe_std_ev_per_atom=[0.2] * n, cost_scan_cpu_hours=[20.0] * n, cost_pbe_cpu_hours=[1.0] * n,
                    budget_cpu_hours=100.0)
@@ -112,6 +114,10 @@ def test_hull_step_fits_the_on_hull_group_apart_from_those_just_above():
     prior = fit_pbe_scan_relation([], prior_p_just_above=0.3)
     assert prior.p_scan_stable(0.0) == pytest.approx(0.86)
     assert prior.p_scan_stable(1e-4) == pytest.approx(0.3, abs=0.01)
+    # a stability threshold of 50 meV/atom: "just above" is at the threshold, and below it the prior is higher
+    within = fit_pbe_scan_relation([], prior_p_just_above=0.3, tol=0.05 + 1e-6)
+    assert within.p_scan_stable(0.05) == pytest.approx(0.3, abs=0.01)
+    assert within.p_on_hull >= within.p_scan_stable(0.01) > within.p_scan_stable(0.05)
 
 
 def test_hull_step_never_lets_q_rise_above_the_hull():
@@ -219,10 +225,15 @@ def test_lambda_is_the_rate_of_the_last_scan_pick_the_budget_reaches():
     mean = [-0.3, -0.1, 0.1, 0.3]
     state = _state(n=4, scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, scan_std_ev_per_atom=[0.1] * 4,
                    pbe_std_ev_per_atom=[0.1] * 4, budget_cpu_hours=10.0)
-    lam = decide("expected-value", state).numbers["ev_lambda_per_cpu_hour"]
+    # (SCAN now on the SCAN model's own P, without the cap at the PBE view)
+    uncapped = _with(scan_now_at_most_pbe_view=False)
+    lam = decide(uncapped, state).numbers["ev_lambda_per_cpu_hour"]
     assert lam == pytest.approx(float(ndtr(1.0)) / 5.0)  # the second pick's rate, not the third's
     # a budget that reaches every pick crowds nothing out
-    assert decide("expected-value", {**state, "budget_cpu_hours": 100.0}).numbers["ev_lambda_per_cpu_hour"] == 0.0
+    assert decide(uncapped, {**state, "budget_cpu_hours": 100.0}).numbers["ev_lambda_per_cpu_hour"] == 0.0
+    # with the cap (the default) lambda is the second pick's capped rate
+    capped = decide("expected-value", state)
+    assert capped.numbers["ev_lambda_per_cpu_hour"] <= lam + 1e-12 and capped.numbers["ev_lambda_per_cpu_hour"] > 0
 
 
 def test_bivariate_normal_cdf_matches_scipy():

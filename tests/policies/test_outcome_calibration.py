@@ -70,8 +70,9 @@ def _state(outcomes: list[tuple[str, float, bool]]) -> dict:
 
 def test_expected_value_policy_screens_more_with_pbe_when_its_purchases_came_out_unstable() -> None:
     base = load_policy("expected-value")
+    # (SCAN now valued on the SCAN model's own P: the cap at the PBE view would put the PBE map's P there)
     policy = base.model_copy(update={"batch_size": 10, "expected_value": base.expected_value.model_copy(
-        update={"learning_value": False})})
+        update={"learning_value": False, "scan_now_at_most_pbe_view": False})})
     trusted = decide(policy, _state([]))
     flops = [("scan", 0.7, False)] * 25 + [("pbe", 0.6, False)] * 25 + [("scan", 0.7, True)] * 5
     humbled = decide(policy, _state(flops))
@@ -150,8 +151,9 @@ def test_a_fidelity_with_few_or_no_purchases_keeps_the_pooled_map() -> None:
 
 def test_expected_value_policy_calibrates_each_fidelity_on_its_own_purchases() -> None:
     base = load_policy("expected-value")
+    # (SCAN now valued on the SCAN model's own P: the cap at the PBE view would put the PBE map's P there)
     policy = base.model_copy(update={"batch_size": 10, "expected_value": base.expected_value.model_copy(
-        update={"learning_value": False})})
+        update={"learning_value": False, "scan_now_at_most_pbe_view": False})})
     # PBE screens flopped, SCAN purchases came out as predicted
     outcomes = [("pbe", 0.6, False)] * 30 + [("scan", 0.6, True)] * 18 + [("scan", 0.6, False)] * 12
     per = decide(policy, _state(outcomes))
