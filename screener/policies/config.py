@@ -83,8 +83,9 @@ class ExpectedValueConfig(BaseModel):
         "group stands for every depth below the hull and is far likelier SCAN-stable than a structure just above "
         "it; one probit through both rated slightly PBE-unstable results 2-10x too high (docs/policy.md).")
     pbe_scan_prior_p_stable_just_above_hull: float = Field(
-        0.3, gt=0, lt=1, description="Prior P(SCAN-stable | PBE E_hull just above 0) of the probit above the hull "
-        "(with pbe_scan_hull_step; weak: the known set's pairs decide it).")
+        0.3, gt=0, lt=1, description="Prior P(SCAN-stable | PBE E_hull just above the hull) of the probit above the "
+        "hull (with pbe_scan_hull_step; at E_hull = the stability threshold where that is above 0), worth "
+        "prior_weight pairs: with few known pairs just above the hull it moves the fit (docs/policy.md).")
     prior_weight: float = Field(5.0, ge=0, description="Pseudo-pairs of the prior.")
     outcome_calibration: bool = Field(
         True, description="Recalibrate P(stable) on the campaign's purchases (P at purchase vs stable or not), "
