@@ -673,6 +673,8 @@ def status_command(
     console.print(f"[bold]{campaign_dir}[/]  budget: spent {status['budget_spent']:.4g}, reserved "
                   f"{status['budget_reserved']:.4g}, left {status['budget_left']:.4g} of {status['budget_total']:.4g} "
                   f"{unit}" + ("  (finished)" if status["finished"] else ""))
+    if status.get("stop_reason"):
+        console.print(f"finished: {status['stop_reason']}", markup=False)
     if status.get("running"):
         run = status["running"]
         console.print(f"running: process {run.get('pid', '?')} on host {run.get('host', '?')} since {run.get('since', '?')}")

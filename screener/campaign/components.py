@@ -118,6 +118,10 @@ class PolicyPlanner:
             ratio = dict(zip(request.structure_ids, log_cost_ratio(request.cost["pbe"]).tolist()))
             state["purchase_log_cost"] = [ratio.get(sid, 0.0) for *_, sid in purchases]
             state["spent_cpu_hours"], state["cost_blind_spent_cpu_hours"] = self._spent(request, decisions)
+            # the campaign's yield so far (the stop rule): candidates SCAN-computed and on today's SCAN hull
+            threshold = float(self.config.stable_threshold_ev_per_atom) + 1e-6
+            state["n_found"] = sum(1 for _, value, role in e_hull["scan"].values()
+                                   if role == "candidate" and value <= threshold)
             if self.policy.expected_value.competitor_samples:
                 state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(
                     request, state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"])

@@ -224,8 +224,9 @@ class Campaign:
         while True:
             current = self.ledger.current_round()
             if current is not None and current["state"] == "empty":  # (a raised budget reopens it: set_budget_total)
+                stored = json.loads(current.get("info_json") or "{}").get("stop_reason")
                 reason = ("nothing left to buy within the budget" if not self._can_buy_more() else
-                          "nothing left worth buying: the policy declined every open calculation")
+                          stored or "nothing left worth buying: the policy declined every open calculation")
                 break
             if current is None or current["state"] == "finished":
                 number = 1 if current is None else current["round"] + 1
@@ -250,14 +251,13 @@ class Campaign:
             if state == "ranking":
                 self._catch_up_fine_tune(number - 1, progress)
                 if not self._rank_and_plan(number, progress):
-                    self.ledger.set_round_state(number, "empty")
                     if self._can_buy_more():  # budget left, but the policy wants none of what it could buy
                         left = self.ledger.budget()
                         reason = (f"nothing left worth buying: the {self.config.policy} policy declined every open "
-                                  f"calculation (none is expected to add a stable find) with {left.remaining:.4g} "
-                                  f"{left.unit} left")
+                                  f"calculation ({self._declined_why()}) with {left.remaining:.4g} {left.unit} left")
                     else:
                         reason = "nothing left to buy within the budget"
+                    self.ledger.set_round_state(number, "empty", info={"stop_reason": reason})
                     self.ledger.log_event("campaign", f"campaign finished: {reason}", round_number=number)
                     break
                 state = "planned"
@@ -277,6 +277,18 @@ class Campaign:
         finished = reason.startswith("nothing")
         logger.info("campaign stops: %s (spent %.4g of %.4g %s)", reason, budget.spent, budget.total, budget.unit)
         return {"rounds_run": rounds_run, "finished": finished, "reason": reason}
+
+    def _declined_why(self) -> str:
+        """Why the last plan bought nothing, from its numbers: the expected-value stop rule, or no expected find."""
+        numbers = getattr(self, "_plan_numbers", {})
+        rate = float(numbers.get("ev_stop_rate_per_cpu_hour") or 0.0)
+        if rate <= 0:
+            return "none is expected to add a stable find"
+        unit = float(self.config.unit_cpu_hours or 1.0)
+        per = self.config.budget_unit
+        return (f"none reaches its stop rate of {rate * unit:.3g} expected finds per {per}: "
+                f"{float(numbers.get('ev_stop_fraction_of_yield', 0.0)):.0%} of the {int(numbers.get('ev_n_found', 0))}"
+                f" finds per {float(numbers.get('ev_spent_cpu_hours', 0.0)) / unit:.4g} {per} spent so far")
 
     def _can_buy_more(self) -> bool:
         """Whether the remaining budget pays for the cheapest calculation still open: SCAN of a candidate without
@@ -529,6 +541,7 @@ class Campaign:
                      if it.structure_id in index for f in FIDELITIES if (it.structure_id, f) not in recorded]
             if extra:
                 self.ledger.record_predictions(number, extra, add=True)
+        self._plan_numbers = numbers  # why an empty plan bought nothing (the stop reason)
         accepted = self.ledger.commit_plan(number, decisions=decisions, numbers=numbers, jobs=job_rows,
                                            new_candidates=new_candidates)
         if progress:

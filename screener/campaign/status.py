@@ -95,6 +95,9 @@ def _status(campaign_dir: str | Path) -> dict[str, Any]:
             "model_versions": [m["version"] for m in models],
             "rounds": rounds,
             "finished": bool(current is not None and current["state"] == "empty"),
+            # why it finished, where the policy stopped with budget left (the empty round's info)
+            "stop_reason": (json.loads(current.get("info_json") or "{}").get("stop_reason")
+                            if current is not None and current["state"] == "empty" else None),
             "running": lock_holder(campaign_dir),
             "config": config,
         })

@@ -111,6 +111,16 @@ class ExpectedValueConfig(BaseModel):
         "of the PBE screens planned in the round (P(go) x SCAN cost each): later items of the round may not spend "
         "it, and a screen whose own SCAN run would not fit beside it is worth its learning value only. Binds only "
         "near the end of a campaign, where screens were otherwise bought whose follow-ups nothing paid for.")
+    stop_fraction_of_yield: float = Field(
+        0.1, ge=0, le=1, description="Stop rule: an option is bought only if its expected finds per unit cost reach "
+        "this fraction of the campaign's yield so far (confirmed finds / budget spent), once it has "
+        "stop_after_finds finds; when no open calculation does, the campaign stops and keeps the rest of its "
+        "budget. The marginal-value rule of foraging (leave when the next unit earns less than the search has "
+        "been earning), with a tenfold margin: a pool whose stable candidates are found is not computed to the "
+        "end for a few per cent chance each. 0: spend the whole budget whatever the odds.")
+    stop_after_finds: int = Field(
+        3, ge=1, description="Finds the campaign must have before the stop rule applies (its yield is then more "
+        "than one lucky result).")
     competitor_samples: int = Field(
         64, ge=0, le=4096, description="Monte Carlo draws of the competitor survival (P(still SCAN-stable once the "
         "pool's other candidates are computed)); 0: off (see screener.policies.competitors).")

@@ -96,6 +96,9 @@ class PolicyState(BaseModel):
         "on today's hull) (expected-value; None: 1).")
     competitor_numbers: dict[str, float | int | None] = Field(
         default_factory=dict, description="Numbers of the competitor Monte Carlo, for the ledger.")
+    n_found: int = Field(
+        0, ge=0, description="Candidates computed at SCAN and stable on today's SCAN hull (expected-value: the "
+        "campaign's yield so far, for the stop rule).")
     spent_cpu_hours: float = Field(
         0.0, ge=0, description="Campaign spend (done and reserved) before this plan (expected-value: the cost-blind "
         "share).")

@@ -17,6 +17,13 @@ PBE cost ``c_p``, both that candidate's own) the policy values each option by ex
   ``F <= p``;
 * **skip**: 0 (a candidate is planned only if its best rate is positive and the round budget reaches it).
 
+**The stop rule**: an option is bought only if its rate reaches ``stop_fraction_of_yield`` (10 %) of the campaign's
+yield so far (SCAN-confirmed finds on today's hull / budget spent), once it has ``stop_after_finds`` (3) finds; the
+same rate is the least ``lambda`` (below) can be. When no open option reaches it, the round is empty and the campaign
+stops with the rest of its budget, saying so. It is the marginal-value rule (stop when the next unit earns less than
+the search has been earning), with a tenfold margin: once a pool's stable candidates are found, the rest is not
+computed for a few per cent chance each.
+
 With ``scan_now_at_most_pbe_view`` (on by default) the SCAN-now ``p`` of a candidate without a PBE result is at most
 its **PBE view**, ``E[q(X)]`` times its competitor survival: what the PBE route would find if SCAN always followed the
 screen. The campaign's SCAN model is the PBE model fine-tuned on a few SCAN results the campaign selected; where it
@@ -304,6 +311,14 @@ def learning_values(fit: Any, n_scan: int, n_pbe: int, mean: np.ndarray, std: np
     return out
 
 
+def stop_rate_per_cpu_hour(cfg: Any, n_found: int, spent_cpu_hours: float) -> float:
+    """The least expected finds per CPU-hour an option must promise to be bought: ``stop_fraction_of_yield`` of
+    the campaign's yield so far (``n_found / spent_cpu_hours``), once it has ``stop_after_finds`` finds; else 0."""
+    if cfg.stop_fraction_of_yield <= 0 or n_found < cfg.stop_after_finds or spent_cpu_hours <= 0:
+        return 0.0
+    return float(cfg.stop_fraction_of_yield * n_found / spent_cpu_hours)
+
+
 def follow_ups_kept_back(screens: Any) -> float:
     """CPU-hours kept back for the SCAN follow-ups of planned PBE screens, given as ``(c_s, P(go))`` pairs: their
     expected cost ``sum P(go) c_s``, and at least the dearest one's whole ``c_s``, so one "go" can always be paid."""
@@ -369,6 +384,10 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     valid = np.argsort(-rate_s0, kind="stable")[: int(open_s.sum())]
     reach = int(np.searchsorted(np.cumsum(c_s[valid]), state.budget_cpu_hours, side="right"))  # picks paid for
     lam = float(rate_s0[valid[max(reach, 1) - 1]]) if reach < len(valid) else 0.0
+    # the stop rule: nothing is bought below a fraction of the campaign's yield so far (finds per unit spent); it
+    # is also the least a SCAN follow-up of a PBE screen must promise
+    stop_rate = stop_rate_per_cpu_hour(cfg, state.n_found, state.spent_cpu_hours)
+    lam = max(lam, stop_rate)
 
     # learning values from the scaling law (N_p includes the pre-training set: state.n_pbe)
     picks_left = int(max(state.budget_cpu_hours - r.budget, 0.0) / float(np.median(c_s[open_s]))) if open_s.any() \
@@ -402,7 +421,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                "rate_scan_per_cpu_hour": float(rate_scan[i]), "rate_pbe_per_cpu_hour": float(rate_pbe[i]),
                "learning_value_scan": float(lv["learning_value_scan"]),
                "learning_value_pbe": float(lv["learning_value_pbe"]), "learning_value_added": bool(cfg.learning_value),
-               "lambda_per_cpu_hour": lam,
+               "lambda_per_cpu_hour": lam, "stop_rate_per_cpu_hour": stop_rate,
                "cost_scan_cpu_hours": float(c_s[i]), "cost_pbe_cpu_hours": float(c_p[i])}
         if has_pbe[i]:
             out["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])
@@ -426,9 +445,12 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         allowance = min(max(share * (state.spent_cpu_hours + r.budget) - state.cost_blind_spent_cpu_hours, 0.0),
                         r.left)
         planned_blind = 0.0
+        c_median = float(np.median(c_s[open_s])) if open_s.any() else 1.0
         for i in sorted(np.flatnonzero(open_s & (p_raw > 0)), key=lambda j: (-p_raw[j], j)):
             if r.planned[i]:
                 continue
+            if p_raw[i] / c_median < stop_rate:  # valued at the median cost (the share ignores cost): the rest too
+                break
             if c_s[i] > allowance - planned_blind:  # the next in line waits for the allowance to grow
                 break
             before = len(r.items)
@@ -458,7 +480,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         best, fid = rate_scan[i], "scan"
         if open_p[i] and rate_pbe[i] > best:
             best, fid = rate_pbe[i], "pbe"
-        if best > 0:
+        if best > 0 and best >= stop_rate:
             line.append((-float(best), int(i), fid))
     heapq.heapify(line)
     tried: set[tuple[int, str]] = set()
@@ -471,7 +493,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     def other_option(i: int, fid: str) -> None:
         other = "pbe" if fid == "scan" else "scan"
         rate = rate_pbe[i] if other == "pbe" else rate_scan[i]
-        if open_p[i] and (i, other) not in tried and rate > 0:
+        if open_p[i] and (i, other) not in tried and rate > 0 and rate >= stop_rate:
             heapq.heappush(line, (-float(rate), i, other))
 
     while line:
@@ -487,7 +509,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         if open_p[i] and free - c_p[i] < c_s[i] * (1.0 - 1e-9) and rate_pbe[i] > l_p / c_p[i]:
             rate_pbe[i] = l_p / c_p[i]
             if fid == "pbe":  # its rate fell: back in line at the new rate, beside its SCAN option
-                if rate_pbe[i] > 0:
+                if rate_pbe[i] > 0 and rate_pbe[i] >= stop_rate:
                     heapq.heappush(line, (-float(rate_pbe[i]), i, "pbe"))
                 other_option(i, "pbe")
                 continue
@@ -511,6 +533,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         if tag(before, i, numbers):
             n_choice[fid] += 1
     return {**blind, "ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"],
+            "ev_stop_rate_per_cpu_hour": stop_rate, "ev_stop_fraction_of_yield": cfg.stop_fraction_of_yield,
+            "ev_n_found": state.n_found,
+            "ev_spent_cpu_hours": state.spent_cpu_hours,
             "ev_n_pbe_chosen": n_choice["pbe"], "ev_picks_left": picks_left, **{f"ev_{k}": v for k, v in lv.items()},
             **relation.numbers(),
             **outcome["pooled"].numbers(),

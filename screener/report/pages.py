@@ -272,7 +272,8 @@ def _rounds_table(data: ReportData) -> str:
 def overview_page(data: ReportData, figures: Mapping[str, str], *, title: str) -> str:
     """The overview: headline figures, per-round hit rates, figures, and every policy decision with its numbers."""
     h = data.headline
-    state = "finished (nothing more fits the budget)" if data.finished else (
+    stop_reason = data.rounds[-1].info.get("stop_reason") if data.finished else None
+    state = f"finished ({stop_reason or 'nothing more fits the budget'})" if data.finished else (
         f"in progress (last round {data.rounds[-1].round}: {data.rounds[-1].state})" if data.rounds else "not started")
     out = [front_matter(title) + f"# {md_text(title)}", "", honesty_note(data.backends())]
     out += ["## Summary", "",

@@ -297,6 +297,70 @@ def test_campaign_ends_with_a_clear_reason_when_the_policy_declines_everything(t
         camp.close()
 
 
+def test_planner_counts_the_finds_the_stop_rule_divides_by_the_spend(tmp_path, monkeypatch):
+    """n_found: candidates computed at SCAN and at or below the campaign's threshold on today's SCAN hull; PBE-only
+    results, competing phases and candidates above the threshold do not count."""
+    import screener.policies as policies
+    from screener.campaign.components import PolicyPlanner
+    from screener.campaign.config import CampaignConfig
+    from screener.campaign.ledger import Ledger
+    from screener.policies import load_policy
+
+    ledger = Ledger.in_dir(tmp_path / "ledger", create=True)
+    ledger.set_budget_total(100.0)
+    config = CampaignConfig(budget_total=100.0, batch_size=2, unit_cpu_hours=1.0, stable_threshold_ev_per_atom=0.02)
+    ev = load_policy("expected-value")
+    ev = ev.model_copy(update={"expected_value": ev.expected_value.model_copy(update={"competitor_samples": 0})})
+    planner = PolicyPlanner(ev, config, ledger=ledger)
+    computed = {"pbe": {"p-only": (1, 0.0, "candidate")},
+                "scan": {"on": (1, 0.0, "candidate"), "near": (1, 0.02, "candidate"), "above": (1, 0.03, "candidate"),
+                         "phase": (1, 0.0, "competing")}}
+    monkeypatch.setattr(planner, "_computed_e_hull", lambda: computed)
+    seen = {}
+    real_decide = policies.decide
+    monkeypatch.setattr(policies, "decide", lambda policy, state: seen.setdefault("state", state) and
+                        real_decide(policy, state))
+    planner.plan(_request(remaining_budget=60.0))
+    assert seen["state"]["n_found"] == 2
+    assert seen["state"]["spent_cpu_hours"] == pytest.approx(40.0)
+
+
+def test_a_campaign_stopped_by_the_stop_rule_says_why_and_keeps_its_budget(tmp_path):
+    """An expected-value plan that is empty because of the stop rule: the reason names the rate and the yield it
+    came from, the empty round keeps it, ``status`` shows it, a resume stops at once with the same words, and the
+    budget is untouched."""
+    from campaign_fakes import FakeCalculator, FakeExecutor, FakeHulls, FakeModel, make_structures
+
+    from screener.campaign import Campaign, CampaignConfig, Components, Plan
+    from screener.campaign.status import campaign_status
+
+    class Stopping:  # the numbers plan_expected_value returns when nothing reaches its stop rate
+        def plan(self, request):
+            return Plan([], {"policy": "expected-value", "ev_stop_rate_per_cpu_hour": 0.0125,
+                             "ev_stop_fraction_of_yield": 0.1, "ev_n_found": 5, "ev_spent_cpu_hours": 40.0})
+
+    def factory(config, campaign_dir, ledger):
+        return Components(FakeCalculator(), FakeExecutor(tmp_path / "store"), FakeModel(), FakeHulls(), Stopping())
+
+    config = CampaignConfig(budget_total=50.0, batch_size=2, fine_tune_epochs=0, unit_cpu_hours=2.0)
+    camp = Campaign.create(tmp_path / "camp", config, make_structures(4), factory)
+    try:
+        out = camp.run()
+    finally:
+        camp.close()
+    assert out["finished"]
+    assert ("none reaches its stop rate of 0.025 expected finds per pbe-equivalent: 10% of the 5 finds per 20 "
+            "pbe-equivalent spent so far") in out["reason"]
+    assert out["reason"].endswith("with 50 pbe-equivalent left")
+    status = campaign_status(tmp_path / "camp")
+    assert status["finished"] and status["stop_reason"] == out["reason"] and status["budget_left"] == 50.0
+    again = Campaign.open(tmp_path / "camp", factory)
+    try:
+        assert again.run()["reason"] == out["reason"]
+    finally:
+        again.close()
+
+
 def test_run_says_before_round_1_how_many_candidates_are_known_phases(twin_hulls, tmp_path):
     from screener.campaign.hulls import record_competing_phases
     from screener.campaign.ledger import Ledger
