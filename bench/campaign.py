@@ -391,6 +391,7 @@ def score(run: dict[str, Any], truth: dict[str, bool], prevalence: float) -> dic
         "rounds": run["summary"]["rounds_run"],
         "budget_spent": run["status"]["budget_spent"],
         "budget_left": run["status"]["budget_left"],
+        "stop_reason": run["status"].get("stop_reason"),  # the policy stopped with budget left (the stop rule)
         "n_failed": run["n_failed"],
         "wall_s": run["wall_s"],
         "code": run.get("code"),
@@ -513,12 +514,14 @@ def main(argv: list[str] | None = None) -> dict:
                 "daf": "precision / prevalence", "vs_random": "per seed ratio to the random policy, then mean",
                 "vs_best_baseline": "per seed found_per_unit over the best of the other baselines that finished "
                                     "that seed, then mean and t-interval over those seeds",
+                "found_per_unit": "found / budget_spent (a policy that stops early is judged on what it spent)",
+                "found_per_budget": "found / the budget given (the whole budget, spent or not)",
                 "oracle": "truly stable candidates SCAN-confirmed cheapest first until the budget ends",
             },
             "oracle": {**bound, "found_per_unit": bound["max_found"] / args.budget,
                        "daf": 1 / prevalence if prevalence else None},
             "cost_model": "flat: PBE 1, SCAN 5 units" if args.cost == "flat" else "size-dependent (n_sites^2)",
-            "summary": summarise(runs, args.seed_list),
+            "summary": summarise(runs, args.seed_list, args.budget),
             "runs": {policy_name(p): v for p, v in runs.items()},
             "caveats": caveats(args, prevalence, bound, len(args.seed_list), model_info),
             "wall_s": round(time.perf_counter() - t_start, 1),
@@ -575,26 +578,34 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
-def summarise(runs: dict[str, dict[str, dict]], seed_list: list[int]) -> dict[str, Any]:
+def summarise(runs: dict[str, dict[str, dict]], seed_list: list[int], budget: float | None = None
+              ) -> dict[str, Any]:
     """Per policy: figures over the seeds it finished, with ratios to the best other baseline and to random taken
-    per seed where those finished the same seed."""
+    per seed where those finished the same seed. With ``budget``, also found per unit of the budget *given*
+    (``found_per_budget``) and its ratio to the best baseline: a policy that stops early (the expected-value stop
+    rule) is judged on what it spent in ``found_per_unit`` and on the whole budget here."""
     summary: dict[str, Any] = {}
     base = "random" if "random" in runs else None
     for policy, by_seed in runs.items():
         seeds = [str(s) for s in seed_list if str(s) in by_seed]
         row: dict[str, Any] = {k: aggregate([by_seed[s].get(k, float("nan")) for s in seeds])
                                for k in ("found", "found_per_unit", "fraction_of_oracle", "selected", "precision",
-                                         "daf", "n_pbe", "n_scan", "wall_s")}
+                                         "daf", "n_pbe", "n_scan", "budget_spent", "wall_s")}
         # per seed: found per unit over the best baseline of that seed (the interval is over seeds)
         baselines = [b for b in BASELINES if b in runs and b != policy]
-        ratios = []
-        for s_ in seeds:
-            finished = [runs[b][s_]["found_per_unit"] for b in baselines if s_ in runs[b]]
-            if finished:
-                best = max(finished)
-                ratios.append(by_seed[s_]["found_per_unit"] / best if best > 0 else float("nan"))
-        if ratios:
-            row["found_per_unit_vs_best_baseline"] = aggregate(ratios)
+        for key, per in (("found_per_unit", None), ("found_per_budget", budget)):
+            if per is not None:
+                row[key] = aggregate([by_seed[s]["found"] / per for s in seeds])
+            ratios = []
+            for s_ in seeds:
+                value = {b: runs[b][s_]["found_per_unit"] if per is None else runs[b][s_]["found"] / per
+                         for b in baselines if s_ in runs[b]}
+                if value:
+                    best = max(value.values())
+                    mine = by_seed[s_]["found_per_unit"] if per is None else by_seed[s_]["found"] / per
+                    ratios.append(mine / best if best > 0 else float("nan"))
+            if ratios:
+                row[f"{key}_vs_best_baseline"] = aggregate(ratios)
         if base is not None:
             both = [s_ for s_ in seeds if s_ in runs[base]]
             row["found_vs_random"] = aggregate([by_seed[s]["found"] / runs[base][s]["found"]

@@ -84,7 +84,7 @@ def merge(base: dict[str, Any], newer: list[dict[str, Any]], rename: dict[str, s
             label = f"new[{k}]" + (f" ({name})" if name != policy else "")
             origin.setdefault(policy, {}).update({seed: label for seed in by_seed})
     seeds = sorted({int(s) for by_seed in out["runs"].values() for s in by_seed})
-    out["summary"] = summarise(out["runs"], seeds)
+    out["summary"] = summarise(out["runs"], seeds, out["settings"].get("budget_pbe_equivalent"))
     out["complete"] = all(str(s) in by_seed for by_seed in out["runs"].values() for s in seeds)
     out["settings"] = {**out["settings"], "seeds": seeds, "policies": list(out["runs"])}
     out["merged_from"] = {"base": base.get("command"), "new": [n.get("command") for n in newer],

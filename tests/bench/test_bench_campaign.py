@@ -97,6 +97,21 @@ def test_summary_of_a_partial_grid_uses_the_seeds_each_policy_finished(bench):
     assert ev["found_per_unit_vs_best_baseline"]["mean"] == pytest.approx((6 / 3 + 4 / 1) / 2)
     assert ev["found_vs_random"]["mean"] == pytest.approx((3 + 4) / 2)
     assert summary["camd-gp-lcb"]["found"]["n"] == 0
+    assert "found_per_budget" not in ev  # only with the budget given
+
+
+def test_found_per_budget_judges_an_early_stop_on_the_whole_budget(bench):
+    """A policy that stopped at 6 of 10 units with 3 finds: 0.5 per unit spent, 0.3 per unit of the budget; a
+    baseline that spent all 10 for 4 finds is 0.4 either way."""
+    runs = {"expected-value": {"0": {"found": 3, "found_per_unit": 3 / 6, "daf": 1.0, "selected": 3,
+                                     "budget_spent": 6.0}},
+            "scan-only": {"0": {"found": 4, "found_per_unit": 4 / 10, "daf": 1.0, "selected": 4,
+                                "budget_spent": 10.0}}}
+    ev = bench.summarise(runs, [0], budget=10.0)["expected-value"]
+    assert ev["found_per_unit_vs_best_baseline"]["mean"] == pytest.approx(0.5 / 0.4)
+    assert ev["found_per_budget"]["mean"] == pytest.approx(0.3)
+    assert ev["found_per_budget_vs_best_baseline"]["mean"] == pytest.approx(0.3 / 0.4)
+    assert ev["budget_spent"]["mean"] == pytest.approx(6.0)
 
 
 def test_model_per_seed_gives_each_campaign_seed_its_own_training_seed(bench):
