@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from screener.campaign.config import FIDELITIES, CampaignConfig
-from screener.campaign.ledger import LEDGER_FILENAME, OPEN_STATES, Ledger
+from screener.campaign.ledger import LEDGER_FILENAME, OPEN_STATES, Ledger, json_object
 from screener.campaign.protocols import Calculator, Executor, Hulls, Model, Plan, PlanItem, Planner, PlanRequest
 from screener.campaign.ranking import (PREDICTION_STORAGE_META, predicted_e_hull, prediction_row,
                                        prediction_storage_rule, probability_below, stored_prediction_rows)
@@ -224,7 +224,7 @@ class Campaign:
         while True:
             current = self.ledger.current_round()
             if current is not None and current["state"] == "empty":  # (a raised budget reopens it: set_budget_total)
-                stored = json.loads(current.get("info_json") or "{}").get("stop_reason")
+                stored = json_object(current.get("info_json")).get("stop_reason")
                 reason = ("nothing left to buy within the budget" if not self._can_buy_more() else
                           stored or "nothing left worth buying: the policy declined every open calculation")
                 break

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from screener.campaign.folder import lock_holder
-from screener.campaign.ledger import LEDGER_FILENAME, Ledger, LedgerDamagedError, json_safe
+from screener.campaign.ledger import LEDGER_FILENAME, Ledger, LedgerDamagedError, json_object, json_safe
 
 __all__ = ["campaign_status"]
 
@@ -96,7 +96,7 @@ def _status(campaign_dir: str | Path) -> dict[str, Any]:
             "rounds": rounds,
             "finished": bool(current is not None and current["state"] == "empty"),
             # why it finished, where the policy stopped with budget left (the empty round's info)
-            "stop_reason": (json.loads(current.get("info_json") or "{}").get("stop_reason")
+            "stop_reason": (json_object(current.get("info_json")).get("stop_reason")
                             if current is not None and current["state"] == "empty" else None),
             "running": lock_holder(campaign_dir),
             "config": config,

@@ -272,8 +272,10 @@ def _rounds_table(data: ReportData) -> str:
 def overview_page(data: ReportData, figures: Mapping[str, str], *, title: str) -> str:
     """The overview: headline figures, per-round hit rates, figures, and every policy decision with its numbers."""
     h = data.headline
-    stop_reason = data.rounds[-1].info.get("stop_reason") if data.finished else None
-    state = f"finished ({stop_reason or 'nothing more fits the budget'})" if data.finished else (
+    info = data.rounds[-1].info if data.finished else None  # the empty round says why the policy stopped
+    stop_reason = info.get("stop_reason") if isinstance(info, dict) else None
+    state = f"finished ({stop_reason if isinstance(stop_reason, str) else 'nothing more fits the budget'})" \
+        if data.finished else (
         f"in progress (last round {data.rounds[-1].round}: {data.rounds[-1].state})" if data.rounds else "not started")
     out = [front_matter(title) + f"# {md_text(title)}", "", honesty_note(data.backends())]
     out += ["## Summary", "",
@@ -363,6 +365,9 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
             n_p_campaign = finite_float(n.get("n_pbe_campaign"))
             ev_rows.append([
                 r.round, _num(n.get("ev_lambda_per_cpu_hour"), ".3g"),
+                _num(n.get("ev_stop_rate_per_cpu_hour"), ".3g"),
+                "-" if n.get("ev_n_found") is None else
+                f"{_num(n.get('ev_n_found'), '.0f')} / {_num(n.get('ev_spent_cpu_hours'), '.4g')}",
                 _num(n.get("ev_follow_ups_reserved_cpu_hours"), ".4g"),
                 _num(n.get("ev_learning_value_scan"), ".3g"), _num(n.get("ev_learning_value_pbe"), ".3g"),
                 {True: "yes", False: "no"}.get(n.get("ev_learning_value_added"), "-"),
@@ -417,13 +422,17 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "larger one).", ""]
     if ev_rows:
         out += ["### Expected value", "",
-                _table(["round", "lambda (finds per CPU-h)", "follow-ups kept back (CPU-h)",
+                _table(["round", "lambda (finds per CPU-h)", "stop rate (finds per CPU-h)",
+                        "found / spent (CPU-h) before the round", "follow-ups kept back (CPU-h)",
                         "learning value SCAN (finds per calc.)",
                         "learning value PBE (finds per calc.)", "learning value added to the rates",
                         "SCAN model MAE now (meV/atom)", "SCAN picks left",
                         "N_p (pre-training + campaign)", "N_s (campaign)"], ev_rows), "",
                 "lambda: finds per CPU-hour of the last SCAN-now pick the remaining budget reaches; a PBE-screened "
-                "candidate goes on to SCAN when its P(SCAN-stable) per CPU-hour of SCAN reaches it. Follow-ups kept "
+                "candidate goes on to SCAN when its P(SCAN-stable) per CPU-hour of SCAN reaches it. Stop rate: the "
+                "least finds per CPU-hour an option must promise to be bought, a fraction (stop_fraction_of_yield) "
+                "of the campaign's finds per CPU-hour spent so far (0 before it has stop_after_finds finds); lambda "
+                "is never below it, and a round where no option reaches it ends the campaign. Follow-ups kept "
                 "back: the expected SCAN follow-ups of the round's PBE screens (at least the dearest one's whole "
                 "cost), which the rest of the round could not spend. Learning value: "
                 "expected extra finds among the SCAN picks left from one more calculation's improvement of the model "

@@ -106,6 +106,8 @@ def _ev_numbers(round_number: int, n_scan: int, n_pbe: int, n_done: dict[str, in
     return {"policy": "expected-value", "kind": "expected-value", "n_scan_planned": n_scan, "n_pbe_planned": n_pbe,
             "n_pbe_pretraining": 17616, "n_pbe_campaign": n_done["pbe"], "n_scan_campaign": n_done["scan"],
             "ev_lambda_per_cpu_hour": 0.0123 * round_number, "ev_follow_ups_reserved_cpu_hours": 7.5 + round_number,
+            "ev_stop_rate_per_cpu_hour": 0.0031 * round_number, "ev_n_found": 2 + round_number,
+            "ev_spent_cpu_hours": 41.5 * round_number,
             "ev_learning_value_scan": 0.0456 / round_number,
             "ev_learning_value_pbe": 0.00078 * round_number, "ev_learning_value_added": round_number % 2 == 0,
             "ev_mae_now_ev_per_atom": 0.0912 / round_number,

@@ -71,6 +71,9 @@ def test_ev_round_numbers_equal_the_ledger(ev_campaign, ev_overview):
         n = plans[int(row[0])]
         assert _close(row[col["lambda (finds per CPU-h)"]], n["ev_lambda_per_cpu_hour"])
         assert _close(row[col["follow-ups kept back (CPU-h)"]], n["ev_follow_ups_reserved_cpu_hours"])
+        assert _close(row[col["stop rate (finds per CPU-h)"]], n["ev_stop_rate_per_cpu_hour"])
+        found, spent = row[col["found / spent (CPU-h) before the round"]].split(" / ")
+        assert int(found) == n["ev_n_found"] and _close(spent, n["ev_spent_cpu_hours"])
         assert _close(row[col["learning value SCAN (finds per calc.)"]], n["ev_learning_value_scan"])
         assert _close(row[col["learning value PBE (finds per calc.)"]], n["ev_learning_value_pbe"])
         assert row[col["learning value added to the rates"]] == ("yes" if n["ev_learning_value_added"] else "no")
@@ -270,3 +273,24 @@ def test_hand_edited_numbers_are_escaped_and_never_crash(ev_campaign, tmp_path):
     page = overview_page(load_report_data(campaign), FIGURES, title="EV")
     assert "<script>" not in page and "<b>" not in page
     assert "&#60;script&#62;x&#60;/script&#62;" in page and "&#60;b&#62;" in page
+
+
+@pytest.mark.parametrize("info", [{"stop_reason": "nothing left worth buying: <b>stop</b> rate 0.004"}, [3], {}])
+def test_summary_says_why_a_finished_campaign_stopped(ev_campaign, tmp_path, info):
+    """The empty last round's ``stop_reason`` (the policy declined everything with budget left) is the summary's
+    state, escaped; without one (or a hand-edited one of the wrong shape) it says nothing more fit the budget."""
+    import shutil
+
+    campaign = tmp_path / "campaign"
+    shutil.copytree(ev_campaign, campaign)
+    conn = sqlite3.connect(campaign / "ledger.sqlite")
+    last = conn.execute("SELECT MAX(round) FROM rounds").fetchone()[0]
+    conn.execute("INSERT INTO rounds (round, state, info_json) VALUES (?, 'empty', ?)", (last + 1, json.dumps(info)))
+    conn.commit()
+    conn.close()
+    page = overview_page(load_report_data(campaign), FIGURES, title="EV")
+    if isinstance(info, dict) and info:
+        assert "finished (nothing left worth buying: &#60;b&#62;stop&#60;/b&#62; rate 0.004)" in page
+        assert "<b>stop" not in page
+    else:
+        assert "finished (nothing more fits the budget)" in page
