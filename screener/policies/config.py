@@ -112,12 +112,13 @@ class ExpectedValueConfig(BaseModel):
         "it, and a screen whose own SCAN run would not fit beside it is worth its learning value only. Binds only "
         "near the end of a campaign, where screens were otherwise bought whose follow-ups nothing paid for.")
     stop_fraction_of_yield: float = Field(
-        0.1, ge=0, le=1, description="Stop rule: an option is bought only if its expected finds per unit cost reach "
-        "this fraction of the campaign's yield so far (confirmed finds / budget spent), once it has "
-        "stop_after_finds finds; when no open calculation does, the campaign stops and keeps the rest of its "
-        "budget. The marginal-value rule of foraging (leave when the next unit earns less than the search has "
-        "been earning), with a tenfold margin: a pool whose stable candidates are found is not computed to the "
-        "end for a few per cent chance each. 0: spend the whole budget whatever the odds.")
+        0.0, ge=0, le=1, description="Stop rule (0, the default: off): an option is bought only if its expected "
+        "finds per unit cost reach this fraction of the campaign's yield so far (confirmed finds / budget spent), "
+        "once it has stop_after_finds finds, and lambda is never below that rate; when no open calculation reaches "
+        "it, the campaign stops and keeps the rest of its budget. The marginal-value rule of foraging (leave when "
+        "the next unit earns less than the search has been earning); 0.1 leaves a tenfold margin. Off by default: "
+        "at 0.1 it never stopped a measured campaign before its last unit, and as lambda's floor it moved screens' "
+        "follow-up thresholds (-2 finds in 1 of 5 campaigns on a fresh world, docs/policy.md 'Measured').")
     stop_after_finds: int = Field(
         3, ge=1, description="Finds the campaign must have before the stop rule applies (its yield is then more "
         "than one lucky result).")

@@ -433,20 +433,25 @@ def test_scan_now_is_valued_at_most_at_the_pbe_view_when_asked():
 
 
 # ---- the stop rule --------------------------------------------------------------------------------------------------
+def _with_stop(fraction):
+    policy = load_policy("expected-value")
+    return policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"stop_fraction_of_yield": fraction})})
+
+
 def _best_rate(item):
     return max(item.numbers["rate_scan_per_cpu_hour"], item.numbers["rate_pbe_per_cpu_hour"])
 
 
 def test_stop_rule_buys_nothing_below_a_fraction_of_the_campaigns_yield():
-    """10 finds for 100 CPU-h spent: with the default 10 % only options of >= 0.01 finds per CPU-h are bought; the
-    same state without the rule (0) also buys the long shots the round budget reaches."""
+    """10 finds for 100 CPU-h spent: at 10 % only options of >= 0.01 finds per CPU-h are bought; the same state
+    without the rule (0, the default) also buys the long shots the round budget reaches."""
     from screener.policies.expected_value import stop_rate_per_cpu_hour
 
     mean = list(np.linspace(-0.1, 0.6, 40))  # a few likely finds, then long shots
     state = _state(scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, n_found=10, spent_cpu_hours=100.0,
                    budget_cpu_hours=400.0)
-    policy = load_policy("expected-value")
-    assert policy.expected_value.stop_fraction_of_yield == 0.1
+    policy = _with_stop(0.1)
     assert stop_rate_per_cpu_hour(policy.expected_value, 10, 100.0) == pytest.approx(0.01)
     stopped = decide(policy, state)
     items = [i for i in stopped.items if i.kind == "candidate"]
@@ -454,9 +459,8 @@ def test_stop_rule_buys_nothing_below_a_fraction_of_the_campaigns_yield():
     assert all(i.numbers["stop_rate_per_cpu_hour"] == pytest.approx(0.01) for i in items)
     assert stopped.numbers["ev_stop_rate_per_cpu_hour"] == pytest.approx(0.01)
     assert stopped.numbers["ev_lambda_per_cpu_hour"] >= 0.01  # a screen's SCAN follow-up must promise as much
-    off = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
-        update={"stop_fraction_of_yield": 0.0})})
-    spent_all = decide(off, state)
+    spent_all = decide("expected-value", state)
+    assert spent_all.numbers["ev_stop_rate_per_cpu_hour"] == 0.0
     below = [i for i in spent_all.items if i.kind == "candidate" and _best_rate(i) < 0.01]
     assert below, "without the rule the round buys options below the stop rate"
     assert spent_all.total_cost_cpu_hours > stopped.total_cost_cpu_hours
@@ -464,11 +468,11 @@ def test_stop_rule_buys_nothing_below_a_fraction_of_the_campaigns_yield():
 
 def test_stop_rule_waits_for_enough_finds_and_can_empty_a_round():
     hopeless = [0.8] * 40  # P(stable) ~ 1e-15 each: nothing is worth its cost once the campaign has a yield
-    young = decide("expected-value", _state(scan_mean_ev_per_atom=hopeless, pbe_mean_ev_per_atom=hopeless,
+    young = decide(_with_stop(0.1), _state(scan_mean_ev_per_atom=hopeless, pbe_mean_ev_per_atom=hopeless,
                                             n_found=2, spent_cpu_hours=100.0))
     assert young.numbers["ev_stop_rate_per_cpu_hour"] == 0.0  # 2 < stop_after_finds (3): it spends
     assert young.items
-    done = decide("expected-value", _state(scan_mean_ev_per_atom=hopeless, pbe_mean_ev_per_atom=hopeless,
+    done = decide(_with_stop(0.1), _state(scan_mean_ev_per_atom=hopeless, pbe_mean_ev_per_atom=hopeless,
                                            n_found=3, spent_cpu_hours=100.0))
     assert done.numbers["ev_stop_rate_per_cpu_hour"] == pytest.approx(0.003)
     assert not done.items
