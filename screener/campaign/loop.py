@@ -225,6 +225,7 @@ class Campaign:
             current = self.ledger.current_round()
             if current is not None and current["state"] == "empty":  # (a raised budget reopens it: set_budget_total)
                 stored = json_object(current.get("info_json")).get("stop_reason")
+                stored = stored if isinstance(stored, str) and stored.startswith("nothing left") else None
                 reason = ("nothing left to buy within the budget" if not self._can_buy_more() else
                           stored or "nothing left worth buying: the policy declined every open calculation")
                 break
@@ -282,7 +283,10 @@ class Campaign:
         """Why the last plan bought nothing, from its numbers: the expected-value stop rule, or no expected find."""
         numbers = getattr(self, "_plan_numbers", {})
         rate = float(numbers.get("ev_stop_rate_per_cpu_hour") or 0.0)
-        if rate <= 0:
+        # the rule is named only where it alone emptied the plan: options worth something fell below its rate and
+        # none was in line (an empty plan of options in line is the budget's doing: e.g. a screen whose SCAN
+        # follow-up the last units cannot pay)
+        if rate <= 0 or int(numbers.get("ev_n_below_stop_rate") or 0) == 0 or int(numbers.get("ev_n_in_line") or 0):
             return "none is expected to add a stable find"
         unit = float(self.config.unit_cpu_hours or 1.0)
         per = self.config.budget_unit

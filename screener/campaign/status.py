@@ -45,6 +45,14 @@ def campaign_status(campaign_dir: str | Path) -> dict[str, Any]:
         raise LedgerDamagedError(Path(campaign_dir) / LEDGER_FILENAME, str(exc)) from None
 
 
+def _stop_reason(current: dict[str, Any] | None) -> str | None:
+    """Why a finished campaign stopped, as its empty last round recorded it (text only; None if not recorded)."""
+    if current is None or current["state"] != "empty":
+        return None
+    reason = json_object(current.get("info_json")).get("stop_reason")
+    return reason if isinstance(reason, str) else None
+
+
 def _status(campaign_dir: str | Path) -> dict[str, Any]:
     with Ledger.in_dir(campaign_dir, read_only=True) as ledger:
         budget = ledger.budget()
@@ -96,8 +104,7 @@ def _status(campaign_dir: str | Path) -> dict[str, Any]:
             "rounds": rounds,
             "finished": bool(current is not None and current["state"] == "empty"),
             # why it finished, where the policy stopped with budget left (the empty round's info)
-            "stop_reason": (json_object(current.get("info_json")).get("stop_reason")
-                            if current is not None and current["state"] == "empty" else None),
+            "stop_reason": _stop_reason(current),
             "running": lock_holder(campaign_dir),
             "config": config,
         })

@@ -476,12 +476,16 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # bought SCAN runs of 0.002-0.008 finds per unit ahead of screens rated twice that, whenever the PBE cap of a
     # crowded chemical system was reached (Na-Ti-V-Cr-Cu-O: 30 of 84 direct SCAN runs, 2 truly stable).
     line: list[tuple[float, int, str]] = []
+    n_below_stop = 0  # candidates worth something, but less than the stop rate: the stop rule's doing
     for i in np.flatnonzero(open_s):
         best, fid = rate_scan[i], "scan"
         if open_p[i] and rate_pbe[i] > best:
             best, fid = rate_pbe[i], "pbe"
         if best > 0 and best >= stop_rate:
             line.append((-float(best), int(i), fid))
+        elif best > 0:
+            n_below_stop += 1
+    n_in_line = len(line)
     heapq.heapify(line)
     tried: set[tuple[int, str]] = set()
     n_choice = {"scan": 0, "pbe": 0}
@@ -534,7 +538,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             n_choice[fid] += 1
     return {**blind, "ev_lambda_per_cpu_hour": lam, "ev_n_scan_chosen": n_choice["scan"],
             "ev_stop_rate_per_cpu_hour": stop_rate, "ev_stop_fraction_of_yield": cfg.stop_fraction_of_yield,
-            "ev_n_found": state.n_found,
+            "ev_n_found": state.n_found, "ev_n_in_line": n_in_line, "ev_n_below_stop_rate": n_below_stop,
             "ev_spent_cpu_hours": state.spent_cpu_hours,
             "ev_n_pbe_chosen": n_choice["pbe"], "ev_picks_left": picks_left, **{f"ev_{k}": v for k, v in lv.items()},
             **relation.numbers(),

@@ -337,7 +337,8 @@ def test_a_campaign_stopped_by_the_stop_rule_says_why_and_keeps_its_budget(tmp_p
     class Stopping:  # the numbers plan_expected_value returns when nothing reaches its stop rate
         def plan(self, request):
             return Plan([], {"policy": "expected-value", "ev_stop_rate_per_cpu_hour": 0.0125,
-                             "ev_stop_fraction_of_yield": 0.1, "ev_n_found": 5, "ev_spent_cpu_hours": 40.0})
+                             "ev_stop_fraction_of_yield": 0.1, "ev_n_found": 5, "ev_spent_cpu_hours": 40.0,
+                             "ev_n_in_line": 0, "ev_n_below_stop_rate": 3})
 
     def factory(config, campaign_dir, ledger):
         return Components(FakeCalculator(), FakeExecutor(tmp_path / "store"), FakeModel(), FakeHulls(), Stopping())
@@ -359,6 +360,47 @@ def test_a_campaign_stopped_by_the_stop_rule_says_why_and_keeps_its_budget(tmp_p
         assert again.run()["reason"] == out["reason"]
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("numbers", [
+    {"ev_stop_rate_per_cpu_hour": 0.0125, "ev_n_in_line": 4, "ev_n_below_stop_rate": 3},  # the budget's doing
+    {"ev_stop_rate_per_cpu_hour": 0.0125, "ev_n_in_line": 0, "ev_n_below_stop_rate": 0},  # nothing worth anything
+    {"ev_stop_rate_per_cpu_hour": 0.0},  # the rule off
+])
+def test_the_stop_rule_is_named_only_where_it_alone_emptied_the_plan(tmp_path, numbers):
+    """Options in line that the budget could not take (e.g. screens whose follow-up the last units cannot pay),
+    or no option worth anything: the reason does not blame the stop rule. A hand-edited stored reason that is not
+    one of ours reads as the plain one on resume."""
+    import sqlite3
+
+    from campaign_fakes import FakeCalculator, FakeExecutor, FakeHulls, FakeModel, make_structures
+
+    from screener.campaign import Campaign, CampaignConfig, Components, Plan
+
+    class Empty:
+        def plan(self, request):
+            return Plan([], {"policy": "expected-value", **numbers})
+
+    def factory(config, campaign_dir, ledger):
+        return Components(FakeCalculator(), FakeExecutor(tmp_path / "store"), FakeModel(), FakeHulls(), Empty())
+
+    camp = Campaign.create(tmp_path / "camp", CampaignConfig(budget_total=50.0, batch_size=2, fine_tune_epochs=0),
+                           make_structures(4), factory)
+    try:
+        out = camp.run()
+    finally:
+        camp.close()
+    assert "(none is expected to add a stable find)" in out["reason"] and "stop rate" not in out["reason"]
+    conn = sqlite3.connect(tmp_path / "camp" / "ledger.sqlite")
+    conn.execute("UPDATE rounds SET info_json = '{\"stop_reason\": 5}' WHERE state = 'empty'")
+    conn.commit()
+    conn.close()
+    again = Campaign.open(tmp_path / "camp", factory)
+    try:
+        resumed = again.run()
+    finally:
+        again.close()
+    assert resumed["finished"] and resumed["reason"].startswith("nothing left worth buying")
 
 
 def test_run_says_before_round_1_how_many_candidates_are_known_phases(twin_hulls, tmp_path):

@@ -443,6 +443,11 @@ def _best_rate(item):
     return max(item.numbers["rate_scan_per_cpu_hour"], item.numbers["rate_pbe_per_cpu_hour"])
 
 
+def _bought_rate(item):
+    """The rate of the option actually bought (not the better of the two)."""
+    return item.numbers["rate_scan_per_cpu_hour" if item.fidelity == "scan" else "rate_pbe_per_cpu_hour"]
+
+
 def test_stop_rule_buys_nothing_below_a_fraction_of_the_campaigns_yield():
     """10 finds for 100 CPU-h spent: at 10 % only options of >= 0.01 finds per CPU-h are bought; the same state
     without the rule (0, the default) also buys the long shots the round budget reaches."""
@@ -455,7 +460,7 @@ def test_stop_rule_buys_nothing_below_a_fraction_of_the_campaigns_yield():
     assert stop_rate_per_cpu_hour(policy.expected_value, 10, 100.0) == pytest.approx(0.01)
     stopped = decide(policy, state)
     items = [i for i in stopped.items if i.kind == "candidate"]
-    assert items and all(_best_rate(i) >= 0.01 for i in items)
+    assert items and all(_bought_rate(i) >= 0.01 for i in items)
     assert all(i.numbers["stop_rate_per_cpu_hour"] == pytest.approx(0.01) for i in items)
     assert stopped.numbers["ev_stop_rate_per_cpu_hour"] == pytest.approx(0.01)
     assert stopped.numbers["ev_lambda_per_cpu_hour"] >= 0.01  # a screen's SCAN follow-up must promise as much
@@ -476,3 +481,23 @@ def test_stop_rule_waits_for_enough_finds_and_can_empty_a_round():
                                            n_found=3, spent_cpu_hours=100.0))
     assert done.numbers["ev_stop_rate_per_cpu_hour"] == pytest.approx(0.003)
     assert not done.items
+
+
+def test_stop_rule_also_bounds_the_cost_blind_share():
+    """Costs differ: the cost-blind share buys SCAN by the model's own P, cost ignored; with the rule it buys none
+    whose P per median SCAN cost is below the stop rate, without it it buys such long shots too."""
+    n = 40
+    mean = list(np.linspace(-0.05, 0.5, n))
+    cost = list(np.linspace(2.0, 12.0, n)[::-1])  # the likeliest are the dearest
+    state = _state(n=n, scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, cost_scan_cpu_hours=cost,
+                   cost_pbe_cpu_hours=[c / 5 for c in cost], n_found=40, spent_cpu_hours=100.0,
+                   budget_cpu_hours=400.0)
+    median = float(np.median(cost))
+
+    def blind(plan):
+        return [i for i in plan.items if i.kind == "candidate" and i.numbers.get("route") == "cost_blind"]
+
+    stopped, spent_all = blind(decide(_with_stop(0.1), state)), blind(decide("expected-value", state))
+    assert spent_all and stopped
+    assert all(i.numbers["p_scan_model_raw"] / median >= 0.04 for i in stopped)  # 10 % of 40 finds / 100 CPU-h
+    assert any(i.numbers["p_scan_model_raw"] / median < 0.04 for i in spent_all)
