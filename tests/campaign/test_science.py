@@ -274,20 +274,26 @@ def mp_entries_small():
 
 # ---- a campaign whose policy declines everything -----------------------------------------------------------------
 
-def test_campaign_ends_with_a_clear_reason_when_the_policy_declines_everything(tmp_path):
+def _empty_plan_campaign(tmp_path, numbers, **config):
+    """A campaign of 4 fake candidates whose planner always plans nothing, with these plan numbers; returns the
+    created campaign (open: close it) and its components factory (to open it again)."""
     from campaign_fakes import FakeCalculator, FakeExecutor, FakeHulls, FakeModel, make_structures
 
     from screener.campaign import Campaign, CampaignConfig, Components, Plan
 
-    class Declining:
+    class Empty:
         def plan(self, request):
-            return Plan([], {"policy": "declines"})
+            return Plan([], dict(numbers))
 
     def factory(config, campaign_dir, ledger):
-        return Components(FakeCalculator(), FakeExecutor(tmp_path / "store"), FakeModel(), FakeHulls(), Declining())
+        return Components(FakeCalculator(), FakeExecutor(tmp_path / "store"), FakeModel(), FakeHulls(), Empty())
 
-    camp = Campaign.create(tmp_path / "camp", CampaignConfig(budget_total=50.0, batch_size=2, fine_tune_epochs=0),
-                           make_structures(4), factory)
+    settings = {"budget_total": 50.0, "batch_size": 2, "fine_tune_epochs": 0, **config}
+    return Campaign.create(tmp_path / "camp", CampaignConfig(**settings), make_structures(4), factory), factory
+
+
+def test_campaign_ends_with_a_clear_reason_when_the_policy_declines_everything(tmp_path):
+    camp, _ = _empty_plan_campaign(tmp_path, {"policy": "declines"})
     try:
         out = camp.run()
         assert out["finished"]
@@ -329,22 +335,14 @@ def test_a_campaign_stopped_by_the_stop_rule_says_why_and_keeps_its_budget(tmp_p
     """An expected-value plan that is empty because of the stop rule: the reason names the rate and the yield it
     came from, the empty round keeps it, ``status`` shows it, a resume stops at once with the same words, and the
     budget is untouched."""
-    from campaign_fakes import FakeCalculator, FakeExecutor, FakeHulls, FakeModel, make_structures
-
-    from screener.campaign import Campaign, CampaignConfig, Components, Plan
+    from screener.campaign import Campaign
     from screener.campaign.status import campaign_status
 
-    class Stopping:  # the numbers plan_expected_value returns when nothing reaches its stop rate
-        def plan(self, request):
-            return Plan([], {"policy": "expected-value", "ev_stop_rate_per_cpu_hour": 0.0125,
-                             "ev_stop_fraction_of_yield": 0.1, "ev_n_found": 5, "ev_spent_cpu_hours": 40.0,
-                             "ev_n_in_line": 0, "ev_n_below_stop_rate": 3})
-
-    def factory(config, campaign_dir, ledger):
-        return Components(FakeCalculator(), FakeExecutor(tmp_path / "store"), FakeModel(), FakeHulls(), Stopping())
-
-    config = CampaignConfig(budget_total=50.0, batch_size=2, fine_tune_epochs=0, unit_cpu_hours=2.0)
-    camp = Campaign.create(tmp_path / "camp", config, make_structures(4), factory)
+    # the numbers plan_expected_value returns when nothing reaches its stop rate
+    camp, factory = _empty_plan_campaign(tmp_path, {
+        "policy": "expected-value", "ev_stop_rate_per_cpu_hour": 0.0125, "ev_stop_fraction_of_yield": 0.1,
+        "ev_n_found": 5, "ev_spent_cpu_hours": 40.0, "ev_n_in_line": 0, "ev_n_below_stop_rate": 3},
+        unit_cpu_hours=2.0)
     try:
         out = camp.run()
     finally:
@@ -373,19 +371,9 @@ def test_the_stop_rule_is_named_only_where_it_alone_emptied_the_plan(tmp_path, n
     one of ours reads as the plain one on resume."""
     import sqlite3
 
-    from campaign_fakes import FakeCalculator, FakeExecutor, FakeHulls, FakeModel, make_structures
+    from screener.campaign import Campaign
 
-    from screener.campaign import Campaign, CampaignConfig, Components, Plan
-
-    class Empty:
-        def plan(self, request):
-            return Plan([], {"policy": "expected-value", **numbers})
-
-    def factory(config, campaign_dir, ledger):
-        return Components(FakeCalculator(), FakeExecutor(tmp_path / "store"), FakeModel(), FakeHulls(), Empty())
-
-    camp = Campaign.create(tmp_path / "camp", CampaignConfig(budget_total=50.0, batch_size=2, fine_tune_epochs=0),
-                           make_structures(4), factory)
+    camp, factory = _empty_plan_campaign(tmp_path, {"policy": "expected-value", **numbers})
     try:
         out = camp.run()
     finally:
