@@ -109,6 +109,7 @@ class PolicyPlanner:
         if self.policy.kind == "expected-value":
             e_hull = self._computed_e_hull()
             state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"] = self._pbe_results(e_hull)
+            state["n_known_pbe_scan_pairs"] = len(self._known_pairs or [])  # _pbe_results puts them last
             decisions = self.ledger.decisions() if self.ledger is not None else []  # read once for both below
             purchases = self._purchases(e_hull, decisions)
             state["purchase_outcomes"] = [(f, p, y) for f, p, y, _ in purchases]
@@ -196,7 +197,8 @@ class PolicyPlanner:
             # the policy values them at (the relation's), at the model's sigma
             screened = np.array([s in pbe_result for s in request.structure_ids])
             if screened.any():
-                relation = relation_from_config(cfg, pbe_scan_pairs or [], threshold)
+                relation = relation_from_config(cfg, pbe_scan_pairs or [], threshold,
+                                                len(self._known_pairs or []) if pbe_scan_pairs else 0)
                 q = relation.p_scan_stable([pbe_result[s] for s, on in zip(request.structure_ids, screened) if on])
                 mean = mean.copy()
                 mean[screened] = scan_mean_given_p_stable(q, std[screened], threshold)

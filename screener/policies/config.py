@@ -87,6 +87,11 @@ class ExpectedValueConfig(BaseModel):
         "hull (with pbe_scan_hull_step; at E_hull = the stability threshold where that is above 0), worth "
         "prior_weight pairs: with few known pairs just above the hull it moves the fit (docs/policy.md).")
     prior_weight: float = Field(5.0, ge=0, description="Pseudo-pairs of the prior.")
+    known_pairs_weight: float | None = Field(
+        None, ge=0, description="The known set's PBE/SCAN pairs together count as at most this many observations "
+        "in the relation's fit (each weight / n_known, at most 1), so the campaign's own pairs decide once it has "
+        "some; null (the default): each known pair counts as one. The known pairs are judged on the known set's "
+        "hulls, which agree more often than the pool's candidates against the full hull.")
     outcome_calibration: bool = Field(
         True, description="Recalibrate P(stable) on the campaign's purchases (P at purchase vs stable or not), "
         "refitted each round (see screener.policies.outcome_calibration).")

@@ -88,6 +88,8 @@ class PolicyState(BaseModel):
         default_factory=dict, description="Computed PBE E_hull of candidates with a PBE result (expected-value).")
     pbe_scan_pairs: list[tuple[float, float]] = Field(
         default_factory=list, description="(PBE, SCAN) computed E_hull pairs: campaign and known set (expected-value).")
+    n_known_pbe_scan_pairs: int = Field(
+        0, ge=0, description="Of pbe_scan_pairs, the last this many are the known set's (expected-value).")
     purchase_outcomes: list[tuple[str, float, bool]] = Field(
         default_factory=list, description="(fidelity, P(stable) at purchase, came out stable) of each candidate "
         "calculation bought on the model's prediction (expected-value: outcome calibration).")

@@ -136,7 +136,7 @@ class PbeScanRelation:
 
 def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sigma: float = 0.1,
                           prior_weight: float = 5.0, tol: float = 1e-6,
-                          prior_p_just_above: float | None = None) -> PbeScanRelation:
+                          prior_p_just_above: float | None = None, weights: Any = None) -> PbeScanRelation:
     """Maximum a posteriori probit of SCAN-stable (SCAN E_hull <= ``tol``) on the computed PBE E_hull.
 
     With ``prior_p_just_above`` (the hull step) the on-hull pairs fit ``c_hull`` (prior ``Phi^-1(prior_p_stable)``)
@@ -144,13 +144,18 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     the stability threshold ``t = tol``, so that ``q(t)`` is ``prior_p_just_above``, at most ``c_hull``'s) and ``c1``
     (prior ``1 / prior_sigma``); without it one probit ``Phi(c0 - c1 max(x, 0))`` fits both, ``c0``'s prior
     ``Phi^-1(prior_p_stable)``. Each prior enters as a Gaussian penalty worth ``prior_weight`` observations, so a
-    few pairs move it little and hundreds take over.
+    few pairs move it little and hundreds take over. ``weights`` (one per pair; default 1) scale each pair's
+    log-likelihood term, e.g. to count the known set's pairs as fewer observations than the campaign's own.
     """
     from scipy.optimize import minimize
     from scipy.special import log_ndtr, ndtri
 
     arr = np.asarray(pairs, dtype=float).reshape(-1, 2) if len(pairs) else np.zeros((0, 2))
-    arr = arr[np.isfinite(arr).all(axis=1)]
+    w_all = np.ones(len(arr)) if weights is None else np.asarray(weights, dtype=float).reshape(-1)
+    if w_all.shape != (len(arr),):
+        raise ValueError(f"{len(w_all)} weights for {len(arr)} pairs")
+    finite = np.isfinite(arr).all(axis=1)
+    arr, w_all = arr[finite], w_all[finite]
     step = prior_p_just_above is not None
     chp, c1p = float(ndtri(prior_p_stable)), 1.0 / prior_sigma
     # with a stability threshold t > 0 the prior's "just above" sits at x = t: a PBE result below t is likelier
@@ -166,13 +171,14 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     y = arr[:, 1] <= tol
     on = (x <= ON_HULL_EV_PER_ATOM) if step else np.zeros(n, dtype=bool)
 
-    def loglik(z: np.ndarray, outcome: np.ndarray) -> float:
-        return float(np.sum(np.where(outcome, log_ndtr(z), log_ndtr(-z))))
+    def loglik(z: np.ndarray, outcome: np.ndarray, w: np.ndarray) -> float:
+        return float(np.sum(w * np.where(outcome, log_ndtr(z), log_ndtr(-z))))
 
     if step:
         def loss(c: np.ndarray) -> float:  # c = (c_hull, d, c1), c0 = c_hull - d
             ch, c0 = c[0], c[0] - c[1]
-            ll = loglik(np.full(int(on.sum()), ch), y[on]) + loglik(c0 - c[2] * x[~on], y[~on])
+            ll = (loglik(np.full(int(on.sum()), ch), y[on], w_all[on])
+                  + loglik(c0 - c[2] * x[~on], y[~on], w_all[~on]))
             return -ll + prior_weight * ((ch - chp) ** 2 + (c0 - c0p) ** 2 + ((c[2] - c1p) / c1p) ** 2)
 
         res = minimize(loss, np.array([chp, chp - c0p, c1p]), method="L-BFGS-B",
@@ -183,7 +189,7 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
                                               f"{prior_weight:g} pairs", c_hull=ch)
 
     def loss(c: np.ndarray) -> float:
-        return -loglik(c[0] - c[1] * x, y) + prior_weight * ((c[0] - c0p) ** 2 + ((c[1] - c1p) / c1p) ** 2)
+        return -loglik(c[0] - c[1] * x, y, w_all) + prior_weight * ((c[0] - c0p) ** 2 + ((c[1] - c1p) / c1p) ** 2)
 
     res = minimize(loss, np.array([c0p, c1p]), method="L-BFGS-B", bounds=[(-5.0, 5.0), (0.0, 20 * c1p)])
     c0, c1 = (float(v) for v in res.x)
@@ -191,10 +197,16 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
                                       f"prior worth {prior_weight:g} pairs")
 
 
-def relation_from_config(cfg: Any, pairs: Any, threshold: float) -> PbeScanRelation:
+def relation_from_config(cfg: Any, pairs: Any, threshold: float, n_known: int = 0) -> PbeScanRelation:
     """:func:`fit_pbe_scan_relation` with the priors of an ``ExpectedValueConfig``; SCAN-stable means E_hull at or
-    below the campaign's ``threshold``."""
-    return fit_pbe_scan_relation(pairs, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
+    below the campaign's ``threshold``. The last ``n_known`` pairs are the known set's: with
+    ``known_pairs_weight`` set they count as that many observations together (each ``weight / n_known``, at most 1)."""
+    weights = None
+    n_known = min(max(int(n_known), 0), len(pairs))
+    if cfg.known_pairs_weight is not None and n_known > 0:
+        w_known = min(1.0, cfg.known_pairs_weight / n_known)
+        weights = np.r_[np.ones(len(pairs) - n_known), np.full(n_known, w_known)]
+    return fit_pbe_scan_relation(pairs, weights=weights, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
                                  prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight,
                                  tol=threshold + 1e-6,
                                  prior_p_just_above=(cfg.pbe_scan_prior_p_stable_just_above_hull
@@ -361,7 +373,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 min_slope=cfg.outcome_calibration_min_slope)}
         mu_s, sd_s = outcome.get("scan", outcome["pooled"]).calibrate_gaussian(mu_s, sd_s, log_cost)
         mu_p, sd_p = outcome.get("pbe", outcome["pooled"]).calibrate_gaussian(mu_p, sd_p, log_cost)
-    relation = relation_from_config(cfg, state.pbe_scan_pairs, thr)
+    relation = relation_from_config(cfg, state.pbe_scan_pairs, thr, state.n_known_pbe_scan_pairs)
     p_model = ndtr((thr - mu_s) / sd_s)
     p_raw = ndtr((thr - r.mean_scan) / np.maximum(np.asarray(state.scan_std_ev_per_atom, float), floor))
     pbe_result = np.array([state.pbe_result_e_hull_ev_per_atom.get(c, np.nan) for c in ids], dtype=float)

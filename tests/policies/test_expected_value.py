@@ -501,3 +501,26 @@ def test_stop_rule_also_bounds_the_cost_blind_share():
     assert spent_all and stopped
     assert all(i.numbers["p_scan_model_raw"] / median >= 0.04 for i in stopped)  # 10 % of 40 finds / 100 CPU-h
     assert any(i.numbers["p_scan_model_raw"] / median < 0.04 for i in spent_all)
+
+
+def test_known_pairs_weight_lets_the_campaigns_own_pairs_decide():
+    """200 known pairs on the PBE hull, all SCAN-stable, and 20 of the campaign's, 4 stable: counted one each the
+    known set rules (P(SCAN-stable | PBE-stable) ~ 0.9); with the known set worth 10 observations together the
+    campaign's pairs pull it down (towards their 0.2). The default (null) is the unweighted fit, bit for bit."""
+    from screener.policies.expected_value import relation_from_config
+
+    campaign = [(0.0, 0.0)] * 4 + [(0.0, 0.05)] * 16
+    known = [(0.0, 0.0)] * 200 + [(0.2, 0.2)] * 50
+    cfg = load_policy("expected-value").expected_value
+    assert cfg.known_pairs_weight is None
+    equal = relation_from_config(cfg, campaign + known, 0.0, n_known=len(known))
+    assert equal.numbers() == fit_pbe_scan_relation(
+        campaign + known, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
+        prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight, tol=1e-6,
+        prior_p_just_above=cfg.pbe_scan_prior_p_stable_just_above_hull).numbers()
+    weighted = relation_from_config(cfg.model_copy(update={"known_pairs_weight": 10.0}), campaign + known, 0.0,
+                                    n_known=len(known))
+    assert equal.p_on_hull > 0.85
+    assert weighted.p_on_hull < 0.65 < equal.p_on_hull - 0.2  # 4 + ~8 known + the prior over ~33
+    with pytest.raises(ValueError):
+        fit_pbe_scan_relation(campaign, weights=[1.0])
