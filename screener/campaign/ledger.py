@@ -431,7 +431,8 @@ class Ledger:
         """Change the total budget (meta ``budget_total`` and the stored config, in one transaction, as an event).
 
         A campaign that had stopped because nothing more fitted (last round ``empty``) plans that round again on
-        its next run. Returns ``(old, new)``.
+        its next run when the total grows; when it shrinks, the round stays empty and loses its stored
+        ``stop_reason`` (which quoted the budget left under the old total). Returns ``(old, new)``.
 
         Raises
         ------
@@ -458,6 +459,12 @@ class Ledger:
             reopened = last is not None and last["state"] == "empty" and total > old
             if reopened:
                 cur.execute("UPDATE rounds SET state = 'ranking', finished_at = NULL WHERE round = ?", (last["round"],))
+            elif last is not None and last["state"] == "empty" and total != old:
+                # a lowered budget keeps the campaign finished, but the stored reason quotes the old budget's "left"
+                info = json_object(cur.execute("SELECT info_json FROM rounds WHERE round = ?",
+                                               (last["round"],)).fetchone()[0])
+                if info.pop("stop_reason", None) is not None:
+                    cur.execute("UPDATE rounds SET info_json = ? WHERE round = ?", (_dumps(info), last["round"]))
             _event(cur, last["round"] if last is not None else None, "budget",
                    f"budget total changed from {old:g} to {total:g}"
                    + (f"; round {last['round']} will be planned again" if reopened else ""),

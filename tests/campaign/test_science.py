@@ -334,7 +334,7 @@ def test_planner_counts_the_finds_the_stop_rule_divides_by_the_spend(tmp_path, m
 def test_a_campaign_stopped_by_the_stop_rule_says_why_and_keeps_its_budget(tmp_path):
     """An expected-value plan that is empty because of the stop rule: the reason names the rate and the yield it
     came from, the empty round keeps it, ``status`` shows it, a resume stops at once with the same words, and the
-    budget is untouched."""
+    budget is untouched; a lowered budget drops the stored words (they quote the old budget's "left")."""
     from screener.campaign import Campaign
     from screener.campaign.status import campaign_status
 
@@ -356,8 +356,13 @@ def test_a_campaign_stopped_by_the_stop_rule_says_why_and_keeps_its_budget(tmp_p
     again = Campaign.open(tmp_path / "camp", factory)
     try:
         assert again.run()["reason"] == out["reason"]
+        again.ledger.set_budget_total(30.0)  # lowered: still finished, but "with 50 left" is no longer true
+        lowered = again.run()
     finally:
         again.close()
+    assert lowered["finished"] and "50" not in lowered["reason"]
+    status = campaign_status(tmp_path / "camp")
+    assert status["finished"] and status["stop_reason"] is None and status["budget_left"] == 30.0
 
 
 @pytest.mark.parametrize("numbers", [
