@@ -456,10 +456,11 @@ class Ledger:
                 config["budget_total"] = total
                 cur.execute("UPDATE meta SET value = ? WHERE key='config'", (_dumps(config),))
             last = cur.execute("SELECT round, state FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
-            reopened = last is not None and last["state"] == "empty" and total > old
+            finished = last is not None and last["state"] == "empty"
+            reopened = finished and total > old
             if reopened:
                 cur.execute("UPDATE rounds SET state = 'ranking', finished_at = NULL WHERE round = ?", (last["round"],))
-            elif last is not None and last["state"] == "empty" and total != old:
+            elif finished and total < old:
                 # a lowered budget keeps the campaign finished, but the stored reason quotes the old budget's "left"
                 info = json_object(cur.execute("SELECT info_json FROM rounds WHERE round = ?",
                                                (last["round"],)).fetchone()[0])
