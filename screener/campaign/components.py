@@ -107,7 +107,7 @@ class PolicyPlanner:
             "round_index": request.round_number,
         }
         if self.policy.kind == "expected-value":
-            e_hull = self._computed_e_hull()
+            e_hull = self._computed_e_hull(signed_pbe=self.policy.expected_value.pbe_scan_signed_depth)
             state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"] = self._pbe_results(e_hull)
             state["n_known_pbe_scan_pairs"] = len(self._known_pairs or [])  # _pbe_results puts them last
             decisions = self.ledger.decisions() if self.ledger is not None else []  # read once for both below
@@ -253,8 +253,12 @@ class PolicyPlanner:
                         str(el): comp.get_atomic_fraction(el) for el in comp.elements}
         return self._fraction_cache
 
-    def _computed_e_hull(self) -> dict[str, dict[str, tuple[int, float, str]]]:
-        """(round bought, E_hull on the current hull, job role) of every computed structure, per fidelity."""
+    def _computed_e_hull(self, signed_pbe: bool = False) -> dict[str, dict[str, tuple[int, float, str]]]:
+        """(round bought, E_hull on the current hull, job role) of every computed structure, per fidelity; with
+        ``signed_pbe`` a PBE-stable one's E_hull is its (negative) depth below the hull of the other phases
+        (stable or not is the same either way)."""
+        from screener.policies.expected_value import ON_HULL_EV_PER_ATOM
+
         e_hull: dict[str, dict[str, tuple[int, float, str]]] = {"pbe": {}, "scan": {}}
         if self.ledger is None or self.hulls is None:
             return e_hull
@@ -262,6 +266,8 @@ class PolicyPlanner:
             entry = (job.result or {}).get("entry")
             if entry and job.fidelity in e_hull:
                 value = self.hulls.e_above_hull_ev_per_atom(job.fidelity, entry)
+                if signed_pbe and job.fidelity == "pbe" and value <= ON_HULL_EV_PER_ATOM:
+                    value = min(value, self.hulls.e_hull_signed_ev_per_atom("pbe", entry))
                 if np.isfinite(value):
                     e_hull[job.fidelity][job.structure_id] = (int(job.round), float(value), job.role)
         return e_hull
@@ -321,7 +327,7 @@ class PolicyPlanner:
         e_hull = {f: {sid: value for sid, (_, value, _) in done.items()} for f, done in computed.items()}
         pairs = [(e_hull["pbe"][s], e_hull["scan"][s]) for s in e_hull["pbe"] if s in e_hull["scan"]]
         if self._known_pairs is None:
-            self._known_pairs = _known_pairs(self.hulls)
+            self._known_pairs = _known_pairs(self.hulls, signed=self.policy.expected_value.pbe_scan_signed_depth)
         return e_hull["pbe"], pairs + self._known_pairs
 
     def _camd_seed(self, ids: list[str]) -> tuple[list[str] | None, list[tuple[str, str, float]], int]:
@@ -366,8 +372,9 @@ def material_key(entry: Any) -> str | None:
     return _FUNCTIONAL_SUFFIX.sub("", key)
 
 
-def _known_pairs(hulls: Any) -> list[tuple[float, float]]:
-    """(PBE, SCAN) E_hull of the reference compounds known at both fidelities (empty when the hulls cannot say).
+def _known_pairs(hulls: Any, signed: bool = False) -> list[tuple[float, float]]:
+    """(PBE, SCAN) E_hull of the reference compounds known at both fidelities (empty when the hulls cannot say);
+    with ``signed`` a PBE-stable one's PBE E_hull is its (negative) depth below the hull of the other phases.
 
     Twins are matched by material (:func:`material_key`: MP's GGA and r2SCAN entries of one material carry different
     entry ids), then, among those left, by ``StructureMatcher`` on the structures (reference entries without ids).
@@ -418,9 +425,14 @@ def _known_pairs(hulls: Any) -> list[tuple[float, float]]:
                         pairs.append((e, twin))
                         used.add(id(twin))
                         break
+        from screener.hull.phase_diagram import entry_key
+        from screener.policies.expected_value import ON_HULL_EV_PER_ATOM
+
         out = []
         for pbe, scan in pairs:
             x = hulls.hulls["pbe"].e_above_hull_ev_per_atom(pbe)
+            if signed and x <= ON_HULL_EV_PER_ATOM and entry_key(pbe) is not None:
+                x = min(x, hulls.hulls["pbe"].e_above_hull_ev_per_atom(pbe, exclude=[str(entry_key(pbe))]))
             y = hulls.hulls["scan"].e_above_hull_ev_per_atom(scan)
             if np.isfinite(x) and np.isfinite(y):
                 out.append((float(x), float(y)))

@@ -466,6 +466,21 @@ class CampaignHulls:
         except MissingReferenceError:
             return math.nan
 
+    def e_hull_signed_ev_per_atom(self, fidelity: str, entry: Mapping[str, Any] | Any) -> float:
+        """E_hull of an entry against the hull of the OTHER phases (itself and its twins left out): negative for a
+        stable one, by how far it lies below them (pymatgen's ``allow_negative``); the usual E_hull for an unstable
+        one. nan without a hull."""
+        from screener.hull import MissingReferenceError
+        from screener.hull.phase_diagram import entry_key
+
+        entry = _entry(entry)
+        key = entry_key(entry)
+        exclude = ([str(key)] if key is not None else []) + self._twins(key)
+        try:
+            return self.hulls[fidelity].e_above_hull_ev_per_atom(entry, exclude=exclude)
+        except MissingReferenceError:
+            return math.nan
+
     def missing_competing_phases(self, fidelity: str, chemsys: str) -> list[tuple[str, Any]]:
         """SCAN: known phases on/near the PBE hull of ``chemsys`` without a SCAN energy. PBE: none (nothing is known
         below PBE).

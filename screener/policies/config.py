@@ -82,6 +82,13 @@ class ExpectedValueConfig(BaseModel):
         "hull it fell) apart from the probit in E_hull of those above it. E_hull is censored at 0, so the on-hull "
         "group stands for every depth below the hull and is far likelier SCAN-stable than a structure just above "
         "it; one probit through both rated slightly PBE-unstable results 2-10x too high (docs/policy.md).")
+    pbe_scan_signed_depth: bool = Field(
+        False, description="Read a PBE-stable result's E_hull as its depth below the hull of the other phases "
+        "(negative; pymatgen's allow_negative) instead of 0, in the PBE -> SCAN relation's fit and wherever it is "
+        "applied, with its own probit slope below the hull (continuous at it; pbe_scan_hull_step then does not "
+        "apply). A result far below the PBE hull is far likelier SCAN-stable than one just below it (stand-in "
+        "worlds: 0.7-1.0 at 50 meV/atom and deeper against 0.2-0.5 within 10), which the censored on-hull group "
+        "averages away (docs/policy.md).")
     pbe_scan_prior_p_stable_just_above_hull: float = Field(
         0.3, gt=0, lt=1, description="Prior P(SCAN-stable | PBE E_hull just above the hull) of the probit above the "
         "hull (with pbe_scan_hull_step; at E_hull = the stability threshold where that is above 0), worth "

@@ -103,40 +103,55 @@ ON_HULL_EV_PER_ATOM = 1e-6
 
 
 class PbeScanRelation:
-    """``P(SCAN-stable | PBE E_hull = x)``: ``Phi(c_hull)`` on the PBE hull, ``Phi(c0 - c1 x)`` above it.
+    """``P(SCAN-stable | PBE E_hull = x)``: ``Phi(c_hull - c_below x)`` on and below the PBE hull, ``Phi(c0 - c1 x)``
+    above it.
 
-    Both E_hull are censored at 0 (a computed structure on its hull reads 0, however deep below the old hull it
-    fell), so a linear map of SCAN on PBE E_hull cannot say how often a PBE-stable result stays SCAN-stable; a probit
-    on the binary outcome (SCAN E_hull <= tol) can. The on-hull group (``x <= ON_HULL_EV_PER_ATOM``) stands for every
-    depth below the hull, so it is far likelier SCAN-stable than a structure just above it (stand-in worlds, on the
-    world's own hulls: 0.64-0.83 on the PBE hull, 0.0-0.4 within 10 meV/atom above it): ``c_hull`` is its own
-    parameter, at least ``c0``, so ``q`` never rises with ``x``. ``c_hull = c0`` (``c_hull`` None) is one probit
-    through both. ``1 / c1`` is the E_hull scale (eV/atom) over which the probability falls above the hull.
+    Censored (``signed`` false): both E_hull are censored at 0 (a computed structure on its hull reads 0, however deep
+    below the old hull it fell), so a linear map of SCAN on PBE E_hull cannot say how often a PBE-stable result stays
+    SCAN-stable; a probit on the binary outcome (SCAN E_hull <= tol) can. The on-hull group (``x <=
+    ON_HULL_EV_PER_ATOM``) stands for every depth below the hull, so it is far likelier SCAN-stable than a structure
+    just above it (stand-in worlds, on the world's own hulls: 0.64-0.83 on the PBE hull, 0.0-0.4 within 10 meV/atom
+    above it): ``c_hull`` is its own parameter, at least ``c0``, so ``q`` never rises with ``x``, and ``c_below`` is 0.
+    ``c_hull = c0`` (``c_hull`` None) is one probit through both.
+
+    Signed (``signed`` true): a PBE-stable structure's ``x`` is its E_hull against the hull of the other phases
+    (negative: how far below it lies; pymatgen's ``allow_negative``), and ``q`` rises with that depth at its own
+    scale ``1 / c_below``, continuous at the hull (``c_hull = c0``). A structure 50 meV/atom below the PBE hull is
+    far likelier SCAN-stable than one 2 meV/atom below (stand-in worlds: 0.7-1.0 against 0.2-0.5), which the
+    censored on-hull group averages away. ``1 / c1`` is the E_hull scale (eV/atom) over which the probability falls
+    above the hull.
     """
 
-    def __init__(self, c0: float, c1: float, n_pairs: int, source: str, c_hull: float | None = None) -> None:
+    def __init__(self, c0: float, c1: float, n_pairs: int, source: str, c_hull: float | None = None,
+                 c_below: float = 0.0, signed: bool = False) -> None:
         self.c0, self.c1, self.n_pairs, self.source = c0, c1, n_pairs, source
         self.c_hull = max(float(c0 if c_hull is None else c_hull), float(c0))
+        self.c_below, self.signed = max(float(c_below), 0.0), bool(signed)
 
     @property
     def p_on_hull(self) -> float:
-        """P(SCAN-stable | on the PBE hull)."""
+        """P(SCAN-stable | on the PBE hull): at its edge (``x = 0``) when ``signed``."""
         return float(ndtr(self.c_hull))
 
     def p_scan_stable(self, e_hull_pbe: Any) -> np.ndarray:
-        """P(SCAN E_hull <= 0 | computed PBE E_hull)."""
-        x = np.maximum(np.asarray(e_hull_pbe, dtype=float), 0.0)
-        return np.where(x <= ON_HULL_EV_PER_ATOM, self.p_on_hull, ndtr(self.c0 - self.c1 * x))
+        """P(SCAN E_hull <= 0 | computed PBE E_hull) (signed: negative below the hull of the other phases)."""
+        x = np.asarray(e_hull_pbe, dtype=float)
+        if not self.signed:
+            x = np.maximum(x, 0.0)
+        return np.where(x <= ON_HULL_EV_PER_ATOM, ndtr(self.c_hull - self.c_below * np.minimum(x, 0.0)),
+                        ndtr(self.c0 - self.c1 * x))
 
     def numbers(self) -> dict[str, Any]:
         return {"pbe_scan_p_stable_if_pbe_stable": self.p_on_hull, "pbe_scan_c_hull": self.c_hull,
                 "pbe_scan_p_stable_just_above_hull": float(ndtr(self.c0)), "pbe_scan_c0": self.c0,
-                "pbe_scan_c1_per_ev_per_atom": self.c1, "pbe_scan_n_pairs": self.n_pairs}
+                "pbe_scan_c1_per_ev_per_atom": self.c1, "pbe_scan_c_below_per_ev_per_atom": self.c_below,
+                "pbe_scan_signed_depth": self.signed, "pbe_scan_n_pairs": self.n_pairs}
 
 
 def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sigma: float = 0.1,
                           prior_weight: float = 5.0, tol: float = 1e-6,
-                          prior_p_just_above: float | None = None, weights: Any = None) -> PbeScanRelation:
+                          prior_p_just_above: float | None = None, weights: Any = None,
+                          signed: bool = False) -> PbeScanRelation:
     """Maximum a posteriori probit of SCAN-stable (SCAN E_hull <= ``tol``) on the computed PBE E_hull.
 
     With ``prior_p_just_above`` (the hull step) the on-hull pairs fit ``c_hull`` (prior ``Phi^-1(prior_p_stable)``)
@@ -146,6 +161,10 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     ``Phi^-1(prior_p_stable)``. Each prior enters as a Gaussian penalty worth ``prior_weight`` observations, so a
     few pairs move it little and hundreds take over. ``weights`` (one per pair; default 1) scale each pair's
     log-likelihood term, e.g. to count the known set's pairs as fewer observations than the campaign's own.
+
+    ``signed``: the PBE E_hull of a PBE-stable pair is its depth below the hull of the other phases (negative), and
+    the fit is ``Phi(c0 - c_below x)`` below the hull, ``Phi(c0 - c1 x)`` above (continuous at 0; ``c0``'s prior
+    ``Phi^-1(prior_p_just_above)``, or ``Phi^-1(prior_p_stable)`` without it; both slopes' ``1 / prior_sigma``).
     """
     from scipy.optimize import minimize
     from scipy.special import log_ndtr, ndtri
@@ -163,6 +182,8 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     shift = c1p * max(tol - 1e-6, 0.0)
     c0p = min(float(ndtri(prior_p_just_above)) + shift, chp) if step else chp
     n = len(arr)
+    if signed:
+        return _fit_signed(arr, w_all, c0p, c1p, prior_weight, tol)
     if n == 0:
         return PbeScanRelation(c0p, c1p, 0, f"prior only (P(SCAN-stable | PBE-stable) = {prior_p_stable:g}, "
                                             + (f"just above the hull {prior_p_just_above:g}, " if step else "")
@@ -197,6 +218,31 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
                                       f"prior worth {prior_weight:g} pairs")
 
 
+def _fit_signed(arr: np.ndarray, w: np.ndarray, c0p: float, c1p: float, prior_weight: float, tol: float
+                ) -> PbeScanRelation:
+    """The ``signed`` fit of :func:`fit_pbe_scan_relation`: ``(c0, c_below, c1)`` by maximum a posteriori."""
+    from scipy.optimize import minimize
+    from scipy.special import log_ndtr
+
+    n = len(arr)
+    if n == 0:
+        return PbeScanRelation(c0p, c1p, 0, "prior only (signed PBE E_hull)", c_below=c1p, signed=True)
+    x, y = arr[:, 0], arr[:, 1] <= tol
+    below = x <= ON_HULL_EV_PER_ATOM
+
+    def loss(c: np.ndarray) -> float:  # c = (c0, c_below, c1)
+        z = np.where(below, c[0] - c[1] * np.minimum(x, 0.0), c[0] - c[2] * x)
+        ll = float(np.sum(w * np.where(y, log_ndtr(z), log_ndtr(-z))))
+        return -ll + prior_weight * ((c[0] - c0p) ** 2 + ((c[1] - c1p) / c1p) ** 2 + ((c[2] - c1p) / c1p) ** 2)
+
+    res = minimize(loss, np.array([c0p, c1p, c1p]), method="L-BFGS-B",
+                   bounds=[(-5.0, 5.0), (0.0, 20 * c1p), (0.0, 20 * c1p)])
+    c0, cb, c1 = (float(v) for v in res.x)
+    return PbeScanRelation(c0, c1, n, f"probit on {n} computed PBE/SCAN pairs (campaign and known set; signed PBE "
+                                      f"E_hull, {int(below.sum())} on or below the PBE hull) with a prior worth "
+                                      f"{prior_weight:g} pairs", c_below=cb, signed=True)
+
+
 def relation_from_config(cfg: Any, pairs: Any, threshold: float, n_known: int = 0) -> PbeScanRelation:
     """:func:`fit_pbe_scan_relation` with the priors of an ``ExpectedValueConfig``; SCAN-stable means E_hull at or
     below the campaign's ``threshold``. The last ``n_known`` pairs are the known set's: with
@@ -210,7 +256,9 @@ def relation_from_config(cfg: Any, pairs: Any, threshold: float, n_known: int = 
                                  prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight,
                                  tol=threshold + 1e-6,
                                  prior_p_just_above=(cfg.pbe_scan_prior_p_stable_just_above_hull
-                                                     if cfg.pbe_scan_hull_step else None))
+                                                     if cfg.pbe_scan_hull_step or cfg.pbe_scan_signed_depth
+                                                     else None),
+                                 signed=cfg.pbe_scan_signed_depth)
 
 
 def bivariate_normal_cdf(h: Any, k: Any, rho: Any) -> np.ndarray:
@@ -252,29 +300,34 @@ def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any, *, 
     SCAN hull that lies deeper than the PBE one) is not screened on the PBE prediction alone. Without it, ``F =
     E[q(X) 1{go}]`` (the relation alone, blind to the SCAN prediction).
 
-    ``q`` (``Phi(c_hull)`` on the hull, ``Phi(c0 - c1 x)`` above, ``c_hull >= c0``) never rises with ``x``, so
-    "SCAN after" (``q(X) >= threshold_p``, i.e. ``q(X) / c_s >= lambda``) means ``X <= x*``: never when
-    ``Phi(c_hull) < threshold_p``, always when ``threshold_p <= 0``, ``x* = 0`` (on the hull only) when
-    ``Phi(c0) < threshold_p <= Phi(c_hull)``, else ``x* = (c0 - Phi^-1(threshold_p)) / c1 >= 0``. Then ``P(go) =
-    Phi((x* - mu) / sd)``, and ``F`` is ``Phi(c_hull) P(X <= 0)`` plus ``E[Phi(a + b Z) 1{0 < X <= x*}]`` with ``X
-    = mu + sd Z``, ``a = c0 - c1 mu``, ``b = -c1 sd``: ``E[Phi(a + b Z) 1{Z <= h}] = Phi2(h, a / sqrt(1 + b^2); -b /
-    sqrt(1 + b^2))``.
+    ``q`` (``Phi(c_hull - c_below x)`` on and below the hull, ``Phi(c0 - c1 x)`` above, ``c_hull >= c0``, both
+    slopes >= 0) never rises with ``x``, so "SCAN after" (``q(X) >= threshold_p``, i.e. ``q(X) / c_s >= lambda``)
+    means ``X <= x*``: always when ``threshold_p <= 0``, ``x* = (c0 - Phi^-1(threshold_p)) / c1 >= 0`` up to
+    ``Phi(c0)``, ``x* = 0`` (on the hull only) when ``Phi(c0) < threshold_p <= Phi(c_hull)``, and above that ``x* =
+    (c_hull - Phi^-1(threshold_p)) / c_below < 0`` (deep enough below the hull; never with ``c_below = 0``). Then
+    ``P(go) = Phi((x* - mu) / sd)``, and ``F = E[q(X) 1{X <= x*}]`` is a sum of terms ``E[Phi(a + b Z) 1{Z <= h}]
+    = Phi2(h, a / sqrt(1 + b^2); -b / sqrt(1 + b^2))`` with ``X = mu + sd Z``: ``a = c_hull - c_below mu``, ``b =
+    -c_below sd`` up to ``min(0, x*)`` (``Phi(c_hull) P(X <= min(0, x*))`` when ``c_below = 0``), and ``a = c0 - c1
+    mu``, ``b = -c1 sd`` between 0 and ``x*``.
     """
     from scipy.special import ndtri
 
     mu, sd, t = np.broadcast_arrays(np.asarray(mu, float), np.maximum(np.asarray(sd, float), 1e-12),
                                     np.asarray(threshold_p, float))
-    c0, c1 = float(relation.c0), float(relation.c1)
-    p0 = relation.p_on_hull  # q on and below the PBE hull
+    c0, c1, cb = float(relation.c0), float(relation.c1), float(relation.c_below)
+    ch = float(relation.c_hull)
+    p0 = relation.p_on_hull  # q at the PBE hull (and, with c_below 0, below it)
     p_above = float(ndtr(c0))  # q just above it (= p0 without the hull step)
     with np.errstate(divide="ignore", invalid="ignore"):
         if c1 > 0:
             x_above = np.where(t <= 0.0, np.inf, (c0 - ndtri(np.clip(t, 1e-300, 1.0))) / c1)
         else:  # q constant above the hull
             x_above = np.where(t <= p_above, np.inf, -np.inf)
-        # above p_above only an on-hull result clears t (x* = 0); above p0 none does
-        x_star = np.where(t > p0, -np.inf, np.where(t > p_above, 0.0, x_above))
-        x_star = np.where(np.isfinite(x_star), np.maximum(x_star, 0.0), x_star)
+        x_above = np.where(np.isfinite(x_above), np.maximum(x_above, 0.0), x_above)
+        # above p0 only a result deep enough below the hull clears t (never with c_below 0)
+        x_below = (np.minimum((ch - ndtri(np.clip(t, 1e-300, 1.0))) / cb, 0.0) if cb > 0
+                   else np.full(t.shape, -np.inf))
+        x_star = np.where(t > p0, x_below, np.where(t > p_above, 0.0, x_above))
         h_star = (x_star - mu) / sd
         h0 = -mu / sd
     p_go = ndtr(h_star)
@@ -284,7 +337,13 @@ def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any, *, 
         tau = 1.0 / c1 if c1 > 0 else np.inf
         rho_xy = np.clip((sd_s ** 2 + sd ** 2 - tau ** 2) / (2.0 * sd_s * sd), 0.0, 0.995)
         return p_go, bivariate_normal_cdf(h_star, (scan_threshold - mu_s) / sd_s, rho_xy)
-    below = p0 * ndtr(np.minimum(h0, h_star))  # X <= 0 (and X <= x*): q = Phi(c_hull)
+    h_low = np.minimum(h0, h_star)
+    if cb > 0:  # X <= min(0, x*): q = Phi(c_hull - c_below X)
+        b_low = -cb * sd
+        norm_low = np.sqrt(1.0 + b_low * b_low)
+        below = bivariate_normal_cdf(h_low, (ch - cb * mu) / norm_low, -b_low / norm_low)
+    else:  # X <= 0 (and X <= x*): q = Phi(c_hull)
+        below = p0 * ndtr(h_low)
     b = -c1 * sd
     norm = np.sqrt(1.0 + b * b)
     kk, rho = (c0 - c1 * mu) / norm, -b / norm

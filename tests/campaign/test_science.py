@@ -321,7 +321,7 @@ def test_planner_counts_the_finds_the_stop_rule_divides_by_the_spend(tmp_path, m
     computed = {"pbe": {"p-only": (1, 0.0, "candidate")},
                 "scan": {"on": (1, 0.0, "candidate"), "near": (1, 0.02, "candidate"), "above": (1, 0.03, "candidate"),
                          "phase": (1, 0.0, "competing")}}
-    monkeypatch.setattr(planner, "_computed_e_hull", lambda: computed)
+    monkeypatch.setattr(planner, "_computed_e_hull", lambda **_: computed)
     seen = {}
     real_decide = policies.decide
     monkeypatch.setattr(policies, "decide", lambda policy, state: seen.setdefault("state", state) and
