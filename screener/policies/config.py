@@ -99,6 +99,10 @@ class ExpectedValueConfig(BaseModel):
         "in the relation's fit (each weight / n_known, at most 1), so the campaign's own pairs decide once it has "
         "some; null (the default): each known pair counts as one. The known pairs are judged on the known set's "
         "hulls, which agree more often than the pool's candidates against the full hull.")
+    pbe_scan_campaign_offset_sd: float | None = Field(
+        None, gt=0, description="Give the campaign's own PBE/SCAN pairs a probit offset of their own in the PBE -> "
+        "SCAN relation (prior N(0, sd^2), in probit units) and apply the relation with it: the known set's pairs fix "
+        "its shape, the campaign's its level. null (the default): one fit for both populations.")
     outcome_calibration: bool = Field(
         True, description="Recalibrate P(stable) on the campaign's purchases (P at purchase vs stable or not), "
         "refitted each round (see screener.policies.outcome_calibration).")

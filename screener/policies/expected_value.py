@@ -151,7 +151,8 @@ class PbeScanRelation:
 def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sigma: float = 0.1,
                           prior_weight: float = 5.0, tol: float = 1e-6,
                           prior_p_just_above: float | None = None, weights: Any = None,
-                          signed: bool = False) -> PbeScanRelation:
+                          signed: bool = False, own: Any = None, own_offset_sd: float | None = None
+                          ) -> PbeScanRelation:
     """Maximum a posteriori probit of SCAN-stable (SCAN E_hull <= ``tol``) on the computed PBE E_hull.
 
     With ``prior_p_just_above`` (the hull step) the on-hull pairs fit ``c_hull`` (prior ``Phi^-1(prior_p_stable)``)
@@ -165,16 +166,23 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     ``signed``: the PBE E_hull of a PBE-stable pair is its depth below the hull of the other phases (negative), and
     the fit is ``Phi(c0 - c_below x)`` below the hull, ``Phi(c0 - c1 x)`` above (continuous at 0; ``c0``'s prior
     ``Phi^-1(prior_p_just_above)``, or ``Phi^-1(prior_p_stable)`` without it; both slopes' ``1 / prior_sigma``).
+
+    ``own`` (a mask: the campaign's own pairs) with ``own_offset_sd``: the own pairs get a probit offset ``delta``
+    of their own (prior ``N(0, own_offset_sd^2)``), and the relation returned is theirs (every intercept plus
+    ``delta``). The known set's pairs then fix the shape (the slopes, the step) and the campaign's the level: the
+    known pairs are judged on the known set's hulls, a population that can agree more often than the pool's
+    candidates do, and a few dozen own pairs could not move a fit on hundreds of known ones.
     """
     from scipy.optimize import minimize
     from scipy.special import log_ndtr, ndtri
 
     arr = np.asarray(pairs, dtype=float).reshape(-1, 2) if len(pairs) else np.zeros((0, 2))
     w_all = np.ones(len(arr)) if weights is None else np.asarray(weights, dtype=float).reshape(-1)
-    if w_all.shape != (len(arr),):
-        raise ValueError(f"{len(w_all)} weights for {len(arr)} pairs")
+    own_all = np.zeros(len(arr), dtype=bool) if own is None else np.asarray(own, dtype=bool).reshape(-1)
+    if w_all.shape != (len(arr),) or own_all.shape != (len(arr),):
+        raise ValueError(f"{len(w_all)} weights and {len(own_all)} own flags for {len(arr)} pairs")
     finite = np.isfinite(arr).all(axis=1)
-    arr, w_all = arr[finite], w_all[finite]
+    arr, w_all, own_all = arr[finite], w_all[finite], own_all[finite]
     step = prior_p_just_above is not None
     chp, c1p = float(ndtri(prior_p_stable)), 1.0 / prior_sigma
     # with a stability threshold t > 0 the prior's "just above" sits at x = t: a PBE result below t is likelier
@@ -182,65 +190,73 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     shift = c1p * max(tol - 1e-6, 0.0)
     c0p = min(float(ndtri(prior_p_just_above)) + shift, chp) if step else chp
     n = len(arr)
-    if signed:
-        return _fit_signed(arr, w_all, c0p, c1p, prior_weight, tol)
     if n == 0:
+        if signed:
+            return PbeScanRelation(c0p, c1p, 0, "prior only (signed PBE E_hull)", c_below=c1p, signed=True)
         return PbeScanRelation(c0p, c1p, 0, f"prior only (P(SCAN-stable | PBE-stable) = {prior_p_stable:g}, "
                                             + (f"just above the hull {prior_p_just_above:g}, " if step else "")
                                             + f"scale {prior_sigma:g} eV/atom)", c_hull=chp)
-    x = np.maximum(arr[:, 0], 0.0)
+    x = arr[:, 0] if signed else np.maximum(arr[:, 0], 0.0)
     y = arr[:, 1] <= tol
-    on = (x <= ON_HULL_EV_PER_ATOM) if step else np.zeros(n, dtype=bool)
+    on = x <= ON_HULL_EV_PER_ATOM
+    with_offset = own_offset_sd is not None and own_offset_sd > 0 and bool(own_all.any())
 
-    def loglik(z: np.ndarray, outcome: np.ndarray, w: np.ndarray) -> float:
-        return float(np.sum(w * np.where(outcome, log_ndtr(z), log_ndtr(-z))))
+    def slope_penalty(c1: float) -> float:
+        return ((c1 - c1p) / c1p) ** 2
 
-    if step:
-        def loss(c: np.ndarray) -> float:  # c = (c_hull, d, c1), c0 = c_hull - d
-            ch, c0 = c[0], c[0] - c[1]
-            ll = (loglik(np.full(int(on.sum()), ch), y[on], w_all[on])
-                  + loglik(c0 - c[2] * x[~on], y[~on], w_all[~on]))
-            return -ll + prior_weight * ((ch - chp) ** 2 + (c0 - c0p) ** 2 + ((c[2] - c1p) / c1p) ** 2)
+    # each form: (z(c) without the offset, its prior penalty, start, bounds) -> the relation's intercepts and slopes
+    if signed:  # c = (c0, c_below, c1): continuous at the hull
+        def z_of(c: np.ndarray) -> np.ndarray:
+            return np.where(on, c[0] - c[1] * np.minimum(x, 0.0), c[0] - c[2] * x)
 
-        res = minimize(loss, np.array([chp, chp - c0p, c1p]), method="L-BFGS-B",
-                       bounds=[(-5.0, 5.0), (0.0, 10.0), (0.0, 20 * c1p)])
-        ch, d, c1 = (float(v) for v in res.x)
-        return PbeScanRelation(ch - d, c1, n, f"probit on {n} computed PBE/SCAN pairs (campaign and known set; "
-                                              f"{int(on.sum())} on the PBE hull fitted apart) with a prior worth "
-                                              f"{prior_weight:g} pairs", c_hull=ch)
+        def penalty(c: np.ndarray) -> float:
+            return (c[0] - c0p) ** 2 + slope_penalty(c[1]) + slope_penalty(c[2])
+
+        start, bounds = [c0p, c1p, c1p], [(-5.0, 5.0), (0.0, 20 * c1p), (0.0, 20 * c1p)]
+    elif step:  # c = (c_hull, d, c1), c0 = c_hull - d: the on-hull group apart
+        def z_of(c: np.ndarray) -> np.ndarray:
+            return np.where(on, c[0], c[0] - c[1] - c[2] * x)
+
+        def penalty(c: np.ndarray) -> float:
+            return (c[0] - chp) ** 2 + (c[0] - c[1] - c0p) ** 2 + slope_penalty(c[2])
+
+        start, bounds = [chp, chp - c0p, c1p], [(-5.0, 5.0), (0.0, 10.0), (0.0, 20 * c1p)]
+    else:  # c = (c0, c1): one probit
+        def z_of(c: np.ndarray) -> np.ndarray:
+            return c[0] - c[1] * x
+
+        def penalty(c: np.ndarray) -> float:
+            return (c[0] - c0p) ** 2 + slope_penalty(c[1])
+
+        start, bounds = [c0p, c1p], [(-5.0, 5.0), (0.0, 20 * c1p)]
+    k = len(start)
 
     def loss(c: np.ndarray) -> float:
-        return -loglik(c[0] - c[1] * x, y, w_all) + prior_weight * ((c[0] - c0p) ** 2 + ((c[1] - c1p) / c1p) ** 2)
+        z = z_of(c[:k])
+        prior = prior_weight * penalty(c[:k])
+        if with_offset:
+            z = z + c[k] * own_all
+            prior += 0.5 * (c[k] / own_offset_sd) ** 2
+        return -float(np.sum(w_all * np.where(y, log_ndtr(z), log_ndtr(-z)))) + prior
 
-    res = minimize(loss, np.array([c0p, c1p]), method="L-BFGS-B", bounds=[(-5.0, 5.0), (0.0, 20 * c1p)])
-    c0, c1 = (float(v) for v in res.x)
-    return PbeScanRelation(c0, c1, n, f"probit on {n} computed PBE/SCAN pairs (campaign and known set) with a "
-                                      f"prior worth {prior_weight:g} pairs")
-
-
-def _fit_signed(arr: np.ndarray, w: np.ndarray, c0p: float, c1p: float, prior_weight: float, tol: float
-                ) -> PbeScanRelation:
-    """The ``signed`` fit of :func:`fit_pbe_scan_relation`: ``(c0, c_below, c1)`` by maximum a posteriori."""
-    from scipy.optimize import minimize
-    from scipy.special import log_ndtr
-
-    n = len(arr)
-    if n == 0:
-        return PbeScanRelation(c0p, c1p, 0, "prior only (signed PBE E_hull)", c_below=c1p, signed=True)
-    x, y = arr[:, 0], arr[:, 1] <= tol
-    below = x <= ON_HULL_EV_PER_ATOM
-
-    def loss(c: np.ndarray) -> float:  # c = (c0, c_below, c1)
-        z = np.where(below, c[0] - c[1] * np.minimum(x, 0.0), c[0] - c[2] * x)
-        ll = float(np.sum(w * np.where(y, log_ndtr(z), log_ndtr(-z))))
-        return -ll + prior_weight * ((c[0] - c0p) ** 2 + ((c[1] - c1p) / c1p) ** 2 + ((c[2] - c1p) / c1p) ** 2)
-
-    res = minimize(loss, np.array([c0p, c1p, c1p]), method="L-BFGS-B",
-                   bounds=[(-5.0, 5.0), (0.0, 20 * c1p), (0.0, 20 * c1p)])
-    c0, cb, c1 = (float(v) for v in res.x)
-    return PbeScanRelation(c0, c1, n, f"probit on {n} computed PBE/SCAN pairs (campaign and known set; signed PBE "
-                                      f"E_hull, {int(below.sum())} on or below the PBE hull) with a prior worth "
-                                      f"{prior_weight:g} pairs", c_below=cb, signed=True)
+    res = minimize(loss, np.array(start + [0.0] * with_offset), method="L-BFGS-B",
+                   bounds=bounds + [(-5.0, 5.0)] * with_offset)
+    c = [float(v) for v in res.x]
+    delta = c[k] if with_offset else 0.0
+    own_note = (f"; the campaign's {int(own_all.sum())} own pairs offset by {delta:+.2f} (prior sd "
+                f"{own_offset_sd:g})" if with_offset else "")
+    if signed:
+        return PbeScanRelation(c[0] + delta, c[2], n, f"probit on {n} computed PBE/SCAN pairs (campaign and known "
+                                                      f"set; signed PBE E_hull, {int(on.sum())} on or below the PBE "
+                                                      f"hull) with a prior worth {prior_weight:g} pairs{own_note}",
+                               c_below=c[1], signed=True)
+    if step:
+        return PbeScanRelation(c[0] - c[1] + delta, c[2], n,
+                               f"probit on {n} computed PBE/SCAN pairs (campaign and known set; {int(on.sum())} on "
+                               f"the PBE hull fitted apart) with a prior worth {prior_weight:g} pairs{own_note}",
+                               c_hull=c[0] + delta)
+    return PbeScanRelation(c[0] + delta, c[1], n, f"probit on {n} computed PBE/SCAN pairs (campaign and known set) "
+                                                  f"with a prior worth {prior_weight:g} pairs{own_note}")
 
 
 def relation_from_config(cfg: Any, pairs: Any, threshold: float, n_known: int = 0) -> PbeScanRelation:
@@ -252,13 +268,15 @@ def relation_from_config(cfg: Any, pairs: Any, threshold: float, n_known: int = 
     if cfg.known_pairs_weight is not None and n_known > 0:
         w_known = min(1.0, cfg.known_pairs_weight / n_known)
         weights = np.r_[np.ones(len(pairs) - n_known), np.full(n_known, w_known)]
+    own = np.r_[np.ones(len(pairs) - n_known, dtype=bool), np.zeros(n_known, dtype=bool)]
     return fit_pbe_scan_relation(pairs, weights=weights, prior_p_stable=cfg.pbe_scan_prior_p_stable_if_pbe_stable,
                                  prior_sigma=cfg.pbe_scan_prior_sigma_ev_per_atom, prior_weight=cfg.prior_weight,
                                  tol=threshold + 1e-6,
                                  prior_p_just_above=(cfg.pbe_scan_prior_p_stable_just_above_hull
                                                      if cfg.pbe_scan_hull_step or cfg.pbe_scan_signed_depth
                                                      else None),
-                                 signed=cfg.pbe_scan_signed_depth)
+                                 signed=cfg.pbe_scan_signed_depth, own=own,
+                                 own_offset_sd=cfg.pbe_scan_campaign_offset_sd)
 
 
 def bivariate_normal_cdf(h: Any, k: Any, rho: Any) -> np.ndarray:

@@ -250,7 +250,29 @@ def test_known_pairs_match_mp_gga_and_r2scan_entries_by_material(mp_entries_smal
     hulls = types.SimpleNamespace(hulls={"pbe": FidelityHull("pbe", references=pbe),
                                          "scan": FidelityHull("scan", references=scan)})
     n_compounds = sum(len(e.composition.elements) > 1 for e in mp_entries_small)
-    assert len(_known_pairs(hulls)) == n_compounds
+    censored = _known_pairs(hulls)
+    assert len(censored) == n_compounds
+    # signed: a PBE-stable compound reads its depth below the other phases (negative); the rest are unchanged
+    signed = _known_pairs(hulls, signed=True)
+    on_hull = [i for i, (x, _) in enumerate(censored) if x <= 1e-6]
+    assert on_hull and all(signed[i][0] < -1e-3 for i in on_hull)
+    assert all(signed[i] == censored[i] for i in range(len(censored)) if i not in on_hull)
+    assert [y for _, y in signed] == [y for _, y in censored]
+
+
+def test_a_pbe_stable_result_reads_its_depth_below_the_other_phases(twin_hulls):
+    """The signed E_hull (pbe_scan_signed_depth) of a computed structure leaves out itself and the known phase it
+    IS: a new Li2O 0.1 eV/atom below the known one reads -0.1 (its E_hull on the hull it joined is 0), the
+    rediscovery of the known Li2O reads its depth below Li + O, and an unstable result its usual E_hull."""
+    hulls, _ = twin_hulls
+    low = _entry("cand-B", _li2o_other(), "pbe", -2.1).as_dict()
+    hulls.add_result("pbe", low)
+    assert hulls.e_above_hull_ev_per_atom("pbe", low) == pytest.approx(0.0, abs=1e-6)
+    assert hulls.e_hull_signed_ev_per_atom("pbe", low) == pytest.approx(-0.1)
+    twin = _entry("cand-A", _li2o_antifluorite(), "pbe", -2.05).as_dict()
+    hulls.add_result("pbe", twin)
+    assert hulls.e_hull_signed_ev_per_atom("pbe", twin) == pytest.approx(0.05)  # cand-B is lower
+    assert hulls.e_hull_signed_ev_per_atom("pbe", low) == pytest.approx(-0.05)  # now below cand-A only
 
 
 @pytest.fixture

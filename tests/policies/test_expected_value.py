@@ -270,6 +270,48 @@ def test_pbe_route_is_exact_against_monte_carlo(mu, sd, t, c_hull):
     assert finds[0] == pytest.approx((q * go).mean(), abs=2e-3)
 
 
+@pytest.mark.parametrize("mu,sd,t", [(0.05, 0.1, 0.5), (-0.03, 0.03, 0.6), (-0.1, 0.05, 0.8), (0.1, 0.1, 0.0),
+                                     (0.0, 0.05, 0.35), (0.02, 0.04, 0.2), (-0.2, 0.1, 0.99)])
+def test_signed_pbe_route_is_exact_against_monte_carlo(mu, sd, t):
+    """The signed relation (q rises with the depth below the PBE hull): a threshold above q at the hull edge goes
+    ahead only for a result deep enough below it (x* < 0), and P(go) and the finds match 10^6 draws of X."""
+    from screener.policies.expected_value import PbeScanRelation, pbe_route
+
+    relation = PbeScanRelation(-0.5, 8.0, 0, "test", c_below=15.0, signed=True)
+    x = np.random.default_rng(5).normal(mu, sd, 1_000_000)
+    q = relation.p_scan_stable(x)
+    go = q >= t
+    p_go, finds = pbe_route(relation, [mu], [sd], [t])
+    assert p_go[0] == pytest.approx(go.mean(), abs=2e-3)
+    assert finds[0] == pytest.approx((q * go).mean(), abs=2e-3)
+
+
+def test_signed_relation_separates_deep_from_shallow_pbe_stable_results():
+    """Pairs as in the stand-in worlds on their hulls: SCAN-stable 0.2-0.4 just below the PBE hull, 0.8-1.0 at
+    50 meV/atom and deeper. The censored fit sees one on-hull group (one P for both); the signed fit recovers the
+    gradient, and both agree on the whole on-hull group's share."""
+    from scipy.special import ndtr
+
+    rng = np.random.default_rng(7)
+    depth = rng.uniform(-0.15, 0.3, 6000)
+    p_true = np.where(depth <= 0, ndtr(-0.5 - 25 * depth), ndtr(-0.5 - 12 * depth))
+    y = np.where(rng.random(6000) < p_true, 0.0, 0.05)
+    signed = fit_pbe_scan_relation(np.c_[depth, y], prior_p_just_above=0.3, signed=True)
+    censored = fit_pbe_scan_relation(np.c_[np.maximum(depth, 0.0), y], prior_p_just_above=0.3)
+    assert signed.p_scan_stable(-0.002) == pytest.approx(ndtr(-0.45), abs=0.05)
+    assert signed.p_scan_stable(-0.08) == pytest.approx(ndtr(1.5), abs=0.05)
+    assert signed.p_scan_stable(0.05) == pytest.approx(ndtr(-1.1), abs=0.05)
+    assert censored.p_scan_stable(-0.002) == censored.p_scan_stable(-0.08)  # one P for every depth
+    on = depth <= 0
+    assert censored.p_on_hull == pytest.approx(float(np.mean(signed.p_scan_stable(depth[on]))), abs=0.03)
+    numbers = signed.numbers()
+    assert numbers["pbe_scan_signed_depth"] and numbers["pbe_scan_c_below_per_ev_per_atom"] > 15
+    # without pairs: the prior (q at the hull edge = the "just above" prior, rising below it)
+    prior = fit_pbe_scan_relation([], prior_p_just_above=0.3, signed=True)
+    assert prior.p_scan_stable(0.0) == pytest.approx(0.3, abs=0.01)
+    assert prior.p_scan_stable(-0.1) > 0.6 > prior.p_scan_stable(-0.01)
+
+
 @pytest.mark.parametrize("mu_p,sd_p,mu_s,sd_s,t", [(0.05, 0.1, 0.1, 0.12, 0.5), (-0.05, 0.2, 0.15, 0.2, 0.8),
                                                  (0.1, 0.15, 0.0, 0.1, 0.3), (0.0, 0.3, 0.3, 0.3, 0.0)])
 def test_joint_pbe_route_is_exact_and_never_finds_more_than_scan_now(mu_p, sd_p, mu_s, sd_s, t):
