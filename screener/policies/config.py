@@ -87,8 +87,8 @@ class ExpectedValueConfig(BaseModel):
         "(negative; pymatgen's allow_negative) instead of 0, in the PBE -> SCAN relation's fit and wherever it is "
         "applied, with its own probit slope below the hull (continuous at it; pbe_scan_hull_step then does not "
         "apply). A result far below the PBE hull is far likelier SCAN-stable than one just below it (stand-in "
-        "worlds: 0.7-1.0 at 50 meV/atom and deeper against 0.2-0.5 within 10), which the censored on-hull group "
-        "averages away (docs/policy.md).")
+        "worlds, on the known hulls: 0.85-1.0 at 50 meV/atom and deeper against 0.30-0.44 within 10), which the "
+        "censored on-hull group averages away. Off: it found no more in the measured worlds (docs/policy.md).")
     pbe_scan_prior_p_stable_just_above_hull: float = Field(
         0.3, gt=0, lt=1, description="Prior P(SCAN-stable | PBE E_hull just above the hull) of the probit above the "
         "hull (with pbe_scan_hull_step; at E_hull = the stability threshold where that is above 0), worth "
@@ -102,7 +102,8 @@ class ExpectedValueConfig(BaseModel):
     pbe_scan_campaign_offset_sd: float | None = Field(
         None, gt=0, description="Give the campaign's own PBE/SCAN pairs a probit offset of their own in the PBE -> "
         "SCAN relation (prior N(0, sd^2), in probit units) and apply the relation with it: the known set's pairs fix "
-        "its shape, the campaign's its level. null (the default): one fit for both populations.")
+        "its shape, the campaign's its level. null (the default): one fit for both populations; measured at 0.5 "
+        "and left off (docs/policy.md).")
     outcome_calibration: bool = Field(
         True, description="Recalibrate P(stable) on the campaign's purchases (P at purchase vs stable or not), "
         "refitted each round (see screener.policies.outcome_calibration).")

@@ -484,6 +484,33 @@ def test_a_screened_pbe_unstable_twin_no_longer_undercuts_the_other(twin_hulls, 
         assert survival[1] < 0.1 and "competitor_from_pbe_results" not in numbers
 
 
+@pytest.mark.parametrize("signed", [False, True])
+def test_planner_reads_a_pbe_stable_result_as_its_depth_when_the_policy_says_so(twin_hulls, tmp_path, signed):
+    """new-low's PBE result lies 0.1 eV/atom below the known Li2O: the planner's computed PBE E_hull for the policy
+    is 0 (censored, the default) or -0.1 (pbe_scan_signed_depth), and the SCAN view of it follows."""
+    import json
+
+    hulls = twin_hulls[0]
+    planner = _li2o_planner(hulls, tmp_path)
+    ev = planner.policy.expected_value.model_copy(update={"pbe_scan_signed_depth": signed})
+    planner.policy = planner.policy.model_copy(update={"expected_value": ev})
+    entry = _entry("new-low", _li2o_other(), "pbe", -2.1).as_dict()
+    hulls.add_result("pbe", entry)
+    ledger = planner.ledger
+    ledger.set_budget_total(100.0)
+    ledger.commit_plan(1, decisions=[{"structure_id": "new-low", "fidelity": "pbe", "estimated_cost": 1.0}],
+                       numbers={}, jobs=[{"uuid": "u1", "structure_id": "new-low", "fidelity": "pbe",
+                                          "estimated_cost": 1.0}])
+    ledger.finish_job("u1", success=True, result_json=json.dumps({"entry": entry}), actual_cost=1.0,
+                      actual_cpu_hours=1.0)
+    computed = planner._computed_e_hull(signed_pbe=signed)
+    assert computed["pbe"]["new-low"][1] == pytest.approx(-0.1 if signed else 0.0, abs=1e-6)
+    plan = planner.plan(_li2o_request(done={("new-low", "pbe")}))
+    numbers = {i.structure_id: i.numbers for i in plan.items if i.fidelity == "scan"}
+    assert numbers["new-low"]["pbe_e_hull_ev_per_atom"] == pytest.approx(-0.1 if signed else 0.0, abs=1e-6)
+    assert plan.numbers["pbe_scan_signed_depth"] is signed
+
+
 def test_purchase_outcomes_leave_out_scan_runs_bought_on_a_pbe_result(tmp_path):
     """(fidelity, P at purchase, stable) pairs come from the round each calculation was bought in; SCAN runs bought
     on a PBE result and competing phases (also a pool candidate bought as one) are left out."""

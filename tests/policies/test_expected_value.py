@@ -312,6 +312,30 @@ def test_signed_relation_separates_deep_from_shallow_pbe_stable_results():
     assert prior.p_scan_stable(-0.1) > 0.6 > prior.p_scan_stable(-0.01)
 
 
+def test_campaign_offset_lets_its_own_pairs_set_the_level_the_known_pairs_cannot():
+    """600 known pairs say 80 % of PBE-stable results stay SCAN-stable; the campaign's own 20 on-hull pairs say 25 %.
+    Pooled, the known pairs decide (0.78); with the campaign's own offset the relation applied to its candidates
+    follows its pairs, keeps the known pairs' shape above the hull (lower there too, never rising with x), and with
+    no own pairs it is the pooled fit."""
+    rng = np.random.default_rng(11)
+    x_known = np.where(rng.random(600) < 0.3, 0.0, rng.uniform(0.0, 0.3, 600))
+    p_known = np.where(x_known <= 0, 0.8, 0.3 * np.exp(-x_known / 0.05))
+    known = np.c_[x_known, np.where(rng.random(600) < p_known, 0.0, 0.05)]
+    own = np.c_[np.zeros(20), np.where(np.arange(20) < 5, 0.0, 0.05)]
+    pairs = np.r_[own, known]
+    mask = np.r_[np.ones(20, bool), np.zeros(600, bool)]
+    pooled = fit_pbe_scan_relation(pairs, prior_p_just_above=0.3)
+    offset = fit_pbe_scan_relation(pairs, prior_p_just_above=0.3, own=mask, own_offset_sd=0.5)
+    assert pooled.p_on_hull > 0.7
+    assert offset.p_on_hull < 0.45
+    assert offset.p_scan_stable(0.02) < pooled.p_scan_stable(0.02)
+    assert offset.c1 == pytest.approx(pooled.c1, rel=0.1)  # the shape is the known pairs'
+    assert "20 own pairs offset by -" in offset.source
+    alone = fit_pbe_scan_relation(known, prior_p_just_above=0.3, own=np.zeros(600, bool), own_offset_sd=0.5)
+    plain = fit_pbe_scan_relation(known, prior_p_just_above=0.3)
+    assert (alone.c_hull, alone.c0, alone.c1) == pytest.approx((plain.c_hull, plain.c0, plain.c1))
+
+
 @pytest.mark.parametrize("mu_p,sd_p,mu_s,sd_s,t", [(0.05, 0.1, 0.1, 0.12, 0.5), (-0.05, 0.2, 0.15, 0.2, 0.8),
                                                  (0.1, 0.15, 0.0, 0.1, 0.3), (0.0, 0.3, 0.3, 0.3, 0.0)])
 def test_joint_pbe_route_is_exact_and_never_finds_more_than_scan_now(mu_p, sd_p, mu_s, sd_s, t):
