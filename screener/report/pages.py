@@ -342,6 +342,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
         return out + ["No round has been planned yet.", ""]
     with_alloc = any((r.policy_numbers.get("allocation") or {}).get("decision") for r in data.rounds)
     plans, law_rows, ev_rows, rel_rows, fix_rows, competitor_rows, blind_rows = [], [], [], [], [], [], []
+    signed_relation = False  # some round's relation read PBE-stable results by their depth below the hull
     for r in data.rounds:
         n = r.policy_numbers
         alloc = n.get("allocation") or {}
@@ -403,10 +404,12 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 competitor_rows.append([r.round, _num(n.get("competitor_plausible"), ".0f"),
                                         _num(n.get("competitor_from_pbe_results"), ".0f"),
                                         _num(n.get("competitor_overall_survival"), ".3f")])
+            signed_relation = signed_relation or bool(n.get("pbe_scan_signed_depth"))
             rel_rows.append([
                 r.round, _num(n.get("pbe_scan_p_stable_if_pbe_stable"), ".3f"),
                 _num(n.get("pbe_scan_p_stable_just_above_hull"), ".3f"), _num(n.get("pbe_scan_c0"), ".3g"),
-                _num(n.get("pbe_scan_c1_per_ev_per_atom"), ".3g"), _num(n.get("pbe_scan_n_pairs"), ".0f"),
+                _num(n.get("pbe_scan_c1_per_ev_per_atom"), ".3g"),
+                _num(n.get("pbe_scan_c_below_per_ev_per_atom"), ".3g"), _num(n.get("pbe_scan_n_pairs"), ".0f"),
                 n.get("pbe_scan_relation_source") or "-",
             ])
     # several narrow tables rather than one of 13 columns that does not fit the page
@@ -439,11 +442,16 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "(from the scaling law at N_p, N_s); recorded every round, added to each option's finds per CPU-hour "
                 "only where the policy says so (learning_value, off by default). MAE now: that law's SCAN "
                 "formation-energy error.", "",
-                _table(["round", "P(SCAN-stable | PBE-stable)", "P(SCAN-stable | just above the PBE hull)", "c0",
-                        "c1 (per eV/atom)", "pairs", "fitted on"], rel_rows), "",
+                _table(["round", "P(SCAN-stable | on the PBE hull)", "P(SCAN-stable | just above the PBE hull)",
+                        "c0", "c1 (per eV/atom)", "c below (per eV/atom)", "pairs", "fitted on"], rel_rows), "",
                 "PBE -> SCAN relation, fitted on computed PBE/SCAN pairs: P(SCAN-stable) of a candidate with "
                 "computed PBE E_hull x is the share of PBE-stable structures that are SCAN-stable where x = 0 (on the "
-                "PBE hull, however far below the old hull it fell), and the probit Phi(c0 - c1 x) above the hull.",
+                "PBE hull, however far below the old hull it fell; c below 0), and the probit Phi(c0 - c1 x) above "
+                "the hull."
+                + (" Rounds fitted on the signed PBE E_hull (see 'fitted on') read a PBE-stable result's x as its "
+                   "depth below the hull of the other phases (negative), and P(SCAN-stable) there is "
+                   "Phi(c0 - c_below x): the 'on the PBE hull' column is its value at the hull's edge (x = 0), "
+                   "rising with the depth." if signed_relation else ""),
                 ""]
     if fix_rows:
         out += [_table(["round", "purchases so far", "came out stable", "mean P at purchase", "mean P recalibrated",

@@ -87,8 +87,11 @@ def test_ev_round_numbers_equal_the_ledger(ev_campaign, ev_overview):
         assert _close(row[2], n["pbe_scan_p_stable_just_above_hull"])
         assert _close(row[3], n["pbe_scan_c0"])
         assert _close(row[4], n["pbe_scan_c1_per_ev_per_atom"])
-        assert int(row[5]) == n["pbe_scan_n_pairs"]
-        assert "<pairs>" not in row[6] and "&#60;pairs&#62;" in row[6]  # data escaped, not markup
+        assert _close(row[5], n["pbe_scan_c_below_per_ev_per_atom"])
+        assert int(row[6]) == n["pbe_scan_n_pairs"]
+        assert "<pairs>" not in row[7] and "&#60;pairs&#62;" in row[7]  # data escaped, not markup
+    # a round fitted on the signed PBE E_hull: the caption says what its "on the PBE hull" column means
+    assert "the hull&#39;s edge" in ev_overview or "the hull's edge" in ev_overview
     # no scaling-law table of dashes (nor a caption promising a fitted law) for a campaign whose policy recorded none
     assert "MAE drop per CPU-h on SCAN" not in ev_overview
     assert "scaling law the policy fitted" not in ev_overview
