@@ -252,6 +252,17 @@ def test_bivariate_normal_cdf_matches_scipy():
     assert bivariate_normal_cdf(-np.inf, 0.3, 0.2) == 0.0
 
 
+def _assert_route_matches_monte_carlo(relation, mu, sd, t, seed):
+    from screener.policies.expected_value import pbe_route
+
+    x = np.random.default_rng(seed).normal(mu, sd, 1_000_000)
+    q = relation.p_scan_stable(x)
+    go = q >= t
+    p_go, finds = pbe_route(relation, [mu], [sd], [t])
+    assert p_go[0] == pytest.approx(go.mean(), abs=2e-3)
+    assert finds[0] == pytest.approx((q * go).mean(), abs=2e-3)
+
+
 @pytest.mark.parametrize("c_hull", [None, 1.3])
 @pytest.mark.parametrize("mu,sd,t", [(0.05, 0.1, 0.5), (0.02, 0.04, 0.7), (-0.1, 0.2, 0.85), (0.1, 0.1, 0.0),
                                      (0.3, 0.2, 0.9), (0.0, 0.1, 0.88), (0.05, 0.1, 0.95)])
@@ -259,15 +270,9 @@ def test_pbe_route_is_exact_against_monte_carlo(mu, sd, t, c_hull):
     """P(go) and expected finds of "PBE now, SCAN if q(X) >= t" in closed form against 10^6 draws of X (the old
     24-point Gauss-Hermite quadrature of the step in q was off by up to 0.07 in P(go) here), with and without the
     hull step (Phi(1.08) = 0.86 above the hull, Phi(1.3) = 0.90 on it: t = 0.88 goes ahead on the hull only)."""
-    from screener.policies.expected_value import PbeScanRelation, pbe_route
+    from screener.policies.expected_value import PbeScanRelation
 
-    relation = PbeScanRelation(1.08, 10.0, 0, "test", c_hull=c_hull)
-    x = np.random.default_rng(4).normal(mu, sd, 1_000_000)
-    q = relation.p_scan_stable(x)
-    go = q >= t
-    p_go, finds = pbe_route(relation, [mu], [sd], [t])
-    assert p_go[0] == pytest.approx(go.mean(), abs=2e-3)
-    assert finds[0] == pytest.approx((q * go).mean(), abs=2e-3)
+    _assert_route_matches_monte_carlo(PbeScanRelation(1.08, 10.0, 0, "test", c_hull=c_hull), mu, sd, t, seed=4)
 
 
 @pytest.mark.parametrize("mu,sd,t", [(0.05, 0.1, 0.5), (-0.03, 0.03, 0.6), (-0.1, 0.05, 0.8), (0.1, 0.1, 0.0),
@@ -275,15 +280,10 @@ def test_pbe_route_is_exact_against_monte_carlo(mu, sd, t, c_hull):
 def test_signed_pbe_route_is_exact_against_monte_carlo(mu, sd, t):
     """The signed relation (q rises with the depth below the PBE hull): a threshold above q at the hull edge goes
     ahead only for a result deep enough below it (x* < 0), and P(go) and the finds match 10^6 draws of X."""
-    from screener.policies.expected_value import PbeScanRelation, pbe_route
+    from screener.policies.expected_value import PbeScanRelation
 
     relation = PbeScanRelation(-0.5, 8.0, 0, "test", c_below=15.0, signed=True)
-    x = np.random.default_rng(5).normal(mu, sd, 1_000_000)
-    q = relation.p_scan_stable(x)
-    go = q >= t
-    p_go, finds = pbe_route(relation, [mu], [sd], [t])
-    assert p_go[0] == pytest.approx(go.mean(), abs=2e-3)
-    assert finds[0] == pytest.approx((q * go).mean(), abs=2e-3)
+    _assert_route_matches_monte_carlo(relation, mu, sd, t, seed=5)
 
 
 def test_signed_relation_separates_deep_from_shallow_pbe_stable_results():
