@@ -529,7 +529,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # error follows cell size (issue-12 world: cells of 13-20 sites rated 3x too low) it never reaches the dear
     # cells, and their outcomes never reach the cost-class offsets.
     costs_differ = log_cost.size > 0 and float(np.ptp(log_cost)) > 1e-9
-    share = cfg.cost_blind_share if costs_differ else 0.0
+    share = cfg.cost_blind_share if costs_differ else cfg.cost_blind_share_equal_costs
     blind = {"ev_cost_blind_share": share}
     if share > 0:
         allowance = min(max(share * (state.spent_cpu_hours + r.budget) - state.cost_blind_spent_cpu_hours, 0.0),
