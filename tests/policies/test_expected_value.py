@@ -434,6 +434,12 @@ def test_cost_blind_share_buys_the_likeliest_dear_cell_first_and_keeps_to_its_sh
     flat = {**state, "cost_scan_cpu_hours": [5.0] * n, "cost_pbe_cpu_hours": [1.0] * n}
     assert decide(policy, flat).as_tuples() == decide(off, flat).as_tuples()
     assert decide(policy, flat).numbers["ev_cost_blind_share"] == 0.0
+    # ... unless cost_blind_share_equal_costs says otherwise: then that share goes to scan-only's order there
+    hedge = policy.model_copy(update={"expected_value": ev.model_copy(update={"cost_blind_share_equal_costs": 0.2})})
+    hedged = decide(hedge, flat)
+    assert hedged.numbers["ev_cost_blind_share"] == 0.2
+    assert hedged.numbers["ev_cost_blind_planned_cpu_hours"] == pytest.approx(20.0)  # 0.2 x 100: four SCAN runs
+    assert [i.job_id for i in hedged.items if i.numbers.get("route") == "cost_blind"] == ["c0", "c1", "c2", "c3"]
 
 
 def test_competing_phases_of_a_cost_blind_pick_count_in_its_share():
