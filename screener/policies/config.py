@@ -122,11 +122,11 @@ class ExpectedValueConfig(BaseModel):
         0.5, ge=0, le=1, description="Where candidates' costs differ: the share of the campaign's spend kept for "
         "SCAN runs in the order of scan-only (the model's own P(SCAN-stable), before the outcome calibration and "
         "competitor survival, cost ignored), a hedge against a model error that follows cell size; 0: off. Inert "
-        "with equal costs.")
+        "with equal costs (there cost_blind_share_equal_costs applies).")
     cost_blind_share_equal_costs: float = Field(
         0.0, ge=0, le=1, description="The same share where all candidates cost the same (0, the default: off): SCAN "
         "runs in scan-only's order, a hedge on the SCAN model's own ranking where the PBE screen cannot point at "
-        "the crystals stable at SCAN only.")
+        "the crystals stable at SCAN only. Measured at 0.2: fewer finds on two worlds (docs/policy.md).")
     reserve_follow_ups: bool = Field(
         True, description="Keep back, from the campaign's remaining budget, the expected cost of the SCAN follow-ups "
         "of the PBE screens planned in the round (P(go) x SCAN cost each): later items of the round may not spend "

@@ -30,6 +30,11 @@ screen. The campaign's SCAN model is the PBE model fine-tuned on a few SCAN resu
 alone rates a candidate above what its PBE prediction says, the direct SCAN picks came out stable about half as
 often as their P said.
 
+Two options of the relation are off by default (measured, no more finds; docs/policy.md): ``pbe_scan_signed_depth``
+reads a PBE-stable result's E_hull as its depth below the hull of the other phases (``q`` rising with it), and
+``pbe_scan_campaign_offset_sd`` gives the campaign's own pairs a probit offset of their own (its level, the known
+pairs' shape).
+
 Two corrections make ``p`` the probability of a find that counts, not of a result that looks stable today:
 
 * **outcome calibration** (:mod:`screener.policies.outcome_calibration`): the model's P(stable) is refitted each
@@ -58,7 +63,8 @@ counts the whole calibrated spread as error that the next SCAN points remove. Wh
 spread is inflated by a shift common to all candidates, and a common shift reorders nothing. One round's ``L_s``
 jumped tenfold (0.013 to 0.135 finds per run) and bought SCAN runs of P 0.06-0.18 instead of PBE screens.
 
-Where candidates' costs differ, a **cost-blind share** comes first: SCAN runs in ``scan-only``'s order (the model's
+Where candidates' costs differ (with equal costs only with ``cost_blind_share_equal_costs``, off by default), a
+**cost-blind share** comes first: SCAN runs in ``scan-only``'s order (the model's
 own P, cost ignored) until their spend reaches ``cost_blind_share`` of everything spent (this round's budget counted
 as spent), a hedge against a model error that follows cell size, which the per-unit ranking would never buy enough
 dear cells to learn (their decisions say ``route: cost_blind``). Then candidates are planned greedily by their best
