@@ -126,7 +126,8 @@ class PolicyPlanner:
             if self.policy.expected_value.competitor_samples:
                 state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(
                     request, state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"])
-        if self.policy.kind.startswith("camd-"):
+        if self.policy.kind.startswith("camd-") or (self.policy.kind == "expected-value"
+                                                    and self.policy.expected_value.composition_gp_weight > 0):
             state["formulas"], state["seed_rows"], state["n_campaign_seed_rows"] = self._camd_seed(
                 request.structure_ids)
         # the request's batch (the loop asks again with the slots a first plan left free); PBE phases count in it

@@ -127,6 +127,12 @@ class ExpectedValueConfig(BaseModel):
         0.0, ge=0, le=1, description="The same share where all candidates cost the same (0, the default: off): SCAN "
         "runs in scan-only's order, a hedge on the SCAN model's own ranking where the PBE screen cannot point at "
         "the crystals stable at SCAN only. Measured at 0.2: fewer finds on two worlds (docs/policy.md).")
+    composition_gp_weight: float = Field(
+        0.0, ge=0, le=1, description="Blend a Gaussian process on composition features (CAMD GP-LCB's model, "
+        "conditioned each round on every computed E_hull) into the ensemble's calibrated predictions of both "
+        "fidelities as a product of the two Gaussians, the GP's precision times this weight (0, the default: "
+        "off; see screener.policies.composition_model). The GP learns a campaign's results at once, the ensemble "
+        "only through fine-tuning.")
     reserve_follow_ups: bool = Field(
         True, description="Keep back, from the campaign's remaining budget, the expected cost of the SCAN follow-ups "
         "of the PBE screens planned in the round (P(go) x SCAN cost each): later items of the round may not spend "

@@ -92,6 +92,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
+from screener.policies.composition_model import composition_gp_predictions, precision_blend
 from screener.policies.outcome_calibration import (
     OutcomeCalibration,
     cost_class_edges,
@@ -457,6 +458,12 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 min_slope=cfg.outcome_calibration_min_slope)}
         mu_s, sd_s = outcome.get("scan", outcome["pooled"]).calibrate_gaussian(mu_s, sd_s, log_cost)
         mu_p, sd_p = outcome.get("pbe", outcome["pooled"]).calibrate_gaussian(mu_p, sd_p, log_cost)
+    gp: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    gp_numbers: dict[str, Any] = {}
+    if cfg.composition_gp_weight > 0:  # after the outcome map, which is fitted on the ensemble's own P
+        gp, gp_numbers = composition_gp_predictions(policy, state)
+        mu_s, sd_s = precision_blend(mu_s, sd_s, *gp["scan"], cfg.composition_gp_weight)
+        mu_p, sd_p = precision_blend(mu_p, sd_p, *gp["pbe"], cfg.composition_gp_weight)
     relation = relation_from_config(cfg, state.pbe_scan_pairs, thr, state.n_known_pbe_scan_pairs)
     p_model = ndtr((thr - mu_s) / sd_s)
     p_raw = ndtr((thr - r.mean_scan) / np.maximum(np.asarray(state.scan_std_ev_per_atom, float), floor))
@@ -521,6 +528,11 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                "cost_scan_cpu_hours": float(c_s[i]), "cost_pbe_cpu_hours": float(c_p[i])}
         if has_pbe[i]:
             out["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])
+        if gp:
+            out["composition_gp_scan_mean_ev_per_atom"], out["composition_gp_scan_std_ev_per_atom"] = (
+                float(gp["scan"][0][i]), float(gp["scan"][1][i]))
+            out["composition_gp_pbe_mean_ev_per_atom"], out["composition_gp_pbe_std_ev_per_atom"] = (
+                float(gp["pbe"][0][i]), float(gp["pbe"][1][i]))
         return out
 
     def tag(before: int, i: int, numbers: dict[str, Any]) -> bool:
@@ -641,5 +653,5 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             **outcome["pooled"].numbers(),
             **{k: v for f in ("pbe", "scan") if f in outcome
                for k, v in outcome[f].numbers(f"outcome_calibration_{f}_").items()},
-            **state.competitor_numbers,
+            **state.competitor_numbers, **gp_numbers,
             "pbe_scan_relation_source": relation.source}
