@@ -113,6 +113,8 @@ class PolicyPlanner:
             decisions = self.ledger.decisions() if self.ledger is not None else []  # read once for both below
             purchases = self._purchases(e_hull, decisions)
             state["purchase_outcomes"] = [(f, p, y) for f, p, y, _ in purchases]
+            if self.policy.expected_value.composition_gp_pool:
+                state["purchase_gp_p"] = self._gp_p_at_purchase(purchases, decisions)
             # each purchase's log(cost / median candidate cost): the same ratio at both fidelities (SCAN = k x PBE)
             from screener.policies.outcome_calibration import log_cost_ratio
 
@@ -127,7 +129,7 @@ class PolicyPlanner:
                 state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(
                     request, state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"])
         if self.policy.kind.startswith("camd-") or (self.policy.kind == "expected-value"
-                                                    and self.policy.expected_value.composition_gp_weight > 0):
+                                                    and self.policy.expected_value.uses_composition_gp):
             state["formulas"], state["seed_rows"], state["n_campaign_seed_rows"] = self._camd_seed(
                 request.structure_ids)
         # the request's batch (the loop asks again with the slots a first plan left free); PBE phases count in it
@@ -330,6 +332,26 @@ class PolicyPlanner:
         if self._known_pairs is None:
             self._known_pairs = _known_pairs(self.hulls, signed=self.policy.expected_value.pbe_scan_signed_depth)
         return e_hull["pbe"], pairs + self._known_pairs
+
+    def _gp_p_at_purchase(self, purchases: list[tuple[str, float, bool, str]], decisions: list[dict[str, Any]]
+                          ) -> list[float | None]:
+        """Per purchase, the composition GP's P(stable) when it was bought (from its decision's numbers; None where
+        the decision has none, e.g. bought before the option was on)."""
+        from scipy.special import ndtr
+
+        threshold = float(self.policy.acquisition.threshold_ev_per_atom)
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for d in decisions:  # in id order: a candidate's last accepted decision of that fidelity is its purchase
+            if d.get("accepted"):
+                latest[(d["structure_id"], d["fidelity"])] = json_object(d.get("numbers_json"))
+        out: list[float | None] = []
+        for fidelity, _, _, sid in purchases:
+            numbers = latest.get((sid, fidelity), {})
+            mean = numbers.get(f"composition_gp_{fidelity}_mean_ev_per_atom")
+            std = numbers.get(f"composition_gp_{fidelity}_std_ev_per_atom")
+            ok = isinstance(mean, (int, float)) and isinstance(std, (int, float)) and std > 0
+            out.append(float(ndtr((threshold - mean) / std)) if ok else None)
+        return out
 
     def _camd_seed(self, ids: list[str]) -> tuple[list[str] | None, list[tuple[str, str, float]], int]:
         """The CAMD peers' inputs: each candidate's formula, and (formula, fidelity, E_hull in the current hull) of

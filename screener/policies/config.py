@@ -133,6 +133,11 @@ class ExpectedValueConfig(BaseModel):
         "fidelities as a product of the two Gaussians, the GP's precision times this weight (0, the default: "
         "off; see screener.policies.composition_model). The GP learns a campaign's results at once, the ensemble "
         "only through fine-tuning.")
+    composition_gp_pool: bool = Field(
+        False, description="Pool the composition GP's P(stable) with the ensemble's in probit space, "
+        "z = (1 - a) z_ensemble + a z_gp, the weight a learned each round from the campaign's purchases (the "
+        "likelier a under which each expert's P at purchase predicted what came out stable; a = 0 before any). "
+        "Off by default (see screener.policies.composition_model); not together with composition_gp_weight.")
     reserve_follow_ups: bool = Field(
         True, description="Keep back, from the campaign's remaining budget, the expected cost of the SCAN follow-ups "
         "of the PBE screens planned in the round (P(go) x SCAN cost each): later items of the round may not spend "
@@ -177,6 +182,19 @@ class ExpectedValueConfig(BaseModel):
         100, ge=1, description="N_s below this counts as this in the learning value: the power law describes "
         "transfer learning curves from ~1e2 SCAN points on (Hoffmann et al. 2023); below, it would promise an "
         "unbounded MAE drop from the first few calculations.")
+
+
+    @property
+    def uses_composition_gp(self) -> bool:
+        """Whether the planner must fit the composition GP (either way of blending it in)."""
+        return self.composition_gp_weight > 0 or self.composition_gp_pool
+
+    @model_validator(mode="after")
+    def _one_composition_blend(self) -> ExpectedValueConfig:
+        if self.composition_gp_weight > 0 and self.composition_gp_pool:
+            raise ValueError("composition_gp_weight and composition_gp_pool are two ways of blending the "
+                             "composition GP in: set one")
+        return self
 
 
 class CamdConfig(BaseModel):

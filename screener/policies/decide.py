@@ -106,6 +106,9 @@ class PolicyState(BaseModel):
         "share).")
     cost_blind_spent_cpu_hours: float = Field(
         0.0, ge=0, description="Of spent_cpu_hours, what went to cost-blind picks (expected-value).")
+    purchase_gp_p: list[float | None] = Field(
+        default_factory=list, description="Per purchase_outcomes entry, the composition GP's P(stable) when it was "
+        "bought (None: not recorded; expected-value with composition_gp_pool).")
     purchase_log_cost: list[float] = Field(
         default_factory=list, description="log(cost / median candidate cost) of each of purchase_outcomes (empty: "
         "all 0).")
@@ -127,6 +130,9 @@ class PolicyState(BaseModel):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} candidates")
+        if self.purchase_gp_p and len(self.purchase_gp_p) != len(self.purchase_outcomes):
+            raise ValueError(f"purchase_gp_p has {len(self.purchase_gp_p)} entries for "
+                             f"{len(self.purchase_outcomes)} purchase_outcomes")
         if len(set(self.candidate_ids)) != n:
             raise ValueError("candidate_ids must be unique")
         for name in ("cost_scan_cpu_hours", "cost_pbe_cpu_hours"):

@@ -92,7 +92,12 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from screener.policies.composition_model import composition_gp_predictions, precision_blend
+from screener.policies.composition_model import (
+    composition_gp_predictions,
+    fit_pool_weight,
+    precision_blend,
+    probit_pool,
+)
 from screener.policies.outcome_calibration import (
     OutcomeCalibration,
     cost_class_edges,
@@ -460,10 +465,18 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         mu_p, sd_p = outcome.get("pbe", outcome["pooled"]).calibrate_gaussian(mu_p, sd_p, log_cost)
     gp: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     gp_numbers: dict[str, Any] = {}
-    if cfg.composition_gp_weight > 0:  # after the outcome map, which is fitted on the ensemble's own P
+    if cfg.uses_composition_gp:  # after the outcome map, which is fitted on the ensemble's own P
         gp, gp_numbers = composition_gp_predictions(policy, state)
-        mu_s, sd_s = precision_blend(mu_s, sd_s, *gp["scan"], cfg.composition_gp_weight)
-        mu_p, sd_p = precision_blend(mu_p, sd_p, *gp["pbe"], cfg.composition_gp_weight)
+        if cfg.composition_gp_pool:
+            judged = [(p, g, y) for (_, p, y), g in zip(state.purchase_outcomes, state.purchase_gp_p)
+                      if g is not None]
+            weight, pool_numbers = fit_pool_weight(*(zip(*judged) if judged else ([], [], [])))
+            gp_numbers.update(pool_numbers)
+            mu_s, sd_s = probit_pool(mu_s, sd_s, *gp["scan"], weight, thr)
+            mu_p, sd_p = probit_pool(mu_p, sd_p, *gp["pbe"], weight, thr)
+        else:
+            mu_s, sd_s = precision_blend(mu_s, sd_s, *gp["scan"], cfg.composition_gp_weight)
+            mu_p, sd_p = precision_blend(mu_p, sd_p, *gp["pbe"], cfg.composition_gp_weight)
     relation = relation_from_config(cfg, state.pbe_scan_pairs, thr, state.n_known_pbe_scan_pairs)
     p_model = ndtr((thr - mu_s) / sd_s)
     p_raw = ndtr((thr - r.mean_scan) / np.maximum(np.asarray(state.scan_std_ev_per_atom, float), floor))

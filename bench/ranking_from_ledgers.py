@@ -1,0 +1,172 @@
+"""How well the ensemble and the composition GP rank a campaign's open candidates, round by round (its ledger).
+
+At each asked round ``R`` of a finished campaign, the candidates not yet computed at either fidelity are ranked by
+
+* ``ensemble``: the round's SCAN P(stable) in the ledger (the CGAT ensemble, fine-tuned up to that round);
+* ``gp_p`` / ``gp_lcb``: the composition GP of :mod:`screener.policies.composition_model` (CAMD GP-LCB's model),
+  trained as the planner trains it: every reference phase of the campaign's known hulls and every result computed
+  before round ``R``, each E_hull on the hull of that fidelity they make together; ``gp_lcb`` is CAMD's
+  ``mean - std`` order;
+* ``blend_w``: the ensemble's Gaussian times the GP's with the GP's precision times ``w``
+  (``composition_gp_weight``),
+
+and each ranking is scored against the world's truth (SCAN E_hull on the world's own SCAN hull <= 1e-6): truly
+stable among the top 20 and top 50, and the AUC. Ties (the GP sees compositions only) go to the ensemble's mean.
+
+Example
+-------
+    .venv/bin/python bench/ranking_from_ledgers.py --world /tmp/worlds/MgCaZnGeSnN_2500 \\
+        /tmp/hm/campaign_runs_MgCaZnGeSnN_2500/seed*/expected-value_flat_b300{,_ms?} --rounds 1 2 3 5 \\
+        --output bench/results/ranking_from_ledgers_MgCaZnGeSnN.json
+
+Prints ONE JSON object on the last line of stdout and writes it to --output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
+from _ledger_read import open_ledger  # noqa: E402
+from _output import emit  # noqa: E402
+
+STABLE = 1e-6
+BLEND_WEIGHTS = (0.5, 1.0)
+TOP = (20, 50)
+
+
+def auc(truth: np.ndarray, score: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties averaged); None without both classes."""
+    from scipy.stats import rankdata
+
+    n1 = int(truth.sum())
+    n0 = truth.size - n1
+    if n1 == 0 or n0 == 0:
+        return None
+    r = rankdata(score)
+    return float((r[truth].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def scores(truth: np.ndarray, score: np.ndarray, tie: np.ndarray) -> dict[str, Any]:
+    order = np.lexsort((tie, -score))
+    out: dict[str, Any] = {f"top_{k}": int(truth[order[:k]].sum()) for k in TOP}
+    a = auc(truth, score)
+    out["auc"] = round(a, 3) if a is not None else None
+    return out
+
+
+def seed_rows(references: dict[str, list[Any]], done: list[tuple[str, str, Any]]) -> list[tuple[str, str, float]]:
+    """(formula, fidelity, E_hull) of the campaign's results, then of the reference phases: on the hull of each
+    fidelity that both make together (the planner's ``_camd_seed``)."""
+    from pymatgen.analysis.phase_diagram import PhaseDiagram
+
+    own: list[tuple[str, str, float]] = []
+    known: list[tuple[str, str, float]] = []
+    for fidelity, refs in references.items():
+        mine = [entry for _, fid, entry in done if fid == fidelity]
+        diagram = PhaseDiagram(refs + mine)
+        own += [(e.composition.reduced_formula, fidelity, float(diagram.get_e_above_hull(e))) for e in mine]
+        known += [(e.composition.reduced_formula, fidelity, float(diagram.get_e_above_hull(e))) for e in refs]
+    return own + known
+
+
+def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -> dict[str, Any]:
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    from screener.policies import load_policy
+    from screener.policies.composition_model import composition_gp_predictions, precision_blend
+
+    refs_raw = json.loads((campaign / "references.json").read_text())
+    references = {f: [ComputedStructureEntry.from_dict(d) for d in refs_raw.get(f, [])] for f in ("pbe", "scan")}
+    db = open_ledger(campaign)
+    formula = dict(db.execute("SELECT structure_id, formula FROM candidates WHERE role = 'candidate'"))
+    jobs = []
+    for number, sid, fidelity, raw in db.execute(
+            "SELECT round, structure_id, fidelity, result_json FROM jobs WHERE state = 'done' AND role = 'candidate'"):
+        entry = (json.loads(raw or "{}") or {}).get("entry")
+        if entry and fidelity in ("pbe", "scan"):
+            jobs.append((int(number), sid, fidelity, ComputedStructureEntry.from_dict(entry)))
+    policy = load_policy("expected-value")
+    out: dict[str, Any] = {}
+    for number in rounds:
+        rows = db.execute("SELECT structure_id, e_hull_mean_ev_per_atom, e_hull_std_ev_per_atom, p_stable "
+                          "FROM predictions WHERE round = ? AND fidelity = 'scan'", (number,)).fetchall()
+        if not rows:
+            continue
+        done = [(sid, fid, entry) for r, sid, fid, entry in jobs if r < number]
+        computed = {sid for sid, _, _ in done}
+        rows = [r for r in rows if r[0] in formula and r[0] not in computed and r[0] in truth]
+        ids = [r[0] for r in rows]
+        mean = np.array([r[1] for r in rows], dtype=float)
+        std = np.maximum(np.array([r[2] for r in rows], dtype=float), policy.acquisition.std_floor_ev_per_atom)
+        p_model = np.array([r[3] for r in rows], dtype=float)
+        state = SimpleNamespace(formulas=[formula[s] for s in ids], seed_rows=seed_rows(references, done),
+                                n_campaign_seed_rows=len(done), round_index=number)
+        gp, numbers = composition_gp_predictions(policy, state)
+        gp_mean, gp_std = gp["scan"]
+        from scipy.special import ndtr
+
+        thr = policy.acquisition.threshold_ev_per_atom
+        y = np.array([truth[s] for s in ids])
+        entry: dict[str, Any] = {"n_open": len(ids), "n_truly_stable_open": int(y.sum()),
+                                 "n_computed_before": len(computed), **numbers,
+                                 "ensemble": scores(y, p_model, mean),
+                                 "gp_p": scores(y, ndtr((thr - gp_mean) / gp_std), mean),
+                                 "gp_lcb": scores(y, -(gp_mean - gp_std), mean)}
+        for w in BLEND_WEIGHTS:
+            bm, bs = precision_blend(mean, std, gp_mean, gp_std, w)
+            entry[f"blend_{w:g}"] = scores(y, ndtr((thr - bm) / bs), mean)
+        out[str(number)] = entry
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--world", type=Path, required=True)
+    p.add_argument("campaigns", type=Path, nargs="+", help="Finished campaign folders (each with its ledger).")
+    p.add_argument("--rounds", type=int, nargs="+", default=[1, 3, 5])
+    p.add_argument("--output", type=Path)
+    args = p.parse_args(argv)
+    from screener.world.experiments import bench_environment
+    from screener.world.io import read_world
+
+    missing = [str(c) for c in args.campaigns if not (c / "ledger.sqlite").is_file() or not
+               (c / "references.json").is_file()]
+    if missing:
+        p.error(f"not a finished campaign folder (ledger.sqlite and references.json): {', '.join(missing)}")
+    t0 = time.perf_counter()
+    world = read_world(args.world)
+    truth = {e.data["structure_id"]: float(e.data["e_above_hull"]) <= STABLE for e in world.entries["scan"]}
+    per_campaign = {str(c): campaign_rounds(c, truth, args.rounds) for c in args.campaigns}
+    methods = ["ensemble", "gp_p", "gp_lcb", *(f"blend_{w:g}" for w in BLEND_WEIGHTS)]
+    totals: dict[str, Any] = {}
+    for number in map(str, args.rounds):
+        got = [v[number] for v in per_campaign.values() if number in v]
+        if got:
+            totals[number] = {"n_campaigns": len(got), **{m: {f"top_{k}": sum(g[m][f"top_{k}"] for g in got)
+                                                             for k in TOP} for m in methods}}
+    out = {"benchmark": "ranking_from_ledgers",
+           "command": "python bench/ranking_from_ledgers.py " + " ".join(
+               shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+           **bench_environment("cpu"),
+           "world": {"dir": str(args.world), "elements": world.manifest.elements,
+                     "label": "CHGNet stand-in labels, not DFT"},
+           "definitions": {"open": "pool candidates with no result at either fidelity before the round",
+                           "top_k": "truly SCAN-stable among the first k of the ranking",
+                           "truth": "SCAN E_hull <= 1e-6 eV/atom on the world's own SCAN hull"},
+           "totals_by_round": totals, "campaigns": per_campaign,
+           "wall_s": round(time.perf_counter() - t0, 1)}
+    return emit(out, args.output)
+
+
+if __name__ == "__main__":
+    main()
