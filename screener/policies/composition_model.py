@@ -20,7 +20,7 @@ probabilities in probit space, ``z = (1 - a) z_m + a z_g`` with ``z = (thr - mu)
 ``thr - z s`` and ``1/s = (1 - a)/s_m + a/s_g`` (so P(stable) is exactly the pooled one and the closed forms of the
 policy still hold), and :func:`fit_pool_weight` learns ``a`` from the campaign's purchases: the value on a grid that
 makes the outcomes likeliest, each purchase judged by the two P it was bought on (before its result was known).
-
+"""
 
 from __future__ import annotations
 
