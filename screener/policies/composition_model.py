@@ -46,24 +46,20 @@ def composition_gp_predictions(policy: Any, state: Any) -> tuple[dict[str, tuple
     -------
     dict, dict
         ``{"scan": (mean, std), "pbe": (mean, std)}`` in eV/atom, one entry per candidate, and the fit's numbers
-        for the ledger.
-
-    Raises
-    ------
-    InvalidInputError
-        No formulas, or fewer than two seed rows.
+        for the ledger. Without the candidates' formulas or with fewer than two computed structures to learn from
+        (a campaign without known phases, before its first results) the first is empty and the numbers say why:
+        the ensemble then stands alone.
     """
     from pymatgen.core import Composition
 
-    from screener.errors import InvalidInputError
     from screener.policies.camd_features import composition_features
     from screener.policies.camd_gp_lcb import ExactGP, _rows, _seed, _standardise
 
-    if not state.formulas:
-        raise InvalidInputError("the composition model needs the candidates' formulas (state.formulas)")
+    if not state.formulas or not all(state.formulas):
+        return {}, {"composition_gp_skipped": "no formula for every candidate"}
     seed_formulas, seed_fidelities, seed_y = _seed(state, policy)
     if len(seed_y) < 2:
-        raise InvalidInputError("the composition model needs at least 2 computed structures (state.seed_rows)")
+        return {}, {"composition_gp_skipped": f"{len(seed_y)} computed structure(s) to learn from (2 needed)"}
     feats = composition_features([Composition(f).reduced_formula for f in state.formulas])
     seed_feats = composition_features(seed_formulas)
     x_train = np.vstack([_rows(seed_feats[[i]], f) for i, f in enumerate(seed_fidelities)])

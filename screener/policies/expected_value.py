@@ -467,7 +467,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     gp_numbers: dict[str, Any] = {}
     if cfg.uses_composition_gp:  # after the outcome map, which is fitted on the ensemble's own P
         gp, gp_numbers = composition_gp_predictions(policy, state)
-        if cfg.composition_gp_pool:
+        if not gp:
+            pass  # nothing to learn from yet: the ensemble alone (gp_numbers say why)
+        elif cfg.composition_gp_pool:
             judged = [(p, g, y) for (_, p, y), g in zip(state.purchase_outcomes, state.purchase_gp_p)
                       if g is not None]
             weight, pool_numbers = fit_pool_weight(*(zip(*judged) if judged else ([], [], [])))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from screener.errors import InvalidInputError
 from screener.policies import decide, load_policy
 from screener.policies.composition_model import composition_gp_predictions, precision_blend
 
@@ -78,6 +77,100 @@ def test_the_blend_moves_p_stable_where_the_gp_and_the_ensemble_disagree():
     assert on["c0"]["p_scan_model_raw"] == pytest.approx(p[0.0]["c0"]["p_scan_model_raw"])
 
 
-def test_the_blend_without_formulas_is_a_clear_error():
-    with pytest.raises(InvalidInputError, match="formulas"):
-        decide(_policy(1.0), {**_state(["LiFeO2"]), "formulas": None})
+def test_without_formulas_or_data_the_ensemble_stands_alone_and_the_ledger_says_why():
+    alone = {i.job_id: i.numbers for i in decide(_policy(0.0), _state(["LiFeO2", "LiFe5O8"])).items}
+    for state, why in (({**_state(["LiFeO2", "LiFe5O8"]), "formulas": None}, "formula"),
+                       (_state(["LiFeO2", "LiFe5O8"], seed_rows=SEED[:1]), "1 computed structure")):
+        plan = decide(_policy(1.0), state)
+        assert why in plan.numbers["composition_gp_skipped"]
+        got = {i.job_id: i.numbers for i in plan.items}
+        assert got.keys() == alone.keys()
+        for k in got:
+            assert got[k]["p_scan_stable"] == pytest.approx(alone[k]["p_scan_stable"])
+            assert "composition_gp_scan_mean_ev_per_atom" not in got[k]
+
+
+# ---- the learned probit pool ----------------------------------------------------------------------------------------
+
+
+def test_probit_pool_gives_exactly_the_pooled_probability_and_the_model_alone_at_zero():
+    from scipy.special import ndtr
+
+    from screener.policies.composition_model import probit_pool
+
+    mm, sm, mg, sg = np.array([0.05, -0.02, np.inf]), np.array([0.1, 0.05, 0.1]), np.array([-0.1, 0.3, 0.0]), \
+        np.array([0.4, 0.2, 0.4])
+    for a in (0.0, 0.3, 1.0):
+        mean, std = probit_pool(mm, sm, mg, sg, a, 0.0)
+        want = ndtr((1 - a) * (0 - mm[:2]) / sm[:2] + a * (0 - mg[:2]) / sg[:2])
+        np.testing.assert_allclose(ndtr((0 - mean[:2]) / std[:2]), want, rtol=1e-12)
+        assert mean[2] == np.inf and std[2] == 0.1
+    mean, std = probit_pool(mm[:2], sm[:2], mg[:2], sg[:2], 0.0, 0.0)
+    np.testing.assert_allclose(mean, mm[:2]) and np.testing.assert_allclose(std, sm[:2])
+
+
+def test_pool_weight_follows_the_expert_that_predicted_the_outcomes():
+    from screener.policies.composition_model import fit_pool_weight
+
+    rng = np.random.default_rng(0)
+    y = rng.random(60) < 0.3
+    sharp = np.where(y, 0.8, 0.1)  # knew which would come out stable
+    flat = np.full(60, 0.3)  # knew only the rate
+    assert fit_pool_weight(flat, sharp, y)[0] == 1.0
+    assert fit_pool_weight(sharp, flat, y)[0] == 0.0
+    weight, numbers = fit_pool_weight([], [], [])
+    assert weight == 0.0 and numbers["composition_pool_n"] == 0  # no purchases: the ensemble alone
+
+
+def test_the_pool_learns_its_weight_from_the_purchases_in_the_state():
+    # purchases the GP called right and the ensemble wrong: the pool moves P towards the GP
+    outcomes = [("pbe", 0.2, True)] * 10 + [("pbe", 0.6, False)] * 10
+    gp_p = [0.9] * 10 + [0.05] * 10
+    policy = load_policy("expected-value")
+    pool = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"composition_gp_pool": True})})
+    state = _state(["LiFeO2", "LiFe5O8"], purchase_outcomes=outcomes, purchase_gp_p=gp_p)
+    plan = decide(pool, state)
+    assert plan.numbers["composition_pool_weight"] == 1.0 and plan.numbers["composition_pool_n"] == 20
+    # without recorded GP P the weight stays 0
+    plain = decide(pool, _state(["LiFeO2", "LiFe5O8"], purchase_outcomes=outcomes))
+    assert plain.numbers["composition_pool_weight"] == 0.0
+
+
+def test_the_two_ways_of_blending_the_gp_in_are_exclusive():
+    from pydantic import ValidationError
+
+    from screener.policies.config import ExpectedValueConfig
+
+    with pytest.raises(ValidationError, match="set one"):
+        ExpectedValueConfig(composition_gp_weight=0.5, composition_gp_pool=True)
+    assert ExpectedValueConfig(composition_gp_pool=True).uses_composition_gp
+    assert not ExpectedValueConfig().uses_composition_gp
+
+
+def test_planner_reads_the_gps_p_at_purchase_from_each_purchase_decision():
+    import json
+
+    from scipy.special import ndtr
+
+    from screener.campaign import CampaignConfig
+    from screener.campaign.components import PolicyPlanner
+
+    policy = load_policy("expected-value")
+    pool = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"composition_gp_pool": True})})
+    planner = PolicyPlanner(pool, CampaignConfig(budget_total=100.0, batch_size=2, unit_cpu_hours=1.0))
+
+    def decision(sid, fid, accepted=1, **numbers):
+        return {"structure_id": sid, "fidelity": fid, "accepted": accepted, "numbers_json": json.dumps(numbers)}
+
+    decisions = [
+        decision("c0", "pbe", composition_gp_pbe_mean_ev_per_atom=0.0, composition_gp_pbe_std_ev_per_atom=0.1),
+        decision("c1", "scan", accepted=0, composition_gp_scan_mean_ev_per_atom=0.5,
+                 composition_gp_scan_std_ev_per_atom=0.1),  # planned, not bought: not the purchase's
+        decision("c1", "scan", composition_gp_scan_mean_ev_per_atom=-0.1, composition_gp_scan_std_ev_per_atom=0.1),
+        decision("c2", "pbe"),  # bought before the option was on
+    ]
+    purchases = [("pbe", 0.3, True, "c0"), ("scan", 0.2, False, "c1"), ("pbe", 0.4, False, "c2")]
+    got = planner._gp_p_at_purchase(purchases, decisions)
+    assert got[0] == pytest.approx(0.5) and got[1] == pytest.approx(float(ndtr(1.0))) and got[2] is None
