@@ -19,7 +19,9 @@ and worse on the third (``bench/ranking_from_ledgers.py``). :func:`probit_pool` 
 probabilities in probit space, ``z = (1 - a) z_m + a z_g`` with ``z = (thr - mu) / s``, as a Gaussian of mean
 ``thr - z s`` and ``1/s = (1 - a)/s_m + a/s_g`` (so P(stable) is exactly the pooled one and the closed forms of the
 policy still hold), and :func:`fit_pool_weight` learns ``a`` from the campaign's purchases: the value on a grid that
-makes the outcomes likeliest, each purchase judged by the two P it was bought on (before its result was known).
+makes the outcomes likeliest, each purchase judged by the two P it was bought on (before its result was known),
+the ensemble's read through the campaign's current outcome calibration, so that the weight rewards what the GP adds
+to the calibrated ensemble rather than the calibration itself.
 """
 
 from __future__ import annotations

@@ -135,8 +135,9 @@ class ExpectedValueConfig(BaseModel):
         "only through fine-tuning.")
     composition_gp_pool: bool = Field(
         False, description="Pool the composition GP's P(stable) with the ensemble's in probit space, "
-        "z = (1 - a) z_ensemble + a z_gp, the weight a learned each round from the campaign's purchases (the "
-        "likelier a under which each expert's P at purchase predicted what came out stable; a = 0 before any). "
+        "z = (1 - a) z_ensemble + a z_gp, the weight a learned each round from the campaign's purchases (the a "
+        "under which the two P each was bought on, the ensemble's read through today's outcome map, best predict "
+        "what came out stable; a = 0 before any). "
         "Off by default (see screener.policies.composition_model); not together with composition_gp_weight.")
     reserve_follow_ups: bool = Field(
         True, description="Keep back, from the campaign's remaining budget, the expected cost of the SCAN follow-ups "

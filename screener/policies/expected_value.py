@@ -470,7 +470,11 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         if not gp:
             pass  # nothing to learn from yet: the ensemble alone (gp_numbers say why)
         elif cfg.composition_gp_pool:
-            judged = [(p, g, y) for (_, p, y), g in zip(state.purchase_outcomes, state.purchase_gp_p)
+            # each purchase's ensemble P as the outcome map reads it today: the weight then rewards what the GP
+            # adds to the calibrated ensemble, not the calibration the map already gives it
+            bought_log_cost = state.purchase_log_cost or [0.0] * len(state.purchase_outcomes)
+            judged = [(float(outcome.get(f, outcome["pooled"]).calibrate_p(p, c)), g, y)
+                      for (f, p, y), g, c in zip(state.purchase_outcomes, state.purchase_gp_p, bought_log_cost)
                       if g is not None]
             weight, pool_numbers = fit_pool_weight(*(zip(*judged) if judged else ([], [], [])))
             gp_numbers.update(pool_numbers)
