@@ -342,6 +342,7 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
         return out + ["No round has been planned yet.", ""]
     with_alloc = any((r.policy_numbers.get("allocation") or {}).get("decision") for r in data.rounds)
     plans, law_rows, ev_rows, rel_rows, fix_rows, competitor_rows, blind_rows = [], [], [], [], [], [], []
+    gp_rows: list[list[Any]] = []
     signed_relation = False  # some round's relation read PBE-stable results by their depth below the hull
     for r in data.rounds:
         n = r.policy_numbers
@@ -399,6 +400,15 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                     _num(n.get("ev_cost_blind_planned_cpu_hours"), ".4g"),
                     f"{sum(1 for d in bought if (d['numbers'].get('kind') or 'candidate') == 'candidate')} "
                     f"({len(bought)})",
+                ])
+            if "composition_gp_n_train" in n or "composition_gp_skipped" in n:
+                noise = finite_float(n.get("composition_gp_noise_variance"))
+                gp_rows.append([
+                    r.round, _num(n.get("composition_gp_n_train"), ".0f"),
+                    _num(None if noise is None or noise < 0 else noise ** 0.5, ".3f"),
+                    _num(n.get("composition_gp_length_scale"), ".3g"),
+                    _num(n.get("composition_pool_weight"), ".2f"), _num(n.get("composition_pool_n"), ".0f"),
+                    _num(n.get("composition_pool_loglik_gain"), ".3g"), n.get("composition_gp_skipped") or "-",
                 ])
             if "competitor_overall_survival" in n:
                 competitor_rows.append([r.round, _num(n.get("competitor_plausible"), ".0f"),
@@ -472,6 +482,16 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "before on the share, at most the round budget; the last rounds' budget is what the campaign has "
                 "left, so the share ends as a share of the whole budget. The competing phases bought for the picks "
                 "count in it. Bought: the round's accepted decisions whose route is cost-blind.", ""]
+    if gp_rows:
+        out += [_table(["round", "GP training rows", "GP noise (eV/atom)", "GP length scale",
+                        "pool weight a", "purchases judged", "log-likelihood gain", "skipped"], gp_rows), "",
+                "Composition model: a Gaussian process on composition features (CAMD GP-LCB's model), trained each "
+                "round on every computed E_hull (the known phases' and the campaign's, one row per composition and "
+                "fidelity). Its P(stable) is pooled with the ensemble's in probit space, z = (1 - a) z_ensemble + "
+                "a z_GP, with a chosen as the value that best predicts the campaign's purchases from the two P each "
+                "was bought on (the ensemble's read through the outcome calibration); log-likelihood gain: over a = "
+                "0, the ensemble alone. Without a formula for every candidate or two computed structures the "
+                "ensemble stands alone (skipped).", ""]
     if competitor_rows:
         out += [_table(["round", "candidates in the competitor draws", "open candidates drawn from their PBE result",
                         "share surviving the competitors"], competitor_rows), "",
@@ -504,7 +524,8 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
         if ev:
             table = _table(["#", "structure", "fidelity", "P(SCAN-stable)", "from", "model P before corrections",
                             "competitor survival", "finds/CPU-h SCAN now",
-                            "finds/CPU-h PBE route", "P(SCAN after PBE)", "learning value SCAN / PBE",
+                            "finds/CPU-h PBE route", "P(SCAN after PBE)", "composition GP SCAN E_hull (eV/atom)",
+                            "learning value SCAN / PBE",
                             "cost SCAN / PBE (CPU-h)", "route"],
                            [_ev_decision_row(data, d) for d in ev])
             out += ["    Expected-value numbers of each decision (ledger `decisions.numbers_json`):", ""]
@@ -534,6 +555,9 @@ def _ev_decision_row(data: ReportData, d: Mapping[str, Any]) -> list[Any]:
             _num(n.get("p_scan_model_raw"), ".3f"), _num(n.get("competitor_survival"), ".3f"),
             _num(n.get("rate_scan_per_cpu_hour"), ".3g"), _num(n.get("rate_pbe_per_cpu_hour"), ".3g"),
             _num(n.get("p_go_scan_after_pbe"), ".3f"),
+            "-" if n.get("composition_gp_scan_mean_ev_per_atom") is None else
+            f"{_num(n.get('composition_gp_scan_mean_ev_per_atom'), '.3f')}\u00a0±\u00a0"
+            f"{_num(n.get('composition_gp_scan_std_ev_per_atom'), '.3f')}",
             f"{_num(n.get('learning_value_scan'), '.3g')} / {_num(n.get('learning_value_pbe'), '.3g')}",
             f"{_num(n.get('cost_scan_cpu_hours'), '.3g')} / {_num(n.get('cost_pbe_cpu_hours'), '.3g')}",
             "cost-blind share" if n.get("route") == "cost_blind" else "per unit cost"]

@@ -43,7 +43,7 @@ def _state(formulas, **kw):
 def _policy(weight):
     policy = load_policy("expected-value")
     return policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
-        update={"composition_gp_weight": weight})})
+        update={"composition_gp_weight": weight, "composition_gp_pool": False})})
 
 
 def test_gp_follows_the_computed_compositions_at_both_fidelities():
@@ -144,8 +144,10 @@ def test_the_two_ways_of_blending_the_gp_in_are_exclusive():
 
     with pytest.raises(ValidationError, match="set one"):
         ExpectedValueConfig(composition_gp_weight=0.5, composition_gp_pool=True)
-    assert ExpectedValueConfig(composition_gp_pool=True).uses_composition_gp
-    assert not ExpectedValueConfig().uses_composition_gp
+    assert ExpectedValueConfig().uses_composition_gp  # the pool is on by default
+    assert ExpectedValueConfig(composition_gp_pool=False, composition_gp_weight=0.5).uses_composition_gp
+    assert not ExpectedValueConfig(composition_gp_pool=False).uses_composition_gp
+    assert load_policy("expected-value").expected_value.composition_gp_pool
 
 
 def test_planner_reads_the_gps_p_at_purchase_from_each_purchase_decision():

@@ -132,6 +132,10 @@ def _ev_numbers(round_number: int, n_scan: int, n_pbe: int, n_done: dict[str, in
             "outcome_calibration_n_purchases": 7 * round_number, "outcome_calibration_n_stable": 2 * round_number,
             "outcome_calibration_mean_p_at_purchase": 0.61 - 0.02 * round_number,
             "outcome_calibration_mean_p_calibrated": 0.33 - 0.01 * round_number,
+            **({"composition_gp_skipped": "1 computed structure(s) to learn from (2 needed)"} if round_number == 1
+               else {"composition_gp_n_train": 90 + round_number, "composition_gp_noise_variance": 0.04 * round_number,
+                     "composition_gp_length_scale": 2.5 + round_number, "composition_pool_weight": 0.15 * round_number,
+                     "composition_pool_n": 6 * round_number, "composition_pool_loglik_gain": 1.7 * round_number}),
             "competitor_plausible": 40 + round_number, "competitor_from_pbe_results": 3 * round_number,
             "competitor_overall_survival": 0.57 + 0.01 * round_number,
             "round_budget_cpu_hours": 18.5 + round_number, "ev_cost_blind_share": 0.5, "ev_spent_before_cpu_hours": 31.7 * (round_number - 1),
@@ -150,6 +154,8 @@ def _ev_decision_numbers(sid: str, position: int, round_number: int) -> dict:
             "rate_pbe_per_cpu_hour": 0.141 + x / 5, "learning_value_scan": 0.0134 + x / 100,
             "learning_value_pbe": 0.00029 + x / 1000, "lambda_per_cpu_hour": 0.0426,
             "cost_scan_cpu_hours": 1.8 + position, "cost_pbe_cpu_hours": 0.36 + position / 10,
+            **({"composition_gp_scan_mean_ev_per_atom": 0.071 - x, "composition_gp_scan_std_ev_per_atom": 0.31 + x}
+               if position != 1 else {}),
             **({"route": "cost_blind"} if position == 0 else {})}
 
 

@@ -121,11 +121,17 @@ def test_each_decision_shows_its_ledger_numbers(ev_campaign, ev_overview):
         assert _close(row[7], n["rate_scan_per_cpu_hour"])
         assert _close(row[8], n["rate_pbe_per_cpu_hour"])
         assert _close(row[9], n["p_go_scan_after_pbe"])
-        lv_s, lv_p = row[10].split(" / ")
+        if "composition_gp_scan_mean_ev_per_atom" in n:
+            mean, std = row[10].split("\u00a0±\u00a0")
+            assert _close(mean, n["composition_gp_scan_mean_ev_per_atom"])
+            assert _close(std, n["composition_gp_scan_std_ev_per_atom"])
+        else:
+            assert row[10] == "-"
+        lv_s, lv_p = row[11].split(" / ")
         assert _close(lv_s, n["learning_value_scan"]) and _close(lv_p, n["learning_value_pbe"])
-        c_s, c_p = row[11].split(" / ")
+        c_s, c_p = row[12].split(" / ")
         assert _close(c_s, n["cost_scan_cpu_hours"]) and _close(c_p, n["cost_pbe_cpu_hours"])
-        assert row[12] == ("cost-blind share" if n.get("route") == "cost_blind" else "per unit cost")
+        assert row[13] == ("cost-blind share" if n.get("route") == "cost_blind" else "per unit cost")
     assert any(json.loads(d[3]).get("route") == "cost_blind" for d in decisions)
 
 
@@ -191,6 +197,26 @@ def test_outcome_calibration_and_competitor_table_equals_the_plan_numbers(ev_cam
         n = plans[int(row[0])]
         assert int(row[1]) == n["competitor_plausible"] and int(row[2]) == n["competitor_from_pbe_results"]
         assert _close(row[3], n["competitor_overall_survival"])
+
+
+def test_composition_model_table_equals_the_plan_numbers(ev_campaign, ev_overview):
+    plans = _plan_numbers(ev_campaign)
+    header, rows = _table_with(ev_overview, "round", "pool weight a")
+    assert [int(r[0]) for r in rows] == sorted(plans)
+    col = {name: header.index(name) for name in header}
+    for row in rows:
+        n = plans[int(row[0])]
+        if "composition_gp_skipped" in n:  # nothing to learn from yet: said, with dashes for the fit
+            assert "2 needed" in row[col["skipped"]] and row[col["pool weight a"]] == "-"
+            continue
+        assert int(row[col["GP training rows"]]) == n["composition_gp_n_train"]
+        assert _close(row[col["GP noise (eV/atom)"]], n["composition_gp_noise_variance"] ** 0.5)
+        assert _close(row[col["GP length scale"]], n["composition_gp_length_scale"])
+        assert _close(row[col["pool weight a"]], n["composition_pool_weight"])
+        assert int(row[col["purchases judged"]]) == n["composition_pool_n"]
+        assert _close(row[col["log-likelihood gain"]], n["composition_pool_loglik_gain"])
+        assert row[col["skipped"]] == "-"
+    assert any("composition_gp_skipped" in n for n in plans.values())
 
 
 def test_calibration_table_equals_round_info(ev_campaign, ev_overview):
