@@ -56,6 +56,18 @@ def _describe(origin: dict[str, str]) -> str:
                      for label in labels)
 
 
+def rename_base(base: dict[str, Any], rename: dict[str, str]) -> dict[str, Any]:
+    """``base`` with its runs named OLD renamed NEW (``rename``: OLD -> NEW); NEW must not be a run already there."""
+    out = json.loads(json.dumps(base))
+    for old, new in rename.items():
+        if old not in out["runs"]:
+            raise MergeError(f"the base has no runs named {old!r}")
+        if new in out["runs"]:
+            raise MergeError(f"the base already has runs named {new!r}")
+        out["runs"][new] = out["runs"].pop(old)
+    return out
+
+
 def merge(base: dict[str, Any], newer: list[dict[str, Any]], rename: dict[str, str] | None = None) -> dict[str, Any]:
     """``base`` with each policy's runs taken from the last of ``newer`` that has that policy (module docstring);
     ``rename`` maps a newer file's run name (a variant file's stem) to the name it takes here."""
@@ -99,11 +111,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "base's (the last file wins).")
     p.add_argument("--rename", nargs="*", default=[], metavar="NEW=OLD",
                    help="Runs named NEW in the newer files take the name OLD (e.g. ev-oldsurvival=expected-value).")
+    p.add_argument("--base-rename", nargs="*", default=[], metavar="OLD=NEW",
+                   help="Runs named OLD in the base file take the name NEW first (e.g. expected-value=ev-before-pool, "
+                   "so that a new default rerun on some seeds only does not sit beside the old one's other seeds).")
     p.add_argument("--output", type=Path)
     args = p.parse_args(argv)
     try:
         rename = dict(r.split("=", 1) for r in args.rename)
-        out = merge(json.loads(args.base.read_text()), [json.loads(f.read_text()) for f in args.new], rename)
+        base = rename_base(json.loads(args.base.read_text()), dict(r.split("=", 1) for r in args.base_rename))
+        out = merge(base, [json.loads(f.read_text()) for f in args.new], rename)
     except (ValueError, KeyError, OSError) as exc:  # MergeError, a bad --rename, a missing field or file, not JSON
         sys.exit(f"error: cannot merge: {exc}")
     out["command"] = "python bench/campaign_merge.py " + " ".join(

@@ -35,6 +35,12 @@ reads a PBE-stable result's E_hull as its depth below the hull of the other phas
 ``pbe_scan_campaign_offset_sd`` gives the campaign's own pairs a probit offset of their own (its level, the known
 pairs' shape).
 
+**A composition model** (``composition_gp_pool``, on by default; :mod:`screener.policies.composition_model`): a
+Gaussian process on composition features, refitted each round on every computed E_hull, is pooled with the
+(outcome-calibrated) ensemble in probit space, ``z = (1 - a) z_ensemble + a z_GP`` at each fidelity, the weight ``a``
+learned from the campaign's purchases (0 before any). The GP learns a campaign's results at once, the ensemble only
+through fine-tuning.
+
 Two corrections make ``p`` the probability of a find that counts, not of a result that looks stable today:
 
 * **outcome calibration** (:mod:`screener.policies.outcome_calibration`): the model's P(stable) is refitted each

@@ -69,3 +69,17 @@ def test_runs_from_another_initial_model_or_budget_are_refused(tmp_path, capsys)
     with pytest.raises(SystemExit) as exc:
         main(["--base", str(tmp_path / "b.json"), "--new", str(tmp_path / "n.json")])
     assert str(exc.value).startswith("error: cannot merge: seed 0")
+
+
+def test_a_new_default_rerun_on_some_seeds_stands_alone_once_the_old_one_is_renamed(tmp_path, capsys):
+    new = _result({"ev-new": {0: 20}}, "rerun seed 0")
+    (tmp_path / "b.json").write_text(json.dumps(BASE))
+    (tmp_path / "n.json").write_text(json.dumps(new))
+    out = main(["--base", str(tmp_path / "b.json"), "--new", str(tmp_path / "n.json"),
+                "--base-rename", "expected-value=ev-old", "--rename", "ev-new=expected-value"])
+    assert {s: r["found"] for s, r in out["runs"]["expected-value"].items()} == {"0": 20}  # not the old seeds 1-2
+    assert {s: r["found"] for s, r in out["runs"]["ev-old"].items()} == {"0": 18, "1": 13, "2": 21}
+    assert out["summary"]["expected-value"]["found"]["n"] == 1
+    for bad in (["expected-vale=x"], ["expected-value=scan-only"]):
+        with pytest.raises(SystemExit, match="cannot merge"):
+            main(["--base", str(tmp_path / "b.json"), "--new", str(tmp_path / "n.json"), "--base-rename", *bad])
