@@ -140,6 +140,11 @@ class ExpectedValueConfig(BaseModel):
         "what came out stable; a = 0 before any). "
         "It found more on three of four measured worlds and as many on the fourth (docs/policy.md, 'Measured'; "
         "see screener.policies.composition_model); not together with composition_gp_weight.")
+    composition_pool_min_purchases: int = Field(
+        20, ge=0, description="Purchases the pool's weight needs before it is fitted; below, a = 0 (the ensemble "
+        "alone). A weight chosen on a handful of outcomes swings between 0 and 1 from round to round (8 purchases "
+        "chose 1 in the demo, 15 then 0); every measured campaign had at least 20 when it first fitted one, so "
+        "their decisions are the same with this guard.")
     reserve_follow_ups: bool = Field(
         True, description="Keep back, from the campaign's remaining budget, the expected cost of the SCAN follow-ups "
         "of the PBE screens planned in the round (P(go) x SCAN cost each): later items of the round may not spend "

@@ -482,7 +482,11 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             judged = [(float(outcome.get(f, outcome["pooled"]).calibrate_p(p, c)), g, y)
                       for (f, p, y), g, c in zip(state.purchase_outcomes, state.purchase_gp_p, bought_log_cost)
                       if g is not None]
+            n_judged = len(judged)
+            if n_judged < cfg.composition_pool_min_purchases:  # too few outcomes to tell the experts apart
+                judged = []
             weight, pool_numbers = fit_pool_weight(*(zip(*judged) if judged else ([], [], [])))
+            pool_numbers["composition_pool_n"] = n_judged
             gp_numbers.update(pool_numbers)
             mu_s, sd_s = probit_pool(mu_s, sd_s, *gp["scan"], weight, thr)
             mu_p, sd_p = probit_pool(mu_p, sd_p, *gp["pbe"], weight, thr)

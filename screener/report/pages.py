@@ -489,7 +489,8 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "round on every computed E_hull (the known phases' and the campaign's, one row per composition and "
                 "fidelity). Its P(stable) is pooled with the ensemble's in probit space, z = (1 - a) z_ensemble + "
                 "a z_GP, with a chosen as the value that best predicts the campaign's purchases from the two P each "
-                "was bought on (the ensemble's read through the outcome calibration); log-likelihood gain: over a = "
+                "was bought on (the ensemble's read through the outcome calibration), once there are "
+                "composition_pool_min_purchases (20) of them (before: a = 0); log-likelihood gain: over a = "
                 "0, the ensemble alone. Without a formula for every candidate or two computed structures the "
                 "ensemble stands alone (skipped).", ""]
     if competitor_rows:

@@ -135,6 +135,9 @@ def test_the_pool_learns_its_weight_from_the_purchases_in_the_state():
     # without recorded GP P the weight stays 0
     plain = decide(pool, _state(["LiFeO2", "LiFe5O8"], purchase_outcomes=outcomes))
     assert plain.numbers["composition_pool_weight"] == 0.0
+    # nor with fewer purchases than the guard asks for (here 20: 19 judged)
+    few = decide(pool, _state(["LiFeO2", "LiFe5O8"], purchase_outcomes=outcomes[1:], purchase_gp_p=gp_p[1:]))
+    assert few.numbers["composition_pool_weight"] == 0.0 and few.numbers["composition_pool_n"] == 19
 
 
 def test_the_two_ways_of_blending_the_gp_in_are_exclusive():
