@@ -38,7 +38,7 @@ pairs' shape).
 **A composition model** (``composition_gp_pool``, on by default; :mod:`screener.policies.composition_model`): a
 Gaussian process on composition features, refitted each round on every computed E_hull, is pooled with the
 (outcome-calibrated) ensemble in probit space, ``z = (1 - a) z_ensemble + a z_GP`` at each fidelity, the weight ``a``
-learned from the campaign's purchases (0 before any). The GP learns a campaign's results at once, the ensemble only
+learned from the campaign's purchases (0 before ``composition_pool_min_purchases`` of them). The GP learns a campaign's results at once, the ensemble only
 through fine-tuning.
 
 Two corrections make ``p`` the probability of a find that counts, not of a result that looks stable today:
@@ -472,10 +472,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     gp: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     gp_numbers: dict[str, Any] = {}
     if cfg.uses_composition_gp:  # after the outcome map, which is fitted on the ensemble's own P
-        gp, gp_numbers = composition_gp_predictions(policy, state)
-        if not gp:
-            pass  # nothing to learn from yet: the ensemble alone (gp_numbers say why)
-        elif cfg.composition_gp_pool:
+        gp, gp_numbers = composition_gp_predictions(policy, state)  # empty: nothing to learn from yet (numbers say)
+        if gp and cfg.composition_gp_pool:
             # each purchase's ensemble P as the outcome map reads it today: the weight then rewards what the GP
             # adds to the calibrated ensemble, not the calibration the map already gives it
             bought_log_cost = state.purchase_log_cost or [0.0] * len(state.purchase_outcomes)
@@ -490,7 +488,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             gp_numbers.update(pool_numbers)
             mu_s, sd_s = probit_pool(mu_s, sd_s, *gp["scan"], weight, thr)
             mu_p, sd_p = probit_pool(mu_p, sd_p, *gp["pbe"], weight, thr)
-        else:
+        elif gp:
             mu_s, sd_s = precision_blend(mu_s, sd_s, *gp["scan"], cfg.composition_gp_weight)
             mu_p, sd_p = precision_blend(mu_p, sd_p, *gp["pbe"], cfg.composition_gp_weight)
     relation = relation_from_config(cfg, state.pbe_scan_pairs, thr, state.n_known_pbe_scan_pairs)
