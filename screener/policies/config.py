@@ -139,7 +139,7 @@ class ExpectedValueConfig(BaseModel):
         "under which the two P each was bought on, the ensemble's read through today's outcome map, best predict "
         "what came out stable; a = 0 before composition_pool_min_purchases). Measured on six worlds: more finds on "
         "the four where the ensemble ranks worst or was pre-trained on fewest structures, 2-4 fewer on the two "
-        "oxide worlds, +0.17 per campaign over 35 (docs/policy.md, 'Measured'; see "
+        "oxide worlds, +0.17 per campaign over 41 (docs/policy.md, 'Measured'; see "
         "screener.policies.composition_model); not together with composition_gp_weight.")
     composition_pool_min_purchases: int = Field(
         20, ge=0, description="Purchases the pool's weight needs before it is fitted; below, a = 0 (the ensemble "
