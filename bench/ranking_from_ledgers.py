@@ -81,6 +81,7 @@ def seed_rows(references: dict[str, list[Any]], done: list[tuple[str, str, Any]]
 
 def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -> dict[str, Any]:
     from pymatgen.entries.computed_entries import ComputedStructureEntry
+    from scipy.special import ndtr
 
     from screener.policies import load_policy
     from screener.policies.composition_model import composition_gp_predictions, precision_blend
@@ -113,8 +114,6 @@ def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -
                                 n_campaign_seed_rows=len(done), round_index=number)
         gp, numbers = composition_gp_predictions(policy, state)
         gp_mean, gp_std = gp["scan"]
-        from scipy.special import ndtr
-
         thr = policy.acquisition.threshold_ev_per_atom
         y = np.array([truth[s] for s in ids])
         entry: dict[str, Any] = {"n_open": len(ids), "n_truly_stable_open": int(y.sum()),

@@ -1,4 +1,4 @@
-"""A composition model beside the CGAT ensemble: a Gaussian process on composition features, blended by precision.
+"""A composition model beside the CGAT ensemble: a Gaussian process on composition features, pooled with it.
 
 The CGAT ensemble learns a campaign's results only through fine-tuning, a few epochs a round on a few dozen new
 structures. A Gaussian process conditions on every computed E_hull at once, so one composition found stable raises
@@ -14,7 +14,7 @@ so their errors are not independent). The GP sees composition only: polymorphs g
 ensemble alone orders them.
 
 Where the two disagree in how good they are, a fixed weight cannot serve both: on the measured worlds the GP,
-conditioned on a campaign's first results, ranked the open candidates 2-3x better than the ensemble on two worlds
+conditioned on a campaign's first results, ranked the open candidates 2-7x better than the ensemble on two worlds
 and worse on the third (``bench/ranking_from_ledgers.py``). :func:`probit_pool` therefore pools the two
 probabilities in probit space, ``z = (1 - a) z_m + a z_g`` with ``z = (thr - mu) / s``, as a Gaussian of mean
 ``thr - z s`` and ``1/s = (1 - a)/s_m + a/s_g`` (so P(stable) is exactly the pooled one and the closed forms of the
