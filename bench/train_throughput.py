@@ -91,6 +91,8 @@ def run_case(args: dict) -> dict:
 
         configure_cpu_allocator()
     torch.set_num_threads(args["threads"])
+    if args["tf32"]:
+        torch.set_float32_matmul_precision("high")  # fp32 matrix products on TF32 tensor cores (CUDA)
     torch.manual_seed(0)
     device = torch.device(args["device"])
     rng = np.random.default_rng(0)
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--modes", nargs="+", default=["train", "infer"], choices=["train", "infer"])
     p.add_argument("--compile", action="store_true", help="torch.compile(model, dynamic=True)")
+    p.add_argument("--tf32", action="store_true", help="torch.set_float32_matmul_precision('high')")
     p.add_argument(
         "--no-malloc-tuning", action="store_true", help="skip screener.cgat.perf.configure_cpu_allocator() on CPU"
     )
@@ -230,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": args.batch_size,
         "steps": args.steps,
         "compile": args.compile,
+        "tf32": args.tf32,
         "malloc_tuning": args.device == "cpu" and not args.no_malloc_tuning,
         "mean_atoms_per_crystal": round(float(synthetic_sizes(np.random.default_rng(0), 100000).mean()), 2),
         "load_average_1min_at_end": round(__import__("os").getloadavg()[0], 2),
