@@ -38,12 +38,13 @@ What differs from CAMD, and why:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.linalg import cho_solve, cholesky, solve_triangular
 
-__all__ = ["ExactGP", "plan_gp_lcb"]
+__all__ = ["CompositionGP", "ExactGP", "TooFewSeedRows", "fit_composition_gp", "plan_gp_lcb"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +116,6 @@ class ExactGP:
         return np.maximum(var_s - (s_sh * np.linalg.solve(s_hh, s_sh.T).T).sum(1), self.noise)
 
 
-def _standardise(train: np.ndarray, *tests: np.ndarray) -> list[np.ndarray]:
-    """scikit-learn's StandardScaler (CAMD's default preprocessor): a constant column is centred, not scaled."""
-    mean, std = train.mean(0), train.std(0)
-    std[std == 0] = 1.0
-    return [(a - mean) / std for a in (train, *tests)]
-
-
 def _rows(features: np.ndarray, fidelity: str) -> np.ndarray:
     onehot = np.zeros((len(features), len(_FIDELITIES)))
     onehot[:, _FIDELITIES.index(fidelity)] = 1.0
@@ -152,6 +146,73 @@ def _seed(state: Any, policy: Any) -> tuple[list[str], list[str], np.ndarray]:
     return ([k[0] for k in keys], [k[1] for k in keys], np.array([np.mean(groups[k]) for k in keys], dtype=float))
 
 
+@dataclass
+class CompositionGP:
+    """CAMD's Gaussian process fitted on a campaign's seed rows, ready to predict its candidates at either fidelity.
+
+    Attributes
+    ----------
+    gp : ExactGP
+        The fitted process.
+    formulas : list of str
+        The candidates' reduced formulas, in ``state.candidate_ids`` order.
+    n_train : int
+        Seed rows it learned from, one per (composition, fidelity).
+    """
+
+    gp: ExactGP
+    formulas: list[str]
+    n_train: int
+    features: np.ndarray  # the candidates' composition features
+    scale_mean: np.ndarray  # scikit-learn's StandardScaler (CAMD's default preprocessor), fitted on the seed rows
+    scale_std: np.ndarray
+
+    def rows(self, candidates: np.ndarray, fidelity: str) -> np.ndarray:
+        """Scaled GP inputs of the ``candidates`` (indices) at ``fidelity``."""
+        return (_rows(self.features[candidates], fidelity) - self.scale_mean) / self.scale_std
+
+    def posterior(self, candidates: np.ndarray, fidelity: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`ExactGP.posterior` of the ``candidates`` at ``fidelity``."""
+        return self.gp.posterior(self.rows(candidates, fidelity))
+
+
+class TooFewSeedRows(ValueError):
+    """Fewer than two (composition, fidelity) rows to fit the GP on; ``n_rows`` says how many."""
+
+    def __init__(self, n_rows: int) -> None:
+        super().__init__(f"{n_rows} computed structure(s) to learn from (2 needed)")
+        self.n_rows = n_rows
+
+
+def fit_composition_gp(state: Any, policy: Any) -> CompositionGP:
+    """Fit CAMD's GP on ``state.seed_rows`` (see :func:`_seed`) for the candidates ``state.formulas``.
+
+    Raises
+    ------
+    TooFewSeedRows
+        Fewer than two seed rows; each caller says what that means for it.
+    """
+    from pymatgen.core import Composition
+
+    from screener.policies.camd_features import composition_features
+
+    seed_formulas, seed_fidelities, seed_y = _seed(state, policy)
+    if len(seed_y) < 2:
+        raise TooFewSeedRows(len(seed_y))
+    formulas = [Composition(f).reduced_formula for f in state.formulas]
+    seed_feats = composition_features(seed_formulas)
+    x_train = np.vstack([_rows(seed_feats[[i]], f) for i, f in enumerate(seed_fidelities)])
+    mean, std = x_train.mean(0), x_train.std(0)
+    # scikit-learn's StandardScaler (CAMD's preprocessor) centres a constant column and leaves its scale at 1; it
+    # calls a column constant when its variance is within rounding of zero (sklearn.preprocessing._data.
+    # _is_constant_feature), else a column equal up to rounding would be scaled up to +-1 noise
+    eps, n = np.finfo(float).eps, len(x_train)
+    std[std**2 <= n * eps * std**2 + (n * mean * eps) ** 2] = 1.0
+    gp = ExactGP((x_train - mean) / std, seed_y, max_iter=policy.camd.gp_max_iter)
+    return CompositionGP(gp=gp, formulas=formulas, n_train=len(seed_y), features=composition_features(formulas),
+                         scale_mean=mean, scale_std=std)
+
+
 def plan_gp_lcb(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     """Plan one round of ``camd-gp-lcb`` into the round book-keeping ``r`` (see the module docstring).
 
@@ -174,30 +235,24 @@ def plan_gp_lcb(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     InvalidInputError
         No formulas, or fewer than two seed rows to train the GP on.
     """
-    from pymatgen.core import Composition
-
     from screener.errors import InvalidInputError
-    from screener.policies.camd_features import composition_features
 
     cfg = policy.camd
     if not state.formulas:
         raise InvalidInputError("the camd-gp-lcb policy needs the candidates' formulas (state.formulas)")
-    seed_formulas, seed_fidelities, seed_y = _seed(state, policy)
-    if len(seed_y) < 2:
+    try:
+        fitted = fit_composition_gp(state, policy)
+    except TooFewSeedRows:
         raise InvalidInputError("the camd-gp-lcb policy needs at least 2 computed structures (state.seed_rows) "
-                                "to train its Gaussian process")
+                                "to train its Gaussian process") from None
+    gp, formulas = fitted.gp, fitted.formulas
     n_total = policy.max_calculations_per_round or policy.batch_size
     ids = state.candidate_ids
-    formulas = [Composition(f).reduced_formula for f in state.formulas]
-    feats = composition_features(formulas)
-    seed_feats = composition_features(seed_formulas)
-    x_train = np.vstack([_rows(seed_feats[[i]], f) for i, f in enumerate(seed_fidelities)])
     hf = np.flatnonzero(r.open_scan)
     lf = np.flatnonzero(r.open_pbe)
-    x_train, x_hf, x_lf = _standardise(x_train, _rows(feats[hf], "scan"), _rows(feats[lf], "pbe"))
-    gp = ExactGP(x_train, seed_y, max_iter=cfg.gp_max_iter)
+    x_hf, x_lf = fitted.rows(hf, "scan"), fitted.rows(lf, "pbe")
     mean_hf, var_hf, v_hf = gp.posterior(x_hf)
-    mean_lf, _, v_lf = gp.posterior(x_lf) if len(lf) else (np.zeros(0), np.zeros(0), np.zeros((len(seed_y), 0)))
+    mean_lf, _, v_lf = gp.posterior(x_lf) if len(lf) else (np.zeros(0), np.zeros(0), np.zeros((fitted.n_train, 0)))
     std_hf = np.sqrt(var_hf)
     lcb = mean_hf - cfg.alpha * std_hf
     tie = r.mean_scan[hf]  # polymorphs share the GP's prediction: the CGAT ensemble breaks the tie
@@ -251,6 +306,6 @@ def plan_gp_lcb(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                                            gp_mean_pbe_ev_per_atom=float(mean_lf[p]), **extra)
                 counts["pbe"] += 1
     return {"camd_n_total": n_total, "gp_variance": gp.variance, "gp_length_scale": gp.length_scale,
-            "gp_noise_variance": gp.noise, "gp_n_train": len(seed_y), "camd_uncertainty_threshold_ev_per_atom":
+            "gp_noise_variance": gp.noise, "gp_n_train": fitted.n_train, "camd_uncertainty_threshold_ev_per_atom":
             unc_threshold, "camd_scan_picks": counts["scan"], "camd_pbe_picks": counts["pbe"],
             "camd_explored": counts["explored"], "camd_hallucinated": counts["hallucinated"]}

@@ -6,7 +6,7 @@ its neighbours' P(stable) in the next round. CAMD's GP-LCB agent ranks with such
 one-hot fidelity, trained on every computed E_hull; :mod:`screener.policies.camd_gp_lcb`), and on a small
 composition space it ranked better than the ensemble (docs/policy.md, Mg-Ca-Zn-Ge-Sn-N).
 
-:func:`composition_gp_predictions` fits that GP (the same features, seed rows, subsample and fit as the CAMD peer)
+:func:`composition_gp_predictions` fits that GP (:func:`~screener.policies.camd_gp_lcb.fit_composition_gp`, the CAMD peer's own fit)
 and predicts each candidate's E_hull at both fidelities. :func:`precision_blend` combines it with the ensemble's
 calibrated Gaussian as a product of two experts: ``1/s^2 = 1/s_m^2 + w/s_g^2``, ``mu = s^2 (mu_m/s_m^2 +
 w mu_g/s_g^2)``, with the weight ``w`` in (0, 1] discounting the GP's precision (the two share their training data,
@@ -52,26 +52,21 @@ def composition_gp_predictions(policy: Any, state: Any) -> tuple[dict[str, tuple
         (a campaign without known phases, before its first results) the first is empty and the numbers say why:
         the ensemble then stands alone.
     """
-    from pymatgen.core import Composition
-
-    from screener.policies.camd_features import composition_features
-    from screener.policies.camd_gp_lcb import ExactGP, _rows, _seed, _standardise
+    from screener.policies.camd_gp_lcb import TooFewSeedRows, fit_composition_gp
 
     if not state.formulas or not all(state.formulas):
         return {}, {"composition_gp_skipped": "no formula for every candidate"}
-    seed_formulas, seed_fidelities, seed_y = _seed(state, policy)
-    if len(seed_y) < 2:
-        return {}, {"composition_gp_skipped": f"{len(seed_y)} computed structure(s) to learn from (2 needed)"}
-    feats = composition_features([Composition(f).reduced_formula for f in state.formulas])
-    seed_feats = composition_features(seed_formulas)
-    x_train = np.vstack([_rows(seed_feats[[i]], f) for i, f in enumerate(seed_fidelities)])
-    x_train, x_scan, x_pbe = _standardise(x_train, _rows(feats, "scan"), _rows(feats, "pbe"))
-    gp = ExactGP(x_train, seed_y, max_iter=policy.camd.gp_max_iter)
+    try:
+        fitted = fit_composition_gp(state, policy)
+    except TooFewSeedRows as exc:  # a campaign without known phases, before its first results
+        return {}, {"composition_gp_skipped": str(exc)}
+    every = np.arange(len(state.formulas))
     out = {}
-    for fidelity, x in (("scan", x_scan), ("pbe", x_pbe)):
-        mean, var, _ = gp.posterior(x)
+    for fidelity in ("scan", "pbe"):
+        mean, var, _ = fitted.posterior(every, fidelity)
         out[fidelity] = (mean, np.sqrt(var))
-    numbers = {"composition_gp_n_train": int(len(seed_y)), "composition_gp_variance": gp.variance,
+    gp = fitted.gp
+    numbers = {"composition_gp_n_train": fitted.n_train, "composition_gp_variance": gp.variance,
                "composition_gp_length_scale": gp.length_scale, "composition_gp_noise_variance": gp.noise}
     return out, numbers
 

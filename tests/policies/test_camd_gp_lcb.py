@@ -137,3 +137,24 @@ def test_the_seed_subsample_keeps_every_campaign_result():
     from pymatgen.core import Composition
 
     assert {Composition(f).reduced_formula for f, _, _ in own} <= set(formulas)  # all 7 own rows, 3 known ones
+
+
+def test_fit_composition_gp_scales_on_the_seed_rows_and_serves_both_policies():
+    from screener.policies import PolicyState
+    from screener.policies.camd_gp_lcb import TooFewSeedRows, fit_composition_gp
+
+    policy = _policy(3)
+    state = PolicyState.model_validate(_state(["LiFeO2", "LiFe5O8", "NaCl"]))
+    fitted = fit_composition_gp(state, policy)
+    assert fitted.n_train == 6  # three compositions x two fidelities, polymorphs averaged
+    assert fitted.formulas == ["LiFeO2", "LiFe5O8", "NaCl"]
+    # the training rows are standard-scaled (mean 0, std 1 where they vary): the fitted GP saw exactly those
+    assert np.allclose(fitted.gp.x.mean(0), 0.0, atol=1e-9)
+    assert np.allclose(fitted.gp.x.std(0)[fitted.scale_std != 1.0], 1.0)
+    # a candidate's row at a fidelity is its seed row where the seed has that composition: the same GP input
+    seed_lifeo2_scan = [k for k, row in enumerate(fitted.gp.x) if np.allclose(row, fitted.rows(np.array([0]), "scan")[0])]
+    assert len(seed_lifeo2_scan) == 1
+    mean, var, _ = fitted.posterior(np.array([0, 1]), "scan")
+    assert mean[0] < mean[1] and np.all(var > 0)  # LiFeO2 (stable seeds) below LiFe5O8 (0.3 eV/atom)
+    with pytest.raises(TooFewSeedRows, match="1 computed structure"):
+        fit_composition_gp(PolicyState.model_validate(_state(["LiFeO2"], seed_rows=SEED[:1])), policy)
