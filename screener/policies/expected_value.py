@@ -38,8 +38,8 @@ pairs' shape).
 **A composition model** (``composition_gp_pool``, on by default; :mod:`screener.policies.composition_model`): a
 Gaussian process on composition features, refitted each round on every computed E_hull, is pooled with the
 (outcome-calibrated) ensemble in probit space, ``z = (1 - a) z_ensemble + a z_GP`` at each fidelity, the weight ``a``
-learned from the campaign's purchases (0 before ``composition_pool_min_purchases`` of them). The GP learns a campaign's results at once, the ensemble only
-through fine-tuning.
+learned from the campaign's purchases (0 before ``composition_pool_min_purchases`` of them). The GP learns a
+campaign's results at once, the ensemble only through fine-tuning.
 
 Two corrections make ``p`` the probability of a find that counts, not of a result that looks stable today:
 
@@ -454,8 +454,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # winner's curse and a hull without the pool's stable structures, are shared); identity without purchases
     outcome = {"pooled": OutcomeCalibration()}
     log_cost = log_cost_ratio(r.cost_pbe)  # each candidate's log(cost / median): cost classes, cost-blind share
+    bought_log_cost = state.purchase_log_cost or [0.0] * len(state.purchase_outcomes)  # each purchase's, alike
     if cfg.outcome_calibration:
-        bought_log_cost = state.purchase_log_cost or [0.0] * len(state.purchase_outcomes)
         edges = cost_class_edges(log_cost, cfg.outcome_calibration_cost_classes)
         if cfg.outcome_calibration_per_fidelity:  # PBE and SCAN models overrate by different amounts
             outcome = fit_outcome_calibration_by_fidelity(state.purchase_outcomes, log_cost=bought_log_cost,
@@ -476,7 +476,6 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         if gp and cfg.composition_gp_pool:
             # each purchase's ensemble P as the outcome map reads it today: the weight then rewards what the GP
             # adds to the calibrated ensemble, not the calibration the map already gives it
-            bought_log_cost = state.purchase_log_cost or [0.0] * len(state.purchase_outcomes)
             judged = [(float(outcome.get(f, outcome["pooled"]).calibrate_p(p, c)), g, y)
                       for (f, p, y), g, c in zip(state.purchase_outcomes, state.purchase_gp_p, bought_log_cost)
                       if g is not None]
