@@ -9,7 +9,8 @@ composition space it ranked better than the ensemble (docs/policy.md, Mg-Ca-Zn-G
 :func:`composition_gp_predictions` fits that GP (the CAMD peer's own fit,
 :func:`~screener.policies.camd_gp_lcb.fit_composition_gp`) and predicts each candidate's E_hull at both fidelities.
 :func:`precision_blend` combines it with the ensemble's calibrated Gaussian as a product of two experts:
-``1/s^2 = 1/s_m^2 + w/s_g^2``, ``mu = s^2 (mu_m/s_m^2 + w mu_g/s_g^2)``, with the weight ``w`` in (0, 1] discounting the GP's precision (the two share their training data,
+``1/s^2 = 1/s_m^2 + w/s_g^2``, ``mu = s^2 (mu_m/s_m^2 + w mu_g/s_g^2)``, with the weight ``w`` in (0, 1] discounting
+the GP's precision (the two share their training data,
 so their errors are not independent). The GP sees composition only: polymorphs get the same GP prediction and the
 ensemble alone orders them.
 
