@@ -36,6 +36,8 @@ Prints progress to stderr and ONE JSON object on the last line of stdout; writes
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -43,6 +45,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,12 +204,42 @@ def train_initial(args: argparse.Namespace, data: Any, known: np.ndarray, pool: 
                   training_seed: int, fidelity: str, *, source: str, init: Path | None = None) -> tuple[Path, dict]:
     """Train (``init``: transfer in full from it) an ensemble on the ``fidelity`` E_form of the known set but a
     seeded calibration share, calibrate its spread on that share, and cache it in ``directory`` (read back when
-    ``bench_pretrain.json`` is there)."""
-    from screener.world.experiments import train_and_test
-
+    ``bench_pretrain.json`` is there; a second process that needs it meanwhile waits for it: :func:`training_lock`)."""
     info_path = directory / "bench_pretrain.json"
     if info_path.is_file():
         return directory, json.loads(info_path.read_text())
+    with training_lock(directory):
+        if info_path.is_file():  # another benchmark process trained it while this one waited
+            log(f"{directory.name}: trained meanwhile by another process, read back")
+            return directory, json.loads(info_path.read_text())
+        return _train_initial_locked(args, data, known, pool, directory, training_seed, fidelity, source=source,
+                                     init=init)
+
+
+@contextlib.contextmanager
+def training_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``<directory>.lock`` while an initial ensemble is trained into ``directory``.
+
+    Two benchmark processes started together (one per core, each with its own seeds) need the same models; without
+    the lock both trained into one folder, the second wiping the first's files. The second now waits and reads the
+    first's model back. The kernel drops the lock if the holder dies, so a killed run never leaves it stuck.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.with_name(directory.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_initial_locked(args: argparse.Namespace, data: Any, known: np.ndarray, pool: np.ndarray,
+                          directory: Path, training_seed: int, fidelity: str, *, source: str,
+                          init: Path | None) -> tuple[Path, dict]:
+    """The training of :func:`train_initial`, run under its lock."""
+    from screener.world.experiments import train_and_test
+
+    info_path = directory / "bench_pretrain.json"
     train, held = split_pool([data.structure_ids[i] for i in known], calibration_share(args, len(known)),
                              training_seed)
     train, held = known[train], known[held]
@@ -461,8 +494,8 @@ def main(argv: list[str] | None = None) -> dict:
     prevalence = n_stable / len(pool_ids)
     log(f"world {world_dir}: {len(ids)} structures; known {len(known)}, pool {len(pool_ids)} with {n_stable} truly "
         f"SCAN-stable (prevalence {prevalence:.3f})")
-    model, model_info = initial_model(args, data, known, pool)
-    # per campaign seed: the ensemble it starts from (pre-trained when its first campaign needs it)
+    # per campaign seed: the ensemble it starts from (pre-trained when its first campaign needs it; with
+    # --model-per-seed the world seed's shared model only when campaign seed 0 runs)
     seed_models: dict[int, tuple[Path, dict]] = {}
     seed_scan_models: dict[int, tuple[Path, dict]] = {}  # --scan-transfer: each seed's initial SCAN ensemble
 
@@ -480,6 +513,17 @@ def main(argv: list[str] | None = None) -> dict:
     runs: dict[str, dict[str, dict]] = {p: {} for p in args.policy_list}
     stats = world.manifest.statistics
 
+    def initial_model_info(shared: bool) -> dict | None:
+        """The initial model of the campaigns run or read back so far: the world seed's (``shared``; every seed's
+        without --model-per-seed) or any seed's; None before any (--model-per-seed --seeds 5 never trains the world
+        seed's model)."""
+        if args.model is not None:
+            return {"source": str(args.model)}
+        found = [(s_, info) for s_, (_, info) in seed_models.items()]
+        found += [(int(s_), r["initial_model"]) for by_seed in runs.values() for s_, r in sorted(by_seed.items())
+                  if "initial_model" in r]
+        return next((info for s_, info in found if not shared or model_seed(args, s_) == args.world_seed), None)
+
     def result(complete: bool) -> dict[str, Any]:
         """The JSON result over the campaigns finished so far (written after each one, so a stopped grid keeps
         its figures; ``complete`` is false until every policy has run every seed)."""
@@ -496,7 +540,7 @@ def main(argv: list[str] | None = None) -> dict:
             "pool": {"n_known_pbe": int(len(known)), "n_candidates": len(pool_ids), "n_truly_stable": n_stable,
                      "prevalence": round(prevalence, 4), "stable_tol_ev_per_atom": args.tol,
                      "median_sites": median_sites},
-            "initial_model": model_info,
+            "initial_model": initial_model_info(shared=True),
             "initial_model_per_seed": ({s_: r["initial_model"] for by_seed in runs.values()
                                         for s_, r in sorted(by_seed.items()) if "initial_model" in r}
                                        if args.model_per_seed else None),
@@ -523,7 +567,7 @@ def main(argv: list[str] | None = None) -> dict:
             "cost_model": "flat: PBE 1, SCAN 5 units" if args.cost == "flat" else "size-dependent (n_sites^2)",
             "summary": summarise(runs, args.seed_list, args.budget),
             "runs": {policy_name(p): v for p, v in runs.items()},
-            "caveats": caveats(args, prevalence, bound, len(args.seed_list), model_info),
+            "caveats": caveats(args, prevalence, bound, len(args.seed_list), initial_model_info(shared=False) or {}),
             "wall_s": round(time.perf_counter() - t_start, 1),
         }
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -550,8 +594,7 @@ def main(argv: list[str] | None = None) -> dict:
                 log(f"seed {seed}: {name}: not started (--no-new-after {args.no_new_after} UTC)")
                 continue
             if seed not in seed_models:
-                seed_models[seed] = ((model, model_info) if model_seed(args, seed) == args.world_seed
-                                     else initial_model(args, data, known, pool, model_seed(args, seed)))
+                seed_models[seed] = initial_model(args, data, known, pool, model_seed(args, seed))
             if args.scan_transfer and seed not in seed_scan_models:
                 seed_scan_models[seed] = initial_scan_model(args, data, known, pool, seed_models[seed][0],
                                                             model_seed(args, seed))

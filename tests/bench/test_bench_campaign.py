@@ -83,6 +83,17 @@ def test_tiny_run_prints_one_json_object(bench, tmp_path, capsys):
         assert run["found"] <= result["oracle"]["max_found"], policy
     assert result["summary"]["random"]["found_vs_random"]["mean"] in (1.0, None)
 
+    # a lane of one later seed with a model per seed trains that seed's model only, not the world seed's as well
+    lane = tmp_path / "lane"
+    later = bench.main([
+        "--quick", "--world", result["world"]["dir"], "--pretrain-epochs", "2", "--members", "2", "--budget", "12",
+        "--batch", "3", "--fine-tune-epochs", "1", "--seeds", "1", "--model-per-seed", "--policies", "random",
+        "--work-dir", str(lane), "--output", str(lane / "result.json"), "--calibration-split", "0",
+    ])
+    trained = sorted(d.name for d in lane.glob("campaign_init_*") if d.is_dir())
+    assert len(trained) == 1 and trained[0].endswith("_ms1"), trained
+    assert later["initial_model"] is None and later["initial_model_per_seed"]["1"]["training_seed"] == 1
+
 
 def test_summary_of_a_partial_grid_uses_the_seeds_each_policy_finished(bench):
     def r(found, spent=10.0):
@@ -121,6 +132,43 @@ def test_model_per_seed_gives_each_campaign_seed_its_own_training_seed(bench):
     assert [bench.model_seed(per_seed, s) for s in (0, 1, 2)] == [3, 4, 5]  # seed 0 keeps the shared model
     with pytest.raises(SystemExit):  # a given model cannot be pre-trained per seed
         bench.parse_args(["--quick", "--model-per-seed", "--model", "models/x"])
+
+
+def test_a_second_process_waits_for_the_initial_model_and_reads_it_back(bench, tmp_path, monkeypatch):
+    """Two benchmark lanes started together need the same initial model: the one that finds it being trained waits
+    on the lock and reads the model back, rather than training it again into the same folder."""
+    import threading
+
+    directory = tmp_path / "campaign_init_world"
+    holding, release = threading.Event(), threading.Event()
+
+    def first_lane() -> None:  # trains: holds the lock, writes the model's record, lets go
+        with bench.training_lock(directory):
+            holding.set()
+            release.wait(10)
+            directory.mkdir()
+            (directory / "bench_pretrain.json").write_text(json.dumps({"training_seed": 3, "n_train": 7}))
+
+    def train_again(*args, **kwargs):
+        raise AssertionError("the second lane trained the model the first lane was training")
+
+    monkeypatch.setattr(bench, "_train_initial_locked", train_again)
+    lane = threading.Thread(target=first_lane)
+    lane.start()
+    assert holding.wait(10)
+    got: list = []
+    second = threading.Thread(target=lambda: got.append(bench.train_initial(None, None, None, None, directory, 3,
+                                                                            "pbe", source="test")))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive() and not got  # blocked on the lock while the first lane trains
+    release.set()
+    lane.join(10)
+    second.join(10)
+    assert got == [(directory, {"training_seed": 3, "n_train": 7})]
+    # with nobody holding it, a lane that finds no model trains it itself, under the lock
+    monkeypatch.setattr(bench, "_train_initial_locked", lambda *a, **k: ("trained", {}))
+    assert bench.train_initial(None, None, None, None, tmp_path / "other", 4, "pbe", source="test") == ("trained", {})
 
 
 def test_calibration_split_fits_the_spread_on_the_held_out_known_structures_only(bench, tmp_path, monkeypatch):
