@@ -8,7 +8,9 @@ SCAN. The direct runs are also split by round (round 1 is bought on the initial 
 For ``expected-value`` ledgers the SCAN runs are also split by the decision's own route (``decisions.numbers_json``):
 ``cost_blind`` (the cost-blind share), ``after_pbe_screen`` (P from the PBE result) and ``per_unit_model`` (P from the
 model, bought on finds per unit cost), each with its runs, truly stable, the actual cost spent and the mean P it was
-bought on (``p_scan_stable``).
+bought on (``p_scan_stable``). With ``--site-classes 8,12,16`` every campaign (of any policy) is also split by
+the cell size of its candidates: candidates, truly stable ones, SCAN runs and finds, and the budget spent at each
+fidelity per class, which shows where a size-dependent cost sent the money.
 
 Example
 -------
@@ -57,11 +59,44 @@ def direct_runs_beside_capped_screens(db: Any, chemsys: dict[str, str], stable_t
     return {"runs": runs, "truly_stable": stable}
 
 
+def site_class_labels(edges: list[int]) -> list[str]:
+    """Labels of the cell-size classes cut at ``edges`` (upper bounds, sites): ``[8, 12]`` -> ``1-8, 9-12, 13+``."""
+    lows = [1] + [e + 1 for e in edges]
+    return [f"{lo}-{hi}" for lo, hi in zip(lows, edges)] + [f"{lows[-1]}+"]
+
+
+def by_cell_size(db: Any, stable_true: dict[str, bool], edges: list[int]) -> dict[str, dict[str, Any]]:
+    """Per class of cell size (the ledger's ``n_sites`` of each pool candidate, classes cut at ``edges``): the
+    candidates and how many are truly stable, the SCAN runs and how many are truly stable, and the budget spent
+    on each fidelity. Under a size-dependent cost this says where a campaign's money and finds went."""
+    import bisect
+
+    labels = site_class_labels(edges)
+    out = {k: {"candidates": 0, "truly_stable": 0, "scan_runs": 0, "scan_truly_stable": 0, "scan_cost": 0.0,
+               "pbe_cost": 0.0} for k in labels}
+    size = {}
+    for sid, n_sites in db.execute("SELECT structure_id, n_sites FROM candidates WHERE role = 'candidate'"):
+        size[sid] = labels[bisect.bisect_left(edges, int(n_sites))]
+        out[size[sid]]["candidates"] += 1
+        out[size[sid]]["truly_stable"] += bool(stable_true.get(sid))
+    for sid, fidelity, cost in db.execute("SELECT structure_id, fidelity, actual_cost FROM jobs WHERE state = 'done'"):
+        if sid not in size:
+            continue
+        row = out[size[sid]]
+        row[f"{fidelity}_cost"] = round(row[f"{fidelity}_cost"] + float(cost or 0.0), 6)
+        if fidelity == "scan":
+            row["scan_runs"] += 1
+            row["scan_truly_stable"] += bool(stable_true.get(sid))
+    return out
+
+
 def routes(campaign: Path, stable_true: dict[str, bool], chemsys: dict[str, str] | None = None,
-           cap: int = 3) -> dict[str, Any]:
-    """Screens, follow-ups and direct SCAN runs of one campaign, with their truly stable counts."""
+           cap: int = 3, site_edges: list[int] | None = None) -> dict[str, Any]:
+    """Screens, follow-ups and direct SCAN runs of one campaign, with their truly stable counts (and, with
+    ``site_edges``, its candidates, SCAN runs, finds and spend per class of cell size: :func:`by_cell_size`)."""
     db = open_ledger(campaign)
     beside_cap = direct_runs_beside_capped_screens(db, chemsys, stable_true, cap) if chemsys else None
+    sizes = by_cell_size(db, stable_true, site_edges) if site_edges else None
     done = db.execute("SELECT structure_id, fidelity, round FROM jobs WHERE state = 'done'").fetchall()
     cost = {(s, f): c for s, f, c in db.execute("SELECT structure_id, fidelity, actual_cost FROM jobs "
                                                 "WHERE state = 'done'")}
@@ -100,6 +135,7 @@ def routes(campaign: Path, stable_true: dict[str, bool], chemsys: dict[str, str]
         "scan_by_decision_route": {r: {"runs": v[0], "truly_stable": v[1], "cost": round(v[2], 2),
                                        "mean_p_at_purchase": round(v[3] / v[0], 3)} for r, v in by_route.items()},
         **({"direct_scan_beside_capped_screens": beside_cap} if beside_cap is not None else {}),
+        **({"by_cell_size": sizes} if sizes is not None else {}),
     }
 
 
@@ -111,6 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-per-chemsys", type=int, default=3,
                    help="The presets' PBE diversity cap per chemical system and round (for "
                         "direct_scan_beside_capped_screens).")
+    p.add_argument("--site-classes", metavar="N,N,...",
+                   help="Upper bounds (sites) of cell-size classes, e.g. 8,12,16: adds each campaign's candidates, "
+                        "SCAN runs, finds and spend per class (by_cell_size) and their sum over the campaigns.")
     p.add_argument("--output", type=Path)
     args = p.parse_args(argv)
     from screener.world.experiments import bench_environment, load_world_data
@@ -120,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     stable_true = {s: bool(v <= args.tol) for s, v in zip(data.structure_ids, data.labels[("scan", "e_above_hull")])}
     chemsys = {e.data["structure_id"]: e.structure.composition.chemical_system
                for e in read_world(args.world, fidelities=["pbe"]).entries["pbe"]}
-    rows = [routes(c, stable_true, chemsys, args.max_per_chemsys) for c in args.campaigns
+    edges = sorted({int(v) for v in args.site_classes.split(",")}) if args.site_classes else None
+    rows = [routes(c, stable_true, chemsys, args.max_per_chemsys, edges) for c in args.campaigns
             if (c / "ledger.sqlite").is_file()]
 
     def share(found: str, n: str) -> float | None:
@@ -141,10 +181,15 @@ def main(argv: list[str] | None = None) -> dict:
                         "pbe_screens_in_last_round": "screens of the campaign's last round (no SCAN can follow them)",
                         "scan_by_decision_route": "expected-value only: SCAN runs by the route of the decision that "
                                                   "bought them; cost in the campaign's budget unit",
+                        "by_cell_size": "per class of cell size (pool candidates' sites): candidates, truly "
+                                        "stable ones, SCAN runs, truly stable SCAN runs, budget spent per fidelity",
                         "direct_scan_beside_capped_screens": "expected-value only: SCAN runs bought on the model's P "
                                                              "in a round whose PBE screens of the same chemical "
                                                              "system had reached --max-per-chemsys before them"},
         "campaigns": rows,
+        **({"by_cell_size_total": {k: {f: round(sum(r["by_cell_size"][k][f] for r in rows), 6)
+                                       for f in rows[0]["by_cell_size"][k]} for k in site_class_labels(edges)}}
+           if edges and rows else {}),
         "screened_scan_stable_share": share("screened_scan_truly_stable", "screens_followed_by_scan"),
         "direct_scan_stable_share": share("direct_scan_truly_stable", "direct_scan"),
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from routes_from_ledgers import routes  # noqa: E402
+from routes_from_ledgers import by_cell_size, routes, site_class_labels  # noqa: E402
 
 
 def _ledger(folder: Path, jobs: list[tuple[str, str, int]], decisions: list[tuple[str, dict]],
@@ -65,3 +65,27 @@ def test_direct_runs_beside_a_capped_screen_are_counted_per_round_and_chemical_s
     assert out["direct_scan_beside_capped_screens"] == {"runs": 1, "truly_stable": 1}
     assert routes(tmp_path / "camp", stable, chemsys, 4)["direct_scan_beside_capped_screens"]["runs"] == 0
     assert "direct_scan_beside_capped_screens" not in routes(tmp_path / "camp", stable)
+
+
+def test_by_cell_size_puts_runs_finds_and_spend_in_the_class_of_each_candidate(tmp_path):
+    # 4-site a (stable, PBE then SCAN), 8-site b (SCAN, unstable), 9-site c (PBE only), 20-site d (SCAN, stable);
+    # x is a known phase computed for a hull (not a candidate: not counted)
+    folder = _ledger(tmp_path / "camp", [("a", "pbe", 1), ("a", "scan", 2), ("b", "scan", 1), ("c", "pbe", 1),
+                                         ("d", "scan", 1), ("x", "scan", 1)], [])
+    db = sqlite3.connect(folder / "ledger.sqlite")
+    db.execute("CREATE TABLE candidates (structure_id TEXT, n_sites INTEGER, role TEXT)")
+    db.executemany("INSERT INTO candidates VALUES (?, ?, ?)", [("a", 4, "candidate"), ("b", 8, "candidate"),
+                   ("c", 9, "candidate"), ("d", 20, "candidate"), ("e", 13, "candidate"), ("x", 2, "known")])
+    db.commit()
+    stable = {"a": True, "b": False, "c": False, "d": True, "e": True, "x": True}
+    assert site_class_labels([8, 12, 16]) == ["1-8", "9-12", "13-16", "17+"]
+    out = by_cell_size(db, stable, [8, 12, 16])
+    db.close()
+    assert out["1-8"] == {"candidates": 2, "truly_stable": 1, "scan_runs": 2, "scan_truly_stable": 1,
+                          "scan_cost": 10.0, "pbe_cost": 1.0}
+    assert out["9-12"] == {"candidates": 1, "truly_stable": 0, "scan_runs": 0, "scan_truly_stable": 0,
+                           "scan_cost": 0.0, "pbe_cost": 1.0}
+    assert out["13-16"]["candidates"] == 1 and out["13-16"]["truly_stable"] == 1 and out["13-16"]["scan_runs"] == 0
+    assert out["17+"]["scan_truly_stable"] == 1 and out["17+"]["scan_cost"] == 5.0
+    assert routes(folder, stable, site_edges=[8, 12, 16])["by_cell_size"] == out
+    assert "by_cell_size" not in routes(folder, stable)
