@@ -4,7 +4,7 @@ The CGAT ensemble learns a campaign's results only through fine-tuning, a few ep
 structures. A Gaussian process conditions on every computed E_hull at once, so one composition found stable raises
 its neighbours' P(stable) in the next round. CAMD's GP-LCB agent ranks with such a GP (composition features plus a
 one-hot fidelity, trained on every computed E_hull; :mod:`screener.policies.camd_gp_lcb`), and on a small
-composition space it ranked better than the ensemble (docs/policy.md, Mg-Ca-Zn-Ge-Sn-N).
+composition space it ranked better than the ensemble (docs/policy-benchmarks.md, Mg-Ca-Zn-Ge-Sn-N).
 
 :func:`composition_gp_predictions` fits that GP (the CAMD peer's own fit,
 :func:`~screener.policies.camd_gp_lcb.fit_composition_gp`) and predicts each candidate's E_hull at both fidelities.

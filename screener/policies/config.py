@@ -139,7 +139,7 @@ class ExpectedValueConfig(BaseModel):
         "under which the two P each was bought on, the ensemble's read through today's outcome map, best predict "
         "what came out stable; a = 0 before composition_pool_min_purchases). Measured on six worlds: more finds on "
         "the four where the ensemble ranks worst or was pre-trained on fewest structures, 2-4 fewer on the two "
-        "oxide worlds, +0.17 per campaign over 41 (docs/policy.md, 'Measured'; see "
+        "oxide worlds, +0.17 per campaign over 41 (docs/policy-benchmarks.md; see "
         "screener.policies.composition_model); not together with composition_gp_weight.")
     composition_pool_min_purchases: int = Field(
         20, ge=0, description="Purchases the pool's weight needs before it is fitted; below, a = 0 (the ensemble "
@@ -158,7 +158,7 @@ class ExpectedValueConfig(BaseModel):
         "it, the campaign stops and keeps the rest of its budget. The marginal-value rule of foraging (leave when "
         "the next unit earns less than the search has been earning); 0.1 leaves a tenfold margin. Off by default: "
         "at 0.1 it never stopped a measured campaign before its last unit, and as lambda's floor it moved screens' "
-        "follow-up thresholds (-2 finds in 1 of 5 campaigns on a fresh world, docs/policy.md 'Measured').")
+        "follow-up thresholds (-2 finds in 1 of 5 campaigns on a fresh world, docs/policy-benchmarks.md).")
     stop_after_finds: int = Field(
         3, ge=1, description="Finds the campaign must have before the stop rule applies (its yield is then more "
         "than one lucky result).")
@@ -175,16 +175,16 @@ class ExpectedValueConfig(BaseModel):
         "through the PBE -> SCAN relation (E[q(X)], the PBE route's finds were SCAN always to follow the screen): the "
         "campaign's SCAN model learns its shift from PBE on a few SCAN results the campaign itself selected, and its "
         "direct SCAN picks came out stable about half as often as their P said. With the relation's hull step it "
-        "found more on every measured row; without the step it did not (docs/policy.md, 'Measured').")
+        "found more on every measured row; without the step it did not (docs/policy-benchmarks.md).")
     pbe_route_joint: bool = Field(
         False, description="Value the PBE route with the candidate's SCAN prediction and PBE prediction jointly "
         "Gaussian (errors differing by the PBE -> SCAN relation's residual scale): the route finds at most what "
         "SCAN now would. false (default): by the PBE prediction and the relation alone, which found more in the "
-        "measured worlds (docs/policy.md, 'Measured').")
+        "measured worlds (docs/policy-benchmarks.md).")
     learning_value: bool = Field(
         False, description="Add the scaling law's learning value to each option's rate (it is computed and recorded "
         "either way). Off by default: in the measured worlds adding it bought SCAN runs of wild predictions "
-        "instead of PBE screens and found less (docs/policy.md, 'Measured').")
+        "instead of PBE screens and found less (docs/policy-benchmarks.md).")
     learning_value_draws: int = Field(16, ge=1, le=256, description="Fixed-seed draws of the preposterior estimate.")
     learning_value_min_n_scan: int = Field(
         100, ge=1, description="N_s below this counts as this in the learning value: the power law describes "

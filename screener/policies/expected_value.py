@@ -17,12 +17,13 @@ PBE cost ``c_p``, both that candidate's own) the policy values each option by ex
   ``F <= p``;
 * **skip**: 0 (a candidate is planned only if its best rate is positive and the round budget reaches it).
 
-**The stop rule** (off by default): an option is bought only if its rate reaches ``stop_fraction_of_yield`` of the campaign's
-yield so far (SCAN-confirmed finds on today's hull / budget spent), once it has ``stop_after_finds`` (3) finds; the
-same rate is the least ``lambda`` (below) can be. When no open option reaches it, the round is empty and the campaign
-stops with the rest of its budget, saying so. It is the marginal-value rule (stop when the next unit earns less than
-the search has been earning); 0.1 leaves a tenfold margin. Off by default: in the measured campaigns it never stopped
-one before its last unit, and as lambda's floor it moved the screens' follow-up thresholds (docs/policy.md).
+**The stop rule** (off by default): an option is bought only if its rate reaches ``stop_fraction_of_yield`` of the
+campaign's yield so far (SCAN-confirmed finds on today's hull / budget spent), once it has ``stop_after_finds`` (3)
+finds; the same rate is the least ``lambda`` (below) can be. When no open option reaches it, the round is empty and
+the campaign stops with the rest of its budget, saying so. It is the marginal-value rule (stop when the next unit
+earns less than the search has been earning); 0.1 leaves a tenfold margin. Off by default: in the measured campaigns
+it never stopped one before its last unit, and as lambda's floor it moved the screens' follow-up thresholds
+(docs/policy-benchmarks.md).
 
 With ``scan_now_at_most_pbe_view`` (on by default) the SCAN-now ``p`` of a candidate without a PBE result is at most
 its **PBE view**, ``E[q(X)]`` times its competitor survival: what the PBE route would find if SCAN always followed the
@@ -30,10 +31,10 @@ screen. The campaign's SCAN model is the PBE model fine-tuned on a few SCAN resu
 alone rates a candidate above what its PBE prediction says, the direct SCAN picks came out stable about half as
 often as their P said.
 
-Two options of the relation are off by default (measured, no more finds; docs/policy.md): ``pbe_scan_signed_depth``
-reads a PBE-stable result's E_hull as its depth below the hull of the other phases (``q`` rising with it), and
-``pbe_scan_campaign_offset_sd`` gives the campaign's own pairs a probit offset of their own (its level, the known
-pairs' shape).
+Two options of the relation are off by default (measured, no more finds; docs/policy-benchmarks.md):
+``pbe_scan_signed_depth`` reads a PBE-stable result's E_hull as its depth below the hull of the other phases (``q``
+rising with it), and ``pbe_scan_campaign_offset_sd`` gives the campaign's own pairs a probit offset of their own (its
+level, the known pairs' shape).
 
 **A composition model** (``composition_gp_pool``, on by default; :mod:`screener.policies.composition_model`): a
 Gaussian process on composition features, refitted each round on every computed E_hull, is pooled with the
@@ -64,7 +65,7 @@ With a large pre-training set (``N_p`` ~ 2e4 and more) ``L_p`` is negligible: PB
 the PBE model, then fine-tuned on SCAN only) new PBE results never reach it and ``L_p = 0``.
 The learning values are computed and recorded every round, but **added to the rates only with ``learning_value``
 on, which is off by default**: in the measured worlds they did not pay. Adding them found 125 against 130 over 9
-campaigns (docs/policy.md, "Measured"), and it lost Na-Ti-V-Cr-Cu-O to ``scan-only``. The cause: the preposterior
+campaigns (docs/policy-benchmarks.md), and it lost Na-Ti-V-Cr-Cu-O to ``scan-only``. The cause: the preposterior
 counts the whole calibrated spread as error that the next SCAN points remove. While the model is young, that
 spread is inflated by a shift common to all candidates, and a common shift reorders nothing. One round's ``L_s``
 jumped tenfold (0.013 to 0.135 finds per run) and bought SCAN runs of P 0.06-0.18 instead of PBE screens.
@@ -522,7 +523,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     picks_left = int(max(state.budget_cpu_hours - r.budget, 0.0) / float(np.median(c_s[open_s]))) if open_s.any() \
         else 0
     # computed and recorded either way (what the scaling law says a calculation teaches); added to the options'
-    # rates only with learning_value on (off by default: it bought wild SCAN runs, docs/policy.md "Measured")
+    # rates only with learning_value on (off by default: it bought wild SCAN runs, docs/policy-benchmarks.md)
     lv = learning_values(r.fit(), max(state.n_scan, cfg.learning_value_min_n_scan), state.n_pbe, mu_s[open_s],
                          sd_s[open_s], picks_left=picks_left, threshold=thr, k=max(policy.batch_size, 1),
                          draws=cfg.learning_value_draws, seed=state.round_index)
