@@ -49,6 +49,8 @@ class PolicyPlanner:
         self.config = config
         self.ledger, self.hulls = ledger, hulls
         self._known_pairs: list[tuple[float, float]] | None = None
+        self._known_pair_sites: list[float] = []  # n_sites of each known pair's PBE structure (NaN: unknown)
+        self._site_cache: dict[str, int] | None = None
         self._known_rows: list[tuple[str, str, float]] | None = None
         self._fraction_cache: dict[str, dict[str, float]] | None = None
         # one threshold for every "stable" call: the campaign's, also behind the policy's P(stable)
@@ -108,8 +110,11 @@ class PolicyPlanner:
         }
         if self.policy.kind == "expected-value":
             e_hull = self._computed_e_hull(signed_pbe=self.policy.expected_value.pbe_scan_signed_depth)
-            state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"] = self._pbe_results(e_hull)
+            state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"], pair_sites = self._pbe_results(e_hull)
             state["n_known_pbe_scan_pairs"] = len(self._known_pairs or [])  # _pbe_results puts them last
+            if self.policy.expected_value.pbe_scan_size_slope_sd:
+                state["log_sites"], state["pbe_scan_pair_log_sites"] = self._log_sites(request.structure_ids,
+                                                                                       pair_sites)
             decisions = self.ledger.decisions() if self.ledger is not None else []  # read once for both below
             purchases = self._purchases(e_hull, decisions)
             state["purchase_outcomes"] = [(f, p, y) for f, p, y, _ in purchases]
@@ -127,7 +132,8 @@ class PolicyPlanner:
                                    if role == "candidate" and value <= threshold)
             if self.policy.expected_value.competitor_samples:
                 state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(
-                    request, state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"])
+                    request, state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"],
+                    state.get("log_sites"), state.get("pbe_scan_pair_log_sites"))
         if self.policy.kind.startswith("camd-") or (self.policy.kind == "expected-value"
                                                     and self.policy.expected_value.uses_composition_gp):
             state["formulas"], state["seed_rows"], state["n_campaign_seed_rows"] = self._camd_seed(
@@ -161,13 +167,15 @@ class PolicyPlanner:
         return Plan(items, numbers)
 
     def _competitor_survival(self, request: PlanRequest, pbe_result: dict[str, float] | None = None,
-                             pbe_scan_pairs: list[tuple[float, float]] | None = None
+                             pbe_scan_pairs: list[tuple[float, float]] | None = None,
+                             log_sites: list[float] | None = None, pair_log_sites: list[float] | None = None
                              ) -> tuple[list[float], dict[str, Any]]:
         """Per candidate, P(SCAN-stable once the pool's other candidates are computed | SCAN-stable on today's hull)
         (:func:`screener.policies.competitors.competitor_survival`), one Monte Carlo per element set: the union of
         the candidates' elements when it has at most ``MAX_ELEMENTS``, else each maximal candidate element set
         (larger ones are skipped: survival 1). Candidates with a PBE result (``pbe_result``: PBE E_hull per id) are
-        drawn from it through the PBE -> SCAN relation fitted on ``pbe_scan_pairs`` when the policy says so."""
+        drawn from it through the PBE -> SCAN relation fitted on ``pbe_scan_pairs`` when the policy says so (with
+        its cell-size term where the policy's planner uses it: ``log_sites`` given and costs differ)."""
         import time
 
         from screener.hull import MissingReferenceError
@@ -200,9 +208,13 @@ class PolicyPlanner:
             # the policy values them at (the relation's), at the model's sigma
             screened = np.array([s in pbe_result for s in request.structure_ids])
             if screened.any():
+                # the planner's relation: with the cell-size term where costs differ
+                sized = log_sites is not None and float(np.ptp(np.asarray(request.cost["pbe"], float))) > 1e-9
                 relation = relation_from_config(cfg, pbe_scan_pairs or [], threshold,
-                                                len(self._known_pairs or []) if pbe_scan_pairs else 0)
-                q = relation.p_scan_stable([pbe_result[s] for s, on in zip(request.structure_ids, screened) if on])
+                                                len(self._known_pairs or []) if pbe_scan_pairs else 0,
+                                                pair_log_sites=pair_log_sites if sized else None)
+                q = relation.p_scan_stable([pbe_result[s] for s, on in zip(request.structure_ids, screened) if on],
+                                           np.asarray(log_sites, float)[screened] if sized else None)
                 mean = mean.copy()
                 mean[screened] = scan_mean_given_p_stable(q, std[screened], threshold)
                 numbers["competitor_from_pbe_results"] = int((screened & open_scan).sum())  # those in the draws
@@ -322,16 +334,43 @@ class PolicyPlanner:
         return spent, blind * u
 
     def _pbe_results(self, computed: dict[str, dict[str, tuple[int, float, str]]]
-                     ) -> tuple[dict[str, float], list[tuple[float, float]]]:
-        """Computed PBE E_hull per structure (current hull) and the (PBE, SCAN) E_hull pairs: the campaign's own and
-        the known set's (reference phases present at both fidelities, matched by id; computed once per planner)."""
+                     ) -> tuple[dict[str, float], list[tuple[float, float]], list[float]]:
+        """Computed PBE E_hull per structure (current hull), the (PBE, SCAN) E_hull pairs: the campaign's own and
+        the known set's (reference phases present at both fidelities, matched by id; computed once per planner),
+        and each pair's n_sites (NaN: unknown)."""
         if self.ledger is None or self.hulls is None:
-            return {}, []
+            return {}, [], []
         e_hull = {f: {sid: value for sid, (_, value, _) in done.items()} for f, done in computed.items()}
-        pairs = [(e_hull["pbe"][s], e_hull["scan"][s]) for s in e_hull["pbe"] if s in e_hull["scan"]]
+        own = [s for s in e_hull["pbe"] if s in e_hull["scan"]]
+        pairs = [(e_hull["pbe"][s], e_hull["scan"][s]) for s in own]
         if self._known_pairs is None:
-            self._known_pairs = _known_pairs(self.hulls, signed=self.policy.expected_value.pbe_scan_signed_depth)
-        return e_hull["pbe"], pairs + self._known_pairs
+            known = _known_pairs(self.hulls, signed=self.policy.expected_value.pbe_scan_signed_depth,
+                                 with_sites=True)
+            self._known_pairs = [(x, y) for x, y, _ in known]
+            self._known_pair_sites = [n for _, _, n in known]
+        sites = self._sites()
+        return e_hull["pbe"], pairs + self._known_pairs, [float(sites.get(s, np.nan)) for s in own] + list(
+            self._known_pair_sites)
+
+    def _sites(self) -> dict[str, int]:
+        """n_sites of every structure in the ledger (candidates and phases; read once per planner)."""
+        if self._site_cache is None:
+            self._site_cache = {row["structure_id"]: int(row["n_sites"])
+                                for row in self.ledger.candidates(role=None, with_structures=False)
+                                if row.get("n_sites")} if self.ledger is not None else {}
+        return self._site_cache
+
+    def _log_sites(self, ids: list[str], pair_sites: list[float]) -> tuple[list[float], list[float]]:
+        """``ln(n_sites / median)`` of each candidate and of each PBE/SCAN pair, the median over the candidates
+        (NaN where unknown: read as the median cell)."""
+        sites = self._sites()
+        n = np.array([float(sites.get(s, np.nan)) for s in ids])
+        known = n[np.isfinite(n)]
+        if known.size == 0:
+            return [float("nan")] * len(ids), [float("nan")] * len(pair_sites)
+        median = float(np.median(known))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (np.log(n / median).tolist(), np.log(np.asarray(pair_sites, float) / median).tolist())
 
     def _gp_p_at_purchase(self, purchases: list[tuple[str, float, bool, str]], decisions: list[dict[str, Any]]
                           ) -> list[float | None]:
@@ -395,9 +434,10 @@ def material_key(entry: Any) -> str | None:
     return _FUNCTIONAL_SUFFIX.sub("", key)
 
 
-def _known_pairs(hulls: Any, signed: bool = False) -> list[tuple[float, float]]:
+def _known_pairs(hulls: Any, signed: bool = False, with_sites: bool = False) -> list[tuple[float, ...]]:
     """(PBE, SCAN) E_hull of the reference compounds known at both fidelities (empty when the hulls cannot say);
-    with ``signed`` a PBE-stable one's PBE E_hull is its (negative) depth below the hull of the other phases.
+    with ``signed`` a PBE-stable one's PBE E_hull is its (negative) depth below the hull of the other phases; with
+    ``with_sites`` a third value, the PBE structure's n_sites (NaN where the entry has no structure).
 
     Twins are matched by material (:func:`material_key`: MP's GGA and r2SCAN entries of one material carry different
     entry ids), then, among those left, by ``StructureMatcher`` on the structures (reference entries without ids).
@@ -458,7 +498,9 @@ def _known_pairs(hulls: Any, signed: bool = False) -> list[tuple[float, float]]:
                 x = min(x, hulls.hulls["pbe"].e_above_hull_ev_per_atom(pbe, exclude=[str(entry_key(pbe))]))
             y = hulls.hulls["scan"].e_above_hull_ev_per_atom(scan)
             if np.isfinite(x) and np.isfinite(y):
-                out.append((float(x), float(y)))
+                structure = getattr(pbe, "structure", None)
+                out.append((float(x), float(y), float(len(structure)) if structure is not None else float("nan"))
+                           if with_sites else (float(x), float(y)))
         return out
     except Exception as exc:  # noqa: BLE001 - a hull without ids or references: the prior and campaign pairs remain
         logger.info("no known PBE/SCAN pairs for the PBE->SCAN relation: %s", exc)

@@ -90,6 +90,12 @@ class PolicyState(BaseModel):
         default_factory=list, description="(PBE, SCAN) computed E_hull pairs: campaign and known set (expected-value).")
     n_known_pbe_scan_pairs: int = Field(
         0, ge=0, description="Of pbe_scan_pairs, the last this many are the known set's (expected-value).")
+    pbe_scan_pair_log_sites: list[float] | None = Field(
+        None, description="Per pbe_scan_pairs entry, ln(n_sites / median candidate n_sites) (NaN: unknown; "
+        "expected-value with pbe_scan_size_slope_sd).")
+    log_sites: list[float] | None = Field(
+        None, description="Per candidate, ln(n_sites / median candidate n_sites) (expected-value with "
+        "pbe_scan_size_slope_sd).")
     purchase_outcomes: list[tuple[str, float, bool]] = Field(
         default_factory=list, description="(fidelity, P(stable) at purchase, came out stable) of each candidate "
         "calculation bought on the model's prediction (expected-value: outcome calibration).")
@@ -126,10 +132,13 @@ class PolicyState(BaseModel):
         n = len(self.candidate_ids)
         for name in ("chemsys", "scan_mean_ev_per_atom", "scan_std_ev_per_atom", "pbe_mean_ev_per_atom",
                      "pbe_std_ev_per_atom", "cost_scan_cpu_hours", "cost_pbe_cpu_hours", "formulas",
-                     "competitor_survival_scan"):
+                     "competitor_survival_scan", "log_sites"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} candidates")
+        if self.pbe_scan_pair_log_sites is not None and len(self.pbe_scan_pair_log_sites) != len(self.pbe_scan_pairs):
+            raise ValueError(f"pbe_scan_pair_log_sites has {len(self.pbe_scan_pair_log_sites)} entries for "
+                             f"{len(self.pbe_scan_pairs)} pbe_scan_pairs")
         if self.purchase_gp_p and len(self.purchase_gp_p) != len(self.purchase_outcomes):
             raise ValueError(f"purchase_gp_p has {len(self.purchase_gp_p)} entries for "
                              f"{len(self.purchase_outcomes)} purchase_outcomes")

@@ -143,36 +143,46 @@ class PbeScanRelation:
     """
 
     def __init__(self, c0: float, c1: float, n_pairs: int, source: str, c_hull: float | None = None,
-                 c_below: float = 0.0, signed: bool = False) -> None:
+                 c_below: float = 0.0, signed: bool = False, c_sites: float = 0.0) -> None:
         self.c0, self.c1, self.n_pairs, self.source = c0, c1, n_pairs, source
         self.c_hull = max(float(c0 if c_hull is None else c_hull), float(c0))
         self.c_below, self.signed = max(float(c_below), 0.0), bool(signed)
+        self.c_sites = float(c_sites)
 
     @property
     def p_on_hull(self) -> float:
-        """P(SCAN-stable | on the PBE hull): at its edge (``x = 0``) when ``signed``."""
+        """P(SCAN-stable | on the PBE hull) of a median cell: at its edge (``x = 0``) when ``signed``."""
         return float(ndtr(self.c_hull))
 
-    def p_scan_stable(self, e_hull_pbe: Any) -> np.ndarray:
-        """P(SCAN E_hull <= 0 | computed PBE E_hull) (signed: negative below the hull of the other phases)."""
+    def shift(self, log_sites: Any = None) -> np.ndarray | float:
+        """The probit shift ``c_sites z`` of cells with ``z = ln(n_sites / median)`` (missing: the median, 0)."""
+        if log_sites is None or self.c_sites == 0.0:
+            return 0.0
+        return self.c_sites * np.nan_to_num(np.asarray(log_sites, dtype=float))
+
+    def p_scan_stable(self, e_hull_pbe: Any, log_sites: Any = None) -> np.ndarray:
+        """P(SCAN E_hull <= 0 | computed PBE E_hull) (signed: negative below the hull of the other phases), of cells
+        ``log_sites = ln(n_sites / median)`` (default: the median cell)."""
         x = np.asarray(e_hull_pbe, dtype=float)
         if not self.signed:
             x = np.maximum(x, 0.0)
-        return np.where(x <= ON_HULL_EV_PER_ATOM, ndtr(self.c_hull - self.c_below * np.minimum(x, 0.0)),
-                        ndtr(self.c0 - self.c1 * x))
+        s = self.shift(log_sites)
+        return np.where(x <= ON_HULL_EV_PER_ATOM, ndtr(self.c_hull + s - self.c_below * np.minimum(x, 0.0)),
+                        ndtr(self.c0 + s - self.c1 * x))
 
     def numbers(self) -> dict[str, Any]:
         return {"pbe_scan_p_stable_if_pbe_stable": self.p_on_hull, "pbe_scan_c_hull": self.c_hull,
                 "pbe_scan_p_stable_just_above_hull": float(ndtr(self.c0)), "pbe_scan_c0": self.c0,
                 "pbe_scan_c1_per_ev_per_atom": self.c1, "pbe_scan_c_below_per_ev_per_atom": self.c_below,
-                "pbe_scan_signed_depth": self.signed, "pbe_scan_n_pairs": self.n_pairs}
+                "pbe_scan_signed_depth": self.signed, "pbe_scan_n_pairs": self.n_pairs,
+                "pbe_scan_c_sites_per_ln_sites": self.c_sites}
 
 
 def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sigma: float = 0.1,
                           prior_weight: float = 5.0, tol: float = 1e-6,
                           prior_p_just_above: float | None = None, weights: Any = None,
-                          signed: bool = False, own: Any = None, own_offset_sd: float | None = None
-                          ) -> PbeScanRelation:
+                          signed: bool = False, own: Any = None, own_offset_sd: float | None = None,
+                          log_sites: Any = None, sites_slope_sd: float | None = None) -> PbeScanRelation:
     """Maximum a posteriori probit of SCAN-stable (SCAN E_hull <= ``tol``) on the computed PBE E_hull.
 
     With ``prior_p_just_above`` (the hull step) the on-hull pairs fit ``c_hull`` (prior ``Phi^-1(prior_p_stable)``)
@@ -192,6 +202,11 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     ``delta``). The known set's pairs then fix the shape (the slopes, the step) and the campaign's the level: the
     known pairs are judged on the known set's hulls, a population that can agree more often than the pool's
     candidates do, and a few dozen own pairs could not move a fit on hundreds of known ones.
+
+    ``log_sites`` (one per pair: ``ln(n_sites / median candidate n_sites)``, NaN: unknown, read as the median) with
+    ``sites_slope_sd``: every intercept gets a term ``c_sites log_sites`` (prior ``N(0, sites_slope_sd^2)``), so the
+    agreement of the two functionals may differ with cell size; the relation's intercepts are the median cell's.
+    Without a spread of sizes among the pairs the term is left out (``c_sites = 0``).
     """
     from scipy.optimize import minimize
     from scipy.special import log_ndtr, ndtri
@@ -199,10 +214,13 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     arr = np.asarray(pairs, dtype=float).reshape(-1, 2) if len(pairs) else np.zeros((0, 2))
     w_all = np.ones(len(arr)) if weights is None else np.asarray(weights, dtype=float).reshape(-1)
     own_all = np.zeros(len(arr), dtype=bool) if own is None else np.asarray(own, dtype=bool).reshape(-1)
-    if w_all.shape != (len(arr),) or own_all.shape != (len(arr),):
-        raise ValueError(f"{len(w_all)} weights and {len(own_all)} own flags for {len(arr)} pairs")
+    z_sites = (np.zeros(len(arr)) if log_sites is None
+               else np.nan_to_num(np.asarray(log_sites, dtype=float).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0))
+    if w_all.shape != (len(arr),) or own_all.shape != (len(arr),) or z_sites.shape != (len(arr),):
+        raise ValueError(f"{len(w_all)} weights, {len(own_all)} own flags and {len(z_sites)} cell sizes for "
+                         f"{len(arr)} pairs")
     finite = np.isfinite(arr).all(axis=1)
-    arr, w_all, own_all = arr[finite], w_all[finite], own_all[finite]
+    arr, w_all, own_all, z_sites = arr[finite], w_all[finite], own_all[finite], z_sites[finite]
     step = prior_p_just_above is not None
     chp, c1p = float(ndtri(prior_p_stable)), 1.0 / prior_sigma
     # with a stability threshold t > 0 the prior's "just above" sits at x = t: a PBE result below t is likelier
@@ -220,6 +238,7 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
     y = arr[:, 1] <= tol
     on = x <= ON_HULL_EV_PER_ATOM
     with_offset = own_offset_sd is not None and own_offset_sd > 0 and bool(own_all.any())
+    with_sites = sites_slope_sd is not None and sites_slope_sd > 0 and float(np.ptp(z_sites)) > 1e-9
 
     def slope_penalty(c1: float) -> float:
         return ((c1 - c1p) / c1p) ** 2
@@ -251,38 +270,49 @@ def fit_pbe_scan_relation(pairs: Any, *, prior_p_stable: float = 0.86, prior_sig
         start, bounds = [c0p, c1p], [(-5.0, 5.0), (0.0, 20 * c1p)]
     k = len(start)
 
+    k_sites = k + with_offset  # index of c_sites when fitted
+
     def loss(c: np.ndarray) -> float:
         z = z_of(c[:k])
         prior = prior_weight * penalty(c[:k])
         if with_offset:
             z = z + c[k] * own_all
             prior += 0.5 * (c[k] / own_offset_sd) ** 2
+        if with_sites:
+            z = z + c[k_sites] * z_sites
+            prior += 0.5 * (c[k_sites] / sites_slope_sd) ** 2
         return -float(np.sum(w_all * np.where(y, log_ndtr(z), log_ndtr(-z)))) + prior
 
-    res = minimize(loss, np.array(start + [0.0] * with_offset), method="L-BFGS-B",
-                   bounds=bounds + [(-5.0, 5.0)] * with_offset)
+    res = minimize(loss, np.array(start + [0.0] * (with_offset + with_sites)), method="L-BFGS-B",
+                   bounds=bounds + [(-5.0, 5.0)] * (with_offset + with_sites))
     c = [float(v) for v in res.x]
     delta = c[k] if with_offset else 0.0
+    c_sites = c[k_sites] if with_sites else 0.0
     own_note = (f"; the campaign's {int(own_all.sum())} own pairs offset by {delta:+.2f} (prior sd "
                 f"{own_offset_sd:g})" if with_offset else "")
+    own_note += (f"; {c_sites:+.2f} per e-fold of cell sites (prior sd {sites_slope_sd:g})" if with_sites else "")
     if signed:
         return PbeScanRelation(c[0] + delta, c[2], n, f"probit on {n} computed PBE/SCAN pairs (campaign and known "
                                                       f"set; signed PBE E_hull, {int(on.sum())} on or below the PBE "
                                                       f"hull) with a prior worth {prior_weight:g} pairs{own_note}",
-                               c_below=c[1], signed=True)
+                               c_below=c[1], signed=True, c_sites=c_sites)
     if step:
         return PbeScanRelation(c[0] - c[1] + delta, c[2], n,
                                f"probit on {n} computed PBE/SCAN pairs (campaign and known set; {int(on.sum())} on "
                                f"the PBE hull fitted apart) with a prior worth {prior_weight:g} pairs{own_note}",
-                               c_hull=c[0] + delta)
+                               c_hull=c[0] + delta, c_sites=c_sites)
     return PbeScanRelation(c[0] + delta, c[1], n, f"probit on {n} computed PBE/SCAN pairs (campaign and known set) "
-                                                  f"with a prior worth {prior_weight:g} pairs{own_note}")
+                                                  f"with a prior worth {prior_weight:g} pairs{own_note}",
+                           c_sites=c_sites)
 
 
-def relation_from_config(cfg: Any, pairs: Any, threshold: float, n_known: int = 0) -> PbeScanRelation:
+def relation_from_config(cfg: Any, pairs: Any, threshold: float, n_known: int = 0,
+                         pair_log_sites: Any = None) -> PbeScanRelation:
     """:func:`fit_pbe_scan_relation` with the priors of an ``ExpectedValueConfig``; SCAN-stable means E_hull at or
     below the campaign's ``threshold``. The last ``n_known`` pairs are the known set's: with
-    ``known_pairs_weight`` set they count as that many observations together (each ``weight / n_known``, at most 1)."""
+    ``known_pairs_weight`` set they count as that many observations together (each ``weight / n_known``, at most 1).
+    ``pair_log_sites`` (each pair's ``ln(n_sites / median)``) fits the cell-size term when
+    ``pbe_scan_size_slope_sd`` is set (the caller passes it only where costs differ)."""
     weights = None
     n_known = min(max(int(n_known), 0), len(pairs))
     if cfg.known_pairs_weight is not None and n_known > 0:
@@ -296,7 +326,9 @@ def relation_from_config(cfg: Any, pairs: Any, threshold: float, n_known: int = 
                                                      if cfg.pbe_scan_hull_step or cfg.pbe_scan_signed_depth
                                                      else None),
                                  signed=cfg.pbe_scan_signed_depth, own=own,
-                                 own_offset_sd=cfg.pbe_scan_campaign_offset_sd)
+                                 own_offset_sd=cfg.pbe_scan_campaign_offset_sd,
+                                 log_sites=pair_log_sites if cfg.pbe_scan_size_slope_sd else None,
+                                 sites_slope_sd=cfg.pbe_scan_size_slope_sd)
 
 
 def bivariate_normal_cdf(h: Any, k: Any, rho: Any) -> np.ndarray:
@@ -326,7 +358,7 @@ def bivariate_normal_cdf(h: Any, k: Any, rho: Any) -> np.ndarray:
 
 
 def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any, *, scan_mean: Any = None,
-              scan_sd: Any = None, scan_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+              scan_sd: Any = None, scan_threshold: float = 0.0, shift: Any = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """``P(go)`` and the expected finds ``F`` of the PBE route, exactly, for a predicted PBE E_hull ``X ~ N(mu, sd)``.
 
     With the candidate's own SCAN prediction (``scan_mean``, ``scan_sd``; the planner passes it under
@@ -347,15 +379,18 @@ def pbe_route(relation: PbeScanRelation, mu: Any, sd: Any, threshold_p: Any, *, 
     = Phi2(h, a / sqrt(1 + b^2); -b / sqrt(1 + b^2))`` with ``X = mu + sd Z``: ``a = c_hull - c_below mu``, ``b =
     -c_below sd`` up to ``min(0, x*)`` (``Phi(c_hull) P(X <= min(0, x*))`` when ``c_below = 0``), and ``a = c0 - c1
     mu``, ``b = -c1 sd`` between 0 and ``x*``.
+
+    ``shift`` (per candidate; :meth:`PbeScanRelation.shift`) moves both intercepts of ``q``: the relation of that
+    candidate's cell size.
     """
     from scipy.special import ndtri
 
-    mu, sd, t = np.broadcast_arrays(np.asarray(mu, float), np.maximum(np.asarray(sd, float), 1e-12),
-                                    np.asarray(threshold_p, float))
-    c0, c1, cb = float(relation.c0), float(relation.c1), float(relation.c_below)
-    ch = float(relation.c_hull)
-    p0 = relation.p_on_hull  # q at the PBE hull (and, with c_below 0, below it)
-    p_above = float(ndtr(c0))  # q just above it (= p0 without the hull step)
+    mu, sd, t, s = np.broadcast_arrays(np.asarray(mu, float), np.maximum(np.asarray(sd, float), 1e-12),
+                                       np.asarray(threshold_p, float), np.asarray(shift, float))
+    c1, cb = float(relation.c1), float(relation.c_below)
+    c0, ch = float(relation.c0) + s, float(relation.c_hull) + s  # this candidate's intercepts
+    p0 = ndtr(ch)  # q at the PBE hull (and, with c_below 0, below it)
+    p_above = ndtr(c0)  # q just above it (= p0 without the hull step)
     with np.errstate(divide="ignore", invalid="ignore"):
         if c1 > 0:
             x_above = np.where(t <= 0.0, np.inf, (c0 - ndtri(np.clip(t, 1e-300, 1.0))) / c1)
@@ -491,19 +526,25 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         elif gp:
             mu_s, sd_s = precision_blend(mu_s, sd_s, *gp["scan"], cfg.composition_gp_weight)
             mu_p, sd_p = precision_blend(mu_p, sd_p, *gp["pbe"], cfg.composition_gp_weight)
-    relation = relation_from_config(cfg, state.pbe_scan_pairs, thr, state.n_known_pbe_scan_pairs)
+    costs_differ = log_cost.size > 0 and float(np.ptp(log_cost)) > 1e-9
+    # the relation's cell-size term (where costs differ: cell size then also sets what a screen saves)
+    size_term = bool(cfg.pbe_scan_size_slope_sd) and costs_differ and state.log_sites is not None
+    relation = relation_from_config(cfg, state.pbe_scan_pairs, thr, state.n_known_pbe_scan_pairs,
+                                    pair_log_sites=state.pbe_scan_pair_log_sites if size_term else None)
+    log_sites = np.asarray(state.log_sites, float) if size_term else np.zeros(n)
+    q_shift = np.broadcast_to(relation.shift(log_sites), (n,))  # each candidate's relation: its cell size
     p_model = ndtr((thr - mu_s) / sd_s)
     p_raw = ndtr((thr - r.mean_scan) / np.maximum(np.asarray(state.scan_std_ev_per_atom, float), floor))
     pbe_result = np.array([state.pbe_result_e_hull_ev_per_atom.get(c, np.nan) for c in ids], dtype=float)
     has_pbe = np.isfinite(pbe_result)
-    q_pbe = np.where(has_pbe, relation.p_scan_stable(np.where(has_pbe, pbe_result, 0.0)), np.nan)
+    q_pbe = np.where(has_pbe, relation.p_scan_stable(np.where(has_pbe, pbe_result, 0.0), log_sites), np.nan)
     # a find must also survive the pool's uncomputed candidates (a lower polymorph, a compound cutting the hull)
     survival = (np.clip(np.asarray(state.competitor_survival_scan, float), 0.0, 1.0)
                 if state.competitor_survival_scan is not None else np.ones(n))
     p_model, q_pbe = p_model * survival, q_pbe * survival
     p_scan = np.where(has_pbe, q_pbe, p_model)
     if cfg.scan_now_at_most_pbe_view:  # the PBE view: the PBE route's finds were SCAN always to follow the screen
-        pbe_view = pbe_route(relation, mu_p, sd_p, np.zeros(n))[1] * survival
+        pbe_view = pbe_route(relation, mu_p, sd_p, np.zeros(n), shift=q_shift)[1] * survival
         p_scan = np.where(has_pbe, p_scan, np.minimum(p_scan, pbe_view))
     c_s, c_p = r.cost_scan, r.cost_pbe
 
@@ -538,7 +579,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # after the screen, SCAN goes ahead when q(x) S / c_s >= lambda: the route's threshold on q is lambda c_s / S
     p_go, finds_pbe = pbe_route(relation, mu_p, sd_p, lam * c_s / np.maximum(survival, 1e-9),
                                 scan_mean=mu_s if cfg.pbe_route_joint else None, scan_sd=sd_s,
-                                scan_threshold=thr)
+                                scan_threshold=thr, shift=q_shift)
     finds_pbe = finds_pbe * survival
     cost_pbe_route = c_p + c_s * p_go
     rate_pbe = (finds_pbe + l_p + p_go * l_s) / cost_pbe_route
@@ -555,6 +596,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                "cost_scan_cpu_hours": float(c_s[i]), "cost_pbe_cpu_hours": float(c_p[i])}
         if has_pbe[i]:
             out["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])
+        if size_term:
+            out["pbe_scan_size_shift"] = float(q_shift[i])
         if gp:
             out["composition_gp_scan_mean_ev_per_atom"], out["composition_gp_scan_std_ev_per_atom"] = (
                 float(gp["scan"][0][i]), float(gp["scan"][1][i]))
@@ -573,32 +616,66 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # spent). The per-unit ranking below trusts the corrected P across cell sizes and polymorphs; where the model's
     # error follows cell size (issue-12 world: cells of 13-20 sites rated 3x too low) it never reaches the dear
     # cells, and their outcomes never reach the cost-class offsets.
-    costs_differ = log_cost.size > 0 and float(np.ptp(log_cost)) > 1e-9
     share = cfg.cost_blind_share if costs_differ else cfg.cost_blind_share_equal_costs
     blind = {"ev_cost_blind_share": share}
+    # the SCAN follow-ups of this round's screens, kept back from the campaign's remaining budget (near the end of a
+    # campaign, screens were otherwise bought whose follow-ups the rest of the round spent)
+    screens: list[tuple[float, float]] = []
+    reserved = 0.0
     if share > 0:
         allowance = min(max(share * (state.spent_cpu_hours + r.budget) - state.cost_blind_spent_cpu_hours, 0.0),
                         r.left)
         planned_blind = 0.0
         c_median = float(np.median(c_s[open_s])) if open_s.any() else 1.0
-        for i in sorted(np.flatnonzero(open_s & (p_raw > 0)), key=lambda j: (-p_raw[j], j)):
+        share_screens = bool(cfg.cost_blind_share_screens)
+        n_blind_screens = 0
+        # the order ignores cost: the model's own P, and (with share_screens) a screened candidate's P from its PBE
+        # result (the per-unit ranking's lambda, set by cheap cells, would never let a dear cell's screen go on)
+        key = np.where(has_pbe, q_pbe, p_raw) if share_screens else p_raw
+        if share_screens:  # a share screen goes on to SCAN when its result leaves the odds at least where they were
+            go_share, finds_share = pbe_route(relation, mu_p, sd_p, p_scan / np.maximum(survival, 1e-9),
+                                              shift=q_shift)
+            rate_pbe_share = finds_share * survival / (c_p + c_s * go_share)
+        for i in sorted(np.flatnonzero(open_s & (key > 0)), key=lambda j: (-key[j], j)):
             if r.planned[i]:
                 continue
-            if p_raw[i] / c_median < stop_rate:  # valued at the median cost (the share ignores cost): the rest too
+            if key[i] / c_median < stop_rate:  # valued at the median cost (the share ignores cost): the rest too
                 break
-            if c_s[i] > allowance - planned_blind:  # the next in line waits for the allowance to grow
+            # which candidate ignores cost; how (with share_screens) does not: a screen where it earns more per unit
+            screen = (share_screens and not has_pbe[i] and bool(r.open_pbe[i])
+                      and rate_pbe_share[i] > p_scan[i] / c_s[i])
+            if (c_p[i] if screen else c_s[i]) > allowance - planned_blind:  # waits for the allowance to grow
                 break
             before = len(r.items)
-            r.add_scan([i], allowance - planned_blind,
-                       f"EV cost-blind share: SCAN by the model's P(SCAN-stable)={p_raw[i]:.2f} alone, cost "
-                       "ignored")
-            if tag(before, i, {**item_numbers(i), "route": "cost_blind"}):
+            numbers = {**item_numbers(i), "route": "cost_blind"}
+            if share_screens and not has_pbe[i]:
+                numbers.update(p_go_share_screen=float(go_share[i]), rate_pbe_share_screen=float(rate_pbe_share[i]))
+            if screen:
+                r.add_pbe([i], allowance - planned_blind,
+                          f"EV cost-blind share: PBE screen first (chosen by the model's P(SCAN-stable)="
+                          f"{p_raw[i]:.2f} alone; screening earns {rate_pbe_share[i]:.3g} finds/CPU-h vs SCAN now "
+                          f"{p_scan[i] / c_s[i]:.3g})")
+            elif has_pbe[i] and share_screens:
+                r.add_scan([i], allowance - planned_blind,
+                           f"EV cost-blind share: SCAN after its PBE screen, P(SCAN-stable)={q_pbe[i]:.2f} from the "
+                           "PBE result, cost ignored")
+            else:
+                r.add_scan([i], allowance - planned_blind,
+                           f"EV cost-blind share: SCAN by the model's P(SCAN-stable)={p_raw[i]:.2f} alone, cost "
+                           "ignored")
+            if tag(before, i, numbers):
                 for item in r.items[before:]:
                     # its competing phases were bought for it: they count in the share's spend in later rounds
                     # too (the planner sums the accepted decisions whose route says so)
                     if item.kind == "competing_phase":
                         item.numbers = {"route": "cost_blind"}
                 planned_blind += math.fsum(item.cost_cpu_hours for item in r.items[before:])
+                if screen:
+                    n_blind_screens += 1
+                    if cfg.reserve_follow_ups:
+                        screens.append((float(c_s[i]), float(go_share[i])))
+                        reserved = follow_ups_kept_back(screens)
+        blind["ev_cost_blind_n_pbe_screens"] = n_blind_screens
         blind.update({"ev_cost_blind_allowance_cpu_hours": allowance, "ev_cost_blind_planned_cpu_hours": planned_blind,
                       "ev_cost_blind_spent_before_cpu_hours": state.cost_blind_spent_cpu_hours,
                       "ev_spent_before_cpu_hours": state.spent_cpu_hours})
@@ -624,10 +701,6 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     heapq.heapify(line)
     tried: set[tuple[int, str]] = set()
     n_choice = {"scan": 0, "pbe": 0}
-    # the SCAN follow-ups of this round's screens, kept back from the campaign's remaining budget (near the end of a
-    # campaign, screens were otherwise bought whose follow-ups the rest of the round spent)
-    screens: list[tuple[float, float]] = []
-    reserved = 0.0
 
     def other_option(i: int, fid: str) -> None:
         other = "pbe" if fid == "scan" else "scan"

@@ -596,3 +596,94 @@ def test_known_pairs_weight_lets_the_campaigns_own_pairs_decide():
     assert weighted.p_on_hull < 0.65 < equal.p_on_hull - 0.2  # 4 + ~8 known + the prior over ~33
     with pytest.raises(ValueError):
         fit_pbe_scan_relation(campaign, weights=[1.0])
+
+
+def test_cell_size_term_fits_agreement_that_grows_with_cell_size():
+    """Pairs as in the Li-Mn-Fe-Co-Ni-O known set: on the PBE hull, 4-site cells stay SCAN-stable 40 % of the time
+    and 16-site cells 90 %. The size term finds it (c_sites > 0) and q of a PBE-stable cell follows its size; without
+    a prior sd, or with every pair one size, there is no term and the fit is the old one to the last digit."""
+    rng = np.random.default_rng(3)
+    small = [(0.0, 0.0 if rng.random() < 0.4 else 0.05) for _ in range(200)]
+    large = [(0.0, 0.0 if rng.random() < 0.9 else 0.05) for _ in range(200)]
+    above = [(0.1, 0.08)] * 100  # just as many above the hull, SCAN-unstable, of each size
+    pairs = small + large + above + above
+    log_sites = np.log(np.r_[np.full(200, 4.0), np.full(200, 16.0), np.full(100, 4.0), np.full(100, 16.0)] / 8.0)
+    sized = fit_pbe_scan_relation(pairs, prior_p_just_above=0.3, log_sites=log_sites, sites_slope_sd=1.0)
+    assert sized.c_sites > 0.5 and "per e-fold of cell sites" in sized.source
+    q_small, q_large = sized.p_scan_stable([0.0, 0.0], np.log([4 / 8, 16 / 8]))
+    assert q_small == pytest.approx(0.4, abs=0.08) and q_large == pytest.approx(0.9, abs=0.06)
+    assert sized.numbers()["pbe_scan_c_sites_per_ln_sites"] == sized.c_sites
+    plain = fit_pbe_scan_relation(pairs, prior_p_just_above=0.3)
+    for off in (fit_pbe_scan_relation(pairs, prior_p_just_above=0.3, log_sites=log_sites),
+                fit_pbe_scan_relation(pairs, prior_p_just_above=0.3, log_sites=np.zeros(600), sites_slope_sd=1.0)):
+        assert off.c_sites == 0.0 and (off.c0, off.c1, off.c_hull) == (plain.c0, plain.c1, plain.c_hull)
+    assert plain.p_scan_stable([0.0], np.log([4 / 8])) == plain.p_scan_stable([0.0])  # no term: size ignored
+    with pytest.raises(ValueError, match="cell sizes"):
+        fit_pbe_scan_relation(pairs, log_sites=log_sites[:10], sites_slope_sd=1.0)
+
+
+def test_pbe_route_with_a_shift_is_the_route_of_the_shifted_relation():
+    from screener.policies.expected_value import PbeScanRelation, pbe_route
+
+    relation = PbeScanRelation(-0.5, 10.0, 0, "test", c_hull=0.4, c_sites=0.8)
+    mu, sd, t = np.array([0.05, 0.0, 0.1, -0.05]), np.array([0.1, 0.05, 0.2, 0.1]), np.array([0.3, 0.6, 0.0, 0.8])
+    z = np.log(np.array([2.0, 8.0, 20.0, 4.0]) / 8.0)
+    p_go, finds = pbe_route(relation, mu, sd, t, shift=relation.shift(z))
+    for i, s in enumerate(relation.shift(z)):
+        alone = PbeScanRelation(-0.5 + s, 10.0, 0, "test", c_hull=0.4 + s)
+        ref_go, ref_finds = pbe_route(alone, mu[i:i + 1], sd[i:i + 1], t[i:i + 1])
+        assert (p_go[i], finds[i]) == pytest.approx((ref_go[0], ref_finds[0]), abs=1e-12)
+        assert relation.p_scan_stable([0.0, 0.1], [z[i], z[i]]) == pytest.approx(alone.p_scan_stable([0.0, 0.1]))
+    assert pbe_route(relation, mu, sd, t)[1] == pytest.approx(pbe_route(
+        PbeScanRelation(-0.5, 10.0, 0, "test", c_hull=0.4), mu, sd, t)[1])  # no shift: the median cell's
+
+
+def _size_state(n=200, **kw):
+    """c0: a dear 20-site cell the model rates likeliest, uncertain (a screen pays); c1..: cheap 4-site cells, more
+    than the budget reaches (lambda > 0: a screen's SCAN follow-up is not certain)."""
+    mean = [0.0] + [0.05] * (n - 1)
+    sites = [20] + [4] * (n - 1)
+    log_sites = list(np.log(np.asarray(sites, float) / 4.0))
+    return _state(n=n, scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, scan_std_ev_per_atom=[0.15] * n,
+                  pbe_std_ev_per_atom=[0.15] * n, cost_scan_cpu_hours=[40.0] + [2.0] * (n - 1),
+                  cost_pbe_cpu_hours=[8.0] + [0.4] * (n - 1), budget_cpu_hours=200.0, log_sites=log_sites, **kw)
+
+
+def test_cost_blind_share_screens_where_the_screen_earns_more_and_never_rebuys_a_screened_cell():
+    # the known pairs say large cells on the PBE hull stay SCAN-stable (20 sites: 9 in 10), small ones seldom
+    pairs = [(0.0, 0.0)] * 9 + [(0.0, 0.05)] + [(0.0, 0.0)] * 3 + [(0.0, 0.05)] * 7 + [(0.1, 0.1)] * 20
+    pair_sites = list(np.log(np.r_[np.full(10, 20.0), np.full(10, 4.0), np.full(20, 8.0)] / 4.0))
+    state = _size_state(pbe_scan_pairs=pairs, n_known_pbe_scan_pairs=len(pairs), pbe_scan_pair_log_sites=pair_sites)
+    base = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 100.0})
+
+    def with_ev(**ev):
+        return base.model_copy(update={"expected_value": base.expected_value.model_copy(update=ev)})
+
+    today = decide(base, state)
+    assert (today.items[0].job_id, today.items[0].fidelity) == ("c0", "scan")  # the share buys SCAN only
+    assert "ev_cost_blind_n_pbe_screens" not in today.numbers or today.numbers["ev_cost_blind_n_pbe_screens"] == 0
+    sized = with_ev(pbe_scan_size_slope_sd=1.0, cost_blind_share_screens=True)
+    plan = decide(sized, state)
+    first = plan.items[0]
+    assert (first.job_id, first.fidelity, first.numbers["route"]) == ("c0", "pbe", "cost_blind")
+    # the per-unit ranking's lambda (the cheap cells' rate) would never let a 40-CPU-h follow-up go on: there the
+    # screen is worth nothing; the share's follow-up goes on when the result leaves the odds where they were
+    assert first.numbers["rate_pbe_per_cpu_hour"] == 0.0
+    assert first.numbers["rate_pbe_share_screen"] > first.numbers["rate_scan_per_cpu_hour"]
+    assert 0 < first.numbers["p_go_share_screen"] < 1
+    assert first.numbers["pbe_scan_size_shift"] > 0 and "PBE screen first" in first.reason
+    assert plan.numbers["ev_cost_blind_n_pbe_screens"] >= 1 and plan.numbers["pbe_scan_c_sites_per_ln_sites"] > 0
+    blind = [i for i in plan.items if i.numbers.get("route") == "cost_blind"]
+    assert plan.numbers["ev_cost_blind_planned_cpu_hours"] == pytest.approx(sum(i.cost_cpu_hours for i in blind))
+    # once screened, c0 is judged on its PBE result, never on the model's P: off the PBE hull it is not bought ...
+    unstable = decide(sized, {**state, "pbe_done": ["c0"], "pbe_result_e_hull_ev_per_atom": {"c0": 0.2}})
+    assert "c0" not in [i.job_id for i in unstable.items]
+    # ... on it, the share buys its SCAN run first (P from the PBE result, as large cells on the hull agree)
+    stable = decide(sized, {**state, "pbe_done": ["c0"], "pbe_result_e_hull_ev_per_atom": {"c0": 0.0}})
+    c0 = stable.items[0]
+    assert (c0.job_id, c0.fidelity, c0.numbers["p_scan_source"], c0.numbers["route"]) == (
+        "c0", "scan", "pbe result", "cost_blind")
+    assert c0.numbers["p_scan_stable"] > 0.75 and "after its PBE screen" in c0.reason
+    # equal costs: both switches inert, plan for plan
+    flat = {**state, "cost_scan_cpu_hours": [5.0] * 200, "cost_pbe_cpu_hours": [1.0] * 200}
+    assert decide(sized, flat).as_tuples() == decide(base, flat).as_tuples()
