@@ -258,6 +258,11 @@ def test_known_pairs_match_mp_gga_and_r2scan_entries_by_material(mp_entries_smal
     assert on_hull and all(signed[i][0] < -1e-3 for i in on_hull)
     assert all(signed[i] == censored[i] for i in range(len(censored)) if i not in on_hull)
     assert [y for _, y in signed] == [y for _, y in censored]
+    # with_sites: the same pairs, each with its PBE structure's n_sites (the relation's cell-size term)
+    sized = _known_pairs(hulls, with_sites=True)
+    assert [(x, y) for x, y, _ in sized] == censored
+    compounds = [e for e in pbe if len(e.composition.elements) > 1]
+    assert sorted(n for *_, n in sized) == sorted(float(len(e.structure)) for e in compounds)
 
 
 def test_a_pbe_stable_result_reads_its_depth_below_the_other_phases(twin_hulls):
@@ -576,3 +581,33 @@ def test_element_sets_too_large_for_one_hull_are_skipped_and_counted(twin_hulls,
     survival, numbers = _li2o_planner(twin_hulls[0], tmp_path)._competitor_survival(_li2o_request())
     assert survival == [1.0, 1.0]
     assert numbers["competitor_skipped"] == 2 and numbers["competitor_groups"] == 0
+
+
+def test_planner_gives_the_relation_each_candidates_and_pairs_cell_size(tmp_path):
+    """With the relation's cell-size term the planner reads n_sites from the ledger: ln(n_sites / the candidates'
+    median) per candidate and per PBE/SCAN pair (the campaign's own first, then the known set's; NaN unknown)."""
+    import math
+
+    from screener.campaign.components import PolicyPlanner
+    from screener.campaign.config import CampaignConfig
+    from screener.campaign.ledger import Ledger
+    from screener.policies import load_policy
+
+    ledger = Ledger.in_dir(tmp_path / "ledger", create=True)
+    ledger.add_candidates([{"structure_id": s, "formula": "LiO2", "chemsys": "Li-O", "n_sites": n, "role": r,
+                            "structure_json": None}
+                           for s, n, r in (("a", 4, "candidate"), ("b", 8, "candidate"), ("c", 16, "candidate"),
+                                           ("p", 2, "competing"))])
+    policy = load_policy("expected-value")
+    policy = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"pbe_scan_size_slope_sd": 1.0})})
+    planner = PolicyPlanner(policy, CampaignConfig(budget_total=100.0, batch_size=2), ledger=ledger,
+                            hulls=object())  # the known pairs below stand for what it reads once from the hulls
+    planner._known_pairs, planner._known_pair_sites = [(0.0, 0.0)], [32.0]
+    computed = {"pbe": {"c": (1, 0.0, "candidate"), "p": (1, 0.0, "competing"), "a": (1, 0.1, "candidate")},
+                "scan": {"c": (2, 0.0, "candidate"), "p": (1, 0.0, "competing")}}
+    _, pairs, pair_sites = planner._pbe_results(computed)
+    assert pairs == [(0.0, 0.0), (0.0, 0.0), (0.0, 0.0)] and pair_sites == [16.0, 2.0, 32.0]
+    log_sites, pair_log_sites = planner._log_sites(["a", "b", "c", "unknown"], pair_sites)
+    assert log_sites[:3] == pytest.approx([math.log(0.5), 0.0, math.log(2.0)]) and math.isnan(log_sites[3])
+    assert pair_log_sites == pytest.approx([math.log(2.0), math.log(0.25), math.log(4.0)])
