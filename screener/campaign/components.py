@@ -461,17 +461,17 @@ def _known_pairs(hulls: Any, signed: bool = False, with_sites: bool = False) -> 
             else:
                 left_pbe.append(e)
         left_scan = [e for e in refs["scan"] if id(e) not in used]
+        structure_of = getattr(hulls, "_structure", None)
+
+        def structure(e: Any) -> Any:
+            s = getattr(e, "structure", None)
+            if s is None and callable(structure_of):
+                from screener.hull.phase_diagram import entry_key
+
+                s = structure_of(str(entry_key(e)))
+            return s
+
         if left_pbe and left_scan:  # no common id: the same structure (where the entries keep one)
-            structure_of = getattr(hulls, "_structure", None)
-
-            def structure(e: Any) -> Any:
-                s = getattr(e, "structure", None)
-                if s is None and callable(structure_of):
-                    from screener.hull.phase_diagram import entry_key
-
-                    s = structure_of(str(entry_key(e)))
-                return s
-
             matcher = StructureMatcher()
             scan_by_formula: dict[str, list[tuple[Any, Any]]] = {}
             for e in left_scan:
@@ -498,8 +498,8 @@ def _known_pairs(hulls: Any, signed: bool = False, with_sites: bool = False) -> 
                 x = min(x, hulls.hulls["pbe"].e_above_hull_ev_per_atom(pbe, exclude=[str(entry_key(pbe))]))
             y = hulls.hulls["scan"].e_above_hull_ev_per_atom(scan)
             if np.isfinite(x) and np.isfinite(y):
-                structure = getattr(pbe, "structure", None)
-                out.append((float(x), float(y), float(len(structure)) if structure is not None else float("nan"))
+                s = structure(pbe) if with_sites else None
+                out.append((float(x), float(y), float(len(s)) if s is not None else float("nan"))
                            if with_sites else (float(x), float(y)))
         return out
     except Exception as exc:  # noqa: BLE001 - a hull without ids or references: the prior and campaign pairs remain
