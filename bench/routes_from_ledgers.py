@@ -79,6 +79,9 @@ def by_cell_size(db: Any, stable_true: dict[str, bool], edges: list[int]) -> dic
         size[sid] = labels[bisect.bisect_left(edges, int(n_sites))]
         out[size[sid]]["candidates"] += 1
         out[size[sid]]["truly_stable"] += bool(stable_true.get(sid))
+    route = {sid: ("cost_blind" if n.get("route") == "cost_blind" else
+                   "after_pbe_screen" if n.get("p_scan_source") == "pbe result" else "per_unit_model")
+             for sid, n in accepted_scan_decisions(db) if "p_scan_stable" in n}
     for sid, fidelity, cost in db.execute("SELECT structure_id, fidelity, actual_cost FROM jobs WHERE state = 'done'"):
         if sid not in size:
             continue
@@ -87,6 +90,23 @@ def by_cell_size(db: Any, stable_true: dict[str, bool], edges: list[int]) -> dic
         if fidelity == "scan":
             row["scan_runs"] += 1
             row["scan_truly_stable"] += bool(stable_true.get(sid))
+            if sid in route:  # expected-value ledgers: the SCAN runs by the route of the decision that bought them
+                acc = row.setdefault("scan_by_route", {}).setdefault(route[sid], {"runs": 0, "truly_stable": 0,
+                                                                                  "cost": 0.0})
+                acc["runs"] += 1
+                acc["truly_stable"] += bool(stable_true.get(sid))
+                acc["cost"] = round(acc["cost"] + float(cost or 0.0), 6)
+    return out
+
+
+def cell_size_total(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One class's :func:`by_cell_size` figures summed over campaigns (``scan_by_route`` route by route)."""
+    out: dict[str, Any] = {f: round(sum(r[f] for r in rows), 6) for f in rows[0] if f != "scan_by_route"}
+    for r in rows:
+        for name, acc in r.get("scan_by_route", {}).items():
+            total = out.setdefault("scan_by_route", {}).setdefault(name, {"runs": 0, "truly_stable": 0, "cost": 0.0})
+            for f in total:
+                total[f] = round(total[f] + acc[f], 6)
     return out
 
 
@@ -187,9 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                              "in a round whose PBE screens of the same chemical "
                                                              "system had reached --max-per-chemsys before them"},
         "campaigns": rows,
-        **({"by_cell_size_total": {k: {f: round(sum(r["by_cell_size"][k][f] for r in rows), 6)
-                                       for f in rows[0]["by_cell_size"][k]} for k in site_class_labels(edges)}}
-           if edges and rows else {}),
+        **({"by_cell_size_total": {k: cell_size_total([r["by_cell_size"][k] for r in rows])
+                                   for k in site_class_labels(edges)}} if edges and rows else {}),
         "screened_scan_stable_share": share("screened_scan_truly_stable", "screens_followed_by_scan"),
         "direct_scan_stable_share": share("direct_scan_truly_stable", "direct_scan"),
     }

@@ -89,3 +89,23 @@ def test_by_cell_size_puts_runs_finds_and_spend_in_the_class_of_each_candidate(t
     assert out["17+"]["scan_truly_stable"] == 1 and out["17+"]["scan_cost"] == 5.0
     assert routes(folder, stable, site_edges=[8, 12, 16])["by_cell_size"] == out
     assert "by_cell_size" not in routes(folder, stable)
+
+
+def test_by_cell_size_splits_expected_value_scan_runs_by_route_and_sums_over_campaigns(tmp_path):
+    from routes_from_ledgers import cell_size_total
+
+    # a: a cost-blind SCAN (stable), b: a follow-up of its screen (unstable), both 4 sites
+    folder = _ledger(tmp_path / "camp", [("a", "scan", 1), ("b", "pbe", 1), ("b", "scan", 2)],
+                     [("a", {"p_scan_stable": 0.3, "p_scan_source": "model", "route": "cost_blind"}),
+                      ("b", {"p_scan_stable": 0.6, "p_scan_source": "pbe result"})])
+    db = sqlite3.connect(folder / "ledger.sqlite")
+    db.execute("CREATE TABLE candidates (structure_id TEXT, n_sites INTEGER, role TEXT)")
+    db.executemany("INSERT INTO candidates VALUES (?, ?, 'candidate')", [("a", 4), ("b", 4)])
+    db.commit()
+    row = by_cell_size(db, {"a": True, "b": False}, [8])["1-8"]
+    db.close()
+    assert row["scan_by_route"] == {"cost_blind": {"runs": 1, "truly_stable": 1, "cost": 5.0},
+                                    "after_pbe_screen": {"runs": 1, "truly_stable": 0, "cost": 5.0}}
+    total = cell_size_total([row, row])
+    assert total["scan_runs"] == 4 and total["pbe_cost"] == 2.0
+    assert total["scan_by_route"]["cost_blind"] == {"runs": 2, "truly_stable": 2, "cost": 10.0}
