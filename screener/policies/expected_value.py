@@ -36,6 +36,11 @@ Two options of the relation are off by default (measured, no more finds; docs/po
 rising with it), and ``pbe_scan_campaign_offset_sd`` gives the campaign's own pairs a probit offset of their own (its
 level, the known pairs' shape).
 
+Where costs differ, two options (``pbe_scan_size_slope_sd``, ``cost_blind_share_screens``; docs/policy.md) let the
+relation depend on cell size (a probit term ``c_sites ln(n_sites / median)``: large cells on the PBE hull stay
+SCAN-stable more often in the stand-in worlds) and let the cost-blind share (below) screen a dear cell with PBE
+first, its follow-up judged without ``lambda``.
+
 **A composition model** (``composition_gp_pool``, on by default; :mod:`screener.policies.composition_model`): a
 Gaussian process on composition features, refitted each round on every computed E_hull, is pooled with the
 (outcome-calibrated) ensemble in probit space, ``z = (1 - a) z_ensemble + a z_GP`` at each fidelity, the weight ``a``
