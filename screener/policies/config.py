@@ -105,11 +105,11 @@ class ExpectedValueConfig(BaseModel):
         "its shape, the campaign's its level. null (the default): one fit for both populations; measured at 0.5 "
         "and left off (docs/policy.md).")
     pbe_scan_size_slope_sd: float | None = Field(
-        None, gt=0, description="Where candidates' costs differ: let P(SCAN-stable | PBE E_hull) depend on the cell "
+        1.0, gt=0, description="Where candidates' costs differ: let P(SCAN-stable | PBE E_hull) depend on the cell "
         "size, a probit term c_sites ln(n_sites / median candidate n_sites) fitted on the known and campaign pairs "
-        "with a prior N(0, sd^2) (probit units per e-fold of sites). In the stand-in worlds small cells on the PBE "
-        "hull stay SCAN-stable far less often than large ones (Li-Mn-Fe-Co-Ni-O known set: 47 % of 1-8 sites, 80 % "
-        "of 13-16, 9 of 9 above 16). null (the default): one relation for every cell size.")
+        "with a prior N(0, sd^2) (probit units per e-fold of sites; default 1). In the stand-in worlds small cells "
+        "on the PBE hull stay SCAN-stable far less often than large ones (Li-Mn-Fe-Co-Ni-O known set: 47 % of 1-8 "
+        "sites, 80 % of 13-16, 9 of 9 above 16). null: one relation for every cell size. Inert with equal costs.")
     outcome_calibration: bool = Field(
         True, description="Recalibrate P(stable) on the campaign's purchases (P at purchase vs stable or not), "
         "refitted each round (see screener.policies.outcome_calibration).")
@@ -130,10 +130,10 @@ class ExpectedValueConfig(BaseModel):
         "competitor survival, cost ignored), a hedge against a model error that follows cell size; 0: off. Inert "
         "with equal costs (there cost_blind_share_equal_costs applies).")
     cost_blind_share_screens: bool = Field(
-        False, description="Let the cost-blind share buy a PBE screen instead of SCAN now where the candidate's own "
-        "PBE route is worth more per unit than SCAN now (its spend counts in the share; a screened candidate is "
-        "then judged on its PBE result by the per-unit ranking, never re-bought by the share on the model's P). "
-        "false (the default): the share buys SCAN now only.")
+        True, description="Let the cost-blind share buy a PBE screen instead of SCAN now where the candidate's PBE "
+        "route, its follow-up going on when the result leaves the odds at least where they were, earns more per "
+        "unit than SCAN now (its spend counts in the share); a screened candidate joins the share's order at its P "
+        "from the PBE result, never the model's. false: the share buys SCAN now only.")
     cost_blind_share_equal_costs: float = Field(
         0.0, ge=0, le=1, description="The same share where all candidates cost the same (0, the default: off): SCAN "
         "runs in scan-only's order, a hedge on the SCAN model's own ranking where the PBE screen cannot point at "

@@ -407,7 +407,8 @@ def test_cost_blind_share_buys_the_likeliest_dear_cell_first_and_keeps_to_its_sh
     state = _state(n=n, scan_mean_ev_per_atom=mean, pbe_mean_ev_per_atom=mean, scan_std_ev_per_atom=[0.1] * n,
                    cost_scan_cpu_hours=[40.0] + [2.0] * (n - 1), cost_pbe_cpu_hours=[8.0] + [0.4] * (n - 1),
                    budget_cpu_hours=1000.0)
-    policy = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 100.0})
+    # the share's SCAN-only form (its screens: test_cost_blind_share_screens_where_the_screen_earns_more_...)
+    policy = _with(cost_blind_share_screens=False).model_copy(update={"round_budget_cpu_hours": 100.0})
     ev = policy.expected_value
     assert ev.cost_blind_share == 0.5
     plan = decide(policy, state)
@@ -451,7 +452,8 @@ def test_competing_phases_of_a_cost_blind_pick_count_in_its_share():
                    cost_scan_cpu_hours=[40.0] + [2.0] * (n - 1), cost_pbe_cpu_hours=[8.0] + [0.4] * (n - 1),
                    budget_cpu_hours=1000.0,
                    required_phases=[dict(job_id="p", chemsys="Li-X0", cost_cpu_hours=6.0)])
-    policy = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 100.0})
+    # c0 bought as SCAN now (the share's screens off): its SCAN hull needs the phase
+    policy = _with(cost_blind_share_screens=False).model_copy(update={"round_budget_cpu_hours": 100.0})
     plan = decide(policy, state)
     phase = next(i for i in plan.items if i.job_id == "p")
     assert (phase.kind, phase.for_candidate, phase.numbers) == ("competing_phase", "c0", {"route": "cost_blind"})
@@ -654,15 +656,13 @@ def test_cost_blind_share_screens_where_the_screen_earns_more_and_never_rebuys_a
     pairs = [(0.0, 0.0)] * 9 + [(0.0, 0.05)] + [(0.0, 0.0)] * 3 + [(0.0, 0.05)] * 7 + [(0.1, 0.1)] * 20
     pair_sites = list(np.log(np.r_[np.full(10, 20.0), np.full(10, 4.0), np.full(20, 8.0)] / 4.0))
     state = _size_state(pbe_scan_pairs=pairs, n_known_pbe_scan_pairs=len(pairs), pbe_scan_pair_log_sites=pair_sites)
-    base = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 100.0})
-
-    def with_ev(**ev):
-        return base.model_copy(update={"expected_value": base.expected_value.model_copy(update=ev)})
-
-    today = decide(base, state)
-    assert (today.items[0].job_id, today.items[0].fidelity) == ("c0", "scan")  # the share buys SCAN only
-    assert "ev_cost_blind_n_pbe_screens" not in today.numbers or today.numbers["ev_cost_blind_n_pbe_screens"] == 0
-    sized = with_ev(pbe_scan_size_slope_sd=1.0, cost_blind_share_screens=True)
+    sized = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 100.0})  # the default
+    assert sized.expected_value.cost_blind_share_screens and sized.expected_value.pbe_scan_size_slope_sd == 1.0
+    base = _with(cost_blind_share_screens=False, pbe_scan_size_slope_sd=None).model_copy(
+        update={"round_budget_cpu_hours": 100.0})
+    before = decide(base, state)
+    assert (before.items[0].job_id, before.items[0].fidelity) == ("c0", "scan")  # without: the share buys SCAN only
+    assert before.numbers["ev_cost_blind_n_pbe_screens"] == 0 and before.numbers["pbe_scan_c_sites_per_ln_sites"] == 0
     plan = decide(sized, state)
     first = plan.items[0]
     assert (first.job_id, first.fidelity, first.numbers["route"]) == ("c0", "pbe", "cost_blind")
