@@ -419,7 +419,8 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 r.round, _num(n.get("pbe_scan_p_stable_if_pbe_stable"), ".3f"),
                 _num(n.get("pbe_scan_p_stable_just_above_hull"), ".3f"), _num(n.get("pbe_scan_c0"), ".3g"),
                 _num(n.get("pbe_scan_c1_per_ev_per_atom"), ".3g"),
-                _num(n.get("pbe_scan_c_below_per_ev_per_atom"), ".3g"), _num(n.get("pbe_scan_n_pairs"), ".0f"),
+                _num(n.get("pbe_scan_c_below_per_ev_per_atom"), ".3g"),
+                _num(n.get("pbe_scan_c_sites_per_ln_sites"), "+.3g"), _num(n.get("pbe_scan_n_pairs"), ".0f"),
                 n.get("pbe_scan_relation_source") or "-",
             ])
     # several narrow tables rather than one of 13 columns that does not fit the page
@@ -453,7 +454,8 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 "only where the policy says so (learning_value, off by default). MAE now: that law's SCAN "
                 "formation-energy error.", "",
                 _table(["round", "P(SCAN-stable | on the PBE hull)", "P(SCAN-stable | just above the PBE hull)",
-                        "c0", "c1 (per eV/atom)", "c below (per eV/atom)", "pairs", "fitted on"], rel_rows), "",
+                        "c0", "c1 (per eV/atom)", "c below (per eV/atom)", "c sites (per e-fold)", "pairs",
+                        "fitted on"], rel_rows), "",
                 "PBE -> SCAN relation, fitted on computed PBE/SCAN pairs: P(SCAN-stable) of a candidate with "
                 "computed PBE E_hull x is the share of PBE-stable structures that are SCAN-stable where x = 0 (on the "
                 "PBE hull, however far below the old hull it fell; c below 0), and the probit Phi(c0 - c1 x) above "
@@ -461,7 +463,10 @@ def _decisions_section(data: ReportData, figures: Mapping[str, str] | None = Non
                 + (" Rounds fitted on the signed PBE E_hull (see 'fitted on') read a PBE-stable result's x as its "
                    "depth below the hull of the other phases (negative), and P(SCAN-stable) there is "
                    "Phi(c0 - c_below x): the 'on the PBE hull' column is its value at the hull's edge (x = 0), "
-                   "rising with the depth." if signed_relation else ""),
+                   "rising with the depth." if signed_relation else "")
+                + " Where costs differ the relation may depend on cell size: every intercept moves by c_sites "
+                "ln(n_sites / median candidate n_sites), so the two columns of P are those of a median cell "
+                "(each decision's numbers hold its own shift, pbe_scan_size_shift).",
                 ""]
     if fix_rows:
         out += [_table(["round", "purchases so far", "came out stable", "mean P at purchase", "mean P recalibrated",

@@ -116,6 +116,7 @@ def _ev_numbers(round_number: int, n_scan: int, n_pbe: int, n_done: dict[str, in
             "pbe_scan_c0": 0.887 + 0.1 * round_number, "pbe_scan_c1_per_ev_per_atom": 14.6 - round_number,
             "pbe_scan_n_pairs": 150 + round_number, "pbe_scan_relation_source": "probit on <pairs> | known set",
             "pbe_scan_c_below_per_ev_per_atom": 0.0 if round_number == 1 else 8.5 + round_number,
+            "pbe_scan_c_sites_per_ln_sites": 0.1 * round_number,
             "pbe_scan_signed_depth": round_number > 1,
             "outcome_calibration_a": -0.21 * round_number, "outcome_calibration_b": 0.93 - 0.05 * round_number,
             "outcome_calibration_pbe_a": -0.34 * round_number, "outcome_calibration_pbe_b": 0.88,

@@ -88,8 +88,9 @@ def test_ev_round_numbers_equal_the_ledger(ev_campaign, ev_overview):
         assert _close(row[3], n["pbe_scan_c0"])
         assert _close(row[4], n["pbe_scan_c1_per_ev_per_atom"])
         assert _close(row[5], n["pbe_scan_c_below_per_ev_per_atom"])
-        assert int(row[6]) == n["pbe_scan_n_pairs"]
-        assert "<pairs>" not in row[7] and "&#60;pairs&#62;" in row[7]  # data escaped, not markup
+        assert _close(row[6], n["pbe_scan_c_sites_per_ln_sites"])  # the cell-size term (0 with equal costs)
+        assert int(row[7]) == n["pbe_scan_n_pairs"]
+        assert "<pairs>" not in row[8] and "&#60;pairs&#62;" in row[8]  # data escaped, not markup
     # a round fitted on the signed PBE E_hull: the caption says what its "on the PBE hull" column means
     assert "the hull&#39;s edge" in ev_overview or "the hull's edge" in ev_overview
     # no scaling-law table of dashes (nor a caption promising a fitted law) for a campaign whose policy recorded none
