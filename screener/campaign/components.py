@@ -49,7 +49,7 @@ class PolicyPlanner:
         self.config = config
         self.ledger, self.hulls = ledger, hulls
         self._known_pairs: list[tuple[float, float]] | None = None
-        self._known_pair_sites: list[float] = []  # n_sites of each known pair's PBE structure (NaN: unknown)
+        self._known_pair_sites: list[float] | None = None  # n_sites of each known pair's PBE structure (NaN: unknown)
         self._site_cache: dict[str, int] | None = None
         self._known_rows: list[tuple[str, str, float]] | None = None
         self._fraction_cache: dict[str, dict[str, float]] | None = None
@@ -110,9 +110,14 @@ class PolicyPlanner:
         }
         if self.policy.kind == "expected-value":
             e_hull = self._computed_e_hull(signed_pbe=self.policy.expected_value.pbe_scan_signed_depth)
-            state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"], pair_sites = self._pbe_results(e_hull)
+            # the relation's cell-size term applies where costs differ only: else no sites are read
+            pbe_costs = np.asarray(request.cost["pbe"], float)
+            sized = (bool(self.policy.expected_value.pbe_scan_size_slope_sd) and pbe_costs.size > 0
+                     and float(np.ptp(pbe_costs)) > 0.0)
+            state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"], pair_sites = self._pbe_results(
+                e_hull, with_sites=sized)
             state["n_known_pbe_scan_pairs"] = len(self._known_pairs or [])  # _pbe_results puts them last
-            if self.policy.expected_value.pbe_scan_size_slope_sd:
+            if sized:
                 state["log_sites"], state["pbe_scan_pair_log_sites"] = self._log_sites(request.structure_ids,
                                                                                        pair_sites)
             decisions = self.ledger.decisions() if self.ledger is not None else []  # read once for both below
@@ -175,7 +180,7 @@ class PolicyPlanner:
         the candidates' elements when it has at most ``MAX_ELEMENTS``, else each maximal candidate element set
         (larger ones are skipped: survival 1). Candidates with a PBE result (``pbe_result``: PBE E_hull per id) are
         drawn from it through the PBE -> SCAN relation fitted on ``pbe_scan_pairs`` when the policy says so (with
-        its cell-size term where the policy's planner uses it: ``log_sites`` given and costs differ)."""
+        its cell-size term when ``log_sites`` are given: the planner reads them only where costs differ)."""
         import time
 
         from screener.hull import MissingReferenceError
@@ -208,8 +213,8 @@ class PolicyPlanner:
             # the policy values them at (the relation's), at the model's sigma
             screened = np.array([s in pbe_result for s in request.structure_ids])
             if screened.any():
-                # the planner's relation: with the cell-size term where costs differ
-                sized = log_sites is not None and float(np.ptp(np.asarray(request.cost["pbe"], float))) > 1e-9
+                # the planner's relation: with the cell-size term where it has one (log_sites: costs differ)
+                sized = log_sites is not None
                 relation = relation_from_config(cfg, pbe_scan_pairs or [], threshold,
                                                 len(self._known_pairs or []) if pbe_scan_pairs else 0,
                                                 pair_log_sites=pair_log_sites if sized else None)
@@ -333,24 +338,26 @@ class PolicyPlanner:
                           if d.get("accepted") and json_object(d.get("numbers_json")).get("route") == "cost_blind")
         return spent, blind * u
 
-    def _pbe_results(self, computed: dict[str, dict[str, tuple[int, float, str]]]
+    def _pbe_results(self, computed: dict[str, dict[str, tuple[int, float, str]]], with_sites: bool = False
                      ) -> tuple[dict[str, float], list[tuple[float, float]], list[float]]:
         """Computed PBE E_hull per structure (current hull), the (PBE, SCAN) E_hull pairs: the campaign's own and
         the known set's (reference phases present at both fidelities, matched by id; computed once per planner),
-        and each pair's n_sites (NaN: unknown)."""
+        and with ``with_sites`` each pair's n_sites (NaN: unknown; else an empty list)."""
         if self.ledger is None or self.hulls is None:
             return {}, [], []
         e_hull = {f: {sid: value for sid, (_, value, _) in done.items()} for f, done in computed.items()}
         own = [s for s in e_hull["pbe"] if s in e_hull["scan"]]
         pairs = [(e_hull["pbe"][s], e_hull["scan"][s]) for s in own]
-        if self._known_pairs is None:
+        if self._known_pairs is None or (with_sites and self._known_pair_sites is None):
             known = _known_pairs(self.hulls, signed=self.policy.expected_value.pbe_scan_signed_depth,
-                                 with_sites=True)
-            self._known_pairs = [(x, y) for x, y, _ in known]
-            self._known_pair_sites = [n for _, _, n in known]
+                                 with_sites=with_sites)
+            self._known_pairs = [(pair[0], pair[1]) for pair in known]
+            self._known_pair_sites = [pair[2] for pair in known] if with_sites else None
+        if not with_sites:
+            return e_hull["pbe"], pairs + self._known_pairs, []
         sites = self._sites()
         return e_hull["pbe"], pairs + self._known_pairs, [float(sites.get(s, np.nan)) for s in own] + list(
-            self._known_pair_sites)
+            self._known_pair_sites or [])
 
     def _sites(self) -> dict[str, int]:
         """n_sites of every structure in the ledger (candidates and phases; read once per planner)."""

@@ -606,7 +606,7 @@ def test_planner_gives_the_relation_each_candidates_and_pairs_cell_size(tmp_path
     planner._known_pairs, planner._known_pair_sites = [(0.0, 0.0)], [32.0]
     computed = {"pbe": {"c": (1, 0.0, "candidate"), "p": (1, 0.0, "competing"), "a": (1, 0.1, "candidate")},
                 "scan": {"c": (2, 0.0, "candidate"), "p": (1, 0.0, "competing")}}
-    _, pairs, pair_sites = planner._pbe_results(computed)
+    _, pairs, pair_sites = planner._pbe_results(computed, with_sites=True)
     assert pairs == [(0.0, 0.0), (0.0, 0.0), (0.0, 0.0)] and pair_sites == [16.0, 2.0, 32.0]
     log_sites, pair_log_sites = planner._log_sites(["a", "b", "c", "unknown"], pair_sites)
     assert log_sites[:3] == pytest.approx([math.log(0.5), 0.0, math.log(2.0)]) and math.isnan(log_sites[3])
