@@ -50,9 +50,10 @@ class PolicyPlanner:
         self.ledger, self.hulls = ledger, hulls
         self._known_pairs: list[tuple[float, float]] | None = None
         self._known_pair_sites: list[float] | None = None  # n_sites of each known pair's PBE structure (NaN: unknown)
-        self._site_cache: dict[str, int] | None = None
         self._known_rows: list[tuple[str, str, float]] | None = None
+        self._candidate_rows: list[dict[str, Any]] | None = None  # the ledger's candidates (no structures), read once
         self._fraction_cache: dict[str, dict[str, float]] | None = None
+        self._site_cache: dict[str, int] | None = None
         # one threshold for every "stable" call: the campaign's, also behind the policy's P(stable)
         acquisition = policy.acquisition.model_copy(
             update={"threshold_ev_per_atom": float(config.stable_threshold_ev_per_atom)})
@@ -266,7 +267,7 @@ class PolicyPlanner:
             from pymatgen.core import Composition
 
             self._fraction_cache = {}
-            for row in self.ledger.candidates(role=None, with_structures=False):
+            for row in self._ledger_candidates():
                 if row.get("formula"):
                     comp = Composition(row["formula"])
                     self._fraction_cache[row["structure_id"]] = {
@@ -362,10 +363,17 @@ class PolicyPlanner:
     def _sites(self) -> dict[str, int]:
         """n_sites of every structure in the ledger (candidates and phases; read once per planner)."""
         if self._site_cache is None:
-            self._site_cache = {row["structure_id"]: int(row["n_sites"])
-                                for row in self.ledger.candidates(role=None, with_structures=False)
-                                if row.get("n_sites")} if self.ledger is not None else {}
+            self._site_cache = {row["structure_id"]: int(row["n_sites"]) for row in self._ledger_candidates()
+                                if row.get("n_sites")}
         return self._site_cache
+
+    def _ledger_candidates(self) -> list[dict[str, Any]]:
+        """The ledger's candidate rows of every role, without structures (read once per planner; none without a
+        ledger): the atomic fractions and the cell sizes both come from them."""
+        if self._candidate_rows is None:
+            self._candidate_rows = (list(self.ledger.candidates(role=None, with_structures=False))
+                                    if self.ledger is not None else [])
+        return self._candidate_rows
 
     def _log_sites(self, ids: list[str], pair_sites: list[float]) -> tuple[list[float], list[float]]:
         """``ln(n_sites / median)`` of each candidate and of each PBE/SCAN pair, the median over the candidates
