@@ -68,6 +68,23 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def no_new_after_deadline(hh_mm: str, now: float | None = None) -> float:
+    """The epoch seconds of the next ``HH:MM`` UTC after ``now`` (a grid started at 22:40 with 00:30 stops tomorrow).
+
+    A plain comparison of clock strings would read 00:30 as already past at 22:40 and start nothing.
+    """
+    try:
+        hours, minutes = (int(part) for part in hh_mm.split(":"))
+        if not (0 <= hours < 24 and 0 <= minutes < 60):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{hh_mm!r} is not a UTC time HH:MM") from None
+    now = time.time() if now is None else now
+    midnight = now - now % 86400  # UTC: epoch days are UTC days
+    deadline = midnight + 3600 * hours + 60 * minutes
+    return deadline if deadline > now else deadline + 86400
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,8 +130,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="Torch CPU threads (1 on a shared 2-core CPU).")
     p.add_argument("--finished-only", action="store_true",
                    help="Start no campaign: write the result over the campaigns already finished in --work-dir.")
-    p.add_argument("--no-new-after", metavar="HH:MM",
-                   help="Start no campaign at or after this UTC time (a long grid stops cleanly; rerun to resume).")
+    p.add_argument("--no-new-after", metavar="HH:MM", type=no_new_after_deadline,
+                   help="Start no campaign at or after this UTC time, the next one after the start (past midnight "
+                        "if need be; a long grid stops cleanly; rerun to resume).")
     p.add_argument("--output", type=Path, help="JSON result (default bench/results/campaign[_quick].json).")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -590,8 +608,9 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             if args.finished_only:
                 continue
-            if args.no_new_after and time.strftime("%H:%M", time.gmtime()) >= args.no_new_after:
-                log(f"seed {seed}: {name}: not started (--no-new-after {args.no_new_after} UTC)")
+            if args.no_new_after and time.time() >= args.no_new_after:
+                until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(args.no_new_after))
+                log(f"seed {seed}: {name}: not started (--no-new-after: {until} UTC has passed)")
                 continue
             if seed not in seed_models:
                 seed_models[seed] = initial_model(args, data, known, pool, model_seed(args, seed))

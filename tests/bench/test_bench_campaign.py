@@ -210,3 +210,12 @@ def test_calibration_split_fits_the_spread_on_the_held_out_known_structures_only
     with pytest.raises(SystemExit, match="too few"):
         bench.calibration_share(quick, 30)
     assert bench.calibration_share(bench.parse_args(["--quick", "--calibration-split", "0"]), 30) == 0.0
+
+
+def test_no_new_after_is_the_next_such_time_past_midnight_too(bench):
+    day = 20_000 * 86400.0  # a UTC midnight
+    evening = day + 22 * 3600 + 40 * 60  # 22:40
+    assert bench.no_new_after_deadline("00:30", evening) == day + 86400 + 30 * 60  # tomorrow, not already past
+    assert bench.no_new_after_deadline("23:10", evening) == day + 23 * 3600 + 10 * 60  # later today
+    with pytest.raises(Exception, match="HH:MM"):
+        bench.no_new_after_deadline("25:00", evening)
