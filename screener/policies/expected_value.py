@@ -646,26 +646,30 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 continue
             if key[i] / c_median < stop_rate:  # valued at the median cost (the share ignores cost): the rest too
                 break
-            # which candidate ignores cost; how (with share_screens) does not: a screen where it earns more per unit
+            # campaign money not yet planned or kept back for the follow-ups of this round's screens (as below)
+            free = max(state.budget_cpu_hours - r.spent - reserved, 0.0)
+            # which candidate ignores cost; how (with share_screens) does not: a screen where it earns more per unit,
+            # and only if the campaign can still pay the SCAN run it may lead to (else it would find nothing)
             screen = (share_screens and not has_pbe[i] and bool(r.open_pbe[i])
-                      and rate_pbe_share[i] > p_scan[i] / c_s[i])
-            if (c_p[i] if screen else c_s[i]) > allowance - planned_blind:  # waits for the allowance to grow
+                      and rate_pbe_share[i] > p_scan[i] / c_s[i] and free - c_p[i] >= c_s[i] * (1.0 - 1e-9))
+            room = min(allowance - planned_blind, free)
+            if (c_p[i] if screen else c_s[i]) > room:  # waits for the allowance to grow
                 break
             before = len(r.items)
             numbers = {**item_numbers(i), "route": "cost_blind"}
             if share_screens and not has_pbe[i]:
                 numbers.update(p_go_share_screen=float(go_share[i]), rate_pbe_share_screen=float(rate_pbe_share[i]))
             if screen:
-                r.add_pbe([i], allowance - planned_blind,
+                r.add_pbe([i], room,
                           f"EV cost-blind share: PBE screen first (chosen by the model's P(SCAN-stable)="
                           f"{p_raw[i]:.2f} alone; screening earns {rate_pbe_share[i]:.3g} finds/CPU-h vs SCAN now "
                           f"{p_scan[i] / c_s[i]:.3g})")
             elif has_pbe[i] and share_screens:
-                r.add_scan([i], allowance - planned_blind,
+                r.add_scan([i], room,
                            f"EV cost-blind share: SCAN after its PBE screen, P(SCAN-stable)={q_pbe[i]:.2f} from the "
                            "PBE result, cost ignored")
             else:
-                r.add_scan([i], allowance - planned_blind,
+                r.add_scan([i], room,
                            f"EV cost-blind share: SCAN by the model's P(SCAN-stable)={p_raw[i]:.2f} alone, cost "
                            "ignored")
             if tag(before, i, numbers):

@@ -217,5 +217,6 @@ def test_no_new_after_is_the_next_such_time_past_midnight_too(bench):
     evening = day + 22 * 3600 + 40 * 60  # 22:40
     assert bench.no_new_after_deadline("00:30", evening) == day + 86400 + 30 * 60  # tomorrow, not already past
     assert bench.no_new_after_deadline("23:10", evening) == day + 23 * 3600 + 10 * 60  # later today
-    with pytest.raises(Exception, match="HH:MM"):
-        bench.no_new_after_deadline("25:00", evening)
+    for bad in ("25:00", "10", "10:00:00", "ten"):
+        with pytest.raises(bench.argparse.ArgumentTypeError, match="HH:MM"):
+            bench.no_new_after_deadline(bad, evening)

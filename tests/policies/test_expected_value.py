@@ -687,3 +687,19 @@ def test_cost_blind_share_screens_where_the_screen_earns_more_and_never_rebuys_a
     # equal costs: both switches inert, plan for plan
     flat = {**state, "cost_scan_cpu_hours": [5.0] * 200, "cost_pbe_cpu_hours": [1.0] * 200}
     assert decide(sized, flat).as_tuples() == decide(base, flat).as_tuples()
+
+
+def test_cost_blind_share_screens_only_what_the_campaign_can_still_follow_up():
+    # as above, but the campaign has 45 CPU-h left: c0's screen (8) and its SCAN run (40) no longer both fit, so
+    # the screen could find nothing (Na-Ti-V-Cr-Cu-O seed 1: a share screen 5 units from the end, on the PBE hull,
+    # never followed up)
+    pairs = [(0.0, 0.0)] * 9 + [(0.0, 0.05)] + [(0.0, 0.0)] * 3 + [(0.0, 0.05)] * 7 + [(0.1, 0.1)] * 20
+    pair_sites = list(np.log(np.r_[np.full(10, 20.0), np.full(10, 4.0), np.full(20, 8.0)] / 4.0))
+    sized = load_policy("expected-value").model_copy(update={"round_budget_cpu_hours": 100.0})
+    kw = dict(pbe_scan_pairs=pairs, n_known_pbe_scan_pairs=len(pairs), pbe_scan_pair_log_sites=pair_sites)
+    first = decide(sized, _size_state(**kw)).items[0]
+    assert (first.job_id, first.fidelity) == ("c0", "pbe")  # with room: screened (the test above)
+    end = decide(sized, {**_size_state(**kw), "budget_cpu_hours": 45.0})
+    assert not [i for i in end.items if i.job_id == "c0" and i.fidelity == "pbe"]
+    assert end.numbers["ev_cost_blind_n_pbe_screens"] == 0
+    assert sum(i.cost_cpu_hours for i in end.items) <= 45.0
