@@ -112,9 +112,9 @@ class PolicyPlanner:
         if self.policy.kind == "expected-value":
             e_hull = self._computed_e_hull(signed_pbe=self.policy.expected_value.pbe_scan_signed_depth)
             # the relation's cell-size term applies where costs differ only: else no sites are read
-            pbe_costs = np.asarray(request.cost["pbe"], float)
-            sized = (bool(self.policy.expected_value.pbe_scan_size_slope_sd) and pbe_costs.size > 0
-                     and float(np.ptp(pbe_costs)) > 0.0)
+            from screener.policies.expected_value import costs_differ
+
+            sized = bool(self.policy.expected_value.pbe_scan_size_slope_sd) and costs_differ(request.cost["pbe"])
             state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"], pair_sites = self._pbe_results(
                 e_hull, with_sites=sized)
             state["n_known_pbe_scan_pairs"] = len(self._known_pairs or [])  # _pbe_results puts them last

@@ -107,9 +107,9 @@ class ExpectedValueConfig(BaseModel):
     pbe_scan_size_slope_sd: float | None = Field(
         1.0, gt=0, description="Where candidates' costs differ: let P(SCAN-stable | PBE E_hull) depend on the cell "
         "size, a probit term c_sites ln(n_sites / median candidate n_sites) fitted on the known and campaign pairs "
-        "with a prior N(0, sd^2) (probit units per e-fold of sites; default 1). In the stand-in worlds small cells "
-        "on the PBE hull stay SCAN-stable far less often than large ones (Li-Mn-Fe-Co-Ni-O known set: 47 % of 1-8 "
-        "sites, 80 % of 13-16, 9 of 9 above 16). null: one relation for every cell size. Inert with equal costs.")
+        "with a prior N(0, sd^2) (probit units per e-fold of sites; default 1). The sign is fitted: on the "
+        "Li-Mn-Fe-Co-Ni-O known set large cells on the PBE hull stay SCAN-stable more often (47 % of 1-8 sites, 80 % "
+        "of 13-16), on Na-Ti-V-Cr-Cu-O less often. null: one relation for every cell size. Inert with equal costs.")
     outcome_calibration: bool = Field(
         True, description="Recalibrate P(stable) on the campaign's purchases (P at purchase vs stable or not), "
         "refitted each round (see screener.policies.outcome_calibration).")
@@ -132,8 +132,9 @@ class ExpectedValueConfig(BaseModel):
     cost_blind_share_screens: bool = Field(
         True, description="Let the cost-blind share buy a PBE screen instead of SCAN now where the candidate's PBE "
         "route, its follow-up going on when the result leaves the odds at least where they were, earns more per "
-        "unit than SCAN now (its spend counts in the share); a screened candidate joins the share's order at its P "
-        "from the PBE result, never the model's. false: the share buys SCAN now only.")
+        "unit than SCAN now and the campaign can still pay that follow-up (its spend counts in the share); a "
+        "screened candidate joins the share's order at its P from the PBE result, never the model's. false: the "
+        "share buys SCAN now only.")
     cost_blind_share_equal_costs: float = Field(
         0.0, ge=0, le=1, description="The same share where all candidates cost the same (0, the default: off): SCAN "
         "runs in scan-only's order, a hedge on the SCAN model's own ranking where the PBE screen cannot point at "

@@ -37,9 +37,9 @@ rising with it), and ``pbe_scan_campaign_offset_sd`` gives the campaign's own pa
 level, the known pairs' shape).
 
 Where costs differ, two options (``pbe_scan_size_slope_sd``, ``cost_blind_share_screens``; docs/policy.md) let the
-relation depend on cell size (a probit term ``c_sites ln(n_sites / median)``: large cells on the PBE hull stay
-SCAN-stable more often in the stand-in worlds) and let the cost-blind share (below) screen a dear cell with PBE
-first, its follow-up judged without ``lambda``.
+relation depend on cell size (a probit term ``c_sites ln(n_sites / median)``, fitted: large cells on the PBE hull
+stay SCAN-stable more often in one stand-in world, less often in another) and let the cost-blind share (below)
+screen a dear cell with PBE first, its follow-up judged without ``lambda`` but bought only if it can be paid.
 
 **A composition model** (``composition_gp_pool``, on by default; :mod:`screener.policies.composition_model`): a
 Gaussian process on composition features, refitted each round on every computed E_hull, is pooled with the
@@ -118,7 +118,7 @@ from screener.policies.outcome_calibration import (
     log_cost_ratio,
 )
 
-__all__ = ["PbeScanRelation", "fit_pbe_scan_relation", "follow_ups_kept_back", "learning_values",
+__all__ = ["PbeScanRelation", "costs_differ", "fit_pbe_scan_relation", "follow_ups_kept_back", "learning_values",
            "plan_expected_value", "pbe_route", "bivariate_normal_cdf", "relation_from_config"]
 
 
@@ -468,6 +468,19 @@ def stop_rate_per_cpu_hour(cfg: Any, n_found: int, spent_cpu_hours: float) -> fl
     return float(cfg.stop_fraction_of_yield * n_found / spent_cpu_hours)
 
 
+def costs_differ(cost_pbe: Any) -> bool:
+    """Whether the candidates' costs differ (by more than rounding): only then do the cost-blind share and the
+    relation's cell-size term apply. The planner asks it too, before it reads any cell size."""
+    log_cost = log_cost_ratio(cost_pbe)
+    return bool(log_cost.size > 0 and float(np.ptp(log_cost)) > 1e-9)
+
+
+def follow_up_fits(free: float, cost_pbe: float, cost_scan: float) -> bool:
+    """Whether a PBE screen and the SCAN run it may lead to both fit in ``free`` (campaign money neither planned nor
+    kept back): a screen whose follow-up cannot be paid can find nothing."""
+    return free - cost_pbe >= cost_scan * (1.0 - 1e-9)
+
+
 def follow_ups_kept_back(screens: Any) -> float:
     """CPU-hours kept back for the SCAN follow-ups of planned PBE screens, given as ``(c_s, P(go))`` pairs: their
     expected cost ``sum P(go) c_s``, and at least the dearest one's whole ``c_s``, so one "go" can always be paid."""
@@ -531,9 +544,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         elif gp:
             mu_s, sd_s = precision_blend(mu_s, sd_s, *gp["scan"], cfg.composition_gp_weight)
             mu_p, sd_p = precision_blend(mu_p, sd_p, *gp["pbe"], cfg.composition_gp_weight)
-    costs_differ = log_cost.size > 0 and float(np.ptp(log_cost)) > 1e-9
+    differ = costs_differ(r.cost_pbe)
     # the relation's cell-size term (where costs differ: cell size then also sets what a screen saves)
-    size_term = bool(cfg.pbe_scan_size_slope_sd) and costs_differ and state.log_sites is not None
+    size_term = bool(cfg.pbe_scan_size_slope_sd) and differ and state.log_sites is not None
     relation = relation_from_config(cfg, state.pbe_scan_pairs, thr, state.n_known_pbe_scan_pairs,
                                     pair_log_sites=state.pbe_scan_pair_log_sites if size_term else None)
     log_sites = np.asarray(state.log_sites, float) if size_term else np.zeros(n)
@@ -621,7 +634,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # spent). The per-unit ranking below trusts the corrected P across cell sizes and polymorphs; where the model's
     # error follows cell size (issue-12 world: cells of 13-20 sites rated 3x too low) it never reaches the dear
     # cells, and their outcomes never reach the cost-class offsets.
-    share = cfg.cost_blind_share if costs_differ else cfg.cost_blind_share_equal_costs
+    share = cfg.cost_blind_share if differ else cfg.cost_blind_share_equal_costs
     blind = {"ev_cost_blind_share": share}
     # the SCAN follow-ups of this round's screens, kept back from the campaign's remaining budget (near the end of a
     # campaign, screens were otherwise bought whose follow-ups the rest of the round spent)
@@ -651,7 +664,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             # which candidate ignores cost; how (with share_screens) does not: a screen where it earns more per unit,
             # and only if the campaign can still pay the SCAN run it may lead to (else it would find nothing)
             screen = (share_screens and not has_pbe[i] and bool(r.open_pbe[i])
-                      and rate_pbe_share[i] > p_scan[i] / c_s[i] and free - c_p[i] >= c_s[i] * (1.0 - 1e-9))
+                      and rate_pbe_share[i] > p_scan[i] / c_s[i] and follow_up_fits(free, c_p[i], c_s[i]))
             room = min(allowance - planned_blind, free)
             if (c_p[i] if screen else c_s[i]) > room:  # waits for the allowance to grow
                 break
@@ -727,7 +740,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             break
         # a PBE screen finds nothing when the campaign cannot afford the SCAN run it would lead to (e.g. the last
         # units of the budget): then it is worth only its learning value, and not bought for nothing
-        if open_p[i] and free - c_p[i] < c_s[i] * (1.0 - 1e-9) and rate_pbe[i] > l_p / c_p[i]:
+        if open_p[i] and not follow_up_fits(free, c_p[i], c_s[i]) and rate_pbe[i] > l_p / c_p[i]:
             rate_pbe[i] = l_p / c_p[i]
             if fid == "pbe":  # its rate fell: back in line at the new rate, beside its SCAN option
                 if rate_pbe[i] > 0 and rate_pbe[i] >= stop_rate:
