@@ -8,7 +8,14 @@ At each asked round ``R`` of a finished campaign, the candidates not yet compute
   before round ``R``, each E_hull on the hull of that fidelity they make together; ``gp_lcb`` is CAMD's
   ``mean - std`` order;
 * ``blend_w``: the ensemble's Gaussian times the GP's with the GP's precision times ``w``
-  (``composition_gp_weight``),
+  (``composition_gp_weight``);
+* ``pool_a``: the probit pool of the ensemble's P and the GP's, ``Phi((1 - a) z_m + a z_g)`` at a fixed ``a``
+  (today's default learns ``a`` per campaign);
+* ``residual_gp`` / ``residual_gp_var``: the ensemble's round mean plus a composition GP's prediction of the
+  ensemble's error, learned from the campaign's own results before round ``R`` only (each result's E_hull on the
+  hull its purchase round saw, minus the mean the ensemble gave it that round: an out-of-sample error; the known
+  set trained the ensemble, so its errors would read as none); ``residual_gp`` keeps the ensemble's spread,
+  ``residual_gp_var`` adds the GP's latent variance to it,
 
 and each ranking is scored against the world's truth (SCAN E_hull on the world's own SCAN hull <= 1e-6): truly
 stable among the top 20 and top 50, and the AUC. Ties (the GP sees compositions only) go to the ensemble's mean.
@@ -41,6 +48,8 @@ from _output import emit  # noqa: E402
 
 STABLE = 1e-6
 BLEND_WEIGHTS = (0.5, 1.0)
+POOL_WEIGHTS = (0.25, 0.5, 0.75)
+SUM_WEIGHTS = (1.0, 3.0, 10.0)
 TOP = (20, 50)
 
 
@@ -79,9 +88,31 @@ def seed_rows(references: dict[str, list[Any]], done: list[tuple[str, str, Any]]
     return own + known
 
 
+def residual_rows(references: dict[str, list[Any]], jobs: list[tuple[int, str, str, Any]], before: int,
+                  predicted: dict[tuple[int, str, str], float]) -> list[tuple[str, str, float]]:
+    """(formula, fidelity, ensemble error) of each campaign result computed before round ``before``: its signed
+    E_hull on the hull of the references and the results of earlier rounds (what its purchase round's hull held)
+    minus the ensemble's E_hull mean for it in that round."""
+    from pymatgen.analysis.phase_diagram import PhaseDiagram
+
+    rows: list[tuple[str, str, float]] = []
+    diagrams: dict[tuple[str, int], Any] = {}
+    for number, sid, fidelity, entry in jobs:
+        mean = predicted.get((number, sid, fidelity))
+        if number >= before or mean is None or not np.isfinite(mean):
+            continue
+        key = (fidelity, number)
+        if key not in diagrams:
+            earlier = [e for r, _, f, e in jobs if f == fidelity and r < number]
+            diagrams[key] = PhaseDiagram(references[fidelity] + earlier)
+        hull = diagrams[key].get_hull_energy_per_atom(entry.composition)
+        rows.append((entry.composition.reduced_formula, fidelity, float(entry.energy_per_atom - hull) - mean))
+    return rows
+
+
 def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -> dict[str, Any]:
     from pymatgen.entries.computed_entries import ComputedStructureEntry
-    from scipy.special import ndtr
+    from scipy.special import ndtr, ndtri
 
     from screener.policies import load_policy
     from screener.policies.composition_model import composition_gp_predictions, precision_blend
@@ -97,6 +128,9 @@ def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -
         if entry and fidelity in ("pbe", "scan"):
             jobs.append((int(number), sid, fidelity, ComputedStructureEntry.from_dict(entry)))
     policy = load_policy("expected-value")
+    done_keys = {(r, sid, fid) for r, sid, fid, _ in jobs}
+    predicted = {(r, sid, fid): m for r, sid, fid, m in db.execute(
+        "SELECT round, structure_id, fidelity, e_hull_mean_ev_per_atom FROM predictions") if (r, sid, fid) in done_keys}
     out: dict[str, Any] = {}
     for number in rounds:
         rows = db.execute("SELECT structure_id, e_hull_mean_ev_per_atom, e_hull_std_ev_per_atom, p_stable "
@@ -124,6 +158,32 @@ def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -
         for w in BLEND_WEIGHTS:
             bm, bs = precision_blend(mean, std, gp_mean, gp_std, w)
             entry[f"blend_{w:g}"] = scores(y, ndtr((thr - bm) / bs), mean)
+        for a in POOL_WEIGHTS:
+            z = (1 - a) * ndtri(np.clip(p_model, 1e-9, 1 - 1e-9)) + a * (thr - gp_mean) / gp_std
+            entry[f"pool_{a:g}"] = scores(y, z, mean)
+        z_m = ndtri(np.clip(p_model, 1e-9, 1 - 1e-9))
+        z_g = (thr - gp_mean) / gp_std
+        for k in SUM_WEIGHTS:
+            entry[f"zsum_{k:g}"] = scores(y, z_m + k * z_g, mean)
+        # the GP's latent (noise-free) sigma: its probits then say how sure it is of the composition's mean
+        latent = np.sqrt(np.maximum(gp_std**2 - numbers["composition_gp_noise_variance"], 1e-12))
+        for a in POOL_WEIGHTS:
+            entry[f"pool_latent_{a:g}"] = scores(y, (1 - a) * z_m + a * (thr - gp_mean) / latent, mean)
+        errors = residual_rows(references, jobs, number, predicted)
+        rstate = SimpleNamespace(formulas=state.formulas, seed_rows=errors, n_campaign_seed_rows=len(errors),
+                                 round_index=number)
+        resid, rnumbers = composition_gp_predictions(policy, rstate)
+        if resid:
+            r_mean, r_std = resid["scan"]
+            noise = rnumbers["composition_gp_noise_variance"]
+            latent = np.maximum(r_std**2 - noise, 0.0)
+            entry["residual_gp_n_train"] = rnumbers["composition_gp_n_train"]
+            entry["residual_gp_noise_sd"] = float(np.sqrt(noise))
+            entry["residual_gp_mean_abs_shift"] = float(np.mean(np.abs(r_mean)))
+            entry["residual_gp"] = scores(y, ndtr((thr - mean - r_mean) / std), mean)
+            entry["residual_gp_var"] = scores(y, ndtr((thr - mean - r_mean) / np.sqrt(std**2 + latent)), mean)
+        else:
+            entry["residual_gp"] = entry["residual_gp_var"] = entry["ensemble"]
         out[str(number)] = entry
     return out
 
@@ -146,7 +206,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     world = read_world(args.world)
     truth = {e.data["structure_id"]: float(e.data["e_above_hull"]) <= STABLE for e in world.entries["scan"]}
     per_campaign = {str(c): campaign_rounds(c, truth, args.rounds) for c in args.campaigns}
-    methods = ["ensemble", "gp_p", "gp_lcb", *(f"blend_{w:g}" for w in BLEND_WEIGHTS)]
+    methods = ["ensemble", "gp_p", "gp_lcb", *(f"blend_{w:g}" for w in BLEND_WEIGHTS),
+               *(f"pool_{a:g}" for a in POOL_WEIGHTS), *(f"zsum_{k:g}" for k in SUM_WEIGHTS),
+               *(f"pool_latent_{a:g}" for a in POOL_WEIGHTS), "residual_gp",
+               "residual_gp_var"]
     totals: dict[str, Any] = {}
     for number in map(str, args.rounds):
         got = [v[number] for v in per_campaign.values() if number in v]

@@ -8,9 +8,10 @@ SCAN. The direct runs are also split by round (round 1 is bought on the initial 
 For ``expected-value`` ledgers the SCAN runs are also split by the decision's own route (``decisions.numbers_json``):
 ``cost_blind`` (the cost-blind share), ``after_pbe_screen`` (P from the PBE result) and ``per_unit_model`` (P from the
 model, bought on finds per unit cost), each with its runs, truly stable, the actual cost spent and the mean P it was
-bought on (``p_scan_stable``). With ``--site-classes 8,12,16`` every campaign (of any policy) is also split by
-the cell size of its candidates: candidates, truly stable ones, SCAN runs and finds, and the budget spent at each
-fidelity per class, which shows where a size-dependent cost sent the money.
+bought on (``p_scan_stable``). With ``--by-candidate`` it also counts, per truly stable pool candidate, the
+campaigns of each policy that found it or only screened it. With ``--site-classes 8,12,16`` every campaign (of any
+policy) is also split by the cell size of its candidates: candidates, truly stable ones, SCAN runs and finds, and the
+budget spent at each fidelity per class, which shows where a size-dependent cost sent the money.
 
 Example
 -------
@@ -132,6 +133,7 @@ def routes(campaign: Path, stable_true: dict[str, bool], chemsys: dict[str, str]
         acc[1] += stable_true[sid]
         acc[2] += float(cost[(sid, "scan")] or 0.0)
         acc[3] += float(p)
+    pool = pool_candidates(db)
     db.close()
     pbe = {s: r for s, f, r in done if f == "pbe" and s in stable_true}
     scan = {s: r for s, f, r in done if f == "scan" and s in stable_true}
@@ -156,7 +158,35 @@ def routes(campaign: Path, stable_true: dict[str, bool], chemsys: dict[str, str]
                                        "mean_p_at_purchase": round(v[3] / v[0], 3)} for r, v in by_route.items()},
         **({"direct_scan_beside_capped_screens": beside_cap} if beside_cap is not None else {}),
         **({"by_cell_size": sizes} if sizes is not None else {}),
+        "found_truly_stable": sorted(s for s in scan if stable_true[s]),
+        "screened_truly_stable_not_found": sorted(s for s in pbe if stable_true[s] and s not in scan),
+        **({"pool_truly_stable": sorted(s for s in pool if stable_true.get(s))} if pool is not None else {}),
     }
+
+
+def pool_candidates(db: Any) -> list[str] | None:
+    """The campaign's pool candidates (None for a ledger without a candidates table)."""
+    try:
+        return [s for (s,) in db.execute("SELECT structure_id FROM candidates WHERE role = 'candidate'")]
+    except Exception:  # noqa: BLE001 - a hand-built ledger of jobs and decisions only
+        return None
+
+
+def by_candidate(campaigns: list[Path], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per truly stable pool candidate, in how many campaigns of each policy (a campaign folder's name up to its
+    first ``_``) it was found (SCAN-computed) and in how many only screened: which finds every policy makes, and
+    which none does."""
+    policy = [c.name.split("_")[0] for c in campaigns]
+    n = Counter(policy)
+    ids = sorted({s for r in rows for key in ("pool_truly_stable", "found_truly_stable",
+                                               "screened_truly_stable_not_found") for s in r.get(key, [])})
+    out = {}
+    for sid in ids:
+        found = Counter(p for p, r in zip(policy, rows) if sid in r["found_truly_stable"])
+        screened = Counter(p for p, r in zip(policy, rows) if sid in r["screened_truly_stable_not_found"])
+        out[sid] = {"found": {p: found[p] for p in sorted(n)},
+                    "screened_not_found": {p: screened[p] for p in sorted(n)}}
+    return {"campaigns_per_policy": dict(sorted(n.items())), "candidates": out}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -170,6 +200,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--site-classes", metavar="N,N,...",
                    help="Upper bounds (sites) of cell-size classes, e.g. 8,12,16: adds each campaign's candidates, "
                         "SCAN runs, finds and spend per class (by_cell_size) and their sum over the campaigns.")
+    p.add_argument("--by-candidate", action="store_true",
+                   help="Add, per truly stable pool candidate, in how many campaigns of each policy it was found "
+                        "or only screened (by_candidate; the policy is the folder name up to its first '_').")
     p.add_argument("--output", type=Path)
     args = p.parse_args(argv)
     from screener.world.experiments import bench_environment, load_world_data
@@ -180,8 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
     chemsys = {e.data["structure_id"]: e.structure.composition.chemical_system
                for e in read_world(args.world, fidelities=["pbe"]).entries["pbe"]}
     edges = sorted({int(v) for v in args.site_classes.split(",")}) if args.site_classes else None
-    rows = [routes(c, stable_true, chemsys, args.max_per_chemsys, edges) for c in args.campaigns
-            if (c / "ledger.sqlite").is_file()]
+    campaigns = [c for c in args.campaigns if (c / "ledger.sqlite").is_file()]
+    rows = [routes(c, stable_true, chemsys, args.max_per_chemsys, edges) for c in campaigns]
 
     def share(found: str, n: str) -> float | None:
         total = sum(r[n] for r in rows)
@@ -209,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         "campaigns": rows,
         **({"by_cell_size_total": {k: cell_size_total([r["by_cell_size"][k] for r in rows])
                                    for k in site_class_labels(edges)}} if edges and rows else {}),
+        **({"by_candidate": by_candidate(campaigns, rows)} if args.by_candidate else {}),
         "screened_scan_stable_share": share("screened_scan_truly_stable", "screens_followed_by_scan"),
         "direct_scan_stable_share": share("direct_scan_truly_stable", "direct_scan"),
     }

@@ -87,7 +87,8 @@ def scan_mean_given_p_stable(p_stable: Any, std: Any, threshold: float = 0.0) ->
 
 def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarray, e_hull_mean: Any,
                         e_hull_std: Any, *, threshold: float = 0.0, samples: int = 64, seed: int = 0,
-                        min_p: float = 1e-3, max_plausible: int = 500) -> tuple[np.ndarray, dict[str, Any]]:
+                        min_p: float = 1e-3, max_plausible: int = 500, error_correlation: float = 0.0
+                        ) -> tuple[np.ndarray, dict[str, Any]]:
     """``S_i = P(stable among all candidates | stable on today's hull)`` by Monte Carlo (module docstring).
 
     Parameters
@@ -106,6 +107,9 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
     min_p, max_plausible : float, int
         Candidates with P(E_hull <= threshold) below ``min_p`` never enter a draw (at most ``max_plausible`` of the
         likeliest do); their survival is the overall share.
+    error_correlation : float
+        ``rho`` in [0, 1): each draw's standard normal is ``sqrt(rho) Z_shared + sqrt(1 - rho) Z_own``, one
+        ``Z_shared`` for every candidate of the draw (the model's shared error); 0: independent.
 
     Returns
     -------
@@ -128,8 +132,12 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
     rng = np.random.default_rng(seed)
     k_below = np.zeros(len(plausible))
     k_stays = np.zeros(len(plausible))
+    rho = float(error_correlation)
     for _ in range(samples):
-        e_hull = mean[plausible] + std[plausible] * rng.standard_normal(len(plausible))
+        z = rng.standard_normal(len(plausible))
+        if rho > 0.0:  # drawn after the own errors, so rho = 0 repeats the independent draws exactly
+            z = np.sqrt(rho) * rng.standard_normal() + np.sqrt(1.0 - rho) * z
+        e_hull = mean[plausible] + std[plausible] * z
         below = e_hull <= threshold
         if not below.any():
             continue

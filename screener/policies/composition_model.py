@@ -23,6 +23,15 @@ policy still hold), and :func:`fit_pool_weight` learns ``a`` from the campaign's
 makes the outcomes likeliest, each purchase judged by the two P it was bought on (before its result was known),
 the ensemble's read through the campaign's current outcome calibration, so that the weight rewards what the GP adds
 to the calibrated ensemble rather than the calibration itself.
+
+The GP's probits are compressed: its predictive sigma holds its noise (0.45-0.65 eV/atom on the measured worlds,
+the spread of the polymorphs it cannot tell apart), so ``z_g`` spans a few tenths where the ensemble's ``z_m`` spans
+several units, and a convex weight barely moves the ensemble's order even where the GP's is far better (on
+Mg-Ca-Zn-Ge-Sn-N ``z_m + 10 z_g`` ranks the open candidates about as the GP does; ``a = 0.75`` as the ensemble).
+:func:`fit_pool_stack` therefore stacks them instead (``composition_pool_stack``): a probit regression of the
+purchases' outcomes, ``P = Phi(b0 + b1 z_m + b2 c z_g)`` with ``c`` (:func:`gp_probit_scale`) the ratio of the two
+experts' spreads over the round's candidates, the coefficients MAP under a Gaussian prior centred on the ensemble
+alone (``b = (0, 1, 0)``), ``b1, b2 >= 0``. :func:`stack_pool` turns it into a Gaussian with the ensemble's sigma.
 """
 
 from __future__ import annotations
@@ -31,11 +40,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["composition_gp_predictions", "fit_pool_weight", "precision_blend", "probit_pool"]
+__all__ = ["composition_gp_predictions", "fit_pool_stack", "fit_pool_weight", "gp_probit_scale", "precision_blend",
+           "probit_pool", "stack_pool"]
 
 
-def composition_gp_predictions(policy: Any, state: Any) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]],
-                                                                   dict[str, Any]]:
+def composition_gp_predictions(policy: Any, state: Any, *, latent: bool = False
+                                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
     """Posterior mean and standard deviation (noise included) of each candidate's E_hull per fidelity.
 
     Parameters
@@ -44,6 +54,10 @@ def composition_gp_predictions(policy: Any, state: Any) -> tuple[dict[str, tuple
         Its ``camd`` block sets the GP's seed-row cap and fit iterations; ``seed`` the subsample.
     state : PolicyState
         Needs ``formulas`` and ``seed_rows`` (computed E_hull of known and campaign structures).
+
+    latent : bool
+        The std without the GP's noise (its latent sigma: how sure it is of the composition's mean E_hull), else
+        the predictive std (noise included: where one structure of that composition may fall).
 
     Returns
     -------
@@ -65,6 +79,8 @@ def composition_gp_predictions(policy: Any, state: Any) -> tuple[dict[str, tuple
     out = {}
     for fidelity in ("scan", "pbe"):
         mean, var, _ = fitted.posterior(every, fidelity)
+        if latent:  # how sure the GP is of the composition's mean, not where one polymorph falls around it
+            var = np.maximum(var - fitted.gp.noise, 1e-12)
         out[fidelity] = (mean, np.sqrt(var))
     gp = fitted.gp
     numbers = {"composition_gp_n_train": fitted.n_train, "composition_gp_variance": gp.variance,
@@ -133,3 +149,79 @@ def probit_pool(mean_model: Any, std_model: Any, mean_gp: Any, std_gp: Any, weig
     z = (1 - a) * (threshold - np.where(ok, mm, 0.0)) / sm + a * (threshold - mg) / sg
     std = 1.0 / ((1 - a) / sm + a / sg)
     return np.where(ok, threshold - z * std, mm), np.where(ok, std, sm)
+
+
+def gp_probit_scale(mean_model: Any, std_model: Any, mean_gp: Any, std_gp: Any, threshold: float) -> float:
+    """``c`` = spread of the ensemble's probits over the spread of the GP's, over the candidates both predict (1
+    where either is flat): ``c z_g`` then spans what ``z_m`` does, and a stacking coefficient of 1 on either means
+    the same."""
+    zm = (threshold - np.asarray(mean_model, float)) / np.asarray(std_model, float)
+    zg = (threshold - np.asarray(mean_gp, float)) / np.asarray(std_gp, float)
+    ok = np.isfinite(zm) & np.isfinite(zg)
+    if ok.sum() < 2:
+        return 1.0
+    sm, sg = float(np.std(zm[ok])), float(np.std(zg[ok]))
+    return sm / sg if sm > 0 and sg > 0 else 1.0
+
+
+def fit_pool_stack(p_model: Any, p_gp: Any, outcome: Any, *, scale: float = 1.0, prior_sd: float = 1.0
+                   ) -> tuple[tuple[float, float, float], dict[str, Any]]:
+    """Coefficients ``(b0, b1, b2)`` of ``P = Phi(b0 + b1 z_m + b2 scale z_g)`` that make the purchases' outcomes
+    likeliest under a Gaussian prior of sd ``prior_sd`` around ``(0, 1, 0)`` (the ensemble alone), ``b1, b2 >= 0``.
+
+    Parameters
+    ----------
+    p_model, p_gp : array_like
+        P(stable) of each purchase when it was bought, by the (outcome-calibrated) ensemble and by the GP.
+    outcome : array_like of bool
+        Whether it came out stable.
+    scale : float
+        ``c`` of :func:`gp_probit_scale`, applied to the GP's probits.
+    prior_sd : float
+        The prior's standard deviation of each coefficient.
+
+    Returns
+    -------
+    tuple, dict
+        The coefficients (``(0, 1, 0)`` without purchases) and numbers for the ledger.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import log_ndtr, ndtri
+
+    pm = np.clip(np.asarray(p_model, float), 1e-6, 1 - 1e-6)
+    pg = np.clip(np.asarray(p_gp, float), 1e-6, 1 - 1e-6)
+    y = np.asarray(outcome, bool)
+    prior = np.array([0.0, 1.0, 0.0])
+    numbers: dict[str, Any] = {"composition_pool_n": int(y.size), "composition_pool_gp_scale": float(scale)}
+    if y.size == 0:
+        b = prior
+    else:
+        x = np.column_stack([np.ones(y.size), ndtri(pm), scale * ndtri(pg)])
+        sign = np.where(y, 1.0, -1.0)
+
+        def objective(b: np.ndarray) -> tuple[float, np.ndarray]:
+            t = sign * (x @ b)
+            logp = log_ndtr(t)
+            ratio = np.exp(-0.5 * t * t - 0.5 * np.log(2 * np.pi) - logp)  # phi(t) / Phi(t), stable in the tails
+            grad = -(x.T @ (sign * ratio)) + (b - prior) / prior_sd**2
+            return float(-logp.sum() + 0.5 * np.sum((b - prior) ** 2) / prior_sd**2), grad
+
+        res = minimize(objective, prior, jac=True, method="L-BFGS-B", bounds=[(None, None), (0.0, None), (0.0, None)])
+        b = res.x
+        numbers["composition_pool_loglik_gain"] = float(objective(prior)[0] - res.fun)
+    coef = (float(b[0]), float(b[1]), float(b[2]))
+    numbers.update(composition_pool_b0=coef[0], composition_pool_b1=coef[1], composition_pool_b2=coef[2])
+    return coef, numbers
+
+
+def stack_pool(mean_model: Any, std_model: Any, mean_gp: Any, std_gp: Any, coef: tuple[float, float, float],
+               threshold: float, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The Gaussian whose P(E_hull <= threshold) is the stack's ``Phi(b0 + b1 z_m + b2 scale z_g)``, with the
+    ensemble's sigma (what a calculation's result may come out at is still the ensemble's spread). A non-finite
+    model mean (no prediction) stays as it is."""
+    mm, sm = np.asarray(mean_model, float), np.asarray(std_model, float)
+    mg, sg = np.asarray(mean_gp, float), np.asarray(std_gp, float)
+    b0, b1, b2 = coef
+    ok = np.isfinite(mm)
+    z = b0 + b1 * (threshold - np.where(ok, mm, 0.0)) / sm + b2 * scale * (threshold - mg) / sg
+    return np.where(ok, threshold - z * sm, mm), sm

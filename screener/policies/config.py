@@ -158,6 +158,21 @@ class ExpectedValueConfig(BaseModel):
         "alone). A weight chosen on a handful of outcomes swings between 0 and 1 from round to round (8 purchases "
         "chose 1 in the demo, 15 then 0); every measured campaign had at least 20 when it first fitted one, so "
         "their decisions are the same with this guard.")
+    composition_gp_latent_sigma: bool = Field(
+        False, description="The pool reads the GP's P(stable) with its latent sigma (noise left out: how sure it is "
+        "of the composition's mean E_hull) instead of its predictive sigma, whose noise (the polymorphs' spread, "
+        "0.45-0.65 eV/atom on the measured worlds) squeezes its probits into a few tenths, so that a weight in "
+        "[0, 1] barely moves the ensemble's order (see screener.policies.composition_model).")
+    composition_pool_stack: bool = Field(
+        False, description="Pool the two experts by a probit regression of the campaign's purchase outcomes on both "
+        "(P = Phi(b0 + b1 z_model + b2 z_gp), z_gp rescaled to the ensemble's spread over the candidates; "
+        "stacking) instead of a convex weight: the GP's probits span a few tenths where the ensemble's span "
+        "several units (its noise holds the polymorphs' spread), so a weight in [0, 1] barely moves the "
+        "ensemble's order even where the GP ranks far better. Needs composition_gp_pool (see "
+        "screener.policies.composition_model).")
+    composition_pool_stack_prior_sd: float = Field(
+        1.0, gt=0.0, description="Prior standard deviation of each stacking coefficient around the ensemble alone "
+        "(b0 = 0, b1 = 1, b2 = 0).")
     reserve_follow_ups: bool = Field(
         True, description="Keep back, from the campaign's remaining budget, the expected cost of the SCAN follow-ups "
         "of the PBE screens planned in the round (P(go) x SCAN cost each): later items of the round may not spend "
@@ -177,6 +192,11 @@ class ExpectedValueConfig(BaseModel):
     competitor_samples: int = Field(
         64, ge=0, le=4096, description="Monte Carlo draws of the competitor survival (P(still SCAN-stable once the "
         "pool's other candidates are computed)); 0: off (see screener.policies.competitors).")
+    competitor_error_correlation: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Correlation of the model's errors across the candidates of one competitor "
+        "Monte Carlo: each draw is sqrt(rho) Z_shared + sqrt(1 - rho) Z_own in sigma units (each candidate's own "
+        "P(below the hull) unchanged). 0: independent draws, where the lowest of many wide predictions undercuts "
+        "almost every candidate; a shared error moves them together, so the draws keep the model's order.")
     competitor_uses_pbe_results: bool = Field(
         True, description="In the competitor Monte Carlo, draw a candidate with a PBE result from what that result "
         "says (P(SCAN-stable | PBE E_hull) of the PBE -> SCAN relation) instead of the SCAN model's prediction: a "
@@ -214,6 +234,9 @@ class ExpectedValueConfig(BaseModel):
         if self.composition_gp_weight > 0 and self.composition_gp_pool:
             raise ValueError("composition_gp_weight and composition_gp_pool are two ways of blending the "
                              "composition GP in: set one")
+        if self.composition_pool_stack and not self.composition_gp_pool:
+            raise ValueError("composition_pool_stack is a way of pooling the composition GP: it needs "
+                             "composition_gp_pool: true")
         return self
 
 

@@ -106,9 +106,12 @@ from scipy.special import ndtr
 
 from screener.policies.composition_model import (
     composition_gp_predictions,
+    fit_pool_stack,
     fit_pool_weight,
+    gp_probit_scale,
     precision_blend,
     probit_pool,
+    stack_pool,
 )
 from screener.policies.outcome_calibration import (
     OutcomeCalibration,
@@ -526,7 +529,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     gp: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     gp_numbers: dict[str, Any] = {}
     if cfg.uses_composition_gp:  # after the outcome map, which is fitted on the ensemble's own P
-        gp, gp_numbers = composition_gp_predictions(policy, state)  # empty: nothing to learn from yet (numbers say)
+        gp, gp_numbers = composition_gp_predictions(  # empty: nothing to learn from yet (numbers say)
+            policy, state, latent=cfg.composition_gp_latent_sigma)
         if gp and cfg.composition_gp_pool:
             # each purchase's ensemble P as the outcome map reads it today: the weight then rewards what the GP
             # adds to the calibrated ensemble, not the calibration the map already gives it
@@ -536,11 +540,20 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             n_judged = len(judged)
             if n_judged < cfg.composition_pool_min_purchases:  # too few outcomes to tell the experts apart
                 judged = []
-            weight, pool_numbers = fit_pool_weight(*(zip(*judged) if judged else ([], [], [])))
-            pool_numbers["composition_pool_n"] = n_judged
-            gp_numbers.update(pool_numbers)
-            mu_s, sd_s = probit_pool(mu_s, sd_s, *gp["scan"], weight, thr)
-            mu_p, sd_p = probit_pool(mu_p, sd_p, *gp["pbe"], weight, thr)
+            if cfg.composition_pool_stack:  # a probit regression on both experts (see composition_model)
+                scale = gp_probit_scale(mu_s, sd_s, *gp["scan"], thr)
+                coef, pool_numbers = fit_pool_stack(*(zip(*judged) if judged else ([], [], [])), scale=scale,
+                                                    prior_sd=cfg.composition_pool_stack_prior_sd)
+                pool_numbers["composition_pool_n"] = n_judged
+                gp_numbers.update(pool_numbers)
+                mu_s, sd_s = stack_pool(mu_s, sd_s, *gp["scan"], coef, thr, scale)
+                mu_p, sd_p = stack_pool(mu_p, sd_p, *gp["pbe"], coef, thr, scale)
+            else:
+                weight, pool_numbers = fit_pool_weight(*(zip(*judged) if judged else ([], [], [])))
+                pool_numbers["composition_pool_n"] = n_judged
+                gp_numbers.update(pool_numbers)
+                mu_s, sd_s = probit_pool(mu_s, sd_s, *gp["scan"], weight, thr)
+                mu_p, sd_p = probit_pool(mu_p, sd_p, *gp["pbe"], weight, thr)
         elif gp:
             mu_s, sd_s = precision_blend(mu_s, sd_s, *gp["scan"], cfg.composition_gp_weight)
             mu_p, sd_p = precision_blend(mu_p, sd_p, *gp["pbe"], cfg.composition_gp_weight)

@@ -109,3 +109,27 @@ def test_by_cell_size_splits_expected_value_scan_runs_by_route_and_sums_over_cam
     total = cell_size_total([row, row])
     assert total["scan_runs"] == 4 and total["pbe_cost"] == 2.0
     assert total["scan_by_route"]["cost_blind"] == {"runs": 2, "truly_stable": 2, "cost": 10.0}
+
+
+def test_by_candidate_counts_per_policy_the_campaigns_that_found_or_only_screened_each_stable_candidate(tmp_path):
+    from routes_from_ledgers import by_candidate
+
+    stable = {"a": True, "b": True, "c": False, "d": True}
+    # policy x, two campaigns: a found in both, b screened in the first; policy y: b found, a only screened
+    x1 = _ledger(tmp_path / "x_s0", [("a", "scan", 1), ("b", "pbe", 1), ("c", "scan", 1)], [])
+    x2 = _ledger(tmp_path / "x_s1", [("a", "pbe", 1), ("a", "scan", 2)], [])
+    y1 = _ledger(tmp_path / "y_s0", [("a", "pbe", 1), ("b", "scan", 1)], [])
+    db = sqlite3.connect(y1 / "ledger.sqlite")  # a ledger with its pool: d, never touched, is listed too
+    db.execute("CREATE TABLE candidates (structure_id TEXT, role TEXT)")
+    db.executemany("INSERT INTO candidates VALUES (?, 'candidate')", [("a",), ("b",), ("c",), ("d",)])
+    db.commit()
+    db.close()
+    rows = [routes(c, stable) for c in (x1, x2, y1)]
+    assert rows[0]["found_truly_stable"] == ["a"] and rows[0]["screened_truly_stable_not_found"] == ["b"]
+    assert "pool_truly_stable" not in rows[0] and rows[2]["pool_truly_stable"] == ["a", "b", "d"]
+    out = by_candidate([x1, x2, y1], rows)
+    assert out["campaigns_per_policy"] == {"x": 2, "y": 1}
+    assert out["candidates"]["a"] == {"found": {"x": 2, "y": 0}, "screened_not_found": {"x": 0, "y": 1}}
+    assert out["candidates"]["b"] == {"found": {"x": 0, "y": 1}, "screened_not_found": {"x": 1, "y": 0}}
+    assert out["candidates"]["d"] == {"found": {"x": 0, "y": 0}, "screened_not_found": {"x": 0, "y": 0}}
+    assert "c" not in out["candidates"]

@@ -63,3 +63,26 @@ def test_a_candidate_known_through_its_p_stable_is_drawn_below_the_hull_that_oft
     mean = scan_mean_given_p_stable(p, std, threshold=0.01)
     np.testing.assert_allclose(ndtr((0.01 - mean) / std), [0.05, 0.5, 0.61, 1.0 - 1e-6], rtol=1e-9)
     assert np.all(np.isfinite(mean)) and mean[1] == pytest.approx(0.01)
+
+
+def test_a_shared_model_error_stops_many_wide_long_shots_from_undercutting_a_likely_candidate() -> None:
+    # one likely candidate just below the A-AB tie-line, and 30 long shots around it (0.3 eV/atom above the hull,
+    # sigma 0.4): drawn independently, the lowest of them cuts below the candidate in most draws; with a shared
+    # error they fall together, the candidate with them, and it keeps its place far more often
+    xs = np.linspace(0.05, 0.45, 31)
+    cand_x = np.column_stack([1 - xs, xs])
+    mean = np.full(31, 0.3)
+    std = np.full(31, 0.4)
+    mean[15], std[15] = -0.05, 0.4
+    alone, _ = competitor_survival(BASE_X, BASE_E, cand_x, mean, std, samples=400, seed=1)
+    shared, _ = competitor_survival(BASE_X, BASE_E, cand_x, mean, std, samples=400, seed=1, error_correlation=0.8)
+    assert alone[15] < 0.5 and shared[15] > alone[15] + 0.2
+
+
+def test_no_error_correlation_repeats_the_independent_draws_exactly() -> None:
+    cand_x = np.array([[0.75, 0.25], [0.8, 0.2], [0.5, 0.5]])
+    args = (BASE_X, BASE_E, cand_x, [-0.01, -0.3, -0.02], [0.05, 0.1, 0.2])
+    np.testing.assert_array_equal(competitor_survival(*args, seed=3)[0],
+                                  competitor_survival(*args, seed=3, error_correlation=0.0)[0])
+    with_rho = competitor_survival(*args, seed=3, error_correlation=0.5)[0]
+    assert np.all((with_rho >= 0) & (with_rho <= 1))

@@ -179,3 +179,82 @@ def test_planner_reads_the_gps_p_at_purchase_from_each_purchase_decision():
     purchases = [("pbe", 0.3, True, "c0"), ("scan", 0.2, False, "c1"), ("pbe", 0.4, False, "c2")]
     got = planner._gp_p_at_purchase(purchases, decisions)
     assert got[0] == pytest.approx(0.5) and got[1] == pytest.approx(float(ndtr(1.0))) and got[2] is None
+
+
+def test_the_stack_gives_exactly_its_probability_with_the_ensembles_sigma():
+    from scipy.special import ndtr
+
+    from screener.policies.composition_model import stack_pool
+
+    mm, sm, mg, sg = np.array([0.05, -0.02, np.inf]), np.array([0.1, 0.05, 0.1]), np.array([-0.1, 0.3, 0.0]), \
+        np.array([0.4, 0.2, 0.4])
+    coef, scale = (-0.3, 0.7, 1.5), 4.0
+    mean, std = stack_pool(mm, sm, mg, sg, coef, 0.0, scale)
+    want = ndtr(-0.3 + 0.7 * (0 - mm[:2]) / sm[:2] + 1.5 * 4.0 * (0 - mg[:2]) / sg[:2])
+    np.testing.assert_allclose(ndtr((0 - mean[:2]) / std[:2]), want, rtol=1e-12)
+    np.testing.assert_array_equal(std, sm)
+    assert mean[2] == np.inf
+    mean, _ = stack_pool(mm[:2], sm[:2], mg[:2], sg[:2], (0.0, 1.0, 0.0), 0.0, scale)  # the ensemble alone
+    np.testing.assert_allclose(mean, mm[:2])
+
+
+def test_the_stack_follows_the_expert_that_ranked_the_outcomes_whatever_its_probits_span():
+    from scipy.special import ndtr
+
+    from screener.policies.composition_model import fit_pool_stack, gp_probit_scale
+
+    rng = np.random.default_rng(1)
+    z_gp = rng.normal(-0.5, 0.15, 80)  # a compressed GP: its probits span a few tenths
+    z_model = rng.normal(-1.0, 1.0, 80)
+    scale = float(np.std(z_model) / np.std(z_gp))
+    by_gp = (z_gp - z_gp.mean()) / z_gp.std() + rng.normal(0, 0.5, 80) > 1.0
+    (b0, b1, b2), numbers = fit_pool_stack(ndtr(z_model), ndtr(z_gp), by_gp, scale=scale)
+    assert b2 > 3 * b1 and numbers["composition_pool_loglik_gain"] > 5
+    by_model = z_model + rng.normal(0, 0.5, 80) > 0.0
+    (_, b1, b2), _ = fit_pool_stack(ndtr(z_model), ndtr(z_gp), by_model, scale=scale)
+    assert b1 > 0.8 and b2 < 0.2 * b1
+    coef, numbers = fit_pool_stack([], [], [])
+    assert coef == (0.0, 1.0, 0.0) and numbers["composition_pool_n"] == 0
+    mm, sm = np.array([0.0, 0.2, -0.1]), np.array([0.1, 0.1, 0.1])
+    mg, sg = np.array([0.1, 0.12, 0.2]), np.array([0.5, 0.5, 0.5])
+    c = gp_probit_scale(mm, sm, mg, sg, 0.0)
+    assert c == pytest.approx(np.std(-mm / sm) / np.std(-mg / sg))
+    assert gp_probit_scale(mm, sm, np.zeros(3), sg, 0.0) == 1.0  # a flat GP: no rescaling
+
+
+def test_the_planner_stacks_when_asked_and_only_with_the_pool():
+    from pydantic import ValidationError
+
+    from screener.policies.config import ExpectedValueConfig
+
+    with pytest.raises(ValidationError, match="needs composition_gp_pool"):
+        ExpectedValueConfig(composition_gp_pool=False, composition_pool_stack=True)
+    outcomes = [("pbe", 0.2, True)] * 10 + [("pbe", 0.6, False)] * 10
+    gp_p = [0.9] * 10 + [0.05] * 10
+    policy = load_policy("expected-value")
+    stack = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"composition_pool_stack": True})})
+    plan = decide(stack, _state(["LiFeO2", "LiFe5O8"], purchase_outcomes=outcomes, purchase_gp_p=gp_p))
+    assert plan.numbers["composition_pool_b2"] > 0 and plan.numbers["composition_pool_n"] == 20
+    assert "composition_pool_weight" not in plan.numbers
+
+
+def test_the_latent_sigma_leaves_the_noise_out_and_the_planner_pools_with_it_when_asked():
+    from screener.policies import PolicyState
+
+    state = PolicyState(**_state(["LiFeO2", "LiFe5O8"]))
+    predictive, numbers = composition_gp_predictions(_policy(1.0), state)
+    latent, _ = composition_gp_predictions(_policy(1.0), state, latent=True)
+    noise = numbers["composition_gp_noise_variance"]
+    for fidelity in ("scan", "pbe"):
+        np.testing.assert_allclose(latent[fidelity][0], predictive[fidelity][0])
+        np.testing.assert_allclose(latent[fidelity][1] ** 2, np.maximum(predictive[fidelity][1] ** 2 - noise, 1e-12))
+    outcomes = [("pbe", 0.2, True)] * 10 + [("pbe", 0.6, False)] * 10
+    policy = load_policy("expected-value")
+    on = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"composition_gp_latent_sigma": True})})
+    plan = decide(on, _state(["LiFeO2", "LiFe5O8"], purchase_outcomes=outcomes, purchase_gp_p=[0.9] * 10 + [0.05] * 10))
+    recorded = {i.job_id: i.numbers for i in plan.items if i.kind == "candidate"}
+    some = next(iter(recorded.values()))
+    assert some["composition_gp_scan_std_ev_per_atom"] == pytest.approx(
+        float(latent["scan"][1][int(next(iter(recorded))[1:])]))
