@@ -32,7 +32,6 @@ Prints ONE JSON object on the last line of stdout and writes it to --output.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -43,7 +42,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
-from _ledger_read import open_ledger  # noqa: E402
+from _ledger_read import ensemble_errors, open_ledger, references_and_results  # noqa: E402
 from _output import emit  # noqa: E402
 
 STABLE = 1e-6
@@ -88,49 +87,24 @@ def seed_rows(references: dict[str, list[Any]], done: list[tuple[str, str, Any]]
     return own + known
 
 
-def residual_rows(references: dict[str, list[Any]], jobs: list[tuple[int, str, str, Any]], before: int,
-                  predicted: dict[tuple[int, str, str], float]) -> list[tuple[str, str, float]]:
-    """(formula, fidelity, ensemble error) of each campaign result computed before round ``before``: its signed
-    E_hull on the hull of the references and the results of earlier rounds (what its purchase round's hull held)
-    minus the ensemble's E_hull mean for it in that round."""
-    from pymatgen.analysis.phase_diagram import PhaseDiagram
-
-    rows: list[tuple[str, str, float]] = []
-    diagrams: dict[tuple[str, int], Any] = {}
-    for number, sid, fidelity, entry in jobs:
-        mean = predicted.get((number, sid, fidelity))
-        if number >= before or mean is None or not np.isfinite(mean):
-            continue
-        key = (fidelity, number)
-        if key not in diagrams:
-            earlier = [e for r, _, f, e in jobs if f == fidelity and r < number]
-            diagrams[key] = PhaseDiagram(references[fidelity] + earlier)
-        hull = diagrams[key].get_hull_energy_per_atom(entry.composition)
-        rows.append((entry.composition.reduced_formula, fidelity, float(entry.energy_per_atom - hull) - mean))
-    return rows
+def residual_rows(db: Any, references: dict[str, list[Any]], jobs: list[tuple[int, str, str, Any]], before: int
+                  ) -> list[tuple[str, str, float]]:
+    """(formula, fidelity, ensemble error) of each campaign result computed before round ``before``
+    (:func:`_ledger_read.ensemble_errors`)."""
+    return [(entry.composition.reduced_formula, fidelity, error)
+            for _, _, fidelity, entry, error, _ in ensemble_errors(db, references, jobs, before)]
 
 
 def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -> dict[str, Any]:
-    from pymatgen.entries.computed_entries import ComputedStructureEntry
     from scipy.special import ndtr, ndtri
 
     from screener.policies import load_policy
     from screener.policies.composition_model import composition_gp_predictions, precision_blend
 
-    refs_raw = json.loads((campaign / "references.json").read_text())
-    references = {f: [ComputedStructureEntry.from_dict(d) for d in refs_raw.get(f, [])] for f in ("pbe", "scan")}
     db = open_ledger(campaign)
+    references, jobs = references_and_results(campaign, db)
     formula = dict(db.execute("SELECT structure_id, formula FROM candidates WHERE role = 'candidate'"))
-    jobs = []
-    for number, sid, fidelity, raw in db.execute(
-            "SELECT round, structure_id, fidelity, result_json FROM jobs WHERE state = 'done' AND role = 'candidate'"):
-        entry = (json.loads(raw or "{}") or {}).get("entry")
-        if entry and fidelity in ("pbe", "scan"):
-            jobs.append((int(number), sid, fidelity, ComputedStructureEntry.from_dict(entry)))
     policy = load_policy("expected-value")
-    done_keys = {(r, sid, fid) for r, sid, fid, _ in jobs}
-    predicted = {(r, sid, fid): m for r, sid, fid, m in db.execute(
-        "SELECT round, structure_id, fidelity, e_hull_mean_ev_per_atom FROM predictions") if (r, sid, fid) in done_keys}
     out: dict[str, Any] = {}
     for number in rounds:
         rows = db.execute("SELECT structure_id, e_hull_mean_ev_per_atom, e_hull_std_ev_per_atom, p_stable "
@@ -169,7 +143,7 @@ def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -
         latent = np.sqrt(np.maximum(gp_std**2 - numbers["composition_gp_noise_variance"], 1e-12))
         for a in POOL_WEIGHTS:
             entry[f"pool_latent_{a:g}"] = scores(y, (1 - a) * z_m + a * (thr - gp_mean) / latent, mean)
-        errors = residual_rows(references, jobs, number, predicted)
+        errors = residual_rows(db, references, jobs, number)
         rstate = SimpleNamespace(formulas=state.formulas, seed_rows=errors, n_campaign_seed_rows=len(errors),
                                  round_index=number)
         resid, rnumbers = composition_gp_predictions(policy, rstate)
