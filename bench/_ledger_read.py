@@ -72,3 +72,11 @@ def ensemble_errors(db: sqlite3.Connection, references: dict[str, list[Any]], re
         hull = diagrams[(fidelity, number)].get_hull_energy_per_atom(entry.composition)
         out.append((number, sid, fidelity, entry, float(entry.energy_per_atom - hull) - float(mean), float(sigma)))
     return out
+
+
+def require_finished(parser: Any, campaigns: list[Path]) -> None:
+    """Stop with ``parser``'s one-line usage error unless every campaign folder holds its ledger and references."""
+    missing = [str(c) for c in campaigns if not (Path(c) / "ledger.sqlite").is_file() or not
+               (Path(c) / "references.json").is_file()]
+    if missing:
+        parser.error(f"not a finished campaign folder (ledger.sqlite and references.json): {', '.join(missing)}")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
-from _ledger_read import ensemble_errors, open_ledger, references_and_results  # noqa: E402
+from _ledger_read import ensemble_errors, open_ledger, references_and_results, require_finished  # noqa: E402
 from _output import emit  # noqa: E402
 
 KINDS = ("same_formula", "same_chemical_system", "other")
@@ -86,10 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     from screener.world.experiments import bench_environment
 
-    missing = [str(c) for c in args.campaigns if not (c / "ledger.sqlite").is_file() or not
-               (c / "references.json").is_file()]
-    if missing:
-        p.error(f"not a finished campaign folder (ledger.sqlite and references.json): {', '.join(missing)}")
+    require_finished(p, args.campaigns)
     groups = [g for c in args.campaigns for g in campaign_groups(c)]
     out = {"benchmark": "error_correlation_from_ledgers",
            "command": "python bench/error_correlation_from_ledgers.py " + " ".join(

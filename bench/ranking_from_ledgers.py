@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
-from _ledger_read import ensemble_errors, open_ledger, references_and_results  # noqa: E402
+from _ledger_read import ensemble_errors, open_ledger, references_and_results, require_finished  # noqa: E402
 from _output import emit  # noqa: E402
 
 STABLE = 1e-6
@@ -172,10 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from screener.world.experiments import bench_environment
     from screener.world.io import read_world
 
-    missing = [str(c) for c in args.campaigns if not (c / "ledger.sqlite").is_file() or not
-               (c / "references.json").is_file()]
-    if missing:
-        p.error(f"not a finished campaign folder (ledger.sqlite and references.json): {', '.join(missing)}")
+    require_finished(p, args.campaigns)
     t0 = time.perf_counter()
     world = read_world(args.world)
     truth = {e.data["structure_id"]: float(e.data["e_above_hull"]) <= STABLE for e in world.entries["scan"]}
