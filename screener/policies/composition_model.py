@@ -32,6 +32,9 @@ Mg-Ca-Zn-Ge-Sn-N ``z_m + 10 z_g`` ranks the open candidates about as the GP does
 purchases' outcomes, ``P = Phi(b0 + b1 z_m + b2 c z_g)`` with ``c`` (:func:`gp_probit_scale`) the ratio of the two
 experts' spreads over the round's candidates, the coefficients MAP under a Gaussian prior centred on the ensemble
 alone (``b = (0, 1, 0)``), ``b1, b2 >= 0``. :func:`stack_pool` turns it into a Gaussian with the ensemble's sigma.
+The other way round the squeeze is the GP's latent sigma (``composition_gp_latent_sigma``: its noise left out) in
+the learned pool. Both rank the open candidates better on Mg-Ca-Zn-Ge-Sn-N and found no more there (59 and 61
+against 65 over five seeds: docs/policy-benchmarks.md), so both are off by default.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ __all__ = ["composition_gp_predictions", "fit_pool_stack", "fit_pool_weight", "g
 
 def composition_gp_predictions(policy: Any, state: Any, *, latent: bool = False
                                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """Posterior mean and standard deviation (noise included) of each candidate's E_hull per fidelity.
+    """Posterior mean and standard deviation (noise included, unless ``latent``) of each candidate's E_hull per
+    fidelity.
 
     Parameters
     ----------

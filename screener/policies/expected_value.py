@@ -540,20 +540,23 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             n_judged = len(judged)
             if n_judged < cfg.composition_pool_min_purchases:  # too few outcomes to tell the experts apart
                 judged = []
+            outcomes = zip(*judged) if judged else ([], [], [])
             if cfg.composition_pool_stack:  # a probit regression on both experts (see composition_model)
                 scale = gp_probit_scale(mu_s, sd_s, *gp["scan"], thr)
-                coef, pool_numbers = fit_pool_stack(*(zip(*judged) if judged else ([], [], [])), scale=scale,
+                coef, pool_numbers = fit_pool_stack(*outcomes, scale=scale,
                                                     prior_sd=cfg.composition_pool_stack_prior_sd)
-                pool_numbers["composition_pool_n"] = n_judged
-                gp_numbers.update(pool_numbers)
-                mu_s, sd_s = stack_pool(mu_s, sd_s, *gp["scan"], coef, thr, scale)
-                mu_p, sd_p = stack_pool(mu_p, sd_p, *gp["pbe"], coef, thr, scale)
+
+                def pool(mean: Any, std: Any, fidelity: str) -> tuple[np.ndarray, np.ndarray]:
+                    return stack_pool(mean, std, *gp[fidelity], coef, thr, scale)
             else:
-                weight, pool_numbers = fit_pool_weight(*(zip(*judged) if judged else ([], [], [])))
-                pool_numbers["composition_pool_n"] = n_judged
-                gp_numbers.update(pool_numbers)
-                mu_s, sd_s = probit_pool(mu_s, sd_s, *gp["scan"], weight, thr)
-                mu_p, sd_p = probit_pool(mu_p, sd_p, *gp["pbe"], weight, thr)
+                weight, pool_numbers = fit_pool_weight(*outcomes)
+
+                def pool(mean: Any, std: Any, fidelity: str) -> tuple[np.ndarray, np.ndarray]:
+                    return probit_pool(mean, std, *gp[fidelity], weight, thr)
+            pool_numbers["composition_pool_n"] = n_judged
+            gp_numbers.update(pool_numbers)
+            mu_s, sd_s = pool(mu_s, sd_s, "scan")
+            mu_p, sd_p = pool(mu_p, sd_p, "pbe")
         elif gp:
             mu_s, sd_s = precision_blend(mu_s, sd_s, *gp["scan"], cfg.composition_gp_weight)
             mu_p, sd_p = precision_blend(mu_p, sd_p, *gp["pbe"], cfg.composition_gp_weight)
