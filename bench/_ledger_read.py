@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,9 +50,9 @@ def references_and_results(campaign: Path, db: sqlite3.Connection) -> tuple[dict
     return references, results
 
 
-def ensemble_errors(db: sqlite3.Connection, references: dict[str, list[Any]], results: list[tuple[int, str, str, Any]],
-                    before: int | None = None) -> list[tuple[int, str, str, Any, float, float]]:
-    """``(round, structure_id, fidelity, entry, error, sigma)`` of each result (of a round before ``before``): its
+def ensemble_errors(db: sqlite3.Connection, references: dict[str, list[Any]], results: list[tuple[int, str, str, Any]]
+                    ) -> list[tuple[int, str, str, Any, float, float]]:
+    """``(round, structure_id, fidelity, entry, error, sigma)`` of each result: its
     signed E_hull on the hull its purchase round saw (the references and the results of earlier rounds) minus the
     E_hull mean the ensemble gave it in that round, and that round's sigma: an out-of-sample error."""
     from pymatgen.analysis.phase_diagram import PhaseDiagram
@@ -64,7 +65,7 @@ def ensemble_errors(db: sqlite3.Connection, references: dict[str, list[Any]], re
     out = []
     for number, sid, fidelity, entry in results:
         mean, sigma = predicted.get((number, sid, fidelity), (None, None))
-        if (before is not None and number >= before) or mean is None or sigma is None or not mean == mean:
+        if mean is None or sigma is None or not math.isfinite(mean):
             continue
         if (fidelity, number) not in diagrams:
             earlier = [e for r, _, f, e in results if f == fidelity and r < number]

@@ -87,12 +87,11 @@ def seed_rows(references: dict[str, list[Any]], done: list[tuple[str, str, Any]]
     return own + known
 
 
-def residual_rows(db: Any, references: dict[str, list[Any]], jobs: list[tuple[int, str, str, Any]], before: int
-                  ) -> list[tuple[str, str, float]]:
-    """(formula, fidelity, ensemble error) of each campaign result computed before round ``before``
-    (:func:`_ledger_read.ensemble_errors`)."""
+def residual_rows(errors: list[tuple[int, str, str, Any, float, float]], before: int) -> list[tuple[str, str, float]]:
+    """(formula, fidelity, ensemble error) of each campaign result computed before round ``before``, from the
+    campaign's :func:`_ledger_read.ensemble_errors` (computed once for all the asked rounds)."""
     return [(entry.composition.reduced_formula, fidelity, error)
-            for _, _, fidelity, entry, error, _ in ensemble_errors(db, references, jobs, before)]
+            for number, _, fidelity, entry, error, _ in errors if number < before]
 
 
 def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -> dict[str, Any]:
@@ -103,6 +102,7 @@ def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -
 
     db = open_ledger(campaign)
     references, jobs = references_and_results(campaign, db)
+    all_errors = ensemble_errors(db, references, jobs)  # each result's error, on the hull of its own round
     formula = dict(db.execute("SELECT structure_id, formula FROM candidates WHERE role = 'candidate'"))
     policy = load_policy("expected-value")
     out: dict[str, Any] = {}
@@ -132,30 +132,29 @@ def campaign_rounds(campaign: Path, truth: dict[str, bool], rounds: list[int]) -
         for w in BLEND_WEIGHTS:
             bm, bs = precision_blend(mean, std, gp_mean, gp_std, w)
             entry[f"blend_{w:g}"] = scores(y, ndtr((thr - bm) / bs), mean)
-        for a in POOL_WEIGHTS:
-            z = (1 - a) * ndtri(np.clip(p_model, 1e-9, 1 - 1e-9)) + a * (thr - gp_mean) / gp_std
-            entry[f"pool_{a:g}"] = scores(y, z, mean)
         z_m = ndtri(np.clip(p_model, 1e-9, 1 - 1e-9))
         z_g = (thr - gp_mean) / gp_std
+        for a in POOL_WEIGHTS:
+            entry[f"pool_{a:g}"] = scores(y, (1 - a) * z_m + a * z_g, mean)
         for k in SUM_WEIGHTS:
             entry[f"zsum_{k:g}"] = scores(y, z_m + k * z_g, mean)
         # the GP's latent (noise-free) sigma: its probits then say how sure it is of the composition's mean
         latent = np.sqrt(np.maximum(gp_std**2 - numbers["composition_gp_noise_variance"], 1e-12))
         for a in POOL_WEIGHTS:
             entry[f"pool_latent_{a:g}"] = scores(y, (1 - a) * z_m + a * (thr - gp_mean) / latent, mean)
-        errors = residual_rows(db, references, jobs, number)
+        errors = residual_rows(all_errors, number)
         rstate = SimpleNamespace(formulas=state.formulas, seed_rows=errors, n_campaign_seed_rows=len(errors),
                                  round_index=number)
         resid, rnumbers = composition_gp_predictions(policy, rstate)
         if resid:
             r_mean, r_std = resid["scan"]
             noise = rnumbers["composition_gp_noise_variance"]
-            latent = np.maximum(r_std**2 - noise, 0.0)
+            r_latent = np.maximum(r_std**2 - noise, 0.0)
             entry["residual_gp_n_train"] = rnumbers["composition_gp_n_train"]
             entry["residual_gp_noise_sd"] = float(np.sqrt(noise))
             entry["residual_gp_mean_abs_shift"] = float(np.mean(np.abs(r_mean)))
             entry["residual_gp"] = scores(y, ndtr((thr - mean - r_mean) / std), mean)
-            entry["residual_gp_var"] = scores(y, ndtr((thr - mean - r_mean) / np.sqrt(std**2 + latent)), mean)
+            entry["residual_gp_var"] = scores(y, ndtr((thr - mean - r_mean) / np.sqrt(std**2 + r_latent)), mean)
         else:
             entry["residual_gp"] = entry["residual_gp_var"] = entry["ensemble"]
         out[str(number)] = entry
