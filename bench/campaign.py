@@ -128,6 +128,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/screener-bench"), help="Worlds, models, campaigns.")
     p.add_argument("--device", default="auto", help="Torch device for training (auto, cpu, cuda).")
     p.add_argument("--threads", type=int, default=1, help="Torch CPU threads (1 on a shared 2-core CPU).")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="Leave glibc's allocator as it is (by default it is tuned as `screener run` tunes it: "
+                        "screener.cgat.perf.configure_cpu_allocator).")
     p.add_argument("--finished-only", action="store_true",
                    help="Start no campaign: write the result over the campaigns already finished in --work-dir.")
     p.add_argument("--no-new-after", metavar="HH:MM", type=no_new_after_deadline,
@@ -353,6 +356,17 @@ def policy_file(spec: str, seed: int, directory: Path) -> Path:
     return save_policy(policy, directory / f"{policy.name}_seed{seed}.yaml")
 
 
+def tune_allocator(args: argparse.Namespace) -> bool:
+    """Tune glibc's allocator as `screener run` does (its CLI tunes it for every command that runs the network),
+    unless ``--no-malloc-tuning``; True when tuned. Untuned, every forward pass page-faults its activations afresh:
+    the campaigns here then spent more CPU time in the kernel than in the network's arithmetic."""
+    if getattr(args, "no_malloc_tuning", False):
+        return False
+    from screener.cgat.perf import configure_cpu_allocator
+
+    return configure_cpu_allocator()
+
+
 def run_one(args: argparse.Namespace, *, policy: str, seed: int, campaign_dir: Path, pool_file: Path, model: Path,
             world: Any, references: Path, scan_model: Path | None = None) -> dict[str, Any]:
     """Run one campaign to the end of its budget; return its ledger's figures."""
@@ -494,6 +508,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc_tuning = tune_allocator(args)
     from screener.calculators.cost import CostModel
     from screener.world.experiments import bench_environment, load_world_data
     from screener.world.io import read_world
@@ -552,6 +567,7 @@ def main(argv: list[str] | None = None) -> dict:
                 shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
             "complete": complete,
             **bench_environment(args.device),
+            "malloc_tuning": malloc_tuning,
             "world": {"dir": str(world_dir), "n_structures": len(ids), "seed": args.world_seed,
                       "elements": world.manifest.elements, "build_s": build_s,
                       "label": "CHGNet stand-in labels, not DFT", "pbe_vs_scan": stats.get("pbe_vs_scan")},

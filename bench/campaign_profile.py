@@ -139,6 +139,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="sized: the campaign's fine-tune as shipped; legacy: every result every epoch, every round "
                         "(screener.campaign.ensemble_model.SIZED_FINE_TUNE False), to compare decisions.")
     p.add_argument("--cprofile", action="store_true", help="Also record cProfile's top functions.")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="Leave glibc's allocator untuned (the profiles before 2026-12-05 were taken so; `screener "
+                        "run` tunes it).")
     p.add_argument("--label", default="run", help="Key of this record in --output (e.g. before, after).")
     p.add_argument("--output", type=Path, help="JSON file to add the record to.")
     p.add_argument("--summarize", nargs="+", metavar="LABEL",
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
+    malloc_tuning = bench_campaign.tune_allocator(args)
     from screener.world.experiments import bench_environment, load_world_data
     from screener.world.io import read_world
 
@@ -263,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         **bench_environment("cpu"),
         "torch_threads": torch.get_num_threads(),
+        "malloc_tuning": malloc_tuning,
         "world": str(args.world), "n_candidates": len(pool_ids), "policy": name, "seed": args.seed,
         "budget": args.budget, "batch": args.batch, "cost": args.cost, "fine_tune_epochs": args.fine_tune_epochs,
         "fine_tune": args.fine_tune, "git_commit": _git_commit(),

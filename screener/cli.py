@@ -171,8 +171,9 @@ def _round_line(summary: dict) -> str:
 #: Known third-party warnings that say nothing to a screener user (shown with --verbose).
 _QUIET_WARNING_MODULES = r"(jobflow|monty|chgnet|torch|pymatgen|atomate2|emmet|maggma|ase|dgl|mp_api)(\.|$)"
 
-# Commands that run the network on the CPU: they get the glibc allocator tuned for CGAT's large reused activations.
-_MODEL_COMMANDS = {"train", "predict", "demo", "run", "world", "rank"}
+# Commands that run the network on the CPU: they get the glibc allocator tuned for CGAT's large reused activations
+# (`collect` moves a campaign on like `run`: it predicts, fine-tunes and plans).
+_MODEL_COMMANDS = {"train", "predict", "demo", "run", "collect", "world", "rank"}
 
 
 @app.callback()
