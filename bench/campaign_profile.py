@@ -168,6 +168,7 @@ def summarize(path: Path, before: str, after: str, pairs: list[str]) -> dict[str
         "stage_cpu_s": {k: {"before": b["stages"].get(k, {}).get("s"), "after": a["stages"].get(k, {}).get("s")}
                         for k in stages},
         "figures": {"before": b["figures"], "after": a["figures"]},
+        "same_decisions": b.get("decisions") == a.get("decisions"),
         "note": "before and after differ by every commit between their git_commit values, not only by the speed "
                 "changes; the pairs compare decisions with the sized and the legacy fine-tune on the same code",
     }

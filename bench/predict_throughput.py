@@ -8,7 +8,9 @@ then measures, in this order:
   parsing, graph building on all cores, the ensemble's forward passes, CSV writing) -> crystals/s, wall;
 - the same stages in this process, each timed on its own: ``read`` (CIF parsing), ``graphs`` (``build_graphs`` on
   ``--n-jobs`` processes), and ``forward`` (``CGATEnsemble.predict`` on the built graphs, for each of
-  ``--batch-sizes``, after one untimed warm-up pass; peak GPU memory on CUDA).
+  ``--batch-sizes``, after one untimed warm-up pass; peak GPU memory on CUDA; user and system CPU seconds). On the
+  CPU the forward passes are timed twice, with glibc's allocator as it is (``forward``) and then tuned as the CLI
+  tunes it (``forward_malloc_tuned``, ``screener.cgat.perf.configure_cpu_allocator``), with the ratios.
 
 The ensemble is the shipped one unless ``--model`` names another. Prints ONE JSON object on the last line of stdout.
 
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[256])
     p.add_argument("--cli-batch-size", type=int, default=256)
     p.add_argument("--skip-cli", action="store_true")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="On the CPU, time the forward passes with glibc's allocator as it is only (by default they "
+                        "are timed so, then again after screener.cgat.perf.configure_cpu_allocator(), as the CLI runs "
+                        "them)")
     args = p.parse_args(argv)
 
     import torch
@@ -118,22 +124,36 @@ def main(argv: list[str] | None = None) -> dict:
     result["graphs"] = {"wall_s": round(t_graphs, 2), "crystals_per_s": round(n / t_graphs, 1)}
     print(json.dumps({"read": result["read"], "graphs": result["graphs"]}), file=sys.stderr, flush=True)
 
-    forward = []
     cuda = args.device.startswith("cuda")
-    for bs in args.batch_sizes:
-        ensemble.predict(graphs[: min(n, 4 * bs)], batch_size=bs)  # warm-up: kernels, allocator
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        pred = ensemble.predict(graphs, batch_size=bs)  # returns numpy: the GPU work is finished
-        dt = time.perf_counter() - t0
-        row = {"batch_size": bs, "wall_s": round(dt, 3), "crystals_per_s": round(n / dt, 1),
-               "crystal_members_per_s": round(n * len(ensemble.models) / dt, 1)}
-        if cuda:
-            row["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        assert len(pred.mean) == n
-        forward.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
+
+    def forward_passes(label: str) -> list[dict]:
+        rows = []
+        for bs in args.batch_sizes:
+            ensemble.predict(graphs[: min(n, 4 * bs)], batch_size=bs)  # warm-up: kernels, allocator
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            t0, cpu0 = time.perf_counter(), os.times()
+            pred = ensemble.predict(graphs, batch_size=bs)  # returns numpy: the GPU work is finished
+            dt, cpu1 = time.perf_counter() - t0, os.times()
+            row = {"batch_size": bs, "wall_s": round(dt, 3), "crystals_per_s": round(n / dt, 1),
+                   "crystal_members_per_s": round(n * len(ensemble.models) / dt, 1),
+                   "user_s": round(cpu1.user - cpu0.user, 2), "system_s": round(cpu1.system - cpu0.system, 2)}
+            if cuda:
+                row["peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            assert len(pred.mean) == n
+            rows.append(row)
+            print(json.dumps({label: row}), file=sys.stderr, flush=True)
+        return rows
+
+    forward = forward_passes("forward")
+    if not cuda and not args.no_malloc_tuning:
+        # then as `screener predict` runs them: its CLI tunes glibc's allocator (it cannot be untuned after)
+        from screener.cgat.perf import configure_cpu_allocator
+
+        result["malloc_tuning_applied"] = configure_cpu_allocator()
+        result["forward_malloc_tuned"] = tuned = forward_passes("forward_malloc_tuned")
+        result["ratios_malloc_tuned_over_untuned"] = {
+            str(a["batch_size"]): round(b["crystals_per_s"] / a["crystals_per_s"], 2) for a, b in zip(forward, tuned)}
     result["forward"] = forward
     print(json.dumps(result))
     return result

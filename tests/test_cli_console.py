@@ -166,3 +166,17 @@ def test_round_line_carries_every_number():
     assert line.startswith("round 2 | bought 3 PBE + 1 SCAN (1 failed) | 4 stable at SCAN so far")
     assert "spent 12 of 20 pbe-equivalent, 8 left" in line
     assert "SCAN 217 ± 116 meV/atom (n=8)" in line and "no fine-tune" in line
+
+
+def test_commands_that_run_the_network_tune_the_allocator(monkeypatch, tmp_path, run_cli):
+    # `collect` predicts, fine-tunes and plans as `run` does: untuned, glibc page-faults every forward pass's
+    # activations afresh (bench/README.md, "Campaign profile"); `status` runs no network and leaves the allocator
+    import screener.cgat.perf as perf
+
+    calls = []
+    monkeypatch.setattr(perf, "configure_cpu_allocator", lambda *a, **k: calls.append(1) or True)
+    code, _, err = run_cli(["collect", tmp_path])  # no campaign there: a clear error, after the switch
+    assert code != 0 and "holds no campaign" in err
+    assert calls == [1]
+    code, _, _ = run_cli(["status", tmp_path])
+    assert code != 0 and calls == [1]

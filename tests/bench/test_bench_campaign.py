@@ -68,6 +68,7 @@ def test_tiny_run_prints_one_json_object(bench, tmp_path, capsys):
         "--quick", "--size", "24", "--pretrain-epochs", "2", "--members", "2", "--budget", "12", "--batch", "3",
         "--fine-tune-epochs", "1", "--seeds", "0", "--policies", "random,scan-only", "--work-dir", str(tmp_path),
         "--output", str(out), "--calibration-split", "0",  # 12 known structures: too few to hold 20 out
+        "--no-malloc-tuning",  # the test session's allocator stays as it is
     ])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == json.loads(out.read_text()) == json.loads(json.dumps(result))
@@ -75,6 +76,7 @@ def test_tiny_run_prints_one_json_object(bench, tmp_path, capsys):
     assert pool["n_candidates"] + pool["n_known_pbe"] == result["world"]["n_structures"]
     assert pool["prevalence"] == pytest.approx(pool["n_truly_stable"] / pool["n_candidates"], abs=1e-4)
     assert set(result["runs"]) == {"random", "scan-only"}
+    assert result["malloc_tuning"] is False
     for policy, by_seed in result["runs"].items():
         run = by_seed["0"]
         assert 0 < run["budget_spent"] <= 12 + 1e-9, policy
@@ -89,6 +91,7 @@ def test_tiny_run_prints_one_json_object(bench, tmp_path, capsys):
         "--quick", "--world", result["world"]["dir"], "--pretrain-epochs", "2", "--members", "2", "--budget", "12",
         "--batch", "3", "--fine-tune-epochs", "1", "--seeds", "1", "--model-per-seed", "--policies", "random",
         "--work-dir", str(lane), "--output", str(lane / "result.json"), "--calibration-split", "0",
+        "--no-malloc-tuning",
     ])
     trained = sorted(d.name for d in lane.glob("campaign_init_*") if d.is_dir())
     assert len(trained) == 1 and trained[0].endswith("_ms1"), trained
