@@ -5,9 +5,15 @@ Two paths are timed on the same structures (the 20 MP-20 cells of tests/calculat
   world builder uses to label thousands of structures;
 - ``jobs``: one jobflow job per structure through ``StandinCalculator.make_flow`` + ``run_locally`` into an
   in-memory store (atomate2 ForceFieldStaticMaker, TaskDoc, CalcResult): the per-calculation path of a campaign.
-Model loading is excluded (done once before timing). The last line printed is one JSON object.
+Model loading is excluded (done once before timing). On the CPU both paths are timed three times: with glibc's
+allocator as it is (``results``), so again (``malloc_tuned.untuned_again``, as warm as what follows) and tuned as the
+CLI tunes it for the commands that run CGAT (``malloc_tuned.results``, ``screener.cgat.perf.configure_cpu_allocator``),
+with user and system seconds and the ratios tuned / untuned again: whether ``screener calc`` (the ``jobs`` path) and
+``screener world build`` (``batched``) gain from it.
+The last line printed is one JSON object.
 
 Usage: python bench/standin_throughput.py [--device cpu|cuda] [--repeat 5] [--batch-size 64] [--threads N]
+       [--no-malloc-tuning]
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--jobs", type=int, default=20, help="structures run as jobflow jobs per checkpoint")
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="On the CPU, time with glibc's allocator as it is only (by default: so, then again "
+                             "after screener.cgat.perf.configure_cpu_allocator(), which cannot be undone)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -65,33 +74,56 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     structures, ids = _structures(args.repeat)
     n_sites = sum(len(s) for s in structures[: len(ids)]) / len(ids)
-    figures: dict = {}
-    for fidelity, checkpoint in CHECKPOINTS.items():
-        t0 = time.perf_counter()
-        load_chgnet(checkpoint, args.device)
-        load_s = time.perf_counter() - t0
-        energies_batch(structures[:4], fidelity, use_device=args.device)  # warm-up
-        t0 = time.perf_counter()
-        energies_batch(structures, fidelity, batch_size=args.batch_size, use_device=args.device)
-        batched_s = time.perf_counter() - t0
 
-        calc = StandinCalculator(use_device=args.device)
-        store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
-        jobs = [calc.make_flow(s, fidelity, sid) for s, sid in zip(structures[: args.jobs], ids * args.repeat)]
-        run_locally(calc.make_flow(structures[0], fidelity, "warm-up"), store=store, log=False)
-        t0 = time.perf_counter()
-        for job in jobs:
-            run_locally(job, store=store, log=False)
-        jobs_s = time.perf_counter() - t0
-        figures[checkpoint] = {
-            "fidelity": fidelity,
-            "model_load_s": round(load_s, 3),
-            "batched_structures": len(structures),
-            "batched_energies_per_s": round(len(structures) / batched_s, 2),
-            "jobs": len(jobs),
-            "jobs_energies_per_s": round(len(jobs) / jobs_s, 2),
-            "jobs_ms_per_calculation": round(1000 * jobs_s / len(jobs), 1),
-        }
+    def time_paths() -> dict:
+        figures: dict = {}
+        for fidelity, checkpoint in CHECKPOINTS.items():
+            t0 = time.perf_counter()
+            load_chgnet(checkpoint, args.device)
+            load_s = time.perf_counter() - t0
+            energies_batch(structures[:4], fidelity, use_device=args.device)  # warm-up
+            t0, cpu0 = time.perf_counter(), os.times()
+            energies_batch(structures, fidelity, batch_size=args.batch_size, use_device=args.device)
+            batched_s, cpu1 = time.perf_counter() - t0, os.times()
+
+            calc = StandinCalculator(use_device=args.device)
+            store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+            jobs = [calc.make_flow(s, fidelity, sid) for s, sid in zip(structures[: args.jobs], ids * args.repeat)]
+            run_locally(calc.make_flow(structures[0], fidelity, "warm-up"), store=store, log=False)
+            t0, cpu2 = time.perf_counter(), os.times()
+            for job in jobs:
+                run_locally(job, store=store, log=False)
+            jobs_s, cpu3 = time.perf_counter() - t0, os.times()
+            figures[checkpoint] = {
+                "fidelity": fidelity,
+                "model_load_s": round(load_s, 3),
+                "batched_structures": len(structures),
+                "batched_energies_per_s": round(len(structures) / batched_s, 2),
+                "batched_user_s": round(cpu1.user - cpu0.user, 2),
+                "batched_system_s": round(cpu1.system - cpu0.system, 2),
+                "jobs": len(jobs),
+                "jobs_energies_per_s": round(len(jobs) / jobs_s, 2),
+                "jobs_ms_per_calculation": round(1000 * jobs_s / len(jobs), 1),
+                "jobs_user_s": round(cpu3.user - cpu2.user, 2),
+                "jobs_system_s": round(cpu3.system - cpu2.system, 2),
+            }
+            print(json.dumps({checkpoint: figures[checkpoint]}), file=sys.stderr, flush=True)
+        return figures
+
+    figures = time_paths()
+    tuned: dict = {}
+    if args.device == "cpu" and not args.no_malloc_tuning:
+        # then as the CLI's model commands run (it cannot be untuned after)
+        from screener.cgat.perf import configure_cpu_allocator
+
+        # timed untuned a second time first: the ratio is then over a run as warm as the tuned one
+        untuned_again = time_paths()
+        tuned = {"untuned_again": untuned_again, "applied": configure_cpu_allocator(), "results": time_paths()}
+        tuned["ratios_tuned_over_untuned_again"] = {
+            checkpoint: {path: round(tuned["results"][checkpoint][f"{path}_energies_per_s"]
+                                     / untuned_again[checkpoint][f"{path}_energies_per_s"], 2)
+                         for path in ("batched", "jobs")}
+            for checkpoint in figures}
     result = {
         "benchmark": "standin_throughput",
         "device": args.device,
@@ -107,6 +139,8 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "results": figures,
     }
+    if tuned:
+        result["malloc_tuned"] = tuned
     print(json.dumps(result))
 
 
