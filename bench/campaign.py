@@ -98,6 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--members", type=int, help="Ensemble members (>= 2 for an uncertainty).")
     p.add_argument("--pretrain-epochs", type=int, help="Epochs of the initial PBE pre-training.")
     p.add_argument("--model", type=Path, help="Initial PBE E_form ensemble (default: pre-train on the known set).")
+    p.add_argument("--transfer-from", type=Path, metavar="ENSEMBLE",
+                   help="Make each initial PBE ensemble by transferring (full) this pre-trained one on the known "
+                        "set's PBE E_form instead of pre-training from scratch: the paper's protocol and a user's "
+                        "(`screener train --init models/... --transfer full`), e.g. the shipped "
+                        "models/pbe-e-form-small-world20k. Cached apart from the from-scratch models.")
     p.add_argument("--calibration-split", type=float, metavar="FRACTION",
                    help="Hold this share of the known set out of the initial pre-training and fit the ensemble's "
                         "spread calibration on it (calibration.json, as `screener train` writes it from its 10 %% "
@@ -150,6 +155,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--calibration-split must be at least 0 and below 0.5")
     if args.model_per_seed and args.model is not None:
         p.error("--model-per-seed pre-trains the initial ensembles; it cannot take --model")
+    if args.transfer_from is not None and args.model is not None:
+        p.error("--transfer-from makes the initial ensembles; it cannot take --model")
+    if args.transfer_from is not None and not (args.transfer_from / "ensemble.json").is_file():
+        p.error(f"--transfer-from {args.transfer_from}: not an ensemble folder (no ensemble.json)")
     if args.output is None:
         args.output = Path(__file__).parent / "results" / ("campaign_quick.json" if args.quick else "campaign.json")
     return args
@@ -207,8 +216,14 @@ def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: 
     # the world seed's model keeps its old folder name, so the runs made before --model-per-seed stay valid
     suffix = "" if training_seed == args.world_seed else f"_ms{training_seed}"
     suffix += f"_cal{args.calibration_split:g}" if args.calibration_split else ""
+    if args.transfer_from is not None:  # another starting point: another folder
+        suffix += f"_from-{args.transfer_from.resolve().name}"
     directory = (args.work_dir / f"campaign_init_{data.world_dir.name}_{args.preset}_m{args.members}"
                  f"_e{args.pretrain_epochs}_{key}{suffix}")
+    if args.transfer_from is not None:
+        return train_initial(args, data, known, pool, directory, training_seed, "pbe",
+                             source=f"{args.transfer_from.resolve().name} transferred (full) on the PBE E_form of "
+                                    "the known set", init=args.transfer_from.resolve())
     return train_initial(args, data, known, pool, directory, training_seed, "pbe",
                          source="pre-trained on the PBE E_form of the known set")
 
@@ -584,7 +599,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "executor": "local", "known_hull": args.known_hull, "torch_threads": args.threads,
                          "pool_fraction": args.pool_fraction, "preset": args.preset, "members": args.members,
                          "pretrain_epochs": args.pretrain_epochs, "model_per_seed": args.model_per_seed,
-                         "calibration_split": args.calibration_split, "scan_transfer": args.scan_transfer},
+                         "calibration_split": args.calibration_split, "scan_transfer": args.scan_transfer,
+                         "transfer_from": str(args.transfer_from) if args.transfer_from else None},
             "definitions": {
                 "selected": "pool candidates the campaign computed with SCAN (successful jobs in its ledger)",
                 "found": "selected AND SCAN E_hull <= tol in the world's own SCAN hull",
@@ -617,6 +633,8 @@ def main(argv: list[str] | None = None) -> dict:
                 tag += f"_ms{model_seed(args, seed)}"
             if args.scan_transfer:
                 tag += "_scanT"
+            if args.transfer_from is not None:  # never read back a campaign of a from-scratch model
+                tag += f"_from-{args.transfer_from.resolve().name}"
             done_file = run_root / f"seed{seed}" / f"{tag}.score.json"
             if done_file.is_file():
                 runs[policy][str(seed)] = json.loads(done_file.read_text())
@@ -706,7 +724,12 @@ def caveats(args: argparse.Namespace, prevalence: float, bound: dict, n_seeds: i
         "small integers and a difference of 1-2 is within seed noise.",
     ]
     mae = model_info.get("pool_pbe_e_form_mae_ev_per_atom")
-    if mae is not None:
+    if mae is not None and args.transfer_from is not None:
+        notes.append(f"The initial ensemble is {args.transfer_from.name} (pre-trained elsewhere) transferred on "
+                     f"{model_info['n_train']} PBE structures of the known set; its PBE E_form MAE on the pool is "
+                     f"{mae:.2f} eV/atom. Its pre-training set may hold some of this world's structures at PBE level "
+                     "(never their SCAN labels).")
+    elif mae is not None:
         notes.append(f"The initial ensemble is pre-trained on {model_info['n_train']} PBE structures only; its PBE "
                      f"E_form MAE on the pool is {mae:.2f} eV/atom, so its ranking is weak and every model-guided "
                      "policy is limited by it (the paper's model saw ~1.8 M PBE structures).")

@@ -194,6 +194,14 @@ class CandidateIndex:
     def _reduce(self, structure: Structure) -> Any:
         return self.matcher._get_reduced_structure(structure, self.matcher._primitive_cell, True)
 
+    def _sizes_can_match(self, reduced: Any, other: Any) -> bool:
+        """False when the two reduced cells cannot fit for their site counts alone (a matcher that tries
+        supercells, subsets or ignores species decides for itself)."""
+        m = self.matcher
+        if m._supercell or m._subset or m._ignored_species:
+            return True
+        return len(reduced) == len(other)
+
     def match(self, structure_id: str | None, structure: Structure | None, *, material_id: str | None = None
               ) -> str | None:
         """The id of the candidate this phase is (same id or material id, or a StructureMatcher match), else None."""
@@ -212,6 +220,10 @@ class CandidateIndex:
         for cid, cand in same:
             if cid not in self._reduced:
                 self._reduced[cid] = self._reduce(cand)
+            # reduced cells of the same formula with different site counts never fit (without supercells or
+            # subsets the matcher needs a one-to-one site map): skip the copies and the mask fit would make first
+            if not self._sizes_can_match(reduced, self._reduced[cid]):
+                continue
             if self.matcher.fit(reduced, self._reduced[cid], skip_structure_reduction=True):
                 found = cid
                 break

@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "campaign.py"
@@ -136,6 +137,26 @@ def test_model_per_seed_gives_each_campaign_seed_its_own_training_seed(bench):
     with pytest.raises(SystemExit):  # a given model cannot be pre-trained per seed
         bench.parse_args(["--quick", "--model-per-seed", "--model", "models/x"])
 
+
+def test_transfer_from_makes_its_own_initial_models_in_their_own_folders(bench, tmp_path, monkeypatch):
+    shipped = Path(__file__).resolve().parents[2] / "models" / "pbe-e-form-small-world20k"
+    with pytest.raises(SystemExit):  # not an ensemble folder
+        bench.parse_args(["--quick", "--transfer-from", str(tmp_path)])
+    with pytest.raises(SystemExit):  # a given model is not made by transfer
+        bench.parse_args(["--quick", "--transfer-from", str(shipped), "--model", str(shipped)])
+    args = bench.parse_args(["--quick", "--transfer-from", str(shipped), "--model-per-seed",
+                             "--work-dir", str(tmp_path)])
+    calls = []
+    monkeypatch.setattr(bench, "train_initial", lambda *a, **k: calls.append((a[4], k)) or (a[4], {}))
+
+    class Data:
+        structure_ids = ["a", "b", "c"]
+        world_dir = Path("w")
+
+    bench.initial_model(args, Data(), np.array([0, 1]), np.array([2]), training_seed=1)
+    directory, kwargs = calls[0]
+    assert directory.name.endswith("_ms1_cal0.1_from-pbe-e-form-small-world20k")
+    assert kwargs["init"] == shipped and "transferred" in kwargs["source"]
 
 def test_a_second_process_waits_for_the_initial_model_and_reads_it_back(bench, tmp_path, monkeypatch):
     """Two benchmark lanes started together need the same initial model: the one that finds it being trained waits

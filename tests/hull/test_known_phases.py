@@ -82,6 +82,49 @@ def test_exclude_candidates_by_id_and_by_structure():
     assert dropped == {"mp-1": "mp-1", "known-2": "mp-1"}
 
 
+def _nacl_polymorphs():
+    """NaCl in four structure types: rocksalt, CsCl and zinc blende (2-site primitive cells), wurtzite (4 sites)."""
+    rocksalt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cscl = Structure(Lattice.cubic(3.3), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    blende = Structure.from_spacegroup("F-43m", Lattice.cubic(6.0), ["Na", "Cl"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    wurtzite = Structure.from_spacegroup("P6_3mc", Lattice.hexagonal(4.2, 6.8), ["Na", "Cl"],
+                                         [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.375]])
+    return {"rocksalt": rocksalt, "cscl": cscl, "blende": blende, "wurtzite": wurtzite}
+
+
+def test_candidate_index_finds_what_the_matcher_finds_and_fits_only_cells_of_equal_size(monkeypatch):
+    from screener.hull.known_phases import CandidateIndex
+
+    candidates = _nacl_polymorphs()
+    rocksalt_bigger = candidates["rocksalt"].copy()
+    rocksalt_bigger.scale_lattice(candidates["rocksalt"].volume * 1.06)
+    wurtzite_supercell = candidates["wurtzite"].copy()
+    wurtzite_supercell.make_supercell([2, 1, 1])
+    nias = Structure.from_spacegroup("P6_3/mmc", Lattice.hexagonal(3.9, 6.4), ["Na", "Cl"],
+                                     [[0, 0, 0], [1 / 3, 2 / 3, 0.25]])  # 4 sites, like wurtzite, yet not it
+    known = {"k-rocksalt": rocksalt_bigger, "k-wurtzite": wurtzite_supercell, "k-nias": nias}
+    matcher = StructureMatcher()
+    brute = {k: next((cid for cid, c in candidates.items() if matcher.fit(s, c)), None) for k, s in known.items()}
+    assert brute == {"k-rocksalt": "rocksalt", "k-wurtzite": "wurtzite", "k-nias": None}
+
+    fitted: list[tuple[int, int]] = []
+    fit = StructureMatcher.fit
+
+    def counting_fit(self, s1, s2, *args, **kwargs):
+        fitted.append((len(s1), len(s2)))
+        return fit(self, s1, s2, *args, **kwargs)
+
+    monkeypatch.setattr(StructureMatcher, "fit", counting_fit)
+    index = CandidateIndex(candidates)
+    assert {k: index.match(k, s) for k, s in known.items()} == brute
+    assert fitted and all(a == b for a, b in fitted), fitted  # no fit of a 2-site cell against a 4-site one
+    assert len(fitted) == 1 + 1 + 1  # rocksalt on its first try; wurtzite and NiAs each against wurtzite only
+
+    # a matcher that tries supercells judges the sizes itself
+    assert CandidateIndex(candidates, StructureMatcher(attempt_supercell=True))._sizes_can_match(
+        candidates["rocksalt"], candidates["wurtzite"])
+
+
 def test_a_candidate_is_never_planned_as_a_competing_phase():
     """Only known phases the SCAN hull lacks are competing phases to buy; campaign candidates are the policy's."""
     from screener.campaign.hulls import CampaignHulls
