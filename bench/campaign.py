@@ -204,6 +204,11 @@ def model_seed(args: argparse.Namespace, seed: int) -> int:
     return args.world_seed + seed if args.model_per_seed else args.world_seed
 
 
+def transfer_suffix(args: argparse.Namespace) -> str:
+    """``_from-<ensemble>`` with --transfer-from (the folders of its models and campaigns), else empty."""
+    return f"_from-{args.transfer_from.resolve().name}" if args.transfer_from is not None else ""
+
+
 def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: np.ndarray,
                   training_seed: int | None = None) -> tuple[Path, dict]:
     """The PBE E_form ensemble a campaign starts from: ``--model`` or pre-trained on the known set with
@@ -216,8 +221,7 @@ def initial_model(args: argparse.Namespace, data: Any, known: np.ndarray, pool: 
     # the world seed's model keeps its old folder name, so the runs made before --model-per-seed stay valid
     suffix = "" if training_seed == args.world_seed else f"_ms{training_seed}"
     suffix += f"_cal{args.calibration_split:g}" if args.calibration_split else ""
-    if args.transfer_from is not None:  # another starting point: another folder
-        suffix += f"_from-{args.transfer_from.resolve().name}"
+    suffix += transfer_suffix(args)  # another starting point: another folder
     directory = (args.work_dir / f"campaign_init_{data.world_dir.name}_{args.preset}_m{args.members}"
                  f"_e{args.pretrain_epochs}_{key}{suffix}")
     if args.transfer_from is not None:
@@ -633,8 +637,7 @@ def main(argv: list[str] | None = None) -> dict:
                 tag += f"_ms{model_seed(args, seed)}"
             if args.scan_transfer:
                 tag += "_scanT"
-            if args.transfer_from is not None:  # never read back a campaign of a from-scratch model
-                tag += f"_from-{args.transfer_from.resolve().name}"
+            tag += transfer_suffix(args)  # never read back a campaign of a from-scratch model
             done_file = run_root / f"seed{seed}" / f"{tag}.score.json"
             if done_file.is_file():
                 runs[policy][str(seed)] = json.loads(done_file.read_text())
