@@ -80,11 +80,11 @@ def explain_candidate(db: Any, round_number: int, sid: str, rn: dict[str, Any]) 
                              "p_scan_model_raw_recomputed": float(ndtr((thr - pred["scan"][0]) / pred["scan"][1]))}
     # the outcome maps (one per fidelity), then the composition-GP pool: the Gaussians the options are valued with
     mu, sd = {}, {}
+    weight = float(rn.get("composition_pool_weight") or 0.0)
     for f in ("scan", "pbe"):
         cal = OutcomeCalibration(a=rn[f"outcome_calibration_{f}_a"], b=rn[f"outcome_calibration_{f}_b"])
         m, s = cal.calibrate_gaussian(np.array([pred[f][0]]), np.array([pred[f][1]]))
         steps[f"p_{f}_after_outcome_map"] = float(ndtr((thr - m[0]) / s[0]))
-        weight = float(rn.get("composition_pool_weight") or 0.0)
         gp_mean = nums.get(f"composition_gp_{f}_mean_ev_per_atom")
         gp_std = nums.get(f"composition_gp_{f}_std_ev_per_atom")
         if gp_mean is not None:
@@ -100,24 +100,19 @@ def explain_candidate(db: Any, round_number: int, sid: str, rn: dict[str, Any]) 
     c_s, c_p = float(nums["cost_scan_cpu_hours"]), float(nums["cost_pbe_cpu_hours"])
     lam = float(nums["lambda_per_cpu_hour"])
     pbe_x = nums.get("pbe_e_hull_ev_per_atom")
-    if pbe_x is not None:  # screened: the relation on its PBE result
+    if pbe_x is not None:  # screened: the relation on its PBE result; SCAN is its only option
         steps["q_of_pbe_result"] = float(relation.p_scan_stable(np.array([pbe_x]))[0])
         p = steps["q_of_pbe_result"] * survival
-    else:  # the model's P, at most the PBE view (what the screen would find were SCAN always to follow)
+        recomputed = {"p_scan_stable": p, "rate_scan_per_cpu_hour": p / c_s}
+    else:  # the model's P, at most the PBE view (what the screen would find were SCAN always to follow); the route
         steps["p_model_times_survival"] = steps["p_scan_pooled"] * survival
         steps["pbe_view"] = float(pbe_route(relation, mu["pbe"], sd["pbe"], np.zeros(1))[1][0]) * survival
         p = min(steps["p_model_times_survival"], steps["pbe_view"])
-    steps["go_threshold_on_q"] = lam * c_s / max(survival, 1e-9)
-    p_go, finds = pbe_route(relation, mu["pbe"], sd["pbe"], np.array([steps["go_threshold_on_q"]]))
-    recomputed = {"p_scan_stable": p, "p_go_scan_after_pbe": float(p_go[0]),
-                  "q_pbe_route_finds": float(finds[0]) * survival,
-                  "rate_scan_per_cpu_hour": p / c_s}
-    recomputed["rate_pbe_per_cpu_hour"] = (recomputed["q_pbe_route_finds"]
-                                           / (c_p + c_s * recomputed["p_go_scan_after_pbe"]))
-    if pbe_x is not None:
-        # a screened candidate is planned at SCAN only: its PBE option is not offered (its rate is recorded as is)
-        for key in ("p_go_scan_after_pbe", "q_pbe_route_finds", "rate_pbe_per_cpu_hour"):
-            recomputed.pop(key)
+        steps["go_threshold_on_q"] = lam * c_s / max(survival, 1e-9)
+        p_go, finds = pbe_route(relation, mu["pbe"], sd["pbe"], np.array([steps["go_threshold_on_q"]]))
+        p_go, finds = float(p_go[0]), float(finds[0]) * survival
+        recomputed = {"p_scan_stable": p, "p_go_scan_after_pbe": p_go, "q_pbe_route_finds": finds,
+                      "rate_scan_per_cpu_hour": p / c_s, "rate_pbe_per_cpu_hour": finds / (c_p + c_s * p_go)}
     diffs = {k: abs(recomputed[k] - float(nums[k])) for k in recomputed if k in nums}
     later = [{"round": r, "fidelity": f, "state": st} for r, f, st in db.execute(
         "SELECT round, fidelity, state FROM jobs WHERE structure_id = ? AND role = 'candidate' ORDER BY round", (sid,))]
@@ -127,12 +122,12 @@ def explain_candidate(db: Any, round_number: int, sid: str, rn: dict[str, Any]) 
             "calculations": later}
 
 
-def result_e_hull(campaign: Path, db: Any, sid: str) -> dict[str, float]:
+def result_e_hull(references: dict[str, list[Any]], results: list[tuple[int, str, str, Any]], sid: str
+                  ) -> dict[str, float]:
     """E_hull of each of the candidate's results on the campaign's hull of that fidelity once its round was done
-    (the references and the results of that round and the earlier ones), eV/atom."""
+    (the references and the results of that round and the earlier ones, :func:`references_and_results`), eV/atom."""
     from pymatgen.analysis.phase_diagram import PhaseDiagram
 
-    references, results = references_and_results(campaign, db)
     out = {}
     for number, s, fidelity, entry in results:
         if s != sid:
@@ -180,8 +175,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "round_numbers": {k: rn[k] for k in keys if k in rn},
         "candidates": [explain_candidate(db, args.round, sid, rn) for sid in args.ids],
     }
+    references, results = references_and_results(args.campaign, db)  # read once for every candidate
     for c in out["candidates"]:
-        c["result_e_hull_on_campaign_hull_ev_per_atom"] = result_e_hull(args.campaign, db, c["structure_id"])
+        c["result_e_hull_on_campaign_hull_ev_per_atom"] = result_e_hull(references, results, c["structure_id"])
     if args.world:
         from screener.world.experiments import load_world_data
 

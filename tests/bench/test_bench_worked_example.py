@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
 import sys
@@ -11,18 +10,13 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[f"bench_{name}"] = module
-    spec.loader.exec_module(module)
-    return module
+import campaign  # noqa: E402
+import worked_example  # noqa: E402
 
 
 def test_every_planned_item_of_a_round_is_recomputed_from_what_the_ledger_recorded(tmp_path, capsys):
-    campaign = _load("campaign")
     campaign.main([
         "--quick", "--size", "40", "--pretrain-epochs", "2", "--members", "2", "--budget", "30", "--batch", "4",
         "--fine-tune-epochs", "1", "--seeds", "0", "--policies", "expected-value", "--cost", "flat",
@@ -33,14 +27,13 @@ def test_every_planned_item_of_a_round_is_recomputed_from_what_the_ledger_record
     db = sqlite3.connect(folder / "ledger.sqlite")
     rounds = [r for (r,) in db.execute("SELECT DISTINCT round FROM decisions WHERE accepted = 1 ORDER BY round")]
     assert len(rounds) >= 2, rounds  # round 2 has outcome calibration and, usually, PBE results to read
-    worked = _load("worked_example")
     explained = 0
     for number in rounds:
         ids = [s for (s,) in db.execute("SELECT structure_id FROM decisions WHERE round = ? AND accepted = 1 AND "
                                         "numbers_json LIKE '%rate_scan_per_cpu_hour%'", (number,))]
         if not ids:
             continue
-        out = worked.main([str(folder), "--round", str(number), "--ids", *ids,
+        out = worked_example.main([str(folder), "--round", str(number), "--ids", *ids,
                            "--output", str(tmp_path / f"round{number}.json")])
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(out))
         for item in out["candidates"]:
@@ -60,4 +53,4 @@ def test_a_round_of_another_policy_is_refused(tmp_path):
     db.execute("INSERT INTO events VALUES (1, '', 1, 'policy', '', ?)", (json.dumps({"kind": "scan-only"}),))
     db.commit()
     with pytest.raises(SystemExit, match="scan-only"):
-        _load("worked_example").main([str(tmp_path), "--round", "1", "--ids", "x"])
+        worked_example.main([str(tmp_path), "--round", "1", "--ids", "x"])
