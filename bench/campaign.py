@@ -392,7 +392,13 @@ def run_one(args: argparse.Namespace, *, policy: str, seed: int, campaign_dir: P
     from screener.campaign.api import run_campaign
     from screener.campaign.status import campaign_status
 
-    shutil.rmtree(campaign_dir, ignore_errors=True)
+    from screener.campaign.folder import CampaignBusyError, lock_holder
+
+    holder = lock_holder(campaign_dir)
+    if holder is not None:  # another benchmark process runs this very campaign: deleting it would wreck both
+        raise CampaignBusyError(f"{campaign_dir} is being run by process {holder.get('pid', '?')} on host "
+                                f"{holder.get('host', '?')}")
+    shutil.rmtree(campaign_dir, ignore_errors=True)  # an unfinished campaign (killed) starts afresh
     campaign_dir.parent.mkdir(parents=True, exist_ok=True)
     yaml_path = policy_file(policy, seed, campaign_dir.parent)
     t0 = time.perf_counter()
@@ -529,6 +535,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     malloc_tuning = tune_allocator(args)
     from screener.calculators.cost import CostModel
+    from screener.campaign.folder import CampaignBusyError
     from screener.world.experiments import bench_environment, load_world_data
     from screener.world.io import read_world
 
@@ -655,9 +662,13 @@ def main(argv: list[str] | None = None) -> dict:
                 seed_scan_models[seed] = initial_scan_model(args, data, known, pool, seed_models[seed][0],
                                                             model_seed(args, seed))
             log(f"seed {seed}: {name} campaign (budget {args.budget:g} PBE-equivalents, batch {args.batch})")
-            run = run_one(args, policy=policy, seed=seed, campaign_dir=run_root / f"seed{seed}" / tag,
-                          pool_file=pool_file, model=seed_models[seed][0], world=world, references=references,
-                          scan_model=seed_scan_models[seed][0] if args.scan_transfer else None)
+            try:
+                run = run_one(args, policy=policy, seed=seed, campaign_dir=run_root / f"seed{seed}" / tag,
+                              pool_file=pool_file, model=seed_models[seed][0], world=world, references=references,
+                              scan_model=seed_scan_models[seed][0] if args.scan_transfer else None)
+            except CampaignBusyError as exc:  # a second benchmark on the same work dir: leave it that campaign
+                log(f"seed {seed}: {name}: skipped, {exc}")
+                continue
             runs[policy][str(seed)] = s = score(run, truth, prevalence)
             s["found_per_unit"] = s["found"] / s["budget_spent"] if s["budget_spent"] else float("nan")
             s["initial_model"] = {"dir": str(seed_models[seed][0]), **seed_models[seed][1]}

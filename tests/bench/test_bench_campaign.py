@@ -195,6 +195,24 @@ def test_a_second_process_waits_for_the_initial_model_and_reads_it_back(bench, t
     assert bench.train_initial(None, None, None, None, tmp_path / "other", 4, "pbe", source="test") == ("trained", {})
 
 
+def test_a_campaign_another_process_is_running_is_left_alone(bench, tmp_path):
+    """Two lanes given the same campaign: the second must not delete the folder the first is running (it restarts
+    only an unfinished campaign nobody holds); the grid then skips that campaign."""
+    from screener.campaign.folder import CampaignBusyError, acquire_lock
+
+    campaign_dir = tmp_path / "seed0" / "expected-value_flat_b300"
+    campaign_dir.mkdir(parents=True)
+    (campaign_dir / "ledger.sqlite").write_text("being written")
+    lock = acquire_lock(campaign_dir, what="run")
+    try:
+        with pytest.raises(CampaignBusyError, match="being run by process"):
+            bench.run_one(None, policy="expected-value", seed=0, campaign_dir=campaign_dir, pool_file=Path("x"),
+                          model=Path("m"), world=None, references=Path("r"))
+        assert (campaign_dir / "ledger.sqlite").read_text() == "being written"
+    finally:
+        lock.release()
+
+
 def test_calibration_split_fits_the_spread_on_the_held_out_known_structures_only(bench, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
