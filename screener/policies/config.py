@@ -190,8 +190,11 @@ class ExpectedValueConfig(BaseModel):
         3, ge=1, description="Finds the campaign must have before the stop rule applies (its yield is then more "
         "than one lucky result).")
     competitor_samples: int = Field(
-        64, ge=0, le=4096, description="Monte Carlo draws of the competitor survival (P(still SCAN-stable once the "
-        "pool's other candidates are computed)); 0: off (see screener.policies.competitors).")
+        0, ge=0, le=4096, description="Monte Carlo draws of the competitor survival (P(still SCAN-stable once the "
+        "pool's other candidates are computed), see screener.policies.competitors); 0 (the default): off. With 64 "
+        "draws it found fewer stable crystals on most measured worlds: its independent draws of many wide "
+        "predictions mark down the candidates of crowded chemical systems, where the stable ones are "
+        "(docs/policy-benchmarks.md).")
     competitor_error_correlation: float = Field(
         0.0, ge=0.0, lt=1.0, description="Correlation of the model's errors across the candidates of one competitor "
         "Monte Carlo: each draw is sqrt(rho) Z_shared + sqrt(1 - rho) Z_own in sigma units (each candidate's own "

@@ -447,8 +447,10 @@ def _li2o_planner(hulls, tmp_path):
     ledger = Ledger.in_dir(tmp_path / "ledger", create=True)
     ledger.add_candidates([{"structure_id": s, "formula": "Li2O", "chemsys": "Li-O", "n_sites": 3}
                            for s in ("new-low", "new-high")])
-    return PolicyPlanner(load_policy("expected-value"), CampaignConfig(budget_total=100.0, batch_size=2),
-                         ledger=ledger, hulls=hulls)
+    policy = load_policy("expected-value")  # with the competitor survival on (off in the preset)
+    policy = policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"competitor_samples": 64})})
+    return PolicyPlanner(policy, CampaignConfig(budget_total=100.0, batch_size=2), ledger=ledger, hulls=hulls)
 
 
 def _li2o_request(**kw):
