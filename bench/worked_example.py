@@ -96,7 +96,7 @@ def explain_candidate(db: Any, round_number: int, sid: str, rn: dict[str, Any]) 
                                "recorded", c_hull=rn["pbe_scan_c_hull"],
                                c_below=rn.get("pbe_scan_c_below_per_ev_per_atom", 0.0),
                                signed=bool(rn.get("pbe_scan_signed_depth")))
-    survival = float(nums["competitor_survival"])
+    survival = 1.0 if nums.get("competitor_survival") is None else float(nums["competitor_survival"])  # None: off
     c_s, c_p = float(nums["cost_scan_cpu_hours"]), float(nums["cost_pbe_cpu_hours"])
     lam = float(nums["lambda_per_cpu_hour"])
     pbe_x = nums.get("pbe_e_hull_ev_per_atom")

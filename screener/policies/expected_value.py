@@ -57,7 +57,8 @@ Two corrections make ``p`` the probability of a find that counts, not of a resul
 * **competitor survival** (:mod:`screener.policies.competitors`): ``S_i`` = P(still SCAN-stable once the pool's
   other candidates are computed | SCAN-stable on today's hull), a Monte Carlo over the candidates' predictions;
   ``p``, ``q`` and ``F`` are multiplied by it, and the PBE route's SCAN follow-up goes ahead when
-  ``q(x) S_i / c_s >= lambda``.
+  ``q(x) S_i / c_s >= lambda``. Off in the preset (``competitor_samples: 0``, ``S_i = 1``): it found fewer stable
+  crystals on most measured worlds (docs/policy-benchmarks.md).
 
 ``L_s`` and ``L_p`` are the **learning values** of one calculation: the scaling law's expected MAE drop turned into
 expected extra finds in the rest of the campaign. With ``K`` SCAN picks left after this round (remaining budget /
@@ -621,7 +622,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
 
     def item_numbers(i: int) -> dict[str, Any]:
         out = {"p_scan_stable": float(p_scan[i]), "p_scan_source": "pbe result" if has_pbe[i] else "model",
-               "p_scan_model_raw": float(p_raw[i]), "competitor_survival": float(survival[i]),
+               "p_scan_model_raw": float(p_raw[i]),
+               # None: not estimated (survival off), so a report never shows an estimate of 1 that was not made
+               "competitor_survival": float(survival[i]) if state.competitor_survival_scan is not None else None,
                "q_pbe_route_finds": float(finds_pbe[i]), "p_go_scan_after_pbe": float(p_go[i]),
                "rate_scan_per_cpu_hour": float(rate_scan[i]), "rate_pbe_per_cpu_hour": float(rate_pbe[i]),
                "learning_value_scan": float(lv["learning_value_scan"]),

@@ -558,7 +558,7 @@ def _ev_decision_row(data: ReportData, d: Mapping[str, Any]) -> list[Any]:
     n = d.get("numbers") or {}
     return [d["position"], _candidate_link(data, d["structure_id"]), str(d["fidelity"]).upper(),
             _num(n.get("p_scan_stable"), ".3f"), n.get("p_scan_source") or "-",
-            _num(n.get("p_scan_model_raw"), ".3f"), _num(n.get("competitor_survival"), ".3f"),
+            _num(n.get("p_scan_model_raw"), ".3f"), _num(n.get("competitor_survival"), ".3f", missing="off"),
             _num(n.get("rate_scan_per_cpu_hour"), ".3g"), _num(n.get("rate_pbe_per_cpu_hour"), ".3g"),
             _num(n.get("p_go_scan_after_pbe"), ".3f"),
             "-" if n.get("composition_gp_scan_mean_ev_per_atom") is None else

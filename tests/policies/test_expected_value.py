@@ -393,6 +393,7 @@ def test_competitor_survival_scales_every_route_and_moves_the_unlikely_survivor_
     p = {i.job_id: i.numbers for i in plain.items if i.kind == "candidate"}
     q = {i.job_id: i.numbers for i in discounted.items if i.kind == "candidate"}
     assert q["c0"]["competitor_survival"] == pytest.approx(0.2) and q["c1"]["competitor_survival"] == 1.0
+    assert p["c0"]["competitor_survival"] is None  # not estimated (the preset's default): recorded as such
     assert q["c0"]["p_scan_stable"] == pytest.approx(0.2 * p["c0"]["p_scan_stable"], rel=1e-6)
     assert q["c1"]["p_scan_stable"] == pytest.approx(p["c1"]["p_scan_stable"], rel=1e-6)
     assert q["c0"]["q_pbe_route_finds"] < 0.25 * p["c0"]["q_pbe_route_finds"]  # fewer finds, a stricter go

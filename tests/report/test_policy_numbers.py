@@ -113,12 +113,16 @@ def test_each_decision_shows_its_ledger_numbers(ev_campaign, ev_overview):
     assert len(tables) == len({d[0] for d in decisions})
     rows = [r for t in tables for r in t[1:]]
     assert len(rows) == len(decisions)
+    off = 0
     for row, (_, position, sid, numbers_json) in zip(rows, decisions, strict=True):
         n = json.loads(numbers_json)
         assert int(row[0]) == position and sid.split("/")[0] in row[1]
         assert _close(row[3], n["p_scan_stable"])
         assert row[4] == n["p_scan_source"]
-        assert _close(row[5], n["p_scan_model_raw"]) and _close(row[6], n["competitor_survival"])
+        assert _close(row[5], n["p_scan_model_raw"])
+        # a survival not estimated (off) reads "off", never an estimate of 1
+        assert row[6] == "off" if n["competitor_survival"] is None else _close(row[6], n["competitor_survival"])
+        off += n["competitor_survival"] is None
         assert _close(row[7], n["rate_scan_per_cpu_hour"])
         assert _close(row[8], n["rate_pbe_per_cpu_hour"])
         assert _close(row[9], n["p_go_scan_after_pbe"])
@@ -134,6 +138,7 @@ def test_each_decision_shows_its_ledger_numbers(ev_campaign, ev_overview):
         assert _close(c_s, n["cost_scan_cpu_hours"]) and _close(c_p, n["cost_pbe_cpu_hours"])
         assert row[13] == ("cost-blind share" if n.get("route") == "cost_blind" else "per unit cost")
     assert any(json.loads(d[3]).get("route") == "cost_blind" for d in decisions)
+    assert off > 0  # the synthetic ledger has decisions made with the survival off
 
 
 def test_cost_blind_share_table_equals_the_plan_numbers_and_the_bought_decisions(ev_campaign, ev_overview):
