@@ -390,9 +390,8 @@ def run_one(args: argparse.Namespace, *, policy: str, seed: int, campaign_dir: P
             world: Any, references: Path, scan_model: Path | None = None) -> dict[str, Any]:
     """Run one campaign to the end of its budget; return its ledger's figures."""
     from screener.campaign.api import run_campaign
-    from screener.campaign.status import campaign_status
-
     from screener.campaign.folder import CampaignBusyError, lock_holder
+    from screener.campaign.status import campaign_status
 
     holder = lock_holder(campaign_dir)
     if holder is not None:  # another benchmark process runs this very campaign: deleting it would wreck both

@@ -150,7 +150,8 @@ def _ev_decision_numbers(sid: str, position: int, round_number: int) -> dict:
     x = 0.1 * position + 0.013 * round_number
     return {"score": 0.9 - x, "for_candidate": sid, "kind": "candidate", "p_scan_stable": 0.93 - x,
             "p_scan_source": "pbe result" if position % 2 else "model", "q_pbe_route_finds": 0.41 - x / 2,
-            "p_scan_model_raw": 0.97 - x / 2, "competitor_survival": 0.88 - x / 3 if position != 2 else None,  # None: survival off
+            "p_scan_model_raw": 0.97 - x / 2,
+            "competitor_survival": 0.88 - x / 3 if position != 2 else None,  # None: the survival was off
             "p_go_scan_after_pbe": 0.77 - x / 3, "rate_scan_per_cpu_hour": 0.529 - x / 4,
             "rate_pbe_per_cpu_hour": 0.141 + x / 5, "learning_value_scan": 0.0134 + x / 100,
             "learning_value_pbe": 0.00029 + x / 1000, "lambda_per_cpu_hour": 0.0426,
