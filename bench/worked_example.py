@@ -60,8 +60,18 @@ def round_numbers(db: Any, round_number: int) -> dict[str, Any]:
     return decision_numbers(row[0])
 
 
-def explain_candidate(db: Any, round_number: int, sid: str, rn: dict[str, Any]) -> dict[str, Any]:
-    """Recompute one candidate's options from the recorded inputs (module docstring)."""
+def stable_threshold(db: Any) -> float:
+    """The campaign's stable threshold (eV/atom), from the ``config`` its ledger keeps: the planner's P(stable) are
+    P(E_hull <= it). 0, the default, where the ledger has none."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+    config = json.loads(row[0]) if row else {}
+    return float(config.get("stable_threshold_ev_per_atom") or 0.0)
+
+
+def explain_candidate(db: Any, round_number: int, sid: str, rn: dict[str, Any], thr: float = 0.0
+                      ) -> dict[str, Any]:
+    """Recompute one candidate's options from the recorded inputs (module docstring); ``thr``: the campaign's
+    stable threshold (:func:`stable_threshold`)."""
     from screener.policies.composition_model import probit_pool
     from screener.policies.expected_value import PbeScanRelation, pbe_route
     from screener.policies.outcome_calibration import OutcomeCalibration
@@ -75,7 +85,6 @@ def explain_candidate(db: Any, round_number: int, sid: str, rn: dict[str, Any]) 
     pred = {f: (m, s) for f, m, s in db.execute(
         "SELECT fidelity, e_hull_mean_ev_per_atom, e_hull_std_ev_per_atom FROM predictions WHERE round = ? AND "
         "structure_id = ?", (round_number, sid))}
-    thr = 0.0
     steps: dict[str, Any] = {"ensemble_scan_e_hull": pred.get("scan"), "ensemble_pbe_e_hull": pred.get("pbe"),
                              "p_scan_model_raw_recomputed": float(ndtr((thr - pred["scan"][0]) / pred["scan"][1]))}
     # the outcome maps (one per fidelity), then the composition-GP pool: the Gaussians the options are valued with
@@ -168,12 +177,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "outcome_calibration_pbe_b", "outcome_calibration_pbe_n_purchases", "outcome_calibration_pbe_n_stable",
             "composition_pool_weight", "composition_pool_n", "composition_pool_loglik_gain", "composition_gp_n_train",
             "competitor_plausible", "competitor_overall_survival", "competitor_from_pbe_results", "calibration")
+    thr = stable_threshold(db)
     out: dict[str, Any] = {
         "benchmark": "worked_example",
         "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
         "campaign": str(args.campaign), "campaign_command": args.campaign_command, "round": args.round,
+        "stable_threshold_ev_per_atom": thr,
         "round_numbers": {k: rn[k] for k in keys if k in rn},
-        "candidates": [explain_candidate(db, args.round, sid, rn) for sid in args.ids],
+        "candidates": [explain_candidate(db, args.round, sid, rn, thr) for sid in args.ids],
     }
     references, results = references_and_results(args.campaign, db)  # read once for every candidate
     for c in out["candidates"]:

@@ -45,6 +45,16 @@ def test_every_planned_item_of_a_round_is_recomputed_from_what_the_ledger_record
                 assert recorded["rate_pbe_per_cpu_hour"] >= recorded["rate_scan_per_cpu_hour"]
             explained += 1
     assert explained >= 4
+    assert out["stable_threshold_ev_per_atom"] == 0.0  # the campaign's own, read from its ledger
+
+
+def test_the_campaigns_stable_threshold_is_read_from_its_ledger(tmp_path):
+    """P(stable) are P(E_hull <= the campaign's threshold): the script takes it from the ledger's config, 0 without."""
+    db = sqlite3.connect(tmp_path / "ledger.sqlite")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    assert worked_example.stable_threshold(db) == 0.0
+    db.execute("INSERT INTO meta VALUES ('config', ?)", (json.dumps({"stable_threshold_ev_per_atom": 0.025}),))
+    assert worked_example.stable_threshold(db) == 0.025
 
 
 def test_a_round_of_another_policy_is_refused(tmp_path):
