@@ -126,6 +126,8 @@ class PolicyPlanner:
             state["purchase_outcomes"] = [(f, p, y) for f, p, y, _ in purchases]
             if self.policy.expected_value.composition_gp_pool:
                 state["purchase_gp_p"] = self._gp_p_at_purchase(purchases, decisions)
+            if self.policy.expected_value.competitor_survival_fitted:
+                state["purchase_log_survival"] = self._log_survival_at_purchase(purchases, decisions)
             # each purchase's log(cost / median candidate cost): the same ratio at both fidelities (SCAN = k x PBE)
             from screener.policies.outcome_calibration import log_cost_ratio
 
@@ -388,6 +390,26 @@ class PolicyPlanner:
         with np.errstate(divide="ignore", invalid="ignore"):
             return (np.log(n / median).tolist(), np.log(np.asarray(pair_sites, float) / median).tolist())
 
+    @staticmethod
+    def _numbers_at_purchase(purchases: list[tuple[str, float, bool, str]], decisions: list[dict[str, Any]]
+                             ) -> list[dict[str, Any]]:
+        """Per purchase, the numbers of the decision that bought it (empty where none)."""
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for d in decisions:  # in id order: a candidate's last accepted decision of that fidelity is its purchase
+            if d.get("accepted"):
+                latest[(d["structure_id"], d["fidelity"])] = json_object(d.get("numbers_json"))
+        return [latest.get((sid, fidelity), {}) for fidelity, _, _, sid in purchases]
+
+    def _log_survival_at_purchase(self, purchases: list[tuple[str, float, bool, str]],
+                                  decisions: list[dict[str, Any]]) -> list[float]:
+        """Per purchase, ln of the competitor survival its decision recorded (0 where none was estimated)."""
+        out = []
+        for numbers in self._numbers_at_purchase(purchases, decisions):
+            s = numbers.get("competitor_survival")
+            ok = isinstance(s, (int, float)) and math.isfinite(s) and s > 0
+            out.append(math.log(min(float(s), 1.0)) if ok else 0.0)
+        return out
+
     def _gp_p_at_purchase(self, purchases: list[tuple[str, float, bool, str]], decisions: list[dict[str, Any]]
                           ) -> list[float | None]:
         """Per purchase, the composition GP's P(stable) when it was bought (from its decision's numbers; None where
@@ -395,13 +417,8 @@ class PolicyPlanner:
         from scipy.special import ndtr
 
         threshold = float(self.policy.acquisition.threshold_ev_per_atom)
-        latest: dict[tuple[str, str], dict[str, Any]] = {}
-        for d in decisions:  # in id order: a candidate's last accepted decision of that fidelity is its purchase
-            if d.get("accepted"):
-                latest[(d["structure_id"], d["fidelity"])] = json_object(d.get("numbers_json"))
         out: list[float | None] = []
-        for fidelity, _, _, sid in purchases:
-            numbers = latest.get((sid, fidelity), {})
+        for (fidelity, *_), numbers in zip(purchases, self._numbers_at_purchase(purchases, decisions)):
             mean = numbers.get(f"composition_gp_{fidelity}_mean_ev_per_atom")
             std = numbers.get(f"composition_gp_{fidelity}_std_ev_per_atom")
             ok = isinstance(mean, (int, float)) and isinstance(std, (int, float)) and std > 0

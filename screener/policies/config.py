@@ -196,6 +196,11 @@ class ExpectedValueConfig(BaseModel):
         "many wide predictions mark down the candidates of crowded chemical systems, where the stable ones are; "
         "it found more on K-Cu-Zn-Sn-S-Se, Mg-Ca-Zn-Ge-Sn-N and Li-Mn with the size-dependent cost "
         "(docs/policy-benchmarks.md).")
+    competitor_survival_fitted: bool = Field(
+        False, description="With competitor_samples > 0: the survival S enters the outcome map as a probit term "
+        "g ln S, g fitted on the campaign's purchases (prior 0, at least 0; see "
+        "screener.policies.outcome_calibration), instead of multiplying P by S: the campaign learns whether its "
+        "purchases in crowded chemistry come out unstable beyond what their P said.")
     competitor_error_correlation: float = Field(
         0.0, ge=0.0, lt=1.0, description="Correlation of the model's errors across the candidates of one competitor "
         "Monte Carlo: each draw is sqrt(rho) Z_shared + sqrt(1 - rho) Z_own in sigma units (each candidate's own "

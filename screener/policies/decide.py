@@ -118,6 +118,9 @@ class PolicyState(BaseModel):
     purchase_log_cost: list[float] = Field(
         default_factory=list, description="log(cost / median candidate cost) of each of purchase_outcomes (empty: "
         "all 0).")
+    purchase_log_survival: list[float] = Field(
+        default_factory=list, description="ln of the competitor survival at purchase of each of purchase_outcomes "
+        "(0: none estimated; empty: all 0; expected-value with competitor_survival_fitted).")
     formulas: list[str] | None = Field(
         None, description="Reduced formula per candidate (CAMD peers: composition features).")
     seed_rows: list[tuple[str, str, float]] = Field(
@@ -139,9 +142,11 @@ class PolicyState(BaseModel):
         if self.pbe_scan_pair_log_sites is not None and len(self.pbe_scan_pair_log_sites) != len(self.pbe_scan_pairs):
             raise ValueError(f"pbe_scan_pair_log_sites has {len(self.pbe_scan_pair_log_sites)} entries for "
                              f"{len(self.pbe_scan_pairs)} pbe_scan_pairs")
-        if self.purchase_gp_p and len(self.purchase_gp_p) != len(self.purchase_outcomes):
-            raise ValueError(f"purchase_gp_p has {len(self.purchase_gp_p)} entries for "
-                             f"{len(self.purchase_outcomes)} purchase_outcomes")
+        for name in ("purchase_gp_p", "purchase_log_cost", "purchase_log_survival"):
+            value = getattr(self, name)
+            if value and len(value) != len(self.purchase_outcomes):
+                raise ValueError(f"{name} has {len(value)} entries for {len(self.purchase_outcomes)} "
+                                 "purchase_outcomes")
         if len(set(self.candidate_ids)) != n:
             raise ValueError("candidate_ids must be unique")
         for name in ("cost_scan_cpu_hours", "cost_pbe_cpu_hours"):

@@ -513,20 +513,31 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     outcome = {"pooled": OutcomeCalibration()}
     log_cost = log_cost_ratio(r.cost_pbe)  # each candidate's log(cost / median): cost classes, cost-blind share
     bought_log_cost = state.purchase_log_cost or [0.0] * len(state.purchase_outcomes)  # each purchase's, alike
+    # the competitor survival: estimated (state.competitor_survival_scan), then either multiplied into P, or, fitted,
+    # a term g ln S of the outcome map whose g the campaign's purchases set
+    estimated = state.competitor_survival_scan is not None
+    survival_estimate = (np.clip(np.asarray(state.competitor_survival_scan, float), 0.0, 1.0) if estimated
+                         else np.ones(n))
+    fitted_survival = estimated and cfg.competitor_survival_fitted and cfg.outcome_calibration
+    log_survival = np.log(np.maximum(survival_estimate, 1e-3)) if fitted_survival else np.zeros(n)
+    bought_log_survival = state.purchase_log_survival or [0.0] * len(state.purchase_outcomes)
     if cfg.outcome_calibration:
         edges = cost_class_edges(log_cost, cfg.outcome_calibration_cost_classes)
         if cfg.outcome_calibration_per_fidelity:  # PBE and SCAN models overrate by different amounts
             outcome = fit_outcome_calibration_by_fidelity(state.purchase_outcomes, log_cost=bought_log_cost,
                                                           edges=edges,
                                                           prior_weight=cfg.outcome_calibration_prior_weight,
-                                                          min_slope=cfg.outcome_calibration_min_slope)
+                                                          min_slope=cfg.outcome_calibration_min_slope,
+                                                          log_survival=bought_log_survival,
+                                                          fit_survival_slope=fitted_survival)
         else:
             outcome = {"pooled": fit_outcome_calibration(
                 [p for _, p, _ in state.purchase_outcomes], [y for _, _, y in state.purchase_outcomes],
                 log_cost=bought_log_cost, edges=edges, prior_weight=cfg.outcome_calibration_prior_weight,
-                min_slope=cfg.outcome_calibration_min_slope)}
-        mu_s, sd_s = outcome.get("scan", outcome["pooled"]).calibrate_gaussian(mu_s, sd_s, log_cost)
-        mu_p, sd_p = outcome.get("pbe", outcome["pooled"]).calibrate_gaussian(mu_p, sd_p, log_cost)
+                min_slope=cfg.outcome_calibration_min_slope, log_survival=bought_log_survival,
+                fit_survival_slope=fitted_survival)}
+        mu_s, sd_s = outcome.get("scan", outcome["pooled"]).calibrate_gaussian(mu_s, sd_s, log_cost, log_survival)
+        mu_p, sd_p = outcome.get("pbe", outcome["pooled"]).calibrate_gaussian(mu_p, sd_p, log_cost, log_survival)
     gp: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     gp_numbers: dict[str, Any] = {}
     if cfg.uses_composition_gp:  # after the outcome map, which is fitted on the ensemble's own P
@@ -535,8 +546,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         if gp and cfg.composition_gp_pool:
             # each purchase's ensemble P as the outcome map reads it today: the weight then rewards what the GP
             # adds to the calibrated ensemble, not the calibration the map already gives it
-            judged = [(float(outcome.get(f, outcome["pooled"]).calibrate_p(p, c)), g, y)
-                      for (f, p, y), g, c in zip(state.purchase_outcomes, state.purchase_gp_p, bought_log_cost)
+            judged = [(float(outcome.get(f, outcome["pooled"]).calibrate_p(p, c, ls)), g, y)
+                      for (f, p, y), g, c, ls in zip(state.purchase_outcomes, state.purchase_gp_p, bought_log_cost,
+                                                     bought_log_survival)
                       if g is not None]
             n_judged = len(judged)
             if n_judged < cfg.composition_pool_min_purchases:  # too few outcomes to tell the experts apart
@@ -574,8 +586,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     has_pbe = np.isfinite(pbe_result)
     q_pbe = np.where(has_pbe, relation.p_scan_stable(np.where(has_pbe, pbe_result, 0.0), log_sites), np.nan)
     # a find must also survive the pool's uncomputed candidates (a lower polymorph, a compound cutting the hull)
-    survival = (np.clip(np.asarray(state.competitor_survival_scan, float), 0.0, 1.0)
-                if state.competitor_survival_scan is not None else np.ones(n))
+    survival = np.ones(n) if fitted_survival else survival_estimate  # fitted: already in the outcome map
     p_model, q_pbe = p_model * survival, q_pbe * survival
     p_scan = np.where(has_pbe, q_pbe, p_model)
     if cfg.scan_now_at_most_pbe_view:  # the PBE view: the PBE route's finds were SCAN always to follow the screen
@@ -624,7 +635,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         out = {"p_scan_stable": float(p_scan[i]), "p_scan_source": "pbe result" if has_pbe[i] else "model",
                "p_scan_model_raw": float(p_raw[i]),
                # None: not estimated (survival off), so a report never shows an estimate of 1 that was not made
-               "competitor_survival": float(survival[i]) if state.competitor_survival_scan is not None else None,
+               "competitor_survival": float(survival_estimate[i]) if estimated else None,
                "q_pbe_route_finds": float(finds_pbe[i]), "p_go_scan_after_pbe": float(p_go[i]),
                "rate_scan_per_cpu_hour": float(rate_scan[i]), "rate_pbe_per_cpu_hour": float(rate_pbe[i]),
                "learning_value_scan": float(lv["learning_value_scan"]),

@@ -32,6 +32,14 @@ fidelities' purchases together: the PBE and SCAN models overrate by different am
 Li-Mn-Fe-Co-Ni-O world with the size-dependent cost, PBE screens came out PBE-stable at about a seventh of the rate
 their P said, SCAN purchases at about a third), and a pooled map overvalues the PBE screen where PBE is the worse
 overrated. With few purchases of one fidelity its map stays near the pooled one.
+
+With the **competitor survival fitted** (``competitor_survival_fitted``) the map has one more term, ``g ln S``, where
+``S`` is the candidate's competitor survival when it was bought (:mod:`screener.policies.competitors`): ``g`` (prior
+0 worth ``prior_weight`` purchases, at least 0, shared by both fidelities like the cost-class offsets) says how much
+the campaign's own purchases in crowded chemistry came out unstable beyond what their P said. Multiplying P by ``S``
+outright helped on some stand-in worlds and cost finds on others; refitted on six worlds' survival-on ledgers, ``g``
+came out 0.2-2.6 where crowding predicted failure and about 0 (-0.15 to -0.05) on the Li-Mn-Fe-Co-Ni-O world where
+it did not, nearly the same on the campaign's hull as on the truth (docs/policy-benchmarks.md).
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ _P_CLIP = 1e-6
 _B_BOUNDS = (0.2, 3.0)
 _A_BOUNDS = (-4.0, 4.0)
 _OFFSET_BOUNDS = (-3.0, 3.0)
+_SURVIVAL_SLOPE_BOUNDS = (0.0, 3.0)
 
 
 class OutcomeCalibration(BaseModel):
@@ -68,6 +77,8 @@ class OutcomeCalibration(BaseModel):
         default_factory=list, description="Probit offset of each cost class (one more than the edges; negative: "
         "that class's purchases came out stable less often than their P said).")
     cost_class_purchases: list[int] = Field(default_factory=list, description="Purchases per cost class.")
+    survival_slope: float = Field(0.0, ge=0.0, description="``g`` of the term ``g ln S`` (S: the competitor survival "
+                                  "at purchase; 0: the survival does not enter the map).")
     n_purchases: int = Field(0, ge=0, description="Purchases the fit used.")
     n_stable: int = Field(0, ge=0, description="Of those, how many came out stable.")
     mean_p_at_purchase: float | None = Field(None, description="Mean raw P(stable) of those purchases.")
@@ -83,17 +94,22 @@ class OutcomeCalibration(BaseModel):
             return np.zeros_like(f)
         return np.asarray(self.cost_class_offsets)[cost_class(f, self.cost_class_edges)]
 
-    def calibrate_p(self, p: Any, log_cost: Any = 0.0) -> np.ndarray:
-        """Recalibrated probabilities (``log_cost``: log(cost / median cost) of each, when costs differ)."""
-        z = ndtri(np.clip(np.asarray(p, dtype=float), _P_CLIP, 1.0 - _P_CLIP))
-        return ndtr(self.a + self.class_offset(log_cost) + self.b * z)
+    def offset(self, log_cost: Any = 0.0, log_survival: Any = 0.0) -> np.ndarray:
+        """The probit offset of each candidate: ``a + d_k + g ln S``."""
+        return self.a + self.class_offset(log_cost) + self.survival_slope * np.asarray(log_survival, dtype=float)
 
-    def calibrate_gaussian(self, mean: Any, std: Any, log_cost: Any = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    def calibrate_p(self, p: Any, log_cost: Any = 0.0, log_survival: Any = 0.0) -> np.ndarray:
+        """Recalibrated probabilities (``log_cost``: log(cost / median cost) of each, when costs differ;
+        ``log_survival``: ln of each one's competitor survival, when it enters the map)."""
+        z = ndtri(np.clip(np.asarray(p, dtype=float), _P_CLIP, 1.0 - _P_CLIP))
+        return ndtr(self.offset(log_cost, log_survival) + self.b * z)
+
+    def calibrate_gaussian(self, mean: Any, std: Any, log_cost: Any = 0.0, log_survival: Any = 0.0
+                           ) -> tuple[np.ndarray, np.ndarray]:
         """The Gaussian ``N(mu', sd')`` whose P(below any threshold t) is the recalibrated one (module docstring):
-        ``sd' = sd / b``, ``mu' = mu - (a + d_k) sd / b``."""
+        ``sd' = sd / b``, ``mu' = mu - (a + d_k + g ln S) sd / b``."""
         sd = np.asarray(std, dtype=float) / self.b
-        offset = self.a + self.class_offset(log_cost)
-        return np.asarray(mean, dtype=float) - offset * sd, sd
+        return np.asarray(mean, dtype=float) - self.offset(log_cost, log_survival) * sd, sd
 
     def numbers(self, prefix: str = "outcome_calibration_") -> dict[str, Any]:
         """Flat numbers for the ledger (scalars only): the cost classes as ``cost_classes`` (how many) and
@@ -137,7 +153,8 @@ def cost_class(log_cost: Any, edges: Sequence[float]) -> np.ndarray:
 def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[bool], *,
                             log_cost: Sequence[float] | None = None, edges: Sequence[float] = (),
                             prior_weight: float = 10.0, prior: OutcomeCalibration | None = None,
-                            min_slope: float = _B_BOUNDS[0]) -> OutcomeCalibration:
+                            min_slope: float = _B_BOUNDS[0], log_survival: Sequence[float] | None = None,
+                            fit_survival_slope: bool = False) -> OutcomeCalibration:
     """Maximum a posteriori probit recalibration of purchase-time probabilities.
 
     Parameters
@@ -160,6 +177,11 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
     min_slope : float
         Lower bound of ``b``. Purchases span a narrow range of P, so the slope is poorly determined there, and a
         slope below 1 lifts every P below the purchases' range; 1 fits an offset only (a uniform shift in probit).
+    log_survival : sequence of float, optional
+        ln of each purchase's competitor survival at purchase (0: none estimated).
+    fit_survival_slope : bool
+        Fit ``g`` of the term ``g ln S`` (prior 0 worth ``prior_weight`` purchases, bounded to [0, 3]); with a
+        ``prior`` its ``g`` is kept as it is.
 
     Returns
     -------
@@ -170,8 +192,9 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
     p = np.asarray(p_at_purchase, dtype=float).ravel()
     y = np.asarray(stable, dtype=bool).ravel()
     f = np.zeros_like(p) if log_cost is None else np.asarray(log_cost, dtype=float).ravel()
-    keep = np.isfinite(p) & np.isfinite(f)
-    p, y, f = p[keep], y[keep], f[keep]
+    ls = np.zeros_like(p) if log_survival is None else np.asarray(log_survival, dtype=float).ravel()
+    keep = np.isfinite(p) & np.isfinite(f) & np.isfinite(ls)
+    p, y, f, ls = p[keep], y[keep], f[keep], ls[keep]
     n = int(p.size)
     a0, b0 = (0.0, 1.0) if prior is None else (prior.a, prior.b)
     label = "identity" if prior is None else "pooled"
@@ -181,37 +204,43 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
     counts = np.bincount(k, minlength=n_classes).astype(int).tolist() if n_classes else []
     fixed = prior is not None and bool(prior.cost_class_offsets)
     offsets0 = list(prior.cost_class_offsets) if fixed else [0.0] * n_classes
+    g0 = prior.survival_slope if prior is not None else 0.0
     if n == 0:
         return OutcomeCalibration(a=a0, b=b0, cost_class_edges=edges, cost_class_offsets=offsets0,
-                                  cost_class_purchases=counts, prior_weight=prior_weight, prior=label)
+                                  cost_class_purchases=counts, survival_slope=g0, prior_weight=prior_weight,
+                                  prior=label)
     z = ndtri(np.clip(p, _P_CLIP, 1.0 - _P_CLIP))
     free = n_classes if not fixed else 0  # offsets fitted here (the pooled fit), else taken from the prior
+    fit_g = fit_survival_slope and prior is None  # g fitted on all purchases, then shared like the offsets
 
     def loss(c: np.ndarray) -> float:
-        d = np.asarray(c[2:]) if free else np.asarray(offsets0)
-        u = c[0] + c[1] * z + (d[k] if n_classes else 0.0)
+        d = np.asarray(c[2:2 + free]) if free else np.asarray(offsets0)
+        g = c[-1] if fit_g else g0
+        u = c[0] + c[1] * z + (d[k] if n_classes else 0.0) + g * ls
         ll = np.sum(np.where(y, log_ndtr(u), log_ndtr(-u)))
         penalty = (c[0] - a0) ** 2 + math.log(c[1] / b0) ** 2 + float(np.sum(np.square(c[2:])))
         return float(-ll + 0.5 * prior_weight * penalty)
 
-    start = [a0, b0] + [0.0] * free
+    start = [a0, b0] + [0.0] * free + [0.0] * fit_g
     lo = min(max(float(min_slope), _B_BOUNDS[0]), _B_BOUNDS[1])
     start[1] = min(max(start[1], lo), _B_BOUNDS[1])
-    bounds = [_A_BOUNDS, (lo, _B_BOUNDS[1])] + [_OFFSET_BOUNDS] * free
+    bounds = [_A_BOUNDS, (lo, _B_BOUNDS[1])] + [_OFFSET_BOUNDS] * free + [_SURVIVAL_SLOPE_BOUNDS] * fit_g
     res = minimize(loss, np.array(start), method="L-BFGS-B", bounds=bounds)
     fitted = OutcomeCalibration(a=float(res.x[0]), b=float(res.x[1]), cost_class_edges=edges,
-                                cost_class_offsets=[float(x) for x in res.x[2:]] if free else offsets0,
+                                cost_class_offsets=[float(x) for x in res.x[2:2 + free]] if free else offsets0,
                                 cost_class_purchases=counts, n_purchases=n, n_stable=int(y.sum()),
+                                survival_slope=float(res.x[-1]) if fit_g else g0,
                                 prior_weight=prior_weight, prior=label)
     fitted.mean_p_at_purchase = float(p.mean())
-    fitted.mean_p_calibrated = float(fitted.calibrate_p(p, f).mean())
+    fitted.mean_p_calibrated = float(fitted.calibrate_p(p, f, ls).mean())
     return fitted
 
 
 def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bool]], *,
                                         log_cost: Sequence[float] | None = None, edges: Sequence[float] = (),
-                                        prior_weight: float = 10.0,
-                                        min_slope: float = _B_BOUNDS[0]) -> dict[str, OutcomeCalibration]:
+                                        prior_weight: float = 10.0, min_slope: float = _B_BOUNDS[0],
+                                        log_survival: Sequence[float] | None = None,
+                                        fit_survival_slope: bool = False) -> dict[str, OutcomeCalibration]:
     """One map per fidelity, each shrunk towards the map of all purchases together (partial pooling); the cost-class
     offsets are the pooled fit's (cell size affects both models alike, and one fidelity alone has few purchases
     per class).
@@ -227,6 +256,10 @@ def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bo
         Purchases the identity is worth in the pooled fit, and the pooled fit in each fidelity's.
     min_slope : float
         Lower bound of each map's slope ``b`` (see :func:`fit_outcome_calibration`).
+    log_survival : sequence of float, optional
+        ln of each purchase's competitor survival at purchase (see :func:`fit_outcome_calibration`).
+    fit_survival_slope : bool
+        Fit the survival term's ``g`` on all purchases together; each fidelity's map keeps it.
 
     Returns
     -------
@@ -237,10 +270,13 @@ def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bo
     p = np.array([x for _, x, _ in purchases], dtype=float)
     y = np.array([s for _, _, s in purchases], dtype=bool)
     f = np.zeros(len(fid)) if log_cost is None or len(log_cost) != len(fid) else np.asarray(log_cost, dtype=float)
-    pooled = fit_outcome_calibration(p, y, log_cost=f, edges=edges, prior_weight=prior_weight, min_slope=min_slope)
+    ls = (np.zeros(len(fid)) if log_survival is None or len(log_survival) != len(fid)
+          else np.asarray(log_survival, dtype=float))
+    pooled = fit_outcome_calibration(p, y, log_cost=f, edges=edges, prior_weight=prior_weight, min_slope=min_slope,
+                                     log_survival=ls, fit_survival_slope=fit_survival_slope)
     out = {"pooled": pooled}
     for fidelity in ("pbe", "scan"):
         mine = np.array([x == fidelity for x in fid], dtype=bool)
         out[fidelity] = fit_outcome_calibration(p[mine], y[mine], log_cost=f[mine], prior_weight=prior_weight,
-                                                prior=pooled, min_slope=min_slope)
+                                                prior=pooled, min_slope=min_slope, log_survival=ls[mine])
     return out

@@ -186,3 +186,92 @@ def test_min_slope_keeps_a_narrow_purchase_range_from_lifting_low_probabilities(
     assert offset.mean_p_calibrated == pytest.approx(y.mean(), abs=0.05)
     maps = fit_outcome_calibration_by_fidelity([("scan", float(a), bool(b)) for a, b in zip(p, y)], min_slope=1.0)
     assert maps["pooled"].b >= 1.0 and maps["scan"].b >= 1.0
+
+
+def _crowded(n: int, slope: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Purchases whose true probit is ``Phi^-1(P) + slope ln S`` (S: competitor survival at purchase)."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.05, 0.6, n)
+    log_s = np.log(rng.uniform(0.05, 1.0, n))
+    return p, rng.random(n) < ndtr(ndtri(p) + slope * log_s), log_s
+
+
+def test_survival_slope_is_learned_where_crowded_purchases_fail_and_stays_near_0_where_they_do_not() -> None:
+    p, y, log_s = _crowded(1500, 1.0)
+    cal = fit_outcome_calibration(p, y, log_survival=log_s, fit_survival_slope=True)
+    assert 0.7 < cal.survival_slope < 1.3
+    # a crowded purchase is rated lower than a lone one of the same P; the Gaussian form says the same
+    lone, crowded = cal.calibrate_p([0.3, 0.3], 0.0, [0.0, np.log(0.1)])
+    assert crowded < 0.5 * lone
+    mu, sd = cal.calibrate_gaussian(np.array([0.05, 0.05]), np.array([0.1, 0.1]), 0.0, np.array([0.0, np.log(0.1)]))
+    np.testing.assert_allclose(ndtr(-mu / sd), cal.calibrate_p([ndtr(-0.5)] * 2, 0.0, [0.0, np.log(0.1)]), rtol=1e-9)
+    # no effect: the slope stays near its prior 0; not asked for: exactly 0 and the map as before
+    p0, y0, log_s0 = _crowded(1500, 0.0, seed=1)
+    assert fit_outcome_calibration(p0, y0, log_survival=log_s0, fit_survival_slope=True).survival_slope < 0.2
+    plain = fit_outcome_calibration(p, y)
+    assert plain.survival_slope == 0.0
+    assert fit_outcome_calibration(p, y, log_survival=log_s).model_dump() == plain.model_dump()
+    # both fidelities' maps keep the slope fitted on all purchases together
+    purchases = [("pbe" if i % 2 else "scan", float(a), bool(b)) for i, (a, b) in enumerate(zip(p, y))]
+    maps = fit_outcome_calibration_by_fidelity(purchases, log_survival=log_s, fit_survival_slope=True)
+    assert maps["pooled"].survival_slope > 0.5
+    assert maps["pbe"].survival_slope == maps["scan"].survival_slope == maps["pooled"].survival_slope
+    assert maps["pooled"].numbers()["outcome_calibration_survival_slope"] == maps["pooled"].survival_slope
+
+
+def test_expected_value_policy_fits_the_survival_into_the_map_instead_of_multiplying_by_it() -> None:
+    base = load_policy("expected-value")
+    policy = base.model_copy(update={"batch_size": 10, "expected_value": base.expected_value.model_copy(
+        update={"competitor_survival_fitted": True, "competitor_samples": 64, "scan_now_at_most_pbe_view": False})})
+    survival = [0.1 if i % 2 else 1.0 for i in range(40)]
+    # no purchases yet: g = 0, so the survival is recorded but moves nothing
+    plain = {i.job_id: i.numbers for i in decide(policy, _state([])).items if i.kind == "candidate"}
+    fresh = {i.job_id: i.numbers for i in decide(policy, {**_state([]), "competitor_survival_scan": survival}).items
+             if i.kind == "candidate"}
+    assert fresh.keys() == plain.keys()
+    for k, numbers in fresh.items():
+        assert numbers["p_scan_stable"] == pytest.approx(plain[k]["p_scan_stable"], rel=1e-9)
+        assert numbers["competitor_survival"] == survival[int(k[1:])]
+    # purchases in crowded chemistry came out unstable, lone ones as predicted: g > 0 and the crowded candidates drop
+    p, y, log_s = _crowded(300, 1.5, seed=2)
+    outcomes = [("scan", float(a), bool(b)) for a, b in zip(p, y)]
+    learned = decide(policy, {**_state(outcomes), "competitor_survival_scan": survival,
+                              "purchase_log_survival": list(log_s)})
+    assert learned.numbers["outcome_calibration_survival_slope"] > 0.5
+    blind = decide(policy, {**_state(outcomes), "competitor_survival_scan": survival,
+                            "purchase_log_survival": [0.0] * len(outcomes)})  # S not recorded at purchase: g = 0
+    assert blind.numbers["outcome_calibration_survival_slope"] == 0.0
+
+    def crowded_share(plan) -> float:
+        picked = [int(i.job_id[1:]) % 2 for i in plan.items if i.kind == "candidate"]
+        return sum(picked) / len(picked)
+
+    assert crowded_share(blind) > 0.4 and crowded_share(learned) < 0.2  # the lone candidates (S = 1) fill the round
+    unfitted = decide(policy.model_copy(update={"expected_value": policy.expected_value.model_copy(
+        update={"competitor_survival_fitted": False})}), {**_state(outcomes), "competitor_survival_scan": survival,
+                                                          "purchase_log_survival": list(log_s)})
+    assert unfitted.numbers["outcome_calibration_survival_slope"] == 0.0
+
+
+def test_planner_reads_each_purchases_survival_from_the_decision_that_bought_it() -> None:
+    import json
+    import math
+
+    from screener.campaign import CampaignConfig
+    from screener.campaign.components import PolicyPlanner
+
+    planner = PolicyPlanner(load_policy("expected-value"),
+                            CampaignConfig(budget_total=100.0, batch_size=2, unit_cpu_hours=1.0))
+
+    def decision(sid, fid, accepted=1, **numbers):
+        return {"structure_id": sid, "fidelity": fid, "accepted": accepted, "numbers_json": json.dumps(numbers)}
+
+    decisions = [decision("c0", "pbe", competitor_survival=0.25),
+                 decision("c1", "scan", accepted=0, competitor_survival=0.9),  # planned, not bought
+                 decision("c1", "scan", competitor_survival=0.5),
+                 decision("c2", "pbe", competitor_survival=None),  # survival off when it was bought
+                 decision("c3", "pbe", competitor_survival="0.5")]  # not a number: read as none
+    purchases = [("pbe", 0.3, True, "c0"), ("scan", 0.2, False, "c1"), ("pbe", 0.4, False, "c2"),
+                 ("pbe", 0.4, False, "c3"), ("scan", 0.1, False, "c9")]
+    got = planner._log_survival_at_purchase(purchases, decisions)
+    assert got == pytest.approx([math.log(0.25), math.log(0.5), 0.0, 0.0, 0.0])
