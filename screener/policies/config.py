@@ -202,7 +202,7 @@ class ExpectedValueConfig(BaseModel):
         "screener.policies.outcome_calibration), instead of multiplying P by S: the campaign learns whether its "
         "purchases in crowded chemistry come out unstable beyond what their P said. Off by default: it landed "
         "between the survival on and off on most measured rows, at most 4 finds above the better of them on any, "
-        "760 finds over eleven rows against 768 off (docs/policy-benchmarks.md).")
+        "860 finds over eleven rows against 876 off (docs/policy-benchmarks.md).")
     competitor_error_correlation: float = Field(
         0.0, ge=0.0, lt=1.0, description="Correlation of the model's errors across the candidates of one competitor "
         "Monte Carlo: each draw is sqrt(rho) Z_shared + sqrt(1 - rho) Z_own in sigma units (each candidate's own "

@@ -60,7 +60,7 @@ Two corrections make ``p`` the probability of a find that counts, not of a resul
   ``q(x) S_i / c_s >= lambda``. Off in the preset (``competitor_samples: 0``, ``S_i = 1``): it found fewer stable
   crystals on most measured worlds (docs/policy-benchmarks.md). With ``competitor_survival_fitted`` ``S_i`` is
   recorded but not multiplied in: it enters the outcome calibration as ``g ln S_i``, ``g`` fitted on the purchases
-  (off too: between on and off on most measured rows, 760 finds against 768 off).
+  (off too: between on and off on most measured rows, 860 finds against 876 off).
 
 ``L_s`` and ``L_p`` are the **learning values** of one calculation: the scaling law's expected MAE drop turned into
 expected extra finds in the rest of the campaign. With ``K`` SCAN picks left after this round (remaining budget /
