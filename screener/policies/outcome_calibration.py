@@ -37,11 +37,11 @@ With the **competitor survival fitted** (``competitor_survival_fitted``) the map
 ``S`` is the candidate's competitor survival when it was bought (:mod:`screener.policies.competitors`): ``g`` (prior
 0 worth ``prior_weight`` purchases, at least 0, shared by both fidelities like the cost-class offsets) says how much
 the campaign's own purchases in crowded chemistry came out unstable beyond what their P said. Multiplying P by ``S``
-outright helped on some stand-in worlds and cost finds on others. Refitted on eight rows' survival-on ledgers, ``g``
-came out 0.2-2.1 on six and about 0 (-0.15 to 0.02) on the Li-Mn rows and the size-dependent Na-Ti row, within 0.25
-of the same fit on the truth. In the campaigns the fitted ``g`` did not tell the worlds where the survival helps
-from those where it costs, and the option (off by default) found 860 over eleven rows against 876 without it
-(docs/policy-benchmarks.md).
+outright helped on some stand-in worlds and cost finds on others. Refitted on eight rows' survival-on ledgers,
+``g`` came out 0.2-2.1 on five and about 0 (-0.15 to 0.02) on the two Li-Mn rows and the size-dependent Na-Ti
+row, within 0.25 of the same fit on the truth. In the campaigns the fitted ``g`` did not tell the worlds where the
+survival helps from those where it costs, and the option (off by default) found 860 over eleven rows against 876
+without it (docs/policy-benchmarks.md).
 """
 
 from __future__ import annotations
