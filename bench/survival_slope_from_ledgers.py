@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers
-from _ledger_read import decision_numbers, open_ledger, references_and_results  # noqa: E402
+from _ledger_read import decision_numbers, open_ledger, references_and_results, require_finished  # noqa: E402
 from _output import emit  # noqa: E402
 
 
@@ -97,12 +97,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tol", type=float, default=1e-6, help="E_hull (eV/atom) counted as stable.")
     p.add_argument("--output", type=Path)
     args = p.parse_args(argv)
+    campaigns = [c for c in args.campaigns if c.is_dir()]  # a glob of campaign folders also matches their score files
+    require_finished(p, campaigns)
     from screener.world.experiments import bench_environment, load_world_data
 
     data = load_world_data(args.world, n_jobs=1)
     truth = {f: {s: float(v) for s, v in zip(data.structure_ids, data.labels[(f, "e_above_hull")])}
              for f in ("pbe", "scan")}
-    campaigns = [c for c in args.campaigns if (c / "ledger.sqlite").is_file()]
     rows = [r for c in campaigns for r in purchases(c, truth, args.tol)]
     out = {
         "benchmark": "survival_slope_from_ledgers",

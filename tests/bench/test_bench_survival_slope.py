@@ -10,7 +10,8 @@ from scipy.special import ndtr, ndtri
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from survival_slope_from_ledgers import fit_slope  # noqa: E402
+import pytest  # noqa: E402
+from survival_slope_from_ledgers import fit_slope, main  # noqa: E402
 
 
 def _rows(slope: float, n: int = 1200, seed: int = 0) -> list[dict]:
@@ -30,3 +31,13 @@ def test_the_slope_is_found_where_outcomes_follow_the_survival_and_not_where_the
     assert 0.7 < followed["g"] < 1.3 and followed["lr_chi2"] > 10
     assert abs(ignored["g"]) < 0.3 and ignored["lr_chi2"] < 6
     assert followed["n_stable"] == sum(r["campaign"] for r in rows)
+
+
+def test_a_folder_that_is_not_a_finished_campaign_is_a_usage_error_before_any_world_is_read(tmp_path, capsys):
+    (tmp_path / "camp").mkdir()
+    (tmp_path / "camp.score.json").write_text("{}")  # a glob's score file beside it is passed over
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "camp"), str(tmp_path / "camp.score.json"), "--world", str(tmp_path / "no-world")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "not a finished campaign folder" in err and "camp.score.json" not in err
