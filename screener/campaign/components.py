@@ -54,6 +54,8 @@ class PolicyPlanner:
         self._candidate_rows: list[dict[str, Any]] | None = None  # the ledger's candidates (no structures), read once
         self._fraction_cache: dict[str, dict[str, float]] | None = None
         self._site_cache: dict[str, int] | None = None
+        # the known set's (atomic fractions, SCAN - PBE E_form, PBE E_hull, x_s, SCAN-stable): computed once
+        self._known_shift_rows: list[tuple[dict[str, float], float, float, float, bool]] | None = None
         # one threshold for every "stable" call: the campaign's, also behind the policy's P(stable)
         acquisition = policy.acquisition.model_copy(
             update={"threshold_ev_per_atom": float(config.stable_threshold_ev_per_atom)})
@@ -138,6 +140,9 @@ class PolicyPlanner:
             threshold = float(self.config.stable_threshold_ev_per_atom) + 1e-6
             state["n_found"] = sum(1 for _, value, role in e_hull["scan"].values()
                                    if role == "candidate" and value <= threshold)
+            if self.policy.expected_value.scan_hull_map:
+                state["pbe_result_scan_hull_e_hull_ev_per_atom"], state["scan_hull_map_pairs"] = (
+                    self._scan_hull_inputs(e_hull, threshold))
             if self.policy.expected_value.competitor_samples:
                 state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(
                     request, state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"],
@@ -363,6 +368,83 @@ class PolicyPlanner:
         return e_hull["pbe"], pairs + self._known_pairs, [float(sites.get(s, np.nan)) for s in own] + list(
             self._known_pair_sites or [])
 
+    def _scan_hull_inputs(self, computed: dict[str, dict[str, tuple[int, float, str]]], threshold: float
+                          ) -> tuple[dict[str, float], list[tuple[float, float, bool]]]:
+        """``x_s`` of each candidate with a PBE result and no SCAN result (its PBE formation energy plus the
+        fitted SCAN - PBE shift, against today's SCAN hull) and the ``(PBE E_hull, x_s, SCAN-stable)`` pairs of the
+        structures computed at both levels (each ``x_s`` against the SCAN hull without that structure), for
+        :mod:`screener.policies.scan_hull_map`. A structure whose hull lacks an element is left out."""
+        from screener.hull.corrections import as_entry
+        from screener.hull.phase_diagram import entry_key
+        from screener.policies.scan_hull_map import fit_fidelity_shift
+
+        if self.ledger is None or self.hulls is None:
+            return {}, []
+        hp, hs = self.hulls.hulls["pbe"], self.hulls.hulls["scan"]
+
+        def fractions(entry: Any) -> dict[str, float]:
+            c = entry.composition
+            return {str(el): float(c.get_atomic_fraction(el)) for el in c.elements}
+
+        def x_s(entry: Any, e_form_scan: float, leave_out: Any = None) -> float:
+            return hs.e_above_hull_from_formation_energy(
+                entry.composition, e_form_scan, exclude=[str(leave_out)] if leave_out is not None else ())
+
+        if self._known_shift_rows is None:
+            rows: list[tuple[dict[str, float], float, float, float, bool]] = []
+            try:
+                pairs, _ = _known_entry_pairs(self.hulls)
+            except Exception as exc:  # noqa: BLE001 - no known pairs: the campaign's own remain
+                logger.info("no known PBE/SCAN pairs for the SCAN-hull map: %s", exc)
+                pairs = []
+            raw = []
+            for pbe, scan in pairs:
+                try:
+                    e_p = hp.e_form_ev_per_atom(pbe)
+                    raw.append((pbe, scan, e_p, hs.e_form_ev_per_atom(scan) - e_p))
+                except Exception:  # noqa: BLE001 - an element without a reference at one level
+                    continue
+            shift = fit_fidelity_shift([fractions(p) for p, *_ in raw], [d for *_, d in raw])
+            for pbe, scan, e_p, d in raw:
+                try:
+                    y = hs.e_above_hull_ev_per_atom(scan) <= threshold
+                    x = x_s(pbe, e_p + shift(fractions(pbe)), entry_key(scan) if y else None)
+                    rows.append((fractions(pbe), d, hp.e_above_hull_ev_per_atom(pbe), x, y))
+                except Exception:  # noqa: BLE001
+                    continue
+            self._known_shift_rows = rows
+        entries: dict[str, dict[str, Any]] = {"pbe": {}, "scan": {}}
+        for job in self.ledger.jobs(states=["done"]):
+            entry = (job.result or {}).get("entry")
+            if entry and job.fidelity in entries and job.structure_id in computed[job.fidelity]:
+                entries[job.fidelity][job.structure_id] = as_entry(entry)
+        own = []
+        for sid, pbe in entries["pbe"].items():
+            scan = entries["scan"].get(sid)
+            try:
+                e_p = hp.e_form_ev_per_atom(pbe)
+                d = hs.e_form_ev_per_atom(scan) - e_p if scan is not None else None
+            except Exception:  # noqa: BLE001
+                continue
+            own.append((sid, pbe, scan, e_p, d))
+        shift = fit_fidelity_shift([r[0] for r in self._known_shift_rows]
+                                   + [fractions(pbe) for _, pbe, scan, _, _ in own if scan is not None],
+                                   [r[1] for r in self._known_shift_rows]
+                                   + [d for *_, d in own if d is not None])
+        mapped: dict[str, float] = {}
+        pairs_out = [(x_p, x, y) for _, _, x_p, x, y in self._known_shift_rows]
+        for sid, pbe, scan, e_p, d in own:
+            try:
+                e_s = e_p + shift(fractions(pbe))
+                if scan is None:
+                    mapped[sid] = x_s(pbe, e_s)
+                else:
+                    y = computed["scan"][sid][1] <= threshold
+                    pairs_out.append((computed["pbe"][sid][1], x_s(pbe, e_s, entry_key(scan) if y else None), y))
+            except Exception:  # noqa: BLE001
+                continue
+        return mapped, pairs_out
+
     def _sites(self) -> dict[str, int]:
         """n_sites of every structure in the ledger (candidates and phases; read once per planner)."""
         if self._site_cache is None:
@@ -471,56 +553,9 @@ def _known_pairs(hulls: Any, signed: bool = False, with_sites: bool = False) -> 
     """(PBE, SCAN) E_hull of the reference compounds known at both fidelities (empty when the hulls cannot say);
     with ``signed`` a PBE-stable one's PBE E_hull is its (negative) depth below the hull of the other phases; with
     ``with_sites`` a third value, the PBE structure's n_sites (NaN where the entry has no structure).
-
-    Twins are matched by material (:func:`material_key`: MP's GGA and r2SCAN entries of one material carry different
-    entry ids), then, among those left, by ``StructureMatcher`` on the structures (reference entries without ids).
-    """
+    The twins are :func:`_known_entry_pairs`."""
     try:
-        from pymatgen.analysis.structure_matcher import StructureMatcher
-
-        refs = {f: [e for e in hulls.hulls[f].references if len(e.composition.elements) > 1] for f in ("pbe", "scan")}
-        by_material: dict[str, Any] = {}
-        for e in refs["scan"]:
-            by_material.setdefault(material_key(e) or "", e)
-        by_material.pop("", None)
-        pairs: list[tuple[Any, Any]] = []
-        used: set[int] = set()
-        left_pbe = []
-        for e in refs["pbe"]:
-            twin = by_material.get(material_key(e) or "\0")
-            if twin is not None and id(twin) not in used:
-                pairs.append((e, twin))
-                used.add(id(twin))
-            else:
-                left_pbe.append(e)
-        left_scan = [e for e in refs["scan"] if id(e) not in used]
-        structure_of = getattr(hulls, "_structure", None)
-
-        def structure(e: Any) -> Any:
-            s = getattr(e, "structure", None)
-            if s is None and callable(structure_of):
-                from screener.hull.phase_diagram import entry_key
-
-                s = structure_of(str(entry_key(e)))
-            return s
-
-        if left_pbe and left_scan:  # no common id: the same structure (where the entries keep one)
-            matcher = StructureMatcher()
-            scan_by_formula: dict[str, list[tuple[Any, Any]]] = {}
-            for e in left_scan:
-                s = structure(e)
-                if s is not None:
-                    scan_by_formula.setdefault(e.composition.reduced_formula, []).append((e, s))
-            for e in left_pbe:
-                candidates = scan_by_formula.get(e.composition.reduced_formula)
-                s = structure(e) if candidates else None
-                if s is None:
-                    continue
-                for twin, t in candidates:
-                    if id(twin) not in used and matcher.fit(s, t):
-                        pairs.append((e, twin))
-                        used.add(id(twin))
-                        break
+        pairs, structure = _known_entry_pairs(hulls)
         from screener.hull.phase_diagram import entry_key
         from screener.policies.expected_value import ON_HULL_EV_PER_ATOM
 
@@ -538,6 +573,61 @@ def _known_pairs(hulls: Any, signed: bool = False, with_sites: bool = False) -> 
     except Exception as exc:  # noqa: BLE001 - a hull without ids or references: the prior and campaign pairs remain
         logger.info("no known PBE/SCAN pairs for the PBE->SCAN relation: %s", exc)
         return []
+
+
+def _known_entry_pairs(hulls: Any) -> tuple[list[tuple[Any, Any]], Any]:
+    """The (PBE, SCAN) entries of the reference compounds known at both fidelities, and a function giving an
+    entry's structure (None where unknown).
+
+    Twins are matched by material (:func:`material_key`: MP's GGA and r2SCAN entries of one material carry different
+    entry ids), then, among those left, by ``StructureMatcher`` on the structures (reference entries without ids).
+    """
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    refs = {f: [e for e in hulls.hulls[f].references if len(e.composition.elements) > 1] for f in ("pbe", "scan")}
+    by_material: dict[str, Any] = {}
+    for e in refs["scan"]:
+        by_material.setdefault(material_key(e) or "", e)
+    by_material.pop("", None)
+    pairs: list[tuple[Any, Any]] = []
+    used: set[int] = set()
+    left_pbe = []
+    for e in refs["pbe"]:
+        twin = by_material.get(material_key(e) or "\0")
+        if twin is not None and id(twin) not in used:
+            pairs.append((e, twin))
+            used.add(id(twin))
+        else:
+            left_pbe.append(e)
+    left_scan = [e for e in refs["scan"] if id(e) not in used]
+    structure_of = getattr(hulls, "_structure", None)
+
+    def structure(e: Any) -> Any:
+        s = getattr(e, "structure", None)
+        if s is None and callable(structure_of):
+            from screener.hull.phase_diagram import entry_key
+
+            s = structure_of(str(entry_key(e)))
+        return s
+
+    if left_pbe and left_scan:  # no common id: the same structure (where the entries keep one)
+        matcher = StructureMatcher()
+        scan_by_formula: dict[str, list[tuple[Any, Any]]] = {}
+        for e in left_scan:
+            s = structure(e)
+            if s is not None:
+                scan_by_formula.setdefault(e.composition.reduced_formula, []).append((e, s))
+        for e in left_pbe:
+            candidates = scan_by_formula.get(e.composition.reduced_formula)
+            s = structure(e) if candidates else None
+            if s is None:
+                continue
+            for twin, t in candidates:
+                if id(twin) not in used and matcher.fit(s, t):
+                    pairs.append((e, twin))
+                    used.add(id(twin))
+                    break
+    return pairs, structure
 
 
 def learning_curve_points(rows: list[dict[str, Any]], n_pbe_pretraining: int = 0) -> list[Any]:

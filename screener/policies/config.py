@@ -203,6 +203,12 @@ class ExpectedValueConfig(BaseModel):
         "purchases in crowded chemistry come out unstable beyond what their P said. Off by default: it landed "
         "between the survival on and off on most measured rows, at most 4 finds above the better of them on any, "
         "860 finds over eleven rows against 876 off (docs/policy-benchmarks.md).")
+    scan_hull_map: bool = Field(
+        False, description="Refine a screened candidate's P(SCAN-stable | PBE result) by where that result, carried "
+        "to SCAN by the fidelity shift fitted on the pairs computed at both levels, lies against today's SCAN hull: "
+        "P = Phi(a + Phi^-1(q) - k x_s), (a, k) fitted on the pairs (screener.policies.scan_hull_map).")
+    scan_hull_map_prior_sd_k: float = Field(
+        10.0, gt=0, description="Prior sd of the scan_hull_map slope k (probit per eV/atom; prior mean 0).")
     competitor_error_correlation: float = Field(
         0.0, ge=0.0, lt=1.0, description="Correlation of the model's errors across the candidates of one competitor "
         "Monte Carlo: each draw is sqrt(rho) Z_shared + sqrt(1 - rho) Z_own in sigma units (each candidate's own "

@@ -96,6 +96,13 @@ class PolicyState(BaseModel):
     log_sites: list[float] | None = Field(
         None, description="Per candidate, ln(n_sites / median candidate n_sites) (expected-value with "
         "pbe_scan_size_slope_sd).")
+    pbe_result_scan_hull_e_hull_ev_per_atom: dict[str, float] = Field(
+        default_factory=dict, description="Per candidate with a PBE result and no SCAN result, that result carried "
+        "to SCAN by the fitted fidelity shift and measured against today's SCAN hull, x_s (expected-value with "
+        "scan_hull_map; screener.policies.scan_hull_map).")
+    scan_hull_map_pairs: list[tuple[float, float, bool]] = Field(
+        default_factory=list, description="(PBE E_hull, x_s against the SCAN hull without it, SCAN-stable) of each "
+        "structure computed at both levels, the campaign's and the known set's (expected-value with scan_hull_map).")
     purchase_outcomes: list[tuple[str, float, bool]] = Field(
         default_factory=list, description="(fidelity, P(stable) at purchase, came out stable) of each candidate "
         "calculation bought on the model's prediction (expected-value: outcome calibration).")

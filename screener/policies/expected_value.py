@@ -123,6 +123,7 @@ from screener.policies.outcome_calibration import (
     fit_outcome_calibration_by_fidelity,
     log_cost_ratio,
 )
+from screener.policies.scan_hull_map import fit_scan_hull_map
 
 __all__ = ["PbeScanRelation", "costs_differ", "fit_pbe_scan_relation", "follow_ups_kept_back", "learning_values",
            "plan_expected_value", "pbe_route", "bivariate_normal_cdf", "relation_from_config"]
@@ -587,6 +588,15 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     pbe_result = np.array([state.pbe_result_e_hull_ev_per_atom.get(c, np.nan) for c in ids], dtype=float)
     has_pbe = np.isfinite(pbe_result)
     q_pbe = np.where(has_pbe, relation.p_scan_stable(np.where(has_pbe, pbe_result, 0.0), log_sites), np.nan)
+    hull_map_numbers: dict[str, Any] = {}
+    x_scan_hull = np.full(n, np.nan)
+    if cfg.scan_hull_map:  # the PBE result read on today's SCAN hull too (screener.policies.scan_hull_map)
+        x_scan_hull = np.array([state.pbe_result_scan_hull_e_hull_ev_per_atom.get(c, np.nan) for c in ids], float)
+        pairs = np.array(state.scan_hull_map_pairs, dtype=float).reshape(-1, 3)
+        hull_map = fit_scan_hull_map(relation.p_scan_stable(pairs[:, 0]), pairs[:, 1], pairs[:, 2] > 0.5,
+                                     prior_sd_k=cfg.scan_hull_map_prior_sd_k)
+        q_pbe = np.where(has_pbe, hull_map.apply(q_pbe, x_scan_hull), np.nan)
+        hull_map_numbers = hull_map.numbers()
     # a find must also survive the pool's uncomputed candidates (a lower polymorph, a compound cutting the hull)
     survival = np.ones(n) if fitted_survival else survival_estimate  # fitted: already in the outcome map
     p_model, q_pbe = p_model * survival, q_pbe * survival
@@ -646,6 +656,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                "cost_scan_cpu_hours": float(c_s[i]), "cost_pbe_cpu_hours": float(c_p[i])}
         if has_pbe[i]:
             out["pbe_e_hull_ev_per_atom"] = float(pbe_result[i])
+            if np.isfinite(x_scan_hull[i]):
+                out["scan_hull_mapped_e_hull_ev_per_atom"] = float(x_scan_hull[i])
         if size_term:
             out["pbe_scan_size_shift"] = float(q_shift[i])
         if gp:
@@ -807,5 +819,5 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             **outcome["pooled"].numbers(),
             **{k: v for f in ("pbe", "scan") if f in outcome
                for k, v in outcome[f].numbers(f"outcome_calibration_{f}_").items()},
-            **state.competitor_numbers, **gp_numbers,
+            **state.competitor_numbers, **gp_numbers, **hull_map_numbers,
             "pbe_scan_relation_source": relation.source}

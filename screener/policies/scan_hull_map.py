@@ -1,0 +1,100 @@
+"""A screened candidate's PBE result read on the campaign's SCAN hull.
+
+The PBE -> SCAN relation (:class:`screener.policies.expected_value.PbeScanRelation`) turns a PBE result into
+P(SCAN-stable) from its PBE E_hull alone, on the PBE hull. Every candidate on the PBE hull gets the same ``q``, yet
+the campaign also holds a SCAN hull: the known set's SCAN phases and every SCAN result it bought, some of which the
+PBE hull orders differently. Here the PBE formation energy is carried to SCAN by the fidelity shift fitted on the
+pairs computed at both levels (a linear function of the atomic fractions, as the functionals' errors are mostly
+per element), and measured against the SCAN hull:
+
+    ``x_s = E_hull^SCAN(E_form^PBE + delta(composition))``
+
+A probit map then refines the relation's ``q``: ``P = Phi(a + Phi^-1(q) - k x_s)``, ``(a, k)`` fitted on the pairs
+(the known set's and the campaign's) with each pair's ``x_s`` read against the SCAN hull without that structure,
+its outcome SCAN-stable on the current hull; ``k`` is at least 0 and both have Gaussian priors at 0 (no change).
+Read from the ledgers of today's default (campaign follow-ups, truly stable or not on the world's own hull), ``x_s``
+split the screened candidates on the PBE hull where ``q`` could not: on Mg-Mn-Fe-Cr-V-S 41 of 76 truly stable at
+``x_s <= -0.1`` eV/atom against 2 of 35 above 0 (docs/policy-benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+from scipy.optimize import minimize
+from scipy.special import log_ndtr, ndtr, ndtri
+
+__all__ = ["FidelityShift", "ScanHullMap", "fit_fidelity_shift", "fit_scan_hull_map"]
+
+
+class FidelityShift(BaseModel):
+    """``delta(x) = w . x``: SCAN minus PBE formation energy (eV/atom) of a composition with atomic fractions ``x``
+    over ``elements`` (ridge fit on computed pairs); ``residual_sd`` is the pairs' scatter about it."""
+
+    elements: list[str] = Field(default_factory=list)
+    weights: list[float] = Field(default_factory=list)
+    residual_sd: float = 0.0
+    n_pairs: int = 0
+
+    def __call__(self, fractions: dict[str, float]) -> float:
+        """The shift of a composition given as ``{element: atomic fraction}`` (elements outside the fit add 0)."""
+        return float(sum(w * float(fractions.get(el, 0.0)) for el, w in zip(self.elements, self.weights)))
+
+
+def fit_fidelity_shift(fractions: Sequence[dict[str, float]], shifts: Sequence[float], *, ridge: float = 1e-3
+                       ) -> FidelityShift:
+    """Least squares of ``shifts`` (SCAN minus PBE E_form, eV/atom) on the atomic fractions, with a small ridge so
+    an element seen in few pairs stays near 0. No pairs: the zero shift."""
+    if not len(fractions):
+        return FidelityShift()
+    elements = sorted({el for f in fractions for el in f})
+    x = np.array([[float(f.get(el, 0.0)) for el in elements] for f in fractions])
+    y = np.asarray(shifts, dtype=float)
+    w = np.linalg.solve(x.T @ x + ridge * len(y) * np.eye(len(elements)), x.T @ y)
+    return FidelityShift(elements=elements, weights=[float(v) for v in w],
+                         residual_sd=float(np.std(y - x @ w)), n_pairs=len(y))
+
+
+class ScanHullMap(BaseModel):
+    """``P = Phi(a + Phi^-1(q) - k x_s)``: the relation's ``q`` refined by the mapped SCAN E_hull ``x_s``."""
+
+    a: float = 0.0
+    k_per_ev_per_atom: float = 0.0
+    n_pairs: int = 0
+
+    def apply(self, q: Any, x_s: Any) -> np.ndarray:
+        """Refined P where ``x_s`` is finite; ``q`` unchanged elsewhere."""
+        q = np.asarray(q, dtype=float)
+        x_s = np.asarray(x_s, dtype=float)
+        z = ndtri(np.clip(q, 1e-9, 1 - 1e-9)) + self.a - self.k_per_ev_per_atom * np.nan_to_num(x_s)
+        return np.where(np.isfinite(x_s) & np.isfinite(q), ndtr(z), q)
+
+    def numbers(self) -> dict[str, Any]:
+        return {"scan_hull_map_a": self.a, "scan_hull_map_k_per_ev_per_atom": self.k_per_ev_per_atom,
+                "scan_hull_map_n_pairs": self.n_pairs}
+
+
+def fit_scan_hull_map(q: Sequence[float], x_s: Sequence[float], stable: Sequence[bool], *, prior_sd_a: float = 1.0,
+                      prior_sd_k: float = 10.0) -> ScanHullMap:
+    """MAP fit of ``(a, k)`` on pairs: the relation's ``q`` of each, its ``x_s`` (against the SCAN hull without
+    it) and whether it is SCAN-stable. Gaussian priors at 0 (sd ``prior_sd_a``, ``prior_sd_k`` per eV/atom);
+    ``k >= 0``: a result further above the SCAN hull is never likelier stable. No pairs: no change."""
+    q = np.asarray(q, dtype=float)
+    x = np.asarray(x_s, dtype=float)
+    y = np.asarray(stable, dtype=bool)
+    keep = np.isfinite(q) & np.isfinite(x)
+    q, x, y = q[keep], x[keep], y[keep]
+    if not len(y):
+        return ScanHullMap()
+    zq = ndtri(np.clip(q, 1e-6, 1 - 1e-6))
+
+    def loss(c: np.ndarray) -> float:
+        z = c[0] + zq - c[1] * x
+        return float(-np.sum(np.where(y, log_ndtr(z), log_ndtr(-z)))
+                     + 0.5 * (c[0] / prior_sd_a) ** 2 + 0.5 * (c[1] / prior_sd_k) ** 2)
+
+    res = minimize(loss, np.zeros(2), method="L-BFGS-B", bounds=[(None, None), (0.0, None)])
+    return ScanHullMap(a=float(res.x[0]), k_per_ev_per_atom=float(res.x[1]), n_pairs=int(len(y)))
