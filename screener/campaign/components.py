@@ -54,8 +54,8 @@ class PolicyPlanner:
         self._candidate_rows: list[dict[str, Any]] | None = None  # the ledger's candidates (no structures), read once
         self._fraction_cache: dict[str, dict[str, float]] | None = None
         self._site_cache: dict[str, int] | None = None
-        # the known set's (atomic fractions, SCAN - PBE E_form, PBE E_hull, x_s, SCAN-stable): computed once
-        self._known_shift_rows: list[tuple[dict[str, float], float, float, float, bool]] | None = None
+        # the known set's (atomic fractions, SCAN - PBE E_form): computed once
+        self._known_shift_rows: list[tuple[dict[str, float], float]] | None = None
         # one threshold for every "stable" call: the campaign's, also behind the policy's P(stable)
         acquisition = policy.acquisition.model_copy(
             update={"threshold_ev_per_atom": float(config.stable_threshold_ev_per_atom)})
@@ -372,8 +372,11 @@ class PolicyPlanner:
                           ) -> tuple[dict[str, float], list[tuple[float, float, bool]]]:
         """``x_s`` of each candidate with a PBE result and no SCAN result (its PBE formation energy plus the
         fitted SCAN - PBE shift, against today's SCAN hull) and the ``(PBE E_hull, x_s, SCAN-stable)`` pairs of the
-        structures computed at both levels (each ``x_s`` against the SCAN hull without that structure), for
-        :mod:`screener.policies.scan_hull_map`. A structure whose hull lacks an element is left out."""
+        structures the campaign computed at both levels (each ``x_s`` against the SCAN hull without that
+        structure), for :mod:`screener.policies.scan_hull_map`. The shift is fitted on those and the known set's
+        pairs; the map on the campaign's alone: read on the known set (its own phases make its hull), ``x_s`` hardly
+        tells the SCAN-stable apart, while in a campaign it places a result against the pool's computed
+        polymorphs and neighbours. A structure whose hull lacks an element is left out."""
         from screener.hull.corrections import as_entry
         from screener.hull.phase_diagram import entry_key
         from screener.policies.scan_hull_map import fit_fidelity_shift
@@ -390,27 +393,17 @@ class PolicyPlanner:
             return hs.e_above_hull_from_formation_energy(
                 entry.composition, e_form_scan, exclude=[str(leave_out)] if leave_out is not None else ())
 
-        if self._known_shift_rows is None:
-            rows: list[tuple[dict[str, float], float, float, float, bool]] = []
+        if self._known_shift_rows is None:  # the known set's pairs teach the shift only (see the docstring)
+            rows: list[tuple[dict[str, float], float]] = []
             try:
                 pairs, _ = _known_entry_pairs(self.hulls)
             except Exception as exc:  # noqa: BLE001 - no known pairs: the campaign's own remain
                 logger.info("no known PBE/SCAN pairs for the SCAN-hull map: %s", exc)
                 pairs = []
-            raw = []
             for pbe, scan in pairs:
                 try:
-                    e_p = hp.e_form_ev_per_atom(pbe)
-                    raw.append((pbe, scan, e_p, hs.e_form_ev_per_atom(scan) - e_p))
+                    rows.append((fractions(pbe), hs.e_form_ev_per_atom(scan) - hp.e_form_ev_per_atom(pbe)))
                 except Exception:  # noqa: BLE001 - an element without a reference at one level
-                    continue
-            shift = fit_fidelity_shift([fractions(p) for p, *_ in raw], [d for *_, d in raw])
-            for pbe, scan, e_p, d in raw:
-                try:
-                    y = hs.e_above_hull_ev_per_atom(scan) <= threshold
-                    x = x_s(pbe, e_p + shift(fractions(pbe)), entry_key(scan) if y else None)
-                    rows.append((fractions(pbe), d, hp.e_above_hull_ev_per_atom(pbe), x, y))
-                except Exception:  # noqa: BLE001
                     continue
             self._known_shift_rows = rows
         entries: dict[str, dict[str, Any]] = {"pbe": {}, "scan": {}}
@@ -432,7 +425,7 @@ class PolicyPlanner:
                                    [r[1] for r in self._known_shift_rows]
                                    + [d for *_, d in own if d is not None])
         mapped: dict[str, float] = {}
-        pairs_out = [(x_p, x, y) for _, _, x_p, x, y in self._known_shift_rows]
+        pairs_out: list[tuple[float, float, bool]] = []
         for sid, pbe, scan, e_p, d in own:
             try:
                 e_s = e_p + shift(fractions(pbe))
