@@ -613,3 +613,39 @@ def test_planner_gives_the_relation_each_candidates_and_pairs_cell_size(tmp_path
     log_sites, pair_log_sites = planner._log_sites(["a", "b", "c", "unknown"], pair_sites)
     assert log_sites[:3] == pytest.approx([math.log(0.5), 0.0, math.log(2.0)]) and math.isnan(log_sites[3])
     assert pair_log_sites == pytest.approx([math.log(2.0), math.log(0.25), math.log(4.0)])
+
+
+def test_planner_reads_a_screened_result_on_the_campaign_scan_hull(twin_hulls, tmp_path):
+    """A polymorph the campaign computed at both levels came out 0.25 eV/atom lower at SCAN than at PBE
+    (PBE -2.05, SCAN -2.30; the known Li2O: -2.0 at both). A second one screened at PBE at -2.10 is on the PBE
+    hull, but carried to SCAN by the shift fitted on both pairs (-0.125 for Li2O) it lies 0.075 eV/atom above the
+    SCAN hull the first one made. The first one is the map's one pair: SCAN-stable, its x_s measured against the
+    hull without it (the known Li2O). Every Li2O candidate's offset (what an unscreened one's PBE route reads) is
+    that of the PBE hull carried to SCAN from the SCAN hull."""
+    hulls = twin_hulls[0]
+    planner = _li2o_planner(hulls, tmp_path)
+    ev = planner.policy.expected_value.model_copy(update={"scan_hull_map": True, "competitor_samples": 0})
+    planner.policy = planner.policy.model_copy(update={"expected_value": ev})
+    ledger = planner.ledger
+    ledger.set_budget_total(100.0)
+    results = [("new-high", "pbe", -2.05, 1), ("new-high", "scan", -2.30, 2), ("new-low", "pbe", -2.10, 2)]
+    for number, group in ((1, results[:1]), (2, results[1:])):
+        ledger.commit_plan(number, decisions=[{"structure_id": s, "fidelity": f, "estimated_cost": 1.0}
+                                              for s, f, _, _ in group], numbers={},
+                           jobs=[{"uuid": f"u-{s}-{f}", "structure_id": s, "fidelity": f, "estimated_cost": 1.0}
+                                 for s, f, _, _ in group])
+        for sid, fidelity, e_form, _ in group:
+            entry = _entry(sid, _li2o_other(), fidelity, e_form).as_dict()
+            hulls.add_result(fidelity, entry)
+            ledger.finish_job(f"u-{sid}-{fidelity}", success=True, result_json=json.dumps({"entry": entry}),
+                              actual_cost=1.0, actual_cpu_hours=1.0)
+    computed = planner._computed_e_hull()
+    mapped, pairs, offsets = planner._scan_hull_inputs(computed, 1e-6, ["new-low", "new-high"])
+    assert list(mapped) == ["new-low"] and mapped["new-low"] == pytest.approx(0.075, abs=2e-3)
+    # at Li2O the PBE hull (new-low, -2.10) carried to SCAN lies 0.075 eV/atom above the SCAN hull (new-high)
+    assert offsets == pytest.approx([0.075, 0.075], abs=2e-3)
+    assert len(pairs) == 1 and pairs[0][2] is True and pairs[0][1] == pytest.approx(-0.175, abs=2e-3)
+    plan = planner.plan(_li2o_request(done={("new-low", "pbe"), ("new-high", "pbe"), ("new-high", "scan")}))
+    numbers = {i.structure_id: i.numbers for i in plan.items if i.fidelity == "scan"}
+    assert numbers["new-low"]["scan_hull_mapped_e_hull_ev_per_atom"] == pytest.approx(0.075, abs=2e-3)
+    assert plan.numbers["scan_hull_map_n_pairs"] == 1
