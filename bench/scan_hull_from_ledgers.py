@@ -112,7 +112,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             return None
         return float(mannwhitneyu(score[ok & y], score[ok & ~y]).statistic / ((ok & y).sum() * (ok & ~y).sum()))
 
-    fitted = fit_scan_hull_map(np.where(np.isfinite(p), p, 0.5), x, y)
+    fitted = fit_scan_hull_map(np.where(np.isfinite(p), p, 0.5), x, y, fit_level=True)
     return {"n": len(rows), "truly_stable": int(y.sum()), "bins": bins, "auc_minus_x_s": auc(-x),
             "auc_p_at_purchase": auc(p), "map_on_truth": fitted.numbers()}
 
@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "it was bought in (eV/atom)",
             "on_pbe_hull": f"x_pbe <= {ON_PBE_HULL} eV/atom (the relation gives all of them one q)",
             "truly stable": f"SCAN E_hull <= {args.tol} eV/atom on the world's own SCAN hull",
-            "map_on_truth": "Phi(a + Phi^-1(p) - k x_s) fitted on the truly stable (prior as scan_hull_map)"},
+            "map_on_truth": "Phi(a + Phi^-1(p) - k (x_s - x_ref)) fitted on the truly stable, level a too (prior "
+                            "as scan_hull_map)"},
         "on_pbe_hull": summarise(on_hull) if on_hull else {"n": 0},
         "all": summarise(rows) if rows else {"n": 0},
     }

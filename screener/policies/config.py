@@ -207,6 +207,9 @@ class ExpectedValueConfig(BaseModel):
         False, description="Refine a screened candidate's P(SCAN-stable | PBE result) by where that result, carried "
         "to SCAN by the fidelity shift fitted on the pairs computed at both levels, lies against today's SCAN hull: "
         "P = Phi(a + Phi^-1(q) - k x_s), (a, k) fitted on the pairs (screener.policies.scan_hull_map).")
+    scan_hull_map_level: bool = Field(
+        False, description="With scan_hull_map: also fit the map's level a (else 0: the map only orders the "
+        "screened candidates around the campaign's mean x_s).")
     scan_hull_map_prior_sd_k: float = Field(
         10.0, gt=0, description="Prior sd of the scan_hull_map slope k (probit per eV/atom; prior mean 0).")
     competitor_error_correlation: float = Field(

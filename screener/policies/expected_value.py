@@ -600,15 +600,15 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         x_scan_hull = np.array([state.pbe_result_scan_hull_e_hull_ev_per_atom.get(c, np.nan) for c in ids], float)
         pairs = np.array(state.scan_hull_map_pairs, dtype=float).reshape(-1, 3)
         hull_map = fit_scan_hull_map(relation.p_scan_stable(pairs[:, 0]), pairs[:, 1], pairs[:, 2] > 0.5,
-                                     prior_sd_k=cfg.scan_hull_map_prior_sd_k)
+                                     prior_sd_k=cfg.scan_hull_map_prior_sd_k, fit_level=cfg.scan_hull_map_level)
         q_pbe = np.where(has_pbe, hull_map.apply(q_pbe, x_scan_hull), np.nan)
         hull_map_numbers = hull_map.numbers()
         # the PBE route values a screen by the q its result will be read at: X at or above the PBE hull reads
-        # x_s = X + offset, so the map adds (a - k offset) to the relation's intercepts and k to its slope
+        # x_s = X + offset, so the map adds its shift at the offset to the relation's intercepts and k to its slope
         if state.scan_hull_offset_ev_per_atom is not None:
             offset = np.nan_to_num(np.asarray(state.scan_hull_offset_ev_per_atom, float))
             route_relation = relation.with_extra_slope(hull_map.k_per_ev_per_atom)
-            route_shift = q_shift + hull_map.a - hull_map.k_per_ev_per_atom * offset
+            route_shift = q_shift + hull_map.probit_shift(offset)
     # a find must also survive the pool's uncomputed candidates (a lower polymorph, a compound cutting the hull)
     survival = np.ones(n) if fitted_survival else survival_estimate  # fitted: already in the outcome map
     p_model, q_pbe = p_model * survival, q_pbe * survival

@@ -9,9 +9,10 @@ per element), and measured against the SCAN hull:
 
     ``x_s = E_hull^SCAN(E_form^PBE + delta(composition))``
 
-A probit map then refines the relation's ``q``: ``P = Phi(a + Phi^-1(q) - k x_s)``, ``(a, k)`` fitted on the pairs
-(the known set's and the campaign's) with each pair's ``x_s`` read against the SCAN hull without that structure,
-its outcome SCAN-stable on the current hull; ``k`` is at least 0 and both have Gaussian priors at 0 (no change).
+A probit map then refines the relation's ``q``: ``P = Phi(a + Phi^-1(q) - k (x_s - x_ref))``, fitted on the
+campaign's pairs (each ``x_s`` read against the SCAN hull without that structure, its outcome SCAN-stable on the
+current hull; ``x_ref`` their mean ``x_s``); ``k`` is at least 0 with a Gaussian prior at 0 (no change), and ``a``
+is 0 unless the level is fitted too (``fit_level``).
 Read from the ledgers of today's default (campaign follow-ups, truly stable or not on the world's own hull), ``x_s``
 split the screened candidates on the PBE hull where ``q`` could not: on Mg-Mn-Fe-Cr-V-S 41 of 76 truly stable at
 ``x_s <= -0.1`` eV/atom against 2 of 35 above 0 (docs/policy-benchmarks.md).
@@ -59,29 +60,42 @@ def fit_fidelity_shift(fractions: Sequence[dict[str, float]], shifts: Sequence[f
 
 
 class ScanHullMap(BaseModel):
-    """``P = Phi(a + Phi^-1(q) - k x_s)``: the relation's ``q`` refined by the mapped SCAN E_hull ``x_s``."""
+    """``P = Phi(a + Phi^-1(q) - k (x_s - x_ref))``: the relation's ``q`` refined by the mapped SCAN E_hull
+    ``x_s``; ``x_ref`` is the pairs' mean ``x_s`` (where the map leaves ``q`` at ``a``)."""
 
     a: float = 0.0
     k_per_ev_per_atom: float = 0.0
+    x_ref_ev_per_atom: float = 0.0
     n_pairs: int = 0
+
+    def probit_shift(self, x_s: Any) -> np.ndarray:
+        """What the map adds to ``Phi^-1(q)`` at ``x_s`` (0 where ``x_s`` is not finite)."""
+        x_s = np.asarray(x_s, dtype=float)
+        return np.where(np.isfinite(x_s), self.a - self.k_per_ev_per_atom * (np.nan_to_num(x_s)
+                                                                              - self.x_ref_ev_per_atom), 0.0)
 
     def apply(self, q: Any, x_s: Any) -> np.ndarray:
         """Refined P where ``x_s`` is finite; ``q`` unchanged elsewhere."""
         q = np.asarray(q, dtype=float)
-        x_s = np.asarray(x_s, dtype=float)
-        z = ndtri(np.clip(q, 1e-9, 1 - 1e-9)) + self.a - self.k_per_ev_per_atom * np.nan_to_num(x_s)
-        return np.where(np.isfinite(x_s) & np.isfinite(q), ndtr(z), q)
+        z = ndtri(np.clip(q, 1e-9, 1 - 1e-9)) + self.probit_shift(x_s)
+        return np.where(np.isfinite(np.asarray(x_s, dtype=float)) & np.isfinite(q), ndtr(z), q)
 
     def numbers(self) -> dict[str, Any]:
         return {"scan_hull_map_a": self.a, "scan_hull_map_k_per_ev_per_atom": self.k_per_ev_per_atom,
-                "scan_hull_map_n_pairs": self.n_pairs}
+                "scan_hull_map_x_ref_ev_per_atom": self.x_ref_ev_per_atom, "scan_hull_map_n_pairs": self.n_pairs}
 
 
 def fit_scan_hull_map(q: Sequence[float], x_s: Sequence[float], stable: Sequence[bool], *, prior_sd_a: float = 1.0,
-                      prior_sd_k: float = 10.0) -> ScanHullMap:
-    """MAP fit of ``(a, k)`` on pairs: the relation's ``q`` of each, its ``x_s`` (against the SCAN hull without
-    it) and whether it is SCAN-stable. Gaussian priors at 0 (sd ``prior_sd_a``, ``prior_sd_k`` per eV/atom);
-    ``k >= 0``: a result further above the SCAN hull is never likelier stable. No pairs: no change."""
+                      prior_sd_k: float = 10.0, fit_level: bool = False) -> ScanHullMap:
+    """MAP fit of ``k`` (and with ``fit_level`` of ``a``; else ``a = 0``) on pairs: the relation's ``q`` of each,
+    its ``x_s`` (against the SCAN hull without it) and whether it is SCAN-stable, ``x_s`` measured from the pairs'
+    mean. Gaussian priors at 0 (sd ``prior_sd_a``, ``prior_sd_k`` per eV/atom); ``k >= 0``: a result further above
+    the SCAN hull is never likelier stable. No pairs: no change.
+
+    ``a`` is the level the campaign's follow-ups came out at against the relation's ``q``. Fitted (-1 in probit on
+    Mg-Mn-Fe-Cr-V-S: the relation's 0.72-0.77 on the PBE hull against about a third), it lowered every screen's
+    follow-up at once, the policy answered with more screens and fewer follow-ups and found less; at 0 the map
+    only orders the screened candidates (docs/policy-benchmarks.md)."""
     q = np.asarray(q, dtype=float)
     x = np.asarray(x_s, dtype=float)
     y = np.asarray(stable, dtype=bool)
@@ -90,11 +104,15 @@ def fit_scan_hull_map(q: Sequence[float], x_s: Sequence[float], stable: Sequence
     if not len(y):
         return ScanHullMap()
     zq = ndtri(np.clip(q, 1e-6, 1 - 1e-6))
+    x_ref = float(np.mean(x))
+    dx = x - x_ref
 
     def loss(c: np.ndarray) -> float:
-        z = c[0] + zq - c[1] * x
+        z = c[0] + zq - c[1] * dx
         return float(-np.sum(np.where(y, log_ndtr(z), log_ndtr(-z)))
                      + 0.5 * (c[0] / prior_sd_a) ** 2 + 0.5 * (c[1] / prior_sd_k) ** 2)
 
-    res = minimize(loss, np.zeros(2), method="L-BFGS-B", bounds=[(None, None), (0.0, None)])
-    return ScanHullMap(a=float(res.x[0]), k_per_ev_per_atom=float(res.x[1]), n_pairs=int(len(y)))
+    res = minimize(loss, np.zeros(2), method="L-BFGS-B",
+                   bounds=[(None, None) if fit_level else (0.0, 0.0), (0.0, None)])
+    return ScanHullMap(a=float(res.x[0]), k_per_ev_per_atom=float(res.x[1]), x_ref_ev_per_atom=x_ref,
+                       n_pairs=int(len(y)))
