@@ -210,6 +210,12 @@ class ExpectedValueConfig(BaseModel):
     scan_hull_map_level: bool = Field(
         False, description="With scan_hull_map: also fit the map's level a (else 0: the map only orders the "
         "screened candidates around the campaign's mean x_s).")
+    scan_hull_map_center_on_open: bool = Field(
+        False, description="With scan_hull_map: measure x_s from the mean of the screened candidates waiting for a "
+        "follow-up (the map reorders them, their mean q stays the relation's) instead of the pairs' mean.")
+    scan_hull_map_route: bool = Field(
+        True, description="With scan_hull_map: value an unscreened candidate's PBE route at the mapped relation "
+        "(its composition's SCAN-hull offset).")
     scan_hull_map_prior_sd_k: float = Field(
         10.0, gt=0, description="Prior sd of the scan_hull_map slope k (probit per eV/atom; prior mean 0).")
     competitor_error_correlation: float = Field(

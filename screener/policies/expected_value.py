@@ -601,11 +601,16 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         pairs = np.array(state.scan_hull_map_pairs, dtype=float).reshape(-1, 3)
         hull_map = fit_scan_hull_map(relation.p_scan_stable(pairs[:, 0]), pairs[:, 1], pairs[:, 2] > 0.5,
                                      prior_sd_k=cfg.scan_hull_map_prior_sd_k, fit_level=cfg.scan_hull_map_level)
+        waiting = has_pbe & r.open_scan & np.isfinite(x_scan_hull)
+        if cfg.scan_hull_map_center_on_open and waiting.any():
+            # measured from the screened candidates waiting for a follow-up: the map reorders them and leaves
+            # their mean where the relation put it (lowering them all sends the budget to more screens)
+            hull_map = hull_map.model_copy(update={"x_ref_ev_per_atom": float(np.mean(x_scan_hull[waiting]))})
         q_pbe = np.where(has_pbe, hull_map.apply(q_pbe, x_scan_hull), np.nan)
         hull_map_numbers = hull_map.numbers()
         # the PBE route values a screen by the q its result will be read at: X at or above the PBE hull reads
         # x_s = X + offset, so the map adds its shift at the offset to the relation's intercepts and k to its slope
-        if state.scan_hull_offset_ev_per_atom is not None:
+        if state.scan_hull_offset_ev_per_atom is not None and cfg.scan_hull_map_route:
             offset = np.nan_to_num(np.asarray(state.scan_hull_offset_ev_per_atom, float))
             route_relation = relation.with_extra_slope(hull_map.k_per_ev_per_atom)
             route_shift = q_shift + hull_map.probit_shift(offset)

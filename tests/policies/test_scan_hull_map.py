@@ -35,7 +35,14 @@ def _pairs(k_true, n=400, seed=1):
 
 def test_map_slope_is_recovered_and_about_zero_without_an_effect():
     fitted = fit_scan_hull_map(*_pairs(6.0))
-    assert fitted.k_per_ev_per_atom == pytest.approx(6.0, abs=1.5) and abs(fitted.a) < 0.2
+    assert fitted.k_per_ev_per_atom == pytest.approx(6.0, abs=1.5) and fitted.a == 0.0
+    assert fitted.x_ref_ev_per_atom == pytest.approx(np.mean(_pairs(6.0)[1]))
+    # the level only where asked: the follow-ups came out 0.8 in probit below the relation's q
+    q, x_s, _ = _pairs(0.0)
+    stable = np.random.default_rng(2).uniform(size=len(q)) < ndtr(ndtri(q) - 0.8 - 6.0 * x_s)
+    level = fit_scan_hull_map(q, x_s, stable, fit_level=True)
+    assert level.a == pytest.approx(-0.8, abs=0.25) and level.k_per_ev_per_atom == pytest.approx(6.0, abs=2.0)
+    assert fit_scan_hull_map(q, x_s, stable).a == 0.0
     assert fit_scan_hull_map(*_pairs(0.0)).k_per_ev_per_atom < 1.0
     # a result further above the SCAN hull is never likelier stable: k stays at its bound
     assert fit_scan_hull_map(*_pairs(-6.0)).k_per_ev_per_atom == pytest.approx(0.0, abs=1e-6)
@@ -47,6 +54,8 @@ def test_map_lowers_p_above_the_scan_hull_and_leaves_the_rest():
     m = ScanHullMap(a=0.0, k_per_ev_per_atom=5.0)
     p = m.apply([0.8, 0.8, 0.8], [-0.1, 0.1, np.nan])
     assert p[0] > 0.8 > p[1] and p[2] == pytest.approx(0.8)
+    # measured from x_ref: a result at the campaign's mean x_s keeps its q
+    assert ScanHullMap(k_per_ev_per_atom=5.0, x_ref_ev_per_atom=-0.05).apply([0.8], [-0.05])[0] == pytest.approx(0.8)
     assert ScanHullMap().apply([0.3], [0.5])[0] == pytest.approx(0.3)
 
 
