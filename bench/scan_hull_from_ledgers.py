@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
         **bench_environment("cpu"),
         "world": str(args.world),
         "campaigns": [str(c) for c in campaigns],
+        "n_campaigns": len(campaigns),
         "definitions": {
             "follow-up": "SCAN run of a pool candidate whose PBE result came in an earlier round",
             "x_s": "PBE E_form + fitted SCAN - PBE shift, minus the SCAN hull's E_form, on the hulls of the round "

@@ -141,9 +141,8 @@ class PolicyPlanner:
             state["n_found"] = sum(1 for _, value, role in e_hull["scan"].values()
                                    if role == "candidate" and value <= threshold)
             if self.policy.expected_value.scan_hull_map:
-                (state["pbe_result_scan_hull_e_hull_ev_per_atom"], state["scan_hull_map_pairs"],
-                 state["scan_hull_offset_ev_per_atom"]) = self._scan_hull_inputs(e_hull, threshold,
-                                                                                 request.structure_ids)
+                state["pbe_result_scan_hull_e_hull_ev_per_atom"], state["scan_hull_map_pairs"] = (
+                    self._scan_hull_inputs(e_hull, threshold))
             if self.policy.expected_value.competitor_samples:
                 state["competitor_survival_scan"], state["competitor_numbers"] = self._competitor_survival(
                     request, state["pbe_result_e_hull_ev_per_atom"], state["pbe_scan_pairs"],
@@ -369,25 +368,21 @@ class PolicyPlanner:
         return e_hull["pbe"], pairs + self._known_pairs, [float(sites.get(s, np.nan)) for s in own] + list(
             self._known_pair_sites or [])
 
-    def _scan_hull_inputs(self, computed: dict[str, dict[str, tuple[int, float, str]]], threshold: float,
-                          ids: list[str] = ()) -> tuple[dict[str, float], list[tuple[float, float, bool]], list[float]]:
+    def _scan_hull_inputs(self, computed: dict[str, dict[str, tuple[int, float, str]]], threshold: float
+                          ) -> tuple[dict[str, float], list[tuple[float, float, bool]]]:
         """``x_s`` of each candidate with a PBE result and no SCAN result (its PBE formation energy plus the
         fitted SCAN - PBE shift, against today's SCAN hull) and the ``(PBE E_hull, x_s, SCAN-stable)`` pairs of the
         structures the campaign computed at both levels (each ``x_s`` against the SCAN hull without that
         structure), for :mod:`screener.policies.scan_hull_map`. The shift is fitted on those and the known set's
         pairs; the map on the campaign's alone: read on the known set (its own phases make its hull), ``x_s`` hardly
         tells the SCAN-stable apart, while in a campaign it places a result against the pool's computed
-        polymorphs and neighbours. A structure whose hull lacks an element is left out.
-
-        Also, per candidate of ``ids``, the offset ``Delta`` of today's SCAN hull from the PBE hull carried to SCAN
-        at its composition (PBE hull E_form + shift - SCAN hull E_form; NaN where unknown): a PBE result ``X`` on
-        or above the PBE hull would read ``x_s = X + Delta``, which the PBE route of an unscreened candidate uses."""
+        polymorphs and neighbours. A structure whose hull lacks an element is left out."""
         from screener.hull.corrections import as_entry
         from screener.hull.phase_diagram import entry_key
         from screener.policies.scan_hull_map import fit_fidelity_shift
 
         if self.ledger is None or self.hulls is None:
-            return {}, [], [math.nan] * len(ids)
+            return {}, []
         hp, hs = self.hulls.hulls["pbe"], self.hulls.hulls["scan"]
 
         def fractions(entry: Any) -> dict[str, float]:
@@ -422,7 +417,7 @@ class PolicyPlanner:
             try:
                 e_p = hp.e_form_ev_per_atom(pbe)
                 d = hs.e_form_ev_per_atom(scan) - e_p if scan is not None else None
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - an element without a reference at one level: left out
                 continue
             own.append((sid, pbe, scan, e_p, d))
         shift = fit_fidelity_shift([r[0] for r in self._known_shift_rows]
@@ -439,25 +434,9 @@ class PolicyPlanner:
                 else:
                     y = computed["scan"][sid][1] <= threshold
                     pairs_out.append((computed["pbe"][sid][1], x_s(pbe, e_s, entry_key(scan) if y else None), y))
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - as above
                 continue
-        fraction_of = self._fractions()
-        by_formula: dict[tuple[tuple[str, float], ...], float] = {}  # polymorphs share one offset
-        offsets = []
-        for sid in ids:
-            f = fraction_of.get(sid)
-            if not f:
-                offsets.append(math.nan)
-                continue
-            key = tuple(sorted((el, round(x, 9)) for el, x in f.items()))
-            if key not in by_formula:
-                from pymatgen.core import Composition
-
-                comp = Composition(f)
-                by_formula[key] = (self.hulls.hull_formation_energy_ev_per_atom("pbe", comp) + shift(f)
-                                   - self.hulls.hull_formation_energy_ev_per_atom("scan", comp))
-            offsets.append(by_formula[key])
-        return mapped, pairs_out, offsets
+        return mapped, pairs_out
 
     def _sites(self) -> dict[str, int]:
         """n_sites of every structure in the ledger (candidates and phases; read once per planner)."""

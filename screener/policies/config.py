@@ -204,18 +204,11 @@ class ExpectedValueConfig(BaseModel):
         "between the survival on and off on most measured rows, at most 4 finds above the better of them on any, "
         "860 finds over eleven rows against 876 off (docs/policy-benchmarks.md).")
     scan_hull_map: bool = Field(
-        False, description="Refine a screened candidate's P(SCAN-stable | PBE result) by where that result, carried "
-        "to SCAN by the fidelity shift fitted on the pairs computed at both levels, lies against today's SCAN hull: "
-        "P = Phi(a + Phi^-1(q) - k x_s), (a, k) fitted on the pairs (screener.policies.scan_hull_map).")
-    scan_hull_map_level: bool = Field(
-        False, description="With scan_hull_map: also fit the map's level a (else 0: the map only orders the "
-        "screened candidates around the campaign's mean x_s).")
-    scan_hull_map_center_on_open: bool = Field(
-        False, description="With scan_hull_map: measure x_s from the mean of the screened candidates waiting for a "
-        "follow-up (the map reorders them, their mean q stays the relation's) instead of the pairs' mean.")
-    scan_hull_map_route: bool = Field(
-        True, description="With scan_hull_map: value an unscreened candidate's PBE route at the mapped relation "
-        "(its composition's SCAN-hull offset).")
+        False, description="Reorder the screened candidates waiting for a SCAN follow-up by where each PBE result, "
+        "carried to SCAN by the fidelity shift fitted on the pairs computed at both levels, lies against today's "
+        "SCAN hull (x_s): P = Phi(Phi^-1(q) - k (x_s - their mean x_s)), k fitted on the campaign's pairs "
+        "(screener.policies.scan_hull_map). Off by default: x_s tells the follow-ups that stay stable apart far "
+        "better than q does, yet no variant found more (docs/policy-benchmarks.md).")
     scan_hull_map_prior_sd_k: float = Field(
         10.0, gt=0, description="Prior sd of the scan_hull_map slope k (probit per eV/atom; prior mean 0).")
     competitor_error_correlation: float = Field(

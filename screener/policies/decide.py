@@ -102,11 +102,7 @@ class PolicyState(BaseModel):
         "scan_hull_map; screener.policies.scan_hull_map).")
     scan_hull_map_pairs: list[tuple[float, float, bool]] = Field(
         default_factory=list, description="(PBE E_hull, x_s against the SCAN hull without it, SCAN-stable) of each "
-        "structure computed at both levels, the campaign's and the known set's (expected-value with scan_hull_map).")
-    scan_hull_offset_ev_per_atom: list[float] | None = Field(
-        None, description="Per candidate, the PBE hull's E_form at its composition carried to SCAN by the fitted "
-        "shift, minus today's SCAN hull E_form there: a PBE result X at or above the PBE hull reads x_s = X + "
-        "offset (NaN: unknown; expected-value with scan_hull_map).")
+        "structure the campaign computed at both levels (expected-value with scan_hull_map).")
     purchase_outcomes: list[tuple[str, float, bool]] = Field(
         default_factory=list, description="(fidelity, P(stable) at purchase, came out stable) of each candidate "
         "calculation bought on the model's prediction (expected-value: outcome calibration).")

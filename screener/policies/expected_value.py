@@ -182,11 +182,6 @@ class PbeScanRelation:
         return np.where(x <= ON_HULL_EV_PER_ATOM, ndtr(self.c_hull + s - self.c_below * np.minimum(x, 0.0)),
                         ndtr(self.c0 + s - self.c1 * x))
 
-    def with_extra_slope(self, k: float) -> PbeScanRelation:
-        """This relation with ``k`` added to its slope above the hull (:mod:`screener.policies.scan_hull_map`)."""
-        return PbeScanRelation(self.c0, self.c1 + float(k), self.n_pairs, self.source, c_hull=self.c_hull,
-                               c_below=self.c_below, signed=self.signed, c_sites=self.c_sites)
-
     def numbers(self) -> dict[str, Any]:
         return {"pbe_scan_p_stable_if_pbe_stable": self.p_on_hull, "pbe_scan_c_hull": self.c_hull,
                 "pbe_scan_p_stable_just_above_hull": float(ndtr(self.c0)), "pbe_scan_c0": self.c0,
@@ -595,31 +590,24 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     q_pbe = np.where(has_pbe, relation.p_scan_stable(np.where(has_pbe, pbe_result, 0.0), log_sites), np.nan)
     hull_map_numbers: dict[str, Any] = {}
     x_scan_hull = np.full(n, np.nan)
-    route_relation, route_shift = relation, q_shift  # the relation and shifts a PBE route is valued with
-    if cfg.scan_hull_map:  # the PBE result read on today's SCAN hull too (screener.policies.scan_hull_map)
+    if cfg.scan_hull_map:  # the PBE results read on today's SCAN hull too (screener.policies.scan_hull_map)
         x_scan_hull = np.array([state.pbe_result_scan_hull_e_hull_ev_per_atom.get(c, np.nan) for c in ids], float)
         pairs = np.array(state.scan_hull_map_pairs, dtype=float).reshape(-1, 3)
         hull_map = fit_scan_hull_map(relation.p_scan_stable(pairs[:, 0]), pairs[:, 1], pairs[:, 2] > 0.5,
-                                     prior_sd_k=cfg.scan_hull_map_prior_sd_k, fit_level=cfg.scan_hull_map_level)
+                                     prior_sd_k=cfg.scan_hull_map_prior_sd_k)
         waiting = has_pbe & r.open_scan & np.isfinite(x_scan_hull)
-        if cfg.scan_hull_map_center_on_open and waiting.any():
+        if waiting.any():
             # measured from the screened candidates waiting for a follow-up: the map reorders them and leaves
-            # their mean where the relation put it (lowering them all sends the budget to more screens)
+            # their mean where the relation put it (lowering them all sent the budget to more screens)
             hull_map = hull_map.model_copy(update={"x_ref_ev_per_atom": float(np.mean(x_scan_hull[waiting]))})
         q_pbe = np.where(has_pbe, hull_map.apply(q_pbe, x_scan_hull), np.nan)
         hull_map_numbers = hull_map.numbers()
-        # the PBE route values a screen by the q its result will be read at: X at or above the PBE hull reads
-        # x_s = X + offset, so the map adds its shift at the offset to the relation's intercepts and k to its slope
-        if state.scan_hull_offset_ev_per_atom is not None and cfg.scan_hull_map_route:
-            offset = np.nan_to_num(np.asarray(state.scan_hull_offset_ev_per_atom, float))
-            route_relation = relation.with_extra_slope(hull_map.k_per_ev_per_atom)
-            route_shift = q_shift + hull_map.probit_shift(offset)
     # a find must also survive the pool's uncomputed candidates (a lower polymorph, a compound cutting the hull)
     survival = np.ones(n) if fitted_survival else survival_estimate  # fitted: already in the outcome map
     p_model, q_pbe = p_model * survival, q_pbe * survival
     p_scan = np.where(has_pbe, q_pbe, p_model)
     if cfg.scan_now_at_most_pbe_view:  # the PBE view: the PBE route's finds were SCAN always to follow the screen
-        pbe_view = pbe_route(route_relation, mu_p, sd_p, np.zeros(n), shift=route_shift)[1] * survival
+        pbe_view = pbe_route(relation, mu_p, sd_p, np.zeros(n), shift=q_shift)[1] * survival
         p_scan = np.where(has_pbe, p_scan, np.minimum(p_scan, pbe_view))
     c_s, c_p = r.cost_scan, r.cost_pbe
 
@@ -652,9 +640,9 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     # PBE now, SCAN later if the result clears lambda (q(X) / c_s >= lambda): exact over the PBE outcome X
     # (a predicted X below the hull is computed as on it: E_hull 0)
     # after the screen, SCAN goes ahead when q(x) S / c_s >= lambda: the route's threshold on q is lambda c_s / S
-    p_go, finds_pbe = pbe_route(route_relation, mu_p, sd_p, lam * c_s / np.maximum(survival, 1e-9),
+    p_go, finds_pbe = pbe_route(relation, mu_p, sd_p, lam * c_s / np.maximum(survival, 1e-9),
                                 scan_mean=mu_s if cfg.pbe_route_joint else None, scan_sd=sd_s,
-                                scan_threshold=thr, shift=route_shift)
+                                scan_threshold=thr, shift=q_shift)
     finds_pbe = finds_pbe * survival
     cost_pbe_route = c_p + c_s * p_go
     rate_pbe = (finds_pbe + l_p + p_go * l_s) / cost_pbe_route
@@ -712,8 +700,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         # result (the per-unit ranking's lambda, set by cheap cells, would never let a dear cell's screen go on)
         key = np.where(has_pbe, q_pbe, p_raw) if share_screens else p_raw
         if share_screens:  # a share screen goes on to SCAN when its result leaves the odds at least where they were
-            go_share, finds_share = pbe_route(route_relation, mu_p, sd_p, p_scan / np.maximum(survival, 1e-9),
-                                              shift=route_shift)
+            go_share, finds_share = pbe_route(relation, mu_p, sd_p, p_scan / np.maximum(survival, 1e-9),
+                                              shift=q_shift)
             rate_pbe_share = finds_share * survival / (c_p + c_s * go_share)
         for i in sorted(np.flatnonzero(open_s & (key > 0)), key=lambda j: (-key[j], j)):
             if r.planned[i]:

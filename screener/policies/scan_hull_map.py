@@ -9,13 +9,18 @@ per element), and measured against the SCAN hull:
 
     ``x_s = E_hull^SCAN(E_form^PBE + delta(composition))``
 
-A probit map then refines the relation's ``q``: ``P = Phi(a + Phi^-1(q) - k (x_s - x_ref))``, fitted on the
-campaign's pairs (each ``x_s`` read against the SCAN hull without that structure, its outcome SCAN-stable on the
-current hull; ``x_ref`` their mean ``x_s``); ``k`` is at least 0 with a Gaussian prior at 0 (no change), and ``a``
-is 0 unless the level is fitted too (``fit_level``).
-Read from the ledgers of today's default (campaign follow-ups, truly stable or not on the world's own hull), ``x_s``
-split the screened candidates on the PBE hull where ``q`` could not: on Mg-Mn-Fe-Cr-V-S 41 of 76 truly stable at
-``x_s <= -0.1`` eV/atom against 2 of 35 above 0 (docs/policy-benchmarks.md).
+With ``scan_hull_map`` on (off by default), a probit map reorders the screened candidates waiting for a SCAN
+follow-up: ``P = Phi(Phi^-1(q) - k (x_s - x_ref))``, ``x_ref`` their mean ``x_s``, so their mean P stays where the
+relation put it. ``k`` (at least 0, Gaussian prior at 0: no change) is fitted on the campaign's pairs, each ``x_s``
+read against the SCAN hull without that structure, its outcome SCAN-stable on the current hull.
+
+Read from the ledgers of today's default (``bench/scan_hull_from_ledgers.py``: follow-ups, truly stable or not on
+the world's own hull), ``x_s`` split the follow-ups of candidates on the PBE hull where ``q`` could not: on
+Mg-Mn-Fe-Cr-V-S 35 of 58 truly stable at ``x_s <= -0.1`` eV/atom against 2 of 35 above 0. It found no more: the
+follow-ups it would spare (on the PBE hull, above the SCAN hull: 2.8-3.5 per campaign on three worlds, 6 of 77
+truly stable) are a tenth of the 30-35 SCAN runs a campaign buys, and the variants that
+also let it set the follow-ups' level (``fit_level``) or value a screen by it lowered every follow-up at once, and
+the policy answered with more screens and fewer follow-ups (docs/policy-benchmarks.md).
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ def fit_fidelity_shift(fractions: Sequence[dict[str, float]], shifts: Sequence[f
 
 class ScanHullMap(BaseModel):
     """``P = Phi(a + Phi^-1(q) - k (x_s - x_ref))``: the relation's ``q`` refined by the mapped SCAN E_hull
-    ``x_s``; ``x_ref`` is the pairs' mean ``x_s`` (where the map leaves ``q`` at ``a``)."""
+    ``x_s``; at ``x_s = x_ref`` the map leaves ``q`` at ``a`` (0 unless the level is fitted)."""
 
     a: float = 0.0
     k_per_ev_per_atom: float = 0.0
