@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy.optimize import minimize
 from scipy.special import log_ndtr, ndtr, ndtri
 
 __all__ = ["FidelityShift", "ScanHullMap", "fit_fidelity_shift", "fit_scan_hull_map"]
@@ -101,6 +100,8 @@ def fit_scan_hull_map(q: Sequence[float], x_s: Sequence[float], stable: Sequence
     Mg-Mn-Fe-Cr-V-S: the relation's 0.72-0.77 on the PBE hull against about a third), it lowered every screen's
     follow-up at once, the policy answered with more screens and fewer follow-ups and found less; at 0 the map
     only orders the screened candidates (docs/policy-benchmarks.md)."""
+    from scipy.optimize import minimize  # only where a map is fitted: it is slow to import
+
     q = np.asarray(q, dtype=float)
     x = np.asarray(x_s, dtype=float)
     y = np.asarray(stable, dtype=bool)
