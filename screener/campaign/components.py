@@ -56,6 +56,7 @@ class PolicyPlanner:
         self._site_cache: dict[str, int] | None = None
         # the known set's (atomic fractions, SCAN - PBE E_form): computed once
         self._known_shift_rows: list[tuple[dict[str, float], float]] | None = None
+        self._known_entry_cache: tuple[list[tuple[Any, Any]], Any] | None = None  # the known twins, matched once
         # one threshold for every "stable" call: the campaign's, also behind the policy's P(stable)
         acquisition = policy.acquisition.model_copy(
             update={"threshold_ev_per_atom": float(config.stable_threshold_ev_per_atom)})
@@ -359,6 +360,7 @@ class PolicyPlanner:
         pairs = [(e_hull["pbe"][s], e_hull["scan"][s]) for s in own]
         if self._known_pairs is None or (with_sites and self._known_pair_sites is None):
             known = _known_pairs(self.hulls, signed=self.policy.expected_value.pbe_scan_signed_depth,
+                                 entries=self._known_entries(),
                                  with_sites=with_sites)
             self._known_pairs = [(pair[0], pair[1]) for pair in known]
             self._known_pair_sites = [pair[2] for pair in known] if with_sites else None
@@ -395,12 +397,7 @@ class PolicyPlanner:
 
         if self._known_shift_rows is None:  # the known set's pairs teach the shift only (see the docstring)
             rows: list[tuple[dict[str, float], float]] = []
-            try:
-                pairs, _ = _known_entry_pairs(self.hulls)
-            except Exception as exc:  # noqa: BLE001 - no known pairs: the campaign's own remain
-                logger.info("no known PBE/SCAN pairs for the SCAN-hull map: %s", exc)
-                pairs = []
-            for pbe, scan in pairs:
+            for pbe, scan in self._known_entries()[0]:
                 try:
                     rows.append((fractions(pbe), hs.e_form_ev_per_atom(scan) - hp.e_form_ev_per_atom(pbe)))
                 except Exception:  # noqa: BLE001 - an element without a reference at one level
@@ -437,6 +434,16 @@ class PolicyPlanner:
             except Exception:  # noqa: BLE001 - as above
                 continue
         return mapped, pairs_out
+
+    def _known_entries(self) -> tuple[list[tuple[Any, Any]], Any]:
+        """:func:`_known_entry_pairs` of the planner's hulls, matched once (none where the hulls cannot say)."""
+        if self._known_entry_cache is None:
+            try:
+                self._known_entry_cache = _known_entry_pairs(self.hulls)
+            except Exception as exc:  # noqa: BLE001 - a hull without ids or references: the campaign's pairs remain
+                logger.info("no known PBE/SCAN pairs: %s", exc)
+                self._known_entry_cache = ([], lambda entry: None)
+        return self._known_entry_cache
 
     def _sites(self) -> dict[str, int]:
         """n_sites of every structure in the ledger (candidates and phases; read once per planner)."""
@@ -542,13 +549,14 @@ def material_key(entry: Any) -> str | None:
     return _FUNCTIONAL_SUFFIX.sub("", key)
 
 
-def _known_pairs(hulls: Any, signed: bool = False, with_sites: bool = False) -> list[tuple[float, ...]]:
+def _known_pairs(hulls: Any, signed: bool = False, with_sites: bool = False,
+                 entries: tuple[list[tuple[Any, Any]], Any] | None = None) -> list[tuple[float, ...]]:
     """(PBE, SCAN) E_hull of the reference compounds known at both fidelities (empty when the hulls cannot say);
     with ``signed`` a PBE-stable one's PBE E_hull is its (negative) depth below the hull of the other phases; with
     ``with_sites`` a third value, the PBE structure's n_sites (NaN where the entry has no structure).
-    The twins are :func:`_known_entry_pairs`."""
+    The twins are :func:`_known_entry_pairs` (``entries``: already matched)."""
     try:
-        pairs, structure = _known_entry_pairs(hulls)
+        pairs, structure = _known_entry_pairs(hulls) if entries is None else entries
         from screener.hull.phase_diagram import entry_key
         from screener.policies.expected_value import ON_HULL_EV_PER_ATOM
 
