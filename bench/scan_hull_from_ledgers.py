@@ -37,21 +37,12 @@ BINS = ((-np.inf, -0.1), (-0.1, -0.05), (-0.05, 0.0), (0.0, 0.05), (0.05, 0.1), 
 ON_PBE_HULL = 1e-3
 
 
-def fractions(composition: Any) -> dict[str, float]:
-    return {str(el): float(composition.get_atomic_fraction(el)) for el in composition.elements}
-
-
-def hull_e_form(diagram: Any, composition: Any) -> float:
-    """Formation energy per atom of a PhaseDiagram's hull at a composition."""
-    refs = sum(composition.get_atomic_fraction(el) * diagram.el_refs[el].energy_per_atom
-               for el in composition.elements)
-    return float(diagram.get_hull_energy_per_atom(composition) - refs)
-
-
 def follow_ups(campaign: Path, truth: dict[str, bool]) -> list[dict[str, Any]]:
     """``x_pbe``, ``x_s``, ``p`` and truly stable of each SCAN follow-up of a PBE screen in one campaign."""
     from pymatgen.analysis.phase_diagram import PhaseDiagram
 
+    from screener.hull.phase_diagram import hull_formation_energy_per_atom
+    from screener.policies.scan_hull_map import atomic_fractions as fractions
     from screener.policies.scan_hull_map import fit_fidelity_shift
 
     db = open_ledger(campaign)
@@ -84,7 +75,8 @@ def follow_ups(campaign: Path, truth: dict[str, bool]) -> list[dict[str, Any]]:
         pbe = screen[1]
         e_form = pds["pbe"].get_form_energy_per_atom(pbe) + shift(fractions(pbe.composition))
         x_pbe = float(pds["pbe"].get_e_above_hull(pbe, allow_negative=True))
-        out.append({"x_pbe": max(x_pbe, 0.0), "x_s": e_form - hull_e_form(pds["scan"], pbe.composition),
+        x_s = e_form - hull_formation_energy_per_atom(pds["scan"], pbe.composition)
+        out.append({"x_pbe": max(x_pbe, 0.0), "x_s": x_s,
                     "p": float(decisions.get(sid, {}).get("p_scan_stable", np.nan)), "stable": truth[sid]})
     return out
 

@@ -275,12 +275,10 @@ class PolicyPlanner:
         if self._fraction_cache is None:
             from pymatgen.core import Composition
 
-            self._fraction_cache = {}
-            for row in self._ledger_candidates():
-                if row.get("formula"):
-                    comp = Composition(row["formula"])
-                    self._fraction_cache[row["structure_id"]] = {
-                        str(el): comp.get_atomic_fraction(el) for el in comp.elements}
+            from screener.policies.scan_hull_map import atomic_fractions
+
+            self._fraction_cache = {row["structure_id"]: atomic_fractions(Composition(row["formula"]))
+                                    for row in self._ledger_candidates() if row.get("formula")}
         return self._fraction_cache
 
     def _computed_e_hull(self, signed_pbe: bool = False) -> dict[str, dict[str, tuple[int, float, str]]]:
@@ -381,15 +379,11 @@ class PolicyPlanner:
         polymorphs and neighbours. A structure whose hull lacks an element is left out."""
         from screener.hull.corrections import as_entry
         from screener.hull.phase_diagram import entry_key
-        from screener.policies.scan_hull_map import fit_fidelity_shift
+        from screener.policies.scan_hull_map import atomic_fractions, fit_fidelity_shift
 
         if self.ledger is None or self.hulls is None:
             return {}, []
         hp, hs = self.hulls.hulls["pbe"], self.hulls.hulls["scan"]
-
-        def fractions(entry: Any) -> dict[str, float]:
-            c = entry.composition
-            return {str(el): float(c.get_atomic_fraction(el)) for el in c.elements}
 
         def x_s(entry: Any, e_form_scan: float, leave_out: Any = None) -> float:
             return hs.e_above_hull_from_formation_energy(
@@ -399,7 +393,8 @@ class PolicyPlanner:
             rows: list[tuple[dict[str, float], float]] = []
             for pbe, scan in self._known_entries()[0]:
                 try:
-                    rows.append((fractions(pbe), hs.e_form_ev_per_atom(scan) - hp.e_form_ev_per_atom(pbe)))
+                    difference = hs.e_form_ev_per_atom(scan) - hp.e_form_ev_per_atom(pbe)
+                    rows.append((atomic_fractions(pbe.composition), difference))
                 except Exception:  # noqa: BLE001 - an element without a reference at one level
                     continue
             self._known_shift_rows = rows
@@ -418,14 +413,13 @@ class PolicyPlanner:
                 continue
             own.append((sid, pbe, scan, e_p, d))
         shift = fit_fidelity_shift([r[0] for r in self._known_shift_rows]
-                                   + [fractions(pbe) for _, pbe, scan, _, _ in own if scan is not None],
-                                   [r[1] for r in self._known_shift_rows]
-                                   + [d for *_, d in own if d is not None])
+                                   + [atomic_fractions(pbe.composition) for _, pbe, _, _, d in own if d is not None],
+                                   [r[1] for r in self._known_shift_rows] + [d for *_, d in own if d is not None])
         mapped: dict[str, float] = {}
         pairs_out: list[tuple[float, float, bool]] = []
         for sid, pbe, scan, e_p, d in own:
             try:
-                e_s = e_p + shift(fractions(pbe))
+                e_s = e_p + shift(atomic_fractions(pbe.composition))
                 if scan is None:
                     mapped[sid] = x_s(pbe, e_s)
                 else:

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from pymatgen.core import Composition, Structure
     from pymatgen.entries.computed_entries import ComputedEntry
 
-__all__ = ["FidelityHull", "CompetingPhase", "MissingReferenceError", "chemsys_elements", "entry_key"]
+__all__ = ["FidelityHull", "CompetingPhase", "MissingReferenceError", "chemsys_elements", "entry_key",
+           "hull_formation_energy_per_atom"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,15 @@ def entry_key(entry: ComputedEntry) -> str | None:
 def _material_id(entry: ComputedEntry) -> str | None:
     mid = (entry.data or {}).get("material_id")
     return str(mid) if mid else None
+
+
+def hull_formation_energy_per_atom(diagram: PhaseDiagram, composition: Composition) -> float:
+    """Formation energy per atom of a pymatgen PhaseDiagram's hull at a composition (against its elemental
+    references)."""
+    refs = sum(
+        composition.get_atomic_fraction(el) * diagram.el_refs[el].energy_per_atom for el in composition.elements
+    )
+    return float(diagram.get_hull_energy_per_atom(composition) - refs)
 
 
 @dataclass
@@ -371,11 +381,7 @@ class FidelityHull(MSONable):
         from pymatgen.core import Composition
 
         composition = Composition(composition)
-        diagram = self.phase_diagram(composition, exclude=exclude)
-        refs = sum(
-            composition.get_atomic_fraction(el) * diagram.el_refs[el].energy_per_atom for el in composition.elements
-        )
-        return float(diagram.get_hull_energy_per_atom(composition) - refs)
+        return hull_formation_energy_per_atom(self.phase_diagram(composition, exclude=exclude), composition)
 
     def e_above_hull_from_formation_energy(self, composition: Composition | str, e_form_ev_per_atom: float, *,
                                            exclude: Iterable[str] = ()) -> float:

@@ -32,7 +32,12 @@ import numpy as np
 from pydantic import BaseModel, Field
 from scipy.special import log_ndtr, ndtr, ndtri
 
-__all__ = ["FidelityShift", "ScanHullMap", "fit_fidelity_shift", "fit_scan_hull_map"]
+__all__ = ["FidelityShift", "ScanHullMap", "atomic_fractions", "fit_fidelity_shift", "fit_scan_hull_map"]
+
+
+def atomic_fractions(composition: Any) -> dict[str, float]:
+    """``{element: atomic fraction}`` of a pymatgen Composition: the form :class:`FidelityShift` reads."""
+    return {str(el): float(composition.get_atomic_fraction(el)) for el in composition.elements}
 
 
 class FidelityShift(BaseModel):
