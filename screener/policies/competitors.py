@@ -87,8 +87,8 @@ def scan_mean_given_p_stable(p_stable: Any, std: Any, threshold: float = 0.0) ->
 
 def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarray, e_hull_mean: Any,
                         e_hull_std: Any, *, threshold: float = 0.0, samples: int = 64, seed: int = 0,
-                        min_p: float = 1e-3, max_plausible: int = 500, error_correlation: float = 0.0
-                        ) -> tuple[np.ndarray, dict[str, Any]]:
+                        min_p: float = 1e-3, max_plausible: int = 500, error_correlation: float = 0.0,
+                        lower_order_only: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """``S_i = P(stable among all candidates | stable on today's hull)`` by Monte Carlo (module docstring).
 
     Parameters
@@ -110,6 +110,10 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
     error_correlation : float
         ``rho`` in [0, 1): each draw's standard normal is ``sqrt(rho) Z_shared + sqrt(1 - rho) Z_own``, one
         ``Z_shared`` for every candidate of the draw (the model's shared error); 0: independent.
+    lower_order_only : bool
+        Judge each candidate only against today's hull and the drawn candidates of *fewer* elements (the hull's
+        "hubs": an elemental polymorph or a binary undercuts every compound above it), not against its own
+        polymorphs and same-order neighbours, which a crowded chemical system has many of.
 
     Returns
     -------
@@ -128,6 +132,7 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
         numbers["overall_survival"] = None
         return np.ones(n), numbers
     x = cand_x[plausible]
+    order = (x > 1e-9).sum(axis=1)  # elements in each plausible candidate
     h0 = lower_hull_energy(base_x, base_e, x)  # today's hull at each plausible candidate
     rng = np.random.default_rng(seed)
     k_below = np.zeros(len(plausible))
@@ -142,13 +147,20 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
         if not below.any():
             continue
         e = h0 + e_hull
+        # per group of candidates judged against the same points: all of them, or (lower_order_only) each order
+        # against those of fewer elements
+        groups = ([(below, below)] if not lower_order_only else
+                  [(below & (order < k), below & (order == k)) for k in np.unique(order[below])])
         try:
-            h = lower_hull_energy(np.vstack([base_x, x[below]]), np.concatenate([base_e, e[below]]), x[below])
+            h = np.empty(len(plausible))
+            for points, judged in groups:
+                h[judged] = lower_hull_energy(np.vstack([base_x, x[points]]), np.concatenate([base_e, e[points]]),
+                                              x[judged])
         except Exception:  # noqa: BLE001 - a degenerate draw (qhull precision) is skipped, not fatal
             continue
         k_below[below] += 1.0
         # on the new hull: no lower than the hull through it (a threshold above 0 keeps near-hull ones)
-        k_stays[below] += e[below] - h <= max(threshold, 0.0) + 1e-6
+        k_stays[below] += e[below] - h[below] <= max(threshold, 0.0) + 1e-6
     overall = float(k_stays.sum() / k_below.sum()) if k_below.sum() else 1.0
     survival = np.full(n, overall)
     survival[plausible] = (k_stays + 2.0 * overall) / (k_below + 2.0)

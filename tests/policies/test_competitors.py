@@ -86,3 +86,19 @@ def test_no_error_correlation_repeats_the_independent_draws_exactly() -> None:
                                   competitor_survival(*args, seed=3, error_correlation=0.0)[0])
     with_rho = competitor_survival(*args, seed=3, error_correlation=0.5)[0]
     assert np.all((with_rho >= 0) & (with_rho <= 1))
+
+
+def test_lower_order_only_keeps_polymorphs_but_lets_a_deep_binary_undercut_a_ternary() -> None:
+    # ternary A-B-C with the elements only: two ternary polymorphs at ABC, and a likely deep binary AB that cuts the
+    # hull far below the shallow one at ABC
+    x = np.eye(3)
+    cand_x = np.array([[1 / 3, 1 / 3, 1 / 3], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0.0]])
+    mean, std = [-0.05, -0.20, -0.6], [0.03, 0.03, 0.02]
+    every, _ = competitor_survival(x, np.zeros(3), cand_x[:2], mean[:2], std[:2], samples=200)
+    assert every[0] < 0.1  # against its own polymorph the shallow one rarely survives
+    lower, _ = competitor_survival(x, np.zeros(3), cand_x[:2], mean[:2], std[:2], samples=200, lower_order_only=True)
+    np.testing.assert_allclose(lower, 1.0)  # no fewer-element candidate: nothing undercuts either polymorph
+    # the binary at -0.6 puts the hull at ABC at -0.4 (two thirds of the way on the AB-C tie-line): both ternaries,
+    # at -0.05 and -0.2, lie above it; the binary, judged against the elements only, survives
+    with_binary, _ = competitor_survival(x, np.zeros(3), cand_x, mean, std, samples=200, lower_order_only=True)
+    assert with_binary[0] < 0.1 and with_binary[1] < 0.1 and with_binary[2] > 0.9
