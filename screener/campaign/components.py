@@ -256,7 +256,8 @@ class PolicyPlanner:
                                               threshold=threshold,
                                               samples=cfg.competitor_samples, seed=request.round_number,
                                               error_correlation=cfg.competitor_error_correlation,
-                                              lower_order_only=cfg.competitor_lower_order_only)
+                                              against=cfg.competitor_against,
+                                              block=int(self.config.batch_size))
             except Exception as exc:  # noqa: BLE001 - e.g. qhull on a degenerate system: no discount, said so
                 logger.warning("competitor survival of %s skipped: %s", "-".join(elements), exc)
                 numbers["competitor_skipped"] += int(members.sum())

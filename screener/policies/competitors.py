@@ -88,7 +88,7 @@ def scan_mean_given_p_stable(p_stable: Any, std: Any, threshold: float = 0.0) ->
 def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarray, e_hull_mean: Any,
                         e_hull_std: Any, *, threshold: float = 0.0, samples: int = 64, seed: int = 0,
                         min_p: float = 1e-3, max_plausible: int = 500, error_correlation: float = 0.0,
-                        lower_order_only: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+                        against: str = "all", block: int = 20) -> tuple[np.ndarray, dict[str, Any]]:
     """``S_i = P(stable among all candidates | stable on today's hull)`` by Monte Carlo (module docstring).
 
     Parameters
@@ -110,10 +110,15 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
     error_correlation : float
         ``rho`` in [0, 1): each draw's standard normal is ``sqrt(rho) Z_shared + sqrt(1 - rho) Z_own``, one
         ``Z_shared`` for every candidate of the draw (the model's shared error); 0: independent.
-    lower_order_only : bool
-        Judge each candidate only against today's hull and the drawn candidates of *fewer* elements (the hull's
-        "hubs": an elemental polymorph or a binary undercuts every compound above it), not against its own
-        polymorphs and same-order neighbours, which a crowded chemical system has many of.
+    against : {"all", "fewer_elements", "likelier"}
+        Which drawn candidates each one is judged against (besides today's hull): ``"all"``; ``"fewer_elements"``,
+        those of fewer elements only (the hull's "hubs": an elemental polymorph or a binary undercuts every compound
+        above it), not its own polymorphs and same-order neighbours, which a crowded chemical system has many of;
+        ``"likelier"``, those ranked above it by P(below today's hull), in blocks that double in size from ``block``
+        (a batch: the ones a campaign would buy first), so the likeliest member of a crowd keeps its odds and the
+        rest are marked down.
+    block : int
+        First block's size with ``against="likelier"``.
 
     Returns
     -------
@@ -132,7 +137,16 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
         numbers["overall_survival"] = None
         return np.ones(n), numbers
     x = cand_x[plausible]
-    order = (x > 1e-9).sum(axis=1)  # elements in each plausible candidate
+    if against == "fewer_elements":
+        level = (x > 1e-9).sum(axis=1)  # judged against lower levels only: elements in each candidate
+    elif against == "likelier":
+        # plausible is in order of P: rank blocks that double in size (ranks [0, b), [b, 3b), [3b, 7b), ...), so
+        # the top is ranked finely and a draw costs a handful of hulls, not one per block
+        level = np.floor(np.log2(1.0 + np.arange(len(plausible)) / max(int(block), 1))).astype(int)
+    elif against == "all":
+        level = np.zeros(len(plausible), dtype=int)
+    else:
+        raise ValueError(f"against must be 'all', 'fewer_elements' or 'likelier', not {against!r}")
     h0 = lower_hull_energy(base_x, base_e, x)  # today's hull at each plausible candidate
     rng = np.random.default_rng(seed)
     k_below = np.zeros(len(plausible))
@@ -147,10 +161,9 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
         if not below.any():
             continue
         e = h0 + e_hull
-        # per group of candidates judged against the same points: all of them, or (lower_order_only) each order
-        # against those of fewer elements
-        groups = ([(below, below)] if not lower_order_only else
-                  [(below & (order < k), below & (order == k)) for k in np.unique(order[below])])
+        # per group of candidates judged against the same points: all of them, or each level against the lower ones
+        groups = ([(below, below)] if against == "all" else
+                  [(below & (level < k), below & (level == k)) for k in np.unique(level[below])])
         try:
             h = np.empty(len(plausible))
             for points, judged in groups:

@@ -88,7 +88,7 @@ def test_no_error_correlation_repeats_the_independent_draws_exactly() -> None:
     assert np.all((with_rho >= 0) & (with_rho <= 1))
 
 
-def test_lower_order_only_keeps_polymorphs_but_lets_a_deep_binary_undercut_a_ternary() -> None:
+def test_fewer_elements_keeps_polymorphs_but_lets_a_deep_binary_undercut_a_ternary() -> None:
     # ternary A-B-C with the elements only: two ternary polymorphs at ABC, and a likely deep binary AB that cuts the
     # hull far below the shallow one at ABC
     x = np.eye(3)
@@ -96,9 +96,35 @@ def test_lower_order_only_keeps_polymorphs_but_lets_a_deep_binary_undercut_a_ter
     mean, std = [-0.05, -0.20, -0.6], [0.03, 0.03, 0.02]
     every, _ = competitor_survival(x, np.zeros(3), cand_x[:2], mean[:2], std[:2], samples=200)
     assert every[0] < 0.1  # against its own polymorph the shallow one rarely survives
-    lower, _ = competitor_survival(x, np.zeros(3), cand_x[:2], mean[:2], std[:2], samples=200, lower_order_only=True)
+    lower, _ = competitor_survival(x, np.zeros(3), cand_x[:2], mean[:2], std[:2], samples=200, against="fewer_elements")
     np.testing.assert_allclose(lower, 1.0)  # no fewer-element candidate: nothing undercuts either polymorph
     # the binary at -0.6 puts the hull at ABC at -0.4 (two thirds of the way on the AB-C tie-line): both ternaries,
     # at -0.05 and -0.2, lie above it; the binary, judged against the elements only, survives
-    with_binary, _ = competitor_survival(x, np.zeros(3), cand_x, mean, std, samples=200, lower_order_only=True)
+    with_binary, _ = competitor_survival(x, np.zeros(3), cand_x, mean, std, samples=200, against="fewer_elements")
     assert with_binary[0] < 0.1 and with_binary[1] < 0.1 and with_binary[2] > 0.9
+
+
+def test_likelier_keeps_the_likeliest_polymorph_and_marks_down_the_next() -> None:
+    # two polymorphs at AB: the deeper one is the likelier; the shallow one lies above it in most draws
+    cand_x = np.array([[0.5, 0.5], [0.5, 0.5]])
+    mean, std = [-0.02, -0.08], [0.03, 0.03]  # P(below today's hull) 0.75 and 0.996
+    every, _ = competitor_survival(BASE_X, BASE_E, cand_x, mean, std, samples=200)
+    ranked, _ = competitor_survival(BASE_X, BASE_E, cand_x, mean, std, samples=200, against="likelier", block=1)
+    assert every[0] < 0.2 and ranked[0] < 0.2  # the shallow one loses to the deep one either way
+    assert every[1] > 0.9 and ranked[1] > 0.9
+    # listed the other way round the ranking follows P, not the order given
+    flipped, _ = competitor_survival(BASE_X, BASE_E, cand_x[::-1], mean[::-1], std[::-1], samples=200,
+                                     against="likelier", block=1)
+    np.testing.assert_allclose(flipped, ranked[::-1])
+    # a likely polymorph beside a wide long shot: against all, the long shot's deep draws undercut it; ranked, the
+    # likely one keeps its odds and only the long shot is judged against it
+    wide_mean, wide_std = [-0.05, -0.03], [0.02, 0.2]  # P(below) 0.994 and 0.56
+    every, _ = competitor_survival(BASE_X, BASE_E, cand_x, wide_mean, wide_std, samples=400)
+    ranked, _ = competitor_survival(BASE_X, BASE_E, cand_x, wide_mean, wide_std, samples=400, against="likelier",
+                                    block=1)
+    assert every[0] < 0.75 and ranked[0] > 0.95
+    # in one block neither is judged against the other
+    together, _ = competitor_survival(BASE_X, BASE_E, cand_x, mean, std, samples=200, against="likelier", block=2)
+    np.testing.assert_allclose(together, 1.0)
+    with pytest.raises(ValueError, match="against"):
+        competitor_survival(BASE_X, BASE_E, cand_x, mean, std, against="same")
