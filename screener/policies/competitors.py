@@ -110,10 +110,12 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
     error_correlation : float
         ``rho`` in [0, 1): each draw's standard normal is ``sqrt(rho) Z_shared + sqrt(1 - rho) Z_own``, one
         ``Z_shared`` for every candidate of the draw (the model's shared error); 0: independent.
-    against : {"all", "fewer_elements", "likelier"}
+    against : {"all", "fewer_elements", "same_elements", "likelier"}
         Which drawn candidates each one is judged against (besides today's hull): ``"all"``; ``"fewer_elements"``,
         those of fewer elements only (the hull's "hubs": an elemental polymorph or a binary undercuts every compound
         above it), not its own polymorphs and same-order neighbours, which a crowded chemical system has many of;
+        ``"same_elements"``, the other way round: those of as many elements, i.e. its polymorphs and the compounds of
+        its own chemical system (a compound of as many elements but another element set cannot undercut it);
         ``"likelier"``, those ranked above it by P(below today's hull), in blocks that double in size from ``block``
         (a batch: the ones a campaign would buy first), so the likeliest member of a crowd keeps its odds and the
         rest are marked down.
@@ -137,8 +139,8 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
         numbers["overall_survival"] = None
         return np.ones(n), numbers
     x = cand_x[plausible]
-    if against == "fewer_elements":
-        level = (x > 1e-9).sum(axis=1)  # judged against lower levels only: elements in each candidate
+    if against in ("fewer_elements", "same_elements"):
+        level = (x > 1e-9).sum(axis=1)  # elements in each candidate
     elif against == "likelier":
         # plausible is in order of P: rank blocks that double in size (ranks [0, b), [b, 3b), [3b, 7b), ...), so
         # the top is ranked finely and a draw costs a handful of hulls, not one per block
@@ -146,7 +148,7 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
     elif against == "all":
         level = np.zeros(len(plausible), dtype=int)
     else:
-        raise ValueError(f"against must be 'all', 'fewer_elements' or 'likelier', not {against!r}")
+        raise ValueError(f"against must be 'all', 'fewer_elements', 'same_elements' or 'likelier', not {against!r}")
     h0 = lower_hull_energy(base_x, base_e, x)  # today's hull at each plausible candidate
     rng = np.random.default_rng(seed)
     k_below = np.zeros(len(plausible))
@@ -161,9 +163,14 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
         if not below.any():
             continue
         e = h0 + e_hull
-        # per group of candidates judged against the same points: all of them, or each level against the lower ones
-        groups = ([(below, below)] if against == "all" else
-                  [(below & (level < k), below & (level == k)) for k in np.unique(level[below])])
+        # per group of candidates judged against the same points: all of them, each level against its own
+        # (same_elements), or each level against the lower ones
+        if against == "all":
+            groups = [(below, below)]
+        elif against == "same_elements":
+            groups = [(below & (level == k), below & (level == k)) for k in np.unique(level[below])]
+        else:
+            groups = [(below & (level < k), below & (level == k)) for k in np.unique(level[below])]
         try:
             h = np.empty(len(plausible))
             for points, judged in groups:

@@ -216,11 +216,13 @@ class ExpectedValueConfig(BaseModel):
         "Monte Carlo: each draw is sqrt(rho) Z_shared + sqrt(1 - rho) Z_own in sigma units (each candidate's own "
         "P(below the hull) unchanged). 0: independent draws, where the lowest of many wide predictions undercuts "
         "almost every candidate; a shared error moves them together, so the draws keep the model's order.")
-    competitor_against: Literal["all", "fewer_elements", "likelier"] = Field(
+    competitor_against: Literal["all", "fewer_elements", "same_elements", "likelier"] = Field(
         "all", description="Which drawn candidates the competitor Monte Carlo judges each candidate against: all "
         "of them; those of fewer elements only (the hull's hubs, which undercut every compound above them), not "
-        "its own polymorphs and same-order neighbours; or those ranked above it by P(below the hull), in blocks of "
-        "the batch size, so the likeliest member of a crowd keeps its odds (screener.policies.competitors).")
+        "its own polymorphs and same-order neighbours; only those of its own chemical system (its polymorphs and "
+        "neighbours of as many elements), not the hubs; or those ranked above it by P(below the hull), in blocks "
+        "doubling from the batch size, so the likeliest member of a crowd keeps its odds "
+        "(screener.policies.competitors).")
     competitor_uses_pbe_results: bool = Field(
         True, description="In the competitor Monte Carlo, draw a candidate with a PBE result from what that result "
         "says (P(SCAN-stable | PBE E_hull) of the PBE -> SCAN relation) instead of the SCAN model's prediction: a "

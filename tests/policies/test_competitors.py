@@ -102,6 +102,9 @@ def test_fewer_elements_keeps_polymorphs_but_lets_a_deep_binary_undercut_a_terna
     # at -0.05 and -0.2, lie above it; the binary, judged against the elements only, survives
     with_binary, _ = competitor_survival(x, np.zeros(3), cand_x, mean, std, samples=200, against="fewer_elements")
     assert with_binary[0] < 0.1 and with_binary[1] < 0.1 and with_binary[2] > 0.9
+    # same_elements is the other way round: the polymorphs judged against each other, the binary ignored
+    same, _ = competitor_survival(x, np.zeros(3), cand_x, mean, std, samples=200, against="same_elements")
+    np.testing.assert_allclose(same, every.tolist() + [1.0], atol=0.02)
 
 
 def test_likelier_keeps_the_likeliest_polymorph_and_marks_down_the_next() -> None:
