@@ -222,7 +222,9 @@ class ExpectedValueConfig(BaseModel):
         "its own polymorphs and same-order neighbours; only those of its own chemical system (its polymorphs and "
         "neighbours of as many elements), not the hubs; or those ranked above it by P(below the hull), in blocks "
         "doubling from the batch size, so the likeliest member of a crowd keeps its odds "
-        "(screener.policies.competitors).")
+        "(screener.policies.competitors). Measured with the survival on and left at 'all': same_elements kept most "
+        "of the survival's gain on K-Cu-Zn-Sn-S-Se and half its cost on Mg-Mn-Fe-Cr-V-S, fewer_elements the "
+        "reverse, likelier planned almost as the survival off (docs/policy-benchmarks.md).")
     competitor_uses_pbe_results: bool = Field(
         True, description="In the competitor Monte Carlo, draw a candidate with a PBE result from what that result "
         "says (P(SCAN-stable | PBE E_hull) of the PBE -> SCAN relation) instead of the SCAN model's prediction: a "
