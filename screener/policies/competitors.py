@@ -149,6 +149,7 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
         level = np.zeros(len(plausible), dtype=int)
     else:
         raise ValueError(f"against must be 'all', 'fewer_elements', 'same_elements' or 'likelier', not {against!r}")
+    own_level = against in ("all", "same_elements")
     h0 = lower_hull_energy(base_x, base_e, x)  # today's hull at each plausible candidate
     rng = np.random.default_rng(seed)
     k_below = np.zeros(len(plausible))
@@ -163,14 +164,9 @@ def competitor_survival(base_x: np.ndarray, base_e: np.ndarray, cand_x: np.ndarr
         if not below.any():
             continue
         e = h0 + e_hull
-        # per group of candidates judged against the same points: all of them, each level against its own
-        # (same_elements), or each level against the lower ones
-        if against == "all":
-            groups = [(below, below)]
-        elif against == "same_elements":
-            groups = [(below & (level == k), below & (level == k)) for k in np.unique(level[below])]
-        else:
-            groups = [(below & (level < k), below & (level == k)) for k in np.unique(level[below])]
+        # (points, judged) per level: each level judged against its own (all: one level) or against the lower ones
+        groups = [(below & ((level == k) if own_level else (level < k)), below & (level == k))
+                  for k in np.unique(level[below])]
         try:
             h = np.empty(len(plausible))
             for points, judged in groups:
