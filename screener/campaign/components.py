@@ -131,6 +131,8 @@ class PolicyPlanner:
                 state["purchase_gp_p"] = self._gp_p_at_purchase(purchases, decisions)
             if self.policy.expected_value.competitor_survival_fitted:
                 state["purchase_log_survival"] = self._log_survival_at_purchase(purchases, decisions)
+            if self.policy.expected_value.outcome_calibration_chemsys_sd:
+                state["purchase_chemsys"] = self._chemsys_of_purchases(request, purchases)
             # each purchase's log(cost / median candidate cost): the same ratio at both fidelities (SCAN = k x PBE)
             from screener.policies.outcome_calibration import log_cost_ratio
 
@@ -487,6 +489,15 @@ class PolicyPlanner:
             ok = isinstance(s, (int, float)) and math.isfinite(s) and s > 0
             out.append(math.log(min(float(s), 1.0)) if ok else 0.0)
         return out
+
+    def _chemsys_of_purchases(self, request: Any, purchases: list[tuple[str, float, bool, str]]) -> list[str]:
+        """Per purchase, its candidate's chemical system (the request's, else the ledger's candidate row)."""
+        known = dict(zip(request.structure_ids, request.chemsys))
+        missing = sorted({sid for *_, sid in purchases if sid not in known})
+        if missing and self.ledger is not None:
+            known.update({r["structure_id"]: r["chemsys"] or "" for r in self.ledger.candidates(
+                None, with_structures=False, structure_ids=missing)})
+        return [known.get(sid, "") for *_, sid in purchases]
 
     def _gp_p_at_purchase(self, purchases: list[tuple[str, float, bool, str]], decisions: list[dict[str, Any]]
                           ) -> list[float | None]:

@@ -121,6 +121,11 @@ class ExpectedValueConfig(BaseModel):
     outcome_calibration_cost_classes: int = Field(
         4, ge=0, le=16, description="Cost classes (of equal width in the candidates' log cost) that each get their "
         "own probit offset where costs differ; 0 or 1: none.")
+    outcome_calibration_chemsys_sd: float | None = Field(
+        None, gt=0, description="With outcome_calibration: a probit offset per chemical system among the purchases "
+        "(both fidelities' purchases together), a random effect with prior N(0, sd^2): a system whose purchases keep "
+        "coming out unstable is marked down as a whole, one whose purchases pay is marked up (see "
+        "screener.policies.outcome_calibration). null (the default): no such term.")
     outcome_calibration_per_fidelity: bool = Field(
         True, description="One outcome map per fidelity (PBE purchases calibrate the PBE model's P, SCAN purchases "
         "the SCAN model's), each shrunk towards the map of both together; false: one pooled map for both.")

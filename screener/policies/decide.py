@@ -128,6 +128,9 @@ class PolicyState(BaseModel):
     purchase_log_survival: list[float] = Field(
         default_factory=list, description="ln of the competitor survival at purchase of each of purchase_outcomes "
         "(0: none estimated; empty: all 0; expected-value with competitor_survival_fitted).")
+    purchase_chemsys: list[str] = Field(
+        default_factory=list, description="Chemical system of each of purchase_outcomes (empty: not read; "
+        "expected-value with outcome_calibration_chemsys_sd).")
     formulas: list[str] | None = Field(
         None, description="Reduced formula per candidate (CAMD peers: composition features).")
     seed_rows: list[tuple[str, str, float]] = Field(
@@ -149,7 +152,7 @@ class PolicyState(BaseModel):
         if self.pbe_scan_pair_log_sites is not None and len(self.pbe_scan_pair_log_sites) != len(self.pbe_scan_pairs):
             raise ValueError(f"pbe_scan_pair_log_sites has {len(self.pbe_scan_pair_log_sites)} entries for "
                              f"{len(self.pbe_scan_pairs)} pbe_scan_pairs")
-        for name in ("purchase_gp_p", "purchase_log_cost", "purchase_log_survival"):
+        for name in ("purchase_gp_p", "purchase_log_cost", "purchase_log_survival", "purchase_chemsys"):
             value = getattr(self, name)
             if value and len(value) != len(self.purchase_outcomes):
                 raise ValueError(f"{name} has {len(value)} entries for {len(self.purchase_outcomes)} "

@@ -524,6 +524,12 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     fitted_survival = estimated and cfg.competitor_survival_fitted and cfg.outcome_calibration
     log_survival = np.log(np.maximum(survival_estimate, 1e-3)) if fitted_survival else np.zeros(n)
     bought_log_survival = state.purchase_log_survival or [0.0] * len(state.purchase_outcomes)
+    # the chemical-system offsets (with outcome_calibration_chemsys_sd): each purchase's system, each candidate's
+    by_system = bool(cfg.outcome_calibration_chemsys_sd) and len(state.purchase_chemsys) == len(
+        state.purchase_outcomes)
+    bought_chemsys = state.purchase_chemsys if by_system else None
+    chemsys_sd = cfg.outcome_calibration_chemsys_sd if by_system else None
+    systems = list(state.chemsys) if by_system else None
     if cfg.outcome_calibration:
         edges = cost_class_edges(log_cost, cfg.outcome_calibration_cost_classes)
         if cfg.outcome_calibration_per_fidelity:  # PBE and SCAN models overrate by different amounts
@@ -532,15 +538,18 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                                                           prior_weight=cfg.outcome_calibration_prior_weight,
                                                           min_slope=cfg.outcome_calibration_min_slope,
                                                           log_survival=bought_log_survival,
-                                                          fit_survival_slope=fitted_survival)
+                                                          fit_survival_slope=fitted_survival,
+                                                          chemsys=bought_chemsys, chemsys_sd=chemsys_sd)
         else:
             outcome = {"pooled": fit_outcome_calibration(
                 [p for _, p, _ in state.purchase_outcomes], [y for _, _, y in state.purchase_outcomes],
                 log_cost=bought_log_cost, edges=edges, prior_weight=cfg.outcome_calibration_prior_weight,
                 min_slope=cfg.outcome_calibration_min_slope, log_survival=bought_log_survival,
-                fit_survival_slope=fitted_survival)}
-        mu_s, sd_s = outcome.get("scan", outcome["pooled"]).calibrate_gaussian(mu_s, sd_s, log_cost, log_survival)
-        mu_p, sd_p = outcome.get("pbe", outcome["pooled"]).calibrate_gaussian(mu_p, sd_p, log_cost, log_survival)
+                fit_survival_slope=fitted_survival, chemsys=bought_chemsys, chemsys_sd=chemsys_sd)}
+        mu_s, sd_s = outcome.get("scan", outcome["pooled"]).calibrate_gaussian(mu_s, sd_s, log_cost, log_survival,
+                                                                                systems)
+        mu_p, sd_p = outcome.get("pbe", outcome["pooled"]).calibrate_gaussian(mu_p, sd_p, log_cost, log_survival,
+                                                                               systems)
     gp: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     gp_numbers: dict[str, Any] = {}
     if cfg.uses_composition_gp:  # after the outcome map, which is fitted on the ensemble's own P
@@ -549,9 +558,11 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
         if gp and cfg.composition_gp_pool:
             # each purchase's ensemble P as the outcome map reads it today: the weight then rewards what the GP
             # adds to the calibrated ensemble, not the calibration the map already gives it
-            judged = [(float(outcome.get(f, outcome["pooled"]).calibrate_p(p, c, ls)), g, y)
-                      for (f, p, y), g, c, ls in zip(state.purchase_outcomes, state.purchase_gp_p, bought_log_cost,
-                                                     bought_log_survival)
+            bought_systems = bought_chemsys or [None] * len(state.purchase_outcomes)
+            judged = [(float(outcome.get(f, outcome["pooled"]).calibrate_p(p, c, ls, None if cs is None else [cs])),
+                       g, y)
+                      for (f, p, y), g, c, ls, cs in zip(state.purchase_outcomes, state.purchase_gp_p,
+                                                         bought_log_cost, bought_log_survival, bought_systems)
                       if g is not None]
             n_judged = len(judged)
             if n_judged < cfg.composition_pool_min_purchases:  # too few outcomes to tell the experts apart

@@ -42,6 +42,14 @@ outright helped on some stand-in worlds and cost finds on others. Refitted on ei
 row, within 0.25 of the same fit on the truth. In the campaigns the fitted ``g`` did not tell the worlds where the
 survival helps from those where it costs, and the option (off by default) found 860 over eleven rows against 876
 without it (docs/policy-benchmarks.md).
+
+With **chemical-system offsets** (``chemsys_sd``) the map has one more term, ``e_c``: an offset per chemical system
+among the purchases, a random effect with prior ``N(0, chemsys_sd^2)`` fitted on both fidelities' purchases together
+and shared like the cost-class offsets (a system without purchases gets 0). The model's errors are shared by
+related structures, so a system whose purchases keep coming out unstable is overrated as a whole, and one whose
+purchases keep paying is underrated; the campaign then spreads its purchases away from the first kind and stays
+with the second. The competitor survival tried to tell the two apart from predictions alone, and the cap per
+system by a fixed rule; this learns it from what each system's own purchases returned.
 """
 
 from __future__ import annotations
@@ -53,6 +61,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import log_ndtr, ndtr, ndtri
+
+from screener.policies.acquisition import normalize_chemsys
 
 __all__ = ["OutcomeCalibration", "cost_class", "cost_class_edges", "fit_outcome_calibration",
            "fit_outcome_calibration_by_fidelity", "log_cost_ratio"]
@@ -81,6 +91,10 @@ class OutcomeCalibration(BaseModel):
     cost_class_purchases: list[int] = Field(default_factory=list, description="Purchases per cost class.")
     survival_slope: float = Field(0.0, ge=0.0, description="``g`` of the term ``g ln S`` (S: the competitor survival "
                                   "at purchase; 0: the survival does not enter the map).")
+    chemsys_offsets: dict[str, float] = Field(
+        default_factory=dict, description="Probit offset ``e_c`` of each chemical system among the purchases "
+        "(normalised key, elements sorted; empty: no such term; a system not listed: 0).")
+    chemsys_sd: float | None = Field(None, gt=0, description="Prior sd of the chemical-system offsets (None: off).")
     n_purchases: int = Field(0, ge=0, description="Purchases the fit used.")
     n_stable: int = Field(0, ge=0, description="Of those, how many came out stable.")
     mean_p_at_purchase: float | None = Field(None, description="Mean raw P(stable) of those purchases.")
@@ -96,27 +110,44 @@ class OutcomeCalibration(BaseModel):
             return np.zeros_like(f)
         return np.asarray(self.cost_class_offsets)[cost_class(f, self.cost_class_edges)]
 
-    def offset(self, log_cost: Any = 0.0, log_survival: Any = 0.0) -> np.ndarray:
-        """The probit offset of each candidate: ``a + d_k + g ln S``."""
-        return self.a + self.class_offset(log_cost) + self.survival_slope * np.asarray(log_survival, dtype=float)
+    def chemsys_offset(self, chemsys: Sequence[str] | None) -> np.ndarray | float:
+        """The chemical-system offset ``e_c`` of each candidate's system (0 for a system without purchases, and
+        for all without the term)."""
+        if chemsys is None or not self.chemsys_offsets:
+            return 0.0
+        return np.array([self.chemsys_offsets.get(normalize_chemsys(c), 0.0) for c in chemsys], dtype=float)
 
-    def calibrate_p(self, p: Any, log_cost: Any = 0.0, log_survival: Any = 0.0) -> np.ndarray:
+    def offset(self, log_cost: Any = 0.0, log_survival: Any = 0.0, chemsys: Sequence[str] | None = None
+               ) -> np.ndarray:
+        """The probit offset of each candidate: ``a + d_k + g ln S + e_c``."""
+        return (self.a + self.class_offset(log_cost) + self.survival_slope * np.asarray(log_survival, dtype=float)
+                + self.chemsys_offset(chemsys))
+
+    def calibrate_p(self, p: Any, log_cost: Any = 0.0, log_survival: Any = 0.0,
+                    chemsys: Sequence[str] | None = None) -> np.ndarray:
         """Recalibrated probabilities (``log_cost``: log(cost / median cost) of each, when costs differ;
-        ``log_survival``: ln of each one's competitor survival, when it enters the map)."""
+        ``log_survival``: ln of each one's competitor survival, when it enters the map; ``chemsys``: each one's
+        chemical system, when the map has system offsets)."""
         z = ndtri(np.clip(np.asarray(p, dtype=float), _P_CLIP, 1.0 - _P_CLIP))
-        return ndtr(self.offset(log_cost, log_survival) + self.b * z)
+        return ndtr(self.offset(log_cost, log_survival, chemsys) + self.b * z)
 
-    def calibrate_gaussian(self, mean: Any, std: Any, log_cost: Any = 0.0, log_survival: Any = 0.0
-                           ) -> tuple[np.ndarray, np.ndarray]:
+    def calibrate_gaussian(self, mean: Any, std: Any, log_cost: Any = 0.0, log_survival: Any = 0.0,
+                           chemsys: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The Gaussian ``N(mu', sd')`` whose P(below any threshold t) is the recalibrated one (module docstring):
-        ``sd' = sd / b``, ``mu' = mu - (a + d_k + g ln S) sd / b``."""
+        ``sd' = sd / b``, ``mu' = mu - (a + d_k + g ln S + e_c) sd / b``."""
         sd = np.asarray(std, dtype=float) / self.b
-        return np.asarray(mean, dtype=float) - self.offset(log_cost, log_survival) * sd, sd
+        return np.asarray(mean, dtype=float) - self.offset(log_cost, log_survival, chemsys) * sd, sd
 
     def numbers(self, prefix: str = "outcome_calibration_") -> dict[str, Any]:
         """Flat numbers for the ledger (scalars only): the cost classes as ``cost_classes`` (how many) and
-        ``cost_class_<k>_offset``, ``_purchases`` and ``_upper_log_cost`` (None for the dearest) per class."""
-        out = {f"{prefix}{k}": v for k, v in self.model_dump(mode="json").items() if not isinstance(v, list)}
+        ``cost_class_<k>_offset``, ``_purchases`` and ``_upper_log_cost`` (None for the dearest) per class; the
+        chemical-system offsets (with that term) as ``chemsys_offsets_n``, ``_min`` and ``_max``."""
+        out = {f"{prefix}{k}": v for k, v in self.model_dump(mode="json").items()
+               if not isinstance(v, (list, dict))}
+        if self.chemsys_offsets:
+            values = list(self.chemsys_offsets.values())
+            out.update({f"{prefix}chemsys_offsets_n": len(values), f"{prefix}chemsys_offsets_min": min(values),
+                        f"{prefix}chemsys_offsets_max": max(values)})
         out[f"{prefix}cost_classes"] = len(self.cost_class_offsets)
         for k, d in enumerate(self.cost_class_offsets):
             out[f"{prefix}cost_class_{k}_offset"] = d
@@ -156,7 +187,8 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
                             log_cost: Sequence[float] | None = None, edges: Sequence[float] = (),
                             prior_weight: float = 10.0, prior: OutcomeCalibration | None = None,
                             min_slope: float = _B_BOUNDS[0], log_survival: Sequence[float] | None = None,
-                            fit_survival_slope: bool = False) -> OutcomeCalibration:
+                            fit_survival_slope: bool = False, chemsys: Sequence[str] | None = None,
+                            chemsys_sd: float | None = None) -> OutcomeCalibration:
     """Maximum a posteriori probit recalibration of purchase-time probabilities.
 
     Parameters
@@ -184,6 +216,11 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
     fit_survival_slope : bool
         Fit ``g`` of the term ``g ln S`` (prior 0 worth ``prior_weight`` purchases, bounded to [0, 3]); with a
         ``prior`` its ``g`` is kept as it is.
+    chemsys : sequence of str, optional
+        Chemical system of each purchase (with ``chemsys_sd``).
+    chemsys_sd : float, optional
+        Fit an offset ``e_c`` per chemical system among the purchases, prior ``N(0, chemsys_sd^2)``; with a
+        ``prior`` its offsets are kept as they are. None: no such term.
 
     Returns
     -------
@@ -207,18 +244,30 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
     fixed = prior is not None and bool(prior.cost_class_offsets)
     offsets0 = list(prior.cost_class_offsets) if fixed else [0.0] * n_classes
     g0 = prior.survival_slope if prior is not None else 0.0
+    # chemical-system offsets: fitted on the pooled purchases, then kept by each fidelity's map like the classes
+    systems0 = dict(prior.chemsys_offsets) if prior is not None else {}
+    sd_c = prior.chemsys_sd if prior is not None else chemsys_sd
+    groups = (sorted({normalize_chemsys(c) for c in chemsys}) if prior is None and chemsys_sd and chemsys is not None
+              and n else [])
     if n == 0:
         return OutcomeCalibration(a=a0, b=b0, cost_class_edges=edges, cost_class_offsets=offsets0,
                                   cost_class_purchases=counts, survival_slope=g0, prior_weight=prior_weight,
-                                  prior=label)
+                                  prior=label, chemsys_offsets=systems0, chemsys_sd=sd_c)
     z = ndtri(np.clip(p, _P_CLIP, 1.0 - _P_CLIP))
     free = n_classes if not fixed else 0  # offsets fitted here (the pooled fit), else taken from the prior
     fit_g = fit_survival_slope and prior is None  # g fitted on all purchases, then shared like the offsets
+    if groups:
+        keys = [normalize_chemsys(c) for c in np.asarray(chemsys, dtype=object).ravel()[keep]]
+        return _fit_with_chemsys(p, y, z, f, ls, k, edges, counts, groups, keys, float(chemsys_sd), a0, b0,
+                                 prior_weight, min_slope, fit_g, label)
+    e_fixed = (np.array([systems0.get(normalize_chemsys(c), 0.0)
+                         for c in np.asarray(chemsys, dtype=object).ravel()[keep]], dtype=float)
+               if systems0 and chemsys is not None else 0.0)
 
     def loss(c: np.ndarray) -> float:
         d = np.asarray(c[2:2 + free]) if free else np.asarray(offsets0)
         g = c[-1] if fit_g else g0
-        u = c[0] + c[1] * z + (d[k] if n_classes else 0.0) + g * ls
+        u = c[0] + c[1] * z + (d[k] if n_classes else 0.0) + g * ls + e_fixed
         ll = np.sum(np.where(y, log_ndtr(u), log_ndtr(-u)))
         penalty = (c[0] - a0) ** 2 + math.log(c[1] / b0) ** 2 + float(np.sum(np.square(c[2:])))
         return float(-ll + 0.5 * prior_weight * penalty)
@@ -232,9 +281,61 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
                                 cost_class_offsets=[float(x) for x in res.x[2:2 + free]] if free else offsets0,
                                 cost_class_purchases=counts, n_purchases=n, n_stable=int(y.sum()),
                                 survival_slope=float(res.x[-1]) if fit_g else g0,
-                                prior_weight=prior_weight, prior=label)
+                                prior_weight=prior_weight, prior=label, chemsys_offsets=systems0, chemsys_sd=sd_c)
     fitted.mean_p_at_purchase = float(p.mean())
-    fitted.mean_p_calibrated = float(fitted.calibrate_p(p, f, ls).mean())
+    fitted.mean_p_calibrated = float(np.mean(ndtr(fitted.offset(f, ls) + e_fixed + fitted.b * z)))
+    return fitted
+
+
+def _fit_with_chemsys(p: np.ndarray, y: np.ndarray, z: np.ndarray, f: np.ndarray, ls: np.ndarray, k: np.ndarray,
+                      edges: list[float], counts: list[int], groups: list[str], keys: list[str], chemsys_sd: float,
+                      a0: float, b0: float, prior_weight: float, min_slope: float, fit_g: bool,
+                      label: str) -> OutcomeCalibration:
+    """The pooled fit with an offset per chemical system (:func:`fit_outcome_calibration`): the same posterior
+    plus ``e_c ~ N(0, chemsys_sd^2)``, maximised with its analytic gradient (one parameter per system)."""
+    from scipy.optimize import minimize
+
+    n_classes = len(edges) + 1 if edges else 0
+    index = {g: i for i, g in enumerate(groups)}
+    grp = np.array([index[key] for key in keys], dtype=int)
+    n_g = len(groups)
+    i_d, i_e = 2, 2 + n_classes
+    i_g = i_e + n_g
+
+    def loss(c: np.ndarray) -> tuple[float, np.ndarray]:
+        d, e = c[i_d:i_e], c[i_e:i_g]
+        g = c[i_g] if fit_g else 0.0
+        u = c[0] + c[1] * z + (d[k] if n_classes else 0.0) + g * ls + e[grp]
+        lp, lm = log_ndtr(u), log_ndtr(-u)
+        log_pdf = -0.5 * u * u - 0.5 * math.log(2.0 * math.pi)
+        w = np.where(y, np.exp(log_pdf - lp), -np.exp(log_pdf - lm))  # d log-likelihood / du
+        ll = float(np.sum(np.where(y, lp, lm)))
+        log_b = math.log(c[1] / b0)
+        penalty = (c[0] - a0) ** 2 + log_b ** 2 + float(np.sum(np.square(d))) + (g ** 2 if fit_g else 0.0)
+        value = -ll + 0.5 * prior_weight * penalty + 0.5 * float(np.sum(np.square(e))) / chemsys_sd ** 2
+        grad = np.zeros_like(c)
+        grad[0] = -w.sum() + prior_weight * (c[0] - a0)
+        grad[1] = -(w * z).sum() + prior_weight * log_b / c[1]
+        if n_classes:
+            grad[i_d:i_e] = -np.bincount(k, w, minlength=n_classes) + prior_weight * d
+        grad[i_e:i_g] = -np.bincount(grp, w, minlength=n_g) + e / chemsys_sd ** 2
+        if fit_g:
+            grad[i_g] = -(w * ls).sum() + prior_weight * g
+        return value, grad
+
+    lo = min(max(float(min_slope), _B_BOUNDS[0]), _B_BOUNDS[1])
+    start = np.array([a0, min(max(b0, lo), _B_BOUNDS[1])] + [0.0] * (n_classes + n_g) + [0.0] * fit_g)
+    bounds = ([_A_BOUNDS, (lo, _B_BOUNDS[1])] + [_OFFSET_BOUNDS] * (n_classes + n_g)
+              + [_SURVIVAL_SLOPE_BOUNDS] * fit_g)
+    res = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
+    fitted = OutcomeCalibration(a=float(res.x[0]), b=float(res.x[1]), cost_class_edges=edges,
+                                cost_class_offsets=[float(x) for x in res.x[i_d:i_e]], cost_class_purchases=counts,
+                                n_purchases=int(p.size), n_stable=int(y.sum()),
+                                survival_slope=float(res.x[i_g]) if fit_g else 0.0, prior_weight=prior_weight,
+                                prior=label, chemsys_offsets={g: float(x) for g, x in zip(groups, res.x[i_e:i_g])},
+                                chemsys_sd=chemsys_sd)
+    fitted.mean_p_at_purchase = float(p.mean())
+    fitted.mean_p_calibrated = float(fitted.calibrate_p(p, f, ls, keys).mean())
     return fitted
 
 
@@ -242,7 +343,8 @@ def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bo
                                         log_cost: Sequence[float] | None = None, edges: Sequence[float] = (),
                                         prior_weight: float = 10.0, min_slope: float = _B_BOUNDS[0],
                                         log_survival: Sequence[float] | None = None,
-                                        fit_survival_slope: bool = False) -> dict[str, OutcomeCalibration]:
+                                        fit_survival_slope: bool = False, chemsys: Sequence[str] | None = None,
+                                        chemsys_sd: float | None = None) -> dict[str, OutcomeCalibration]:
     """One map per fidelity, each shrunk towards the map of all purchases together (partial pooling); the cost-class
     offsets are the pooled fit's (cell size affects both models alike, and one fidelity alone has few purchases
     per class).
@@ -262,6 +364,11 @@ def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bo
         ln of each purchase's competitor survival at purchase (see :func:`fit_outcome_calibration`).
     fit_survival_slope : bool
         Fit the survival term's ``g`` on all purchases together; each fidelity's map keeps it.
+    chemsys : sequence of str, optional
+        Chemical system of each purchase; with ``chemsys_sd`` the pooled fit gets an offset per system, which each
+        fidelity's map keeps (see :func:`fit_outcome_calibration`).
+    chemsys_sd : float, optional
+        Prior sd of those offsets (None: no such term).
 
     Returns
     -------
@@ -274,11 +381,16 @@ def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bo
     f = np.zeros(len(fid)) if log_cost is None or len(log_cost) != len(fid) else np.asarray(log_cost, dtype=float)
     ls = (np.zeros(len(fid)) if log_survival is None or len(log_survival) != len(fid)
           else np.asarray(log_survival, dtype=float))
+    systems = (np.asarray(chemsys, dtype=object) if chemsys_sd and chemsys is not None and len(chemsys) == len(fid)
+               else None)
     pooled = fit_outcome_calibration(p, y, log_cost=f, edges=edges, prior_weight=prior_weight, min_slope=min_slope,
-                                     log_survival=ls, fit_survival_slope=fit_survival_slope)
+                                     log_survival=ls, fit_survival_slope=fit_survival_slope,
+                                     chemsys=None if systems is None else list(systems),
+                                     chemsys_sd=chemsys_sd if systems is not None else None)
     out = {"pooled": pooled}
     for fidelity in ("pbe", "scan"):
         mine = np.array([x == fidelity for x in fid], dtype=bool)
         out[fidelity] = fit_outcome_calibration(p[mine], y[mine], log_cost=f[mine], prior_weight=prior_weight,
-                                                prior=pooled, min_slope=min_slope, log_survival=ls[mine])
+                                                prior=pooled, min_slope=min_slope, log_survival=ls[mine],
+                                                chemsys=None if systems is None else list(systems[mine]))
     return out
