@@ -559,8 +559,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
             # each purchase's ensemble P as the outcome map reads it today: the weight then rewards what the GP
             # adds to the calibrated ensemble, not the calibration the map already gives it
             bought_systems = bought_chemsys or [None] * len(state.purchase_outcomes)
-            judged = [(float(outcome.get(f, outcome["pooled"]).calibrate_p(p, c, ls, None if cs is None else [cs])),
-                       g, y)
+            judged = [(float(outcome.get(f, outcome["pooled"]).calibrate_p(
+                p, c, ls, None if cs is None else [cs]).ravel()[0]), g, y)
                       for (f, p, y), g, c, ls, cs in zip(state.purchase_outcomes, state.purchase_gp_p,
                                                          bought_log_cost, bought_log_survival, bought_systems)
                       if g is not None]

@@ -138,6 +138,12 @@ def test_the_pool_learns_its_weight_from_the_purchases_in_the_state():
     # nor with fewer purchases than the guard asks for (here 20: 19 judged)
     few = decide(pool, _state(["LiFeO2", "LiFe5O8"], purchase_outcomes=outcomes[1:], purchase_gp_p=gp_p[1:]))
     assert few.numbers["composition_pool_weight"] == 0.0 and few.numbers["composition_pool_n"] == 19
+    # with chemical-system offsets in the outcome map the purchases are judged with their system's offset
+    by_system = pool.model_copy(update={"expected_value": pool.expected_value.model_copy(
+        update={"outcome_calibration_chemsys_sd": 0.5})})
+    plan = decide(by_system, {**state, "purchase_chemsys": ["Fe-Li-O"] * 20})
+    assert plan.numbers["composition_pool_weight"] == 1.0 and plan.numbers["composition_pool_n"] == 20
+    assert plan.numbers["outcome_calibration_chemsys_offsets_n"] == 1
 
 
 def test_the_two_ways_of_blending_the_gp_in_are_exclusive():

@@ -275,3 +275,96 @@ def test_planner_reads_each_purchases_survival_from_the_decision_that_bought_it(
                  ("pbe", 0.4, False, "c3"), ("scan", 0.1, False, "c9")]
     got = planner._log_survival_at_purchase(purchases, decisions)
     assert got == pytest.approx([math.log(0.25), math.log(0.5), 0.0, 0.0, 0.0])
+
+
+def _by_system(n: int, n_systems: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, float]]:
+    """Purchases whose true probit offset depends on their chemical system (a shared error of related structures)."""
+    rng = np.random.default_rng(seed)
+    effect = {f"A-B{i}": float(rng.normal(0.0, 0.8)) for i in range(n_systems)}
+    systems = [f"B{rng.integers(n_systems)}-A" for _ in range(n)]  # unsorted keys: the map normalises them
+    p = rng.uniform(0.02, 0.6, n)
+    true = ndtr(-0.4 + ndtri(p) + np.array([effect["A-" + s.split("-")[0]] for s in systems]))
+    return p, rng.random(n) < true, systems, effect
+
+
+def test_chemsys_offsets_learn_each_systems_shared_error_and_are_off_unless_asked() -> None:
+    p, y, systems, effect = _by_system(600, 30)
+    cal = fit_outcome_calibration(p, y, chemsys=systems, chemsys_sd=0.5)
+    keys = sorted(effect)
+    assert sorted(cal.chemsys_offsets) == keys and cal.chemsys_sd == 0.5
+    fitted = np.array([cal.chemsys_offsets[k] for k in keys])
+    assert np.corrcoef(fitted, [effect[k] for k in keys])[0, 1] > 0.7
+    assert 0.2 < np.std(fitted) < np.std([effect[k] for k in keys])  # shrunk towards 0, not blown up
+    # a system without purchases gets no offset; the Gaussian form agrees with the probability
+    worst = min(cal.chemsys_offsets, key=cal.chemsys_offsets.get)
+    lone, bad = cal.calibrate_p([0.3, 0.3], 0.0, 0.0, ["C-D", worst])
+    assert lone == pytest.approx(float(cal.calibrate_p([0.3])[0]), rel=1e-12) and bad < lone
+    mu, sd = cal.calibrate_gaussian(np.array([0.0, 0.0]), np.array([0.1, 0.1]), 0.0, 0.0, ["C-D", worst])
+    np.testing.assert_allclose(ndtr(-mu / sd), cal.calibrate_p([0.5, 0.5], 0.0, 0.0, ["C-D", worst]), rtol=1e-9)
+    # the term is off without chemsys_sd (the map exactly as before), and a strong prior holds the offsets near 0
+    plain = fit_outcome_calibration(p, y)
+    assert fit_outcome_calibration(p, y, chemsys=systems).model_dump() == plain.model_dump()
+    assert plain.chemsys_offsets == {} and plain.calibrate_p([0.3], 0.0, 0.0, [worst]) == plain.calibrate_p([0.3])
+    tight = fit_outcome_calibration(p, y, chemsys=systems, chemsys_sd=0.01)
+    assert max(abs(v) for v in tight.chemsys_offsets.values()) < 0.02
+    # both fidelities' maps keep the pooled offsets; the ledger gets scalars only
+    purchases = [("pbe" if i % 2 else "scan", float(a), bool(b)) for i, (a, b) in enumerate(zip(p, y))]
+    maps = fit_outcome_calibration_by_fidelity(purchases, chemsys=systems, chemsys_sd=0.5)
+    assert maps["pbe"].chemsys_offsets == maps["scan"].chemsys_offsets == maps["pooled"].chemsys_offsets
+    assert maps["pbe"].a != maps["scan"].a
+    numbers = maps["scan"].numbers("x_")
+    assert numbers["x_chemsys_offsets_n"] == 30
+    assert numbers["x_chemsys_offsets_min"] == pytest.approx(min(maps["pooled"].chemsys_offsets.values()))
+    assert all(not isinstance(v, (list, dict)) for v in numbers.values())
+
+
+def test_expected_value_policy_moves_away_from_systems_whose_purchases_failed() -> None:
+    base = load_policy("expected-value")
+    policy = base.model_copy(update={"batch_size": 10, "expected_value": base.expected_value.model_copy(
+        update={"scan_now_at_most_pbe_view": False, "outcome_calibration_chemsys_sd": 0.5})})
+    state = _state([])
+    systems = [f"A-{'E' if i % 2 == 0 else 'O'}{i // 2 % 5}" for i in range(40)]  # 10 systems, 4 candidates each
+    state["chemsys"] = systems
+    # purchases made before in the same systems: the E systems' all failed, the O systems' all paid
+    bought = [s for s in sorted(set(systems)) for _ in range(6)]
+    outcomes = [("pbe", 0.3, "O" in s) for s in bought]
+
+    def odd_share(plan) -> float:
+        picked = [int(i.job_id[1:]) % 2 for i in plan.items if i.kind == "candidate"]
+        return sum(picked) / len(picked)
+
+    learned = decide(policy, {**state, "purchase_outcomes": outcomes, "purchase_chemsys": bought})
+    assert learned.numbers["outcome_calibration_chemsys_offsets_n"] == 10
+    assert learned.numbers["outcome_calibration_chemsys_offsets_min"] < 0 < learned.numbers[
+        "outcome_calibration_chemsys_offsets_max"]
+    assert odd_share(learned) > 0.8
+    # not read (no purchase_chemsys) or not asked for: no offsets, and the round mixes both kinds
+    for plan in (decide(policy, {**state, "purchase_outcomes": outcomes}),
+                 decide(base.model_copy(update={"batch_size": 10, "expected_value": policy.expected_value.model_copy(
+                     update={"outcome_calibration_chemsys_sd": None})}),
+                     {**state, "purchase_outcomes": outcomes, "purchase_chemsys": bought})):
+        assert "outcome_calibration_chemsys_offsets_n" not in plan.numbers
+        assert 0.3 < odd_share(plan) < 0.7
+
+
+def test_planner_reads_each_purchases_chemical_system_from_the_request_or_the_ledger() -> None:
+    from types import SimpleNamespace
+
+    from screener.campaign import CampaignConfig
+    from screener.campaign.components import PolicyPlanner
+
+    planner = PolicyPlanner(load_policy("expected-value"),
+                            CampaignConfig(budget_total=100.0, batch_size=2, unit_cpu_hours=1.0))
+    asked: list[list[str]] = []
+
+    class Ledger:
+        def candidates(self, role, *, with_structures, structure_ids):
+            asked.append(list(structure_ids))
+            return [{"structure_id": "c9", "chemsys": "Li-O"}]
+
+    planner.ledger = Ledger()
+    request = SimpleNamespace(structure_ids=["c0", "c1"], chemsys=["Fe-O", "Mn-O"])
+    purchases = [("pbe", 0.3, True, "c1"), ("scan", 0.2, False, "c9"), ("pbe", 0.4, False, "c0"),
+                 ("pbe", 0.4, False, "c7")]  # c7: in neither (read as no system)
+    assert planner._chemsys_of_purchases(request, purchases) == ["Mn-O", "Li-O", "Fe-O", ""]
+    assert asked == [["c7", "c9"]]
