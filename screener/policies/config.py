@@ -126,6 +126,10 @@ class ExpectedValueConfig(BaseModel):
         "(both fidelities' purchases together), a random effect with prior N(0, sd^2): a system whose purchases keep "
         "coming out unstable is marked down as a whole, one whose purchases pay is marked up (see "
         "screener.policies.outcome_calibration). null (the default): no such term.")
+    outcome_calibration_chemsys_per_fidelity: bool = Field(
+        False, description="With outcome_calibration_chemsys_sd and outcome_calibration_per_fidelity: fit the "
+        "system offsets in each fidelity's map on that fidelity's purchases alone (PBE screens for the PBE model's P, "
+        "SCAN runs for the SCAN model's) instead of once on both together.")
     outcome_calibration_per_fidelity: bool = Field(
         True, description="One outcome map per fidelity (PBE purchases calibrate the PBE model's P, SCAN purchases "
         "the SCAN model's), each shrunk towards the map of both together; false: one pooled map for both.")

@@ -539,7 +539,8 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                                                           min_slope=cfg.outcome_calibration_min_slope,
                                                           log_survival=bought_log_survival,
                                                           fit_survival_slope=fitted_survival,
-                                                          chemsys=bought_chemsys, chemsys_sd=chemsys_sd)
+                                                          chemsys=bought_chemsys, chemsys_sd=chemsys_sd,
+                                                          chemsys_per_fidelity=cfg.outcome_calibration_chemsys_per_fidelity)
         else:
             outcome = {"pooled": fit_outcome_calibration(
                 [p for _, p, _ in state.purchase_outcomes], [y for _, _, y in state.purchase_outcomes],

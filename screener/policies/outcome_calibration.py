@@ -45,7 +45,9 @@ without it (docs/policy-benchmarks.md).
 
 With **chemical-system offsets** (``chemsys_sd``) the map has one more term, ``e_c``: an offset per chemical system
 among the purchases, a random effect with prior ``N(0, chemsys_sd^2)`` fitted on both fidelities' purchases together
-and shared like the cost-class offsets (a system without purchases gets 0). The model's errors are shared by
+and shared like the cost-class offsets (or per fidelity, on its own purchases). The purchases' mean offset is held
+at 0, so the offsets say only how systems differ and the campaign-wide level stays ``a``'s; a system without
+purchases gets 0. The model's errors are shared by
 related structures, so a system whose purchases keep coming out unstable is overrated as a whole, and one whose
 purchases keep paying is underrated; the campaign then spreads its purchases away from the first kind and stays
 with the second. The competitor survival tried to tell the two apart from predictions alone, and the cap per
@@ -72,6 +74,7 @@ _B_BOUNDS = (0.2, 3.0)
 _A_BOUNDS = (-4.0, 4.0)
 _OFFSET_BOUNDS = (-3.0, 3.0)
 _SURVIVAL_SLOPE_BOUNDS = (0.0, 3.0)
+_CENTRE_WEIGHT = 1e4  # penalty that holds the purchases' mean chemical-system offset at 0
 
 
 class OutcomeCalibration(BaseModel):
@@ -244,11 +247,13 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
     fixed = prior is not None and bool(prior.cost_class_offsets)
     offsets0 = list(prior.cost_class_offsets) if fixed else [0.0] * n_classes
     g0 = prior.survival_slope if prior is not None else 0.0
-    # chemical-system offsets: fitted on the pooled purchases, then kept by each fidelity's map like the classes
+    # chemical-system offsets: fitted here when asked (the pooled map, or each fidelity's where the pooled one has
+    # none), else kept from the prior like the classes
     systems0 = dict(prior.chemsys_offsets) if prior is not None else {}
-    sd_c = prior.chemsys_sd if prior is not None else chemsys_sd
-    groups = (sorted({normalize_chemsys(c) for c in chemsys}) if prior is None and chemsys_sd and chemsys is not None
-              and n else [])
+    own = bool(chemsys_sd) and chemsys is not None and not systems0
+    sd_c = chemsys_sd if own else (prior.chemsys_sd if prior is not None else None)
+    keys = [normalize_chemsys(c) for c in np.asarray(chemsys, dtype=object).ravel()[keep]] if own else []
+    groups = sorted(set(keys))
     if n == 0:
         return OutcomeCalibration(a=a0, b=b0, cost_class_edges=edges, cost_class_offsets=offsets0,
                                   cost_class_purchases=counts, survival_slope=g0, prior_weight=prior_weight,
@@ -257,9 +262,8 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
     free = n_classes if not fixed else 0  # offsets fitted here (the pooled fit), else taken from the prior
     fit_g = fit_survival_slope and prior is None  # g fitted on all purchases, then shared like the offsets
     if groups:
-        keys = [normalize_chemsys(c) for c in np.asarray(chemsys, dtype=object).ravel()[keep]]
         return _fit_with_chemsys(p, y, z, f, ls, k, edges, counts, groups, keys, float(chemsys_sd), a0, b0,
-                                 prior_weight, min_slope, fit_g, label)
+                                 prior_weight, min_slope, fit_g, g0, None if not fixed else offsets0, label)
     e_fixed = (np.array([systems0.get(normalize_chemsys(c), 0.0)
                          for c in np.asarray(chemsys, dtype=object).ravel()[keep]], dtype=float)
                if systems0 and chemsys is not None else 0.0)
@@ -289,36 +293,43 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
 
 def _fit_with_chemsys(p: np.ndarray, y: np.ndarray, z: np.ndarray, f: np.ndarray, ls: np.ndarray, k: np.ndarray,
                       edges: list[float], counts: list[int], groups: list[str], keys: list[str], chemsys_sd: float,
-                      a0: float, b0: float, prior_weight: float, min_slope: float, fit_g: bool,
-                      label: str) -> OutcomeCalibration:
-    """The pooled fit with an offset per chemical system (:func:`fit_outcome_calibration`): the same posterior
-    plus ``e_c ~ N(0, chemsys_sd^2)``, maximised with its analytic gradient (one parameter per system)."""
+                      a0: float, b0: float, prior_weight: float, min_slope: float, fit_g: bool, g0: float,
+                      class_offsets: list[float] | None, label: str) -> OutcomeCalibration:
+    """:func:`fit_outcome_calibration` with an offset per chemical system: the same posterior plus
+    ``e_c ~ N(0, chemsys_sd^2)``, maximised with its analytic gradient (one parameter per system);
+    ``class_offsets`` (a fidelity's map around the pooled one): the cost-class offsets kept as given."""
     from scipy.optimize import minimize
 
-    n_classes = len(edges) + 1 if edges else 0
+    n_classes = len(edges) + 1 if edges and class_offsets is None else 0  # cost-class offsets fitted here
+    d_fixed = np.asarray(class_offsets)[k] if class_offsets else 0.0
     index = {g: i for i, g in enumerate(groups)}
     grp = np.array([index[key] for key in keys], dtype=int)
     n_g = len(groups)
+    # the offsets' prior is looser than a's, so without this they would take up the campaign-wide overrating and
+    # mark every system with purchases down against those without: they say only how systems differ
+    share = np.bincount(grp, minlength=n_g) / max(len(grp), 1)
     i_d, i_e = 2, 2 + n_classes
     i_g = i_e + n_g
 
     def loss(c: np.ndarray) -> tuple[float, np.ndarray]:
         d, e = c[i_d:i_e], c[i_e:i_g]
-        g = c[i_g] if fit_g else 0.0
-        u = c[0] + c[1] * z + (d[k] if n_classes else 0.0) + g * ls + e[grp]
+        g = c[i_g] if fit_g else g0
+        u = c[0] + c[1] * z + (d[k] if n_classes else d_fixed) + g * ls + e[grp]
         lp, lm = log_ndtr(u), log_ndtr(-u)
         log_pdf = -0.5 * u * u - 0.5 * math.log(2.0 * math.pi)
         w = np.where(y, np.exp(log_pdf - lp), -np.exp(log_pdf - lm))  # d log-likelihood / du
         ll = float(np.sum(np.where(y, lp, lm)))
         log_b = math.log(c[1] / b0)
         penalty = (c[0] - a0) ** 2 + log_b ** 2 + float(np.sum(np.square(d))) + (g ** 2 if fit_g else 0.0)
-        value = -ll + 0.5 * prior_weight * penalty + 0.5 * float(np.sum(np.square(e))) / chemsys_sd ** 2
+        centre = float(share @ e)  # the purchases' mean offset: held at 0, the level is a's alone
+        value = (-ll + 0.5 * prior_weight * penalty + 0.5 * float(np.sum(np.square(e))) / chemsys_sd ** 2
+                 + 0.5 * _CENTRE_WEIGHT * centre ** 2)
         grad = np.zeros_like(c)
         grad[0] = -w.sum() + prior_weight * (c[0] - a0)
         grad[1] = -(w * z).sum() + prior_weight * log_b / c[1]
         if n_classes:
             grad[i_d:i_e] = -np.bincount(k, w, minlength=n_classes) + prior_weight * d
-        grad[i_e:i_g] = -np.bincount(grp, w, minlength=n_g) + e / chemsys_sd ** 2
+        grad[i_e:i_g] = -np.bincount(grp, w, minlength=n_g) + e / chemsys_sd ** 2 + _CENTRE_WEIGHT * centre * share
         if fit_g:
             grad[i_g] = -(w * ls).sum() + prior_weight * g
         return value, grad
@@ -328,10 +339,11 @@ def _fit_with_chemsys(p: np.ndarray, y: np.ndarray, z: np.ndarray, f: np.ndarray
     bounds = ([_A_BOUNDS, (lo, _B_BOUNDS[1])] + [_OFFSET_BOUNDS] * (n_classes + n_g)
               + [_SURVIVAL_SLOPE_BOUNDS] * fit_g)
     res = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
+    offsets = list(class_offsets) if class_offsets is not None else [float(x) for x in res.x[i_d:i_e]]
     fitted = OutcomeCalibration(a=float(res.x[0]), b=float(res.x[1]), cost_class_edges=edges,
-                                cost_class_offsets=[float(x) for x in res.x[i_d:i_e]], cost_class_purchases=counts,
+                                cost_class_offsets=offsets, cost_class_purchases=counts,
                                 n_purchases=int(p.size), n_stable=int(y.sum()),
-                                survival_slope=float(res.x[i_g]) if fit_g else 0.0, prior_weight=prior_weight,
+                                survival_slope=float(res.x[i_g]) if fit_g else g0, prior_weight=prior_weight,
                                 prior=label, chemsys_offsets={g: float(x) for g, x in zip(groups, res.x[i_e:i_g])},
                                 chemsys_sd=chemsys_sd)
     fitted.mean_p_at_purchase = float(p.mean())
@@ -344,7 +356,8 @@ def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bo
                                         prior_weight: float = 10.0, min_slope: float = _B_BOUNDS[0],
                                         log_survival: Sequence[float] | None = None,
                                         fit_survival_slope: bool = False, chemsys: Sequence[str] | None = None,
-                                        chemsys_sd: float | None = None) -> dict[str, OutcomeCalibration]:
+                                        chemsys_sd: float | None = None, chemsys_per_fidelity: bool = False
+                                        ) -> dict[str, OutcomeCalibration]:
     """One map per fidelity, each shrunk towards the map of all purchases together (partial pooling); the cost-class
     offsets are the pooled fit's (cell size affects both models alike, and one fidelity alone has few purchases
     per class).
@@ -369,6 +382,9 @@ def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bo
         fidelity's map keeps (see :func:`fit_outcome_calibration`).
     chemsys_sd : float, optional
         Prior sd of those offsets (None: no such term).
+    chemsys_per_fidelity : bool
+        Fit the system offsets in each fidelity's map on that fidelity's purchases alone (the pooled map then has
+        none): a system whose PBE screens pay need not be one whose SCAN runs do.
 
     Returns
     -------
@@ -383,14 +399,17 @@ def fit_outcome_calibration_by_fidelity(purchases: Sequence[tuple[str, float, bo
           else np.asarray(log_survival, dtype=float))
     systems = (np.asarray(chemsys, dtype=object) if chemsys_sd and chemsys is not None and len(chemsys) == len(fid)
                else None)
+    pooled_systems = systems is not None and not chemsys_per_fidelity
     pooled = fit_outcome_calibration(p, y, log_cost=f, edges=edges, prior_weight=prior_weight, min_slope=min_slope,
                                      log_survival=ls, fit_survival_slope=fit_survival_slope,
-                                     chemsys=None if systems is None else list(systems),
-                                     chemsys_sd=chemsys_sd if systems is not None else None)
+                                     chemsys=list(systems) if pooled_systems else None,
+                                     chemsys_sd=chemsys_sd if pooled_systems else None)
     out = {"pooled": pooled}
     for fidelity in ("pbe", "scan"):
         mine = np.array([x == fidelity for x in fid], dtype=bool)
         out[fidelity] = fit_outcome_calibration(p[mine], y[mine], log_cost=f[mine], prior_weight=prior_weight,
                                                 prior=pooled, min_slope=min_slope, log_survival=ls[mine],
-                                                chemsys=None if systems is None else list(systems[mine]))
+                                                chemsys=None if systems is None else list(systems[mine]),
+                                                chemsys_sd=chemsys_sd if systems is not None and chemsys_per_fidelity
+                                                else None)
     return out

@@ -368,3 +368,17 @@ def test_planner_reads_each_purchases_chemical_system_from_the_request_or_the_le
                  ("pbe", 0.4, False, "c7")]  # c7: in neither (read as no system)
     assert planner._chemsys_of_purchases(request, purchases) == ["Mn-O", "Li-O", "Fe-O", ""]
     assert asked == [["c7", "c9"]]
+
+
+def test_chemsys_offsets_per_fidelity_follow_each_fidelitys_own_purchases() -> None:
+    # in system A-B the PBE screens paid and the SCAN runs failed; in C-D the other way round
+    purchases = ([("pbe", 0.3, True)] * 8 + [("scan", 0.3, False)] * 8 + [("pbe", 0.3, False)] * 8
+                 + [("scan", 0.3, True)] * 8)
+    systems = ["A-B"] * 16 + ["C-D"] * 16
+    apart = fit_outcome_calibration_by_fidelity(purchases, chemsys=systems, chemsys_sd=0.5, chemsys_per_fidelity=True)
+    assert apart["pooled"].chemsys_offsets == {}
+    assert apart["pbe"].chemsys_offsets["A-B"] > 0.2 > -0.2 > apart["pbe"].chemsys_offsets["C-D"]
+    assert apart["scan"].chemsys_offsets["A-B"] < -0.2 < 0.2 < apart["scan"].chemsys_offsets["C-D"]
+    # pooled, the two fidelities' outcomes cancel in each system
+    together = fit_outcome_calibration_by_fidelity(purchases, chemsys=systems, chemsys_sd=0.5)
+    assert max(abs(v) for v in together["pbe"].chemsys_offsets.values()) < 0.05
