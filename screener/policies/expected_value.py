@@ -677,6 +677,10 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                 out["scan_hull_mapped_e_hull_ev_per_atom"] = float(x_scan_hull[i])
         if size_term:
             out["pbe_scan_size_shift"] = float(q_shift[i])
+        if by_system and cfg.outcome_calibration:  # the probit offsets of the candidate's chemical system
+            for f in ("pbe", "scan"):
+                out[f"outcome_chemsys_offset_{f}"] = float(np.ravel(
+                    outcome.get(f, outcome["pooled"]).chemsys_offset([systems[i]]))[0])
         if gp:
             out["composition_gp_scan_mean_ev_per_atom"], out["composition_gp_scan_std_ev_per_atom"] = (
                 float(gp["scan"][0][i]), float(gp["scan"][1][i]))

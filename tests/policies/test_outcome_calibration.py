@@ -338,12 +338,18 @@ def test_expected_value_policy_moves_away_from_systems_whose_purchases_failed() 
     assert learned.numbers["outcome_calibration_chemsys_offsets_min"] < 0 < learned.numbers[
         "outcome_calibration_chemsys_offsets_max"]
     assert odd_share(learned) > 0.8
+    for item in learned.items:  # each decision records its system's offsets
+        if item.kind == "candidate":
+            odd = int(item.job_id[1:]) % 2
+            assert (item.numbers["outcome_chemsys_offset_pbe"] > 0) == bool(odd)
+            assert item.numbers["outcome_chemsys_offset_scan"] == item.numbers["outcome_chemsys_offset_pbe"]
     # not read (no purchase_chemsys) or not asked for: no offsets, and the round mixes both kinds
     for plan in (decide(policy, {**state, "purchase_outcomes": outcomes}),
                  decide(base.model_copy(update={"batch_size": 10, "expected_value": policy.expected_value.model_copy(
                      update={"outcome_calibration_chemsys_sd": None})}),
                      {**state, "purchase_outcomes": outcomes, "purchase_chemsys": bought})):
         assert "outcome_calibration_chemsys_offsets_n" not in plan.numbers
+        assert all("outcome_chemsys_offset_pbe" not in i.numbers for i in plan.items if i.kind == "candidate")
         assert 0.3 < odd_share(plan) < 0.7
 
 
