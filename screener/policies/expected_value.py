@@ -530,6 +530,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
     bought_chemsys = state.purchase_chemsys if by_system else None
     chemsys_sd = cfg.outcome_calibration_chemsys_sd if by_system else None
     systems = list(state.chemsys) if by_system else None
+    per_fidelity_systems = cfg.outcome_calibration_chemsys_per_fidelity
     if cfg.outcome_calibration:
         edges = cost_class_edges(log_cost, cfg.outcome_calibration_cost_classes)
         if cfg.outcome_calibration_per_fidelity:  # PBE and SCAN models overrate by different amounts
@@ -540,7 +541,7 @@ def plan_expected_value(r: Any, policy: Any, state: Any) -> dict[str, Any]:
                                                           log_survival=bought_log_survival,
                                                           fit_survival_slope=fitted_survival,
                                                           chemsys=bought_chemsys, chemsys_sd=chemsys_sd,
-                                                          chemsys_per_fidelity=cfg.outcome_calibration_chemsys_per_fidelity)
+                                                          chemsys_per_fidelity=per_fidelity_systems)
         else:
             outcome = {"pooled": fit_outcome_calibration(
                 [p for _, p, _ in state.purchase_outcomes], [y for _, _, y in state.purchase_outcomes],
