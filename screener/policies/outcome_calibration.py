@@ -47,10 +47,9 @@ With **chemical-system offsets** (``chemsys_sd``) the map has one more term, ``e
 among the purchases, a random effect with prior ``N(0, chemsys_sd^2)`` fitted on both fidelities' purchases together
 and shared like the cost-class offsets (or per fidelity, on its own purchases). The purchases' mean offset is held
 at 0, so the offsets say only how systems differ and the campaign-wide level stays ``a``'s; a system without
-purchases gets 0. The model's errors are shared by
-related structures, so a system whose purchases keep coming out unstable is overrated as a whole, and one whose
-purchases keep paying is underrated; the campaign then spreads its purchases away from the first kind and stays
-with the second. The competitor survival tried to tell the two apart from predictions alone, and the cap per
+purchases gets 0. The model's errors are shared by related structures, so a system whose purchases keep coming out
+unstable is overrated as a whole, and one whose purchases keep paying is underrated; the campaign then spreads its
+purchases away from the first kind and stays with the second. The competitor survival tried to tell the two apart from predictions alone, and the cap per
 system by a fixed rule; this learns it from what each system's own purchases returned. Off by default: at
 ``chemsys_sd`` 0.5 it found 470 against 461 over seven measured rows, but like the survival and the cap it traded
 the sparse K-Cu-Zn-Sn-S-Se world (86 against 67 over ten seeds) against Mg-Mn-Fe-Cr-V-S (42 against 48); at 0.25
