@@ -125,9 +125,9 @@ class ExpectedValueConfig(BaseModel):
         None, gt=0, description="With outcome_calibration: a probit offset per chemical system among the purchases "
         "(both fidelities' purchases together), a random effect with prior N(0, sd^2): a system whose purchases keep "
         "coming out unstable is marked down as a whole, one whose purchases pay is marked up (see "
-        "screener.policies.outcome_calibration). null (the default): no such term. At 0.5 it found 470 against "
-        "461 over seven measured rows, more on K-Cu-Zn-Sn-S-Se (its bar met) and fewer on Mg-Mn-Fe-Cr-V-S (its bar "
-        "lost); at 0.25 as many as without it on both (docs/policy-benchmarks.md).")
+        "screener.policies.outcome_calibration). null (the default): no such term. At 0.5 it found 6 more than "
+        "without it over eight measured rows, more on K-Cu-Zn-Sn-S-Se (its bar met) and fewer on Mg-Mn-Fe-Cr-V-S "
+        "(its bar lost); at 0.25 as many as without it on both (docs/policy-benchmarks.md).")
     outcome_calibration_chemsys_per_fidelity: bool = Field(
         False, description="With outcome_calibration_chemsys_sd and outcome_calibration_per_fidelity: fit the "
         "system offsets in each fidelity's map on that fidelity's purchases alone (PBE screens for the PBE model's P, "
