@@ -254,7 +254,8 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
     systems0 = dict(prior.chemsys_offsets) if prior is not None else {}
     own = bool(chemsys_sd) and chemsys is not None and not systems0
     sd_c = chemsys_sd if own else (prior.chemsys_sd if prior is not None else None)
-    keys = [normalize_chemsys(c) for c in np.asarray(chemsys, dtype=object).ravel()[keep]] if own else []
+    kept = None if chemsys is None else list(np.asarray(chemsys, dtype=object).ravel()[keep])  # each purchase's
+    keys = [normalize_chemsys(c) for c in kept] if own else []
     groups = sorted(set(keys))
     if n == 0:
         return OutcomeCalibration(a=a0, b=b0, cost_class_edges=edges, cost_class_offsets=offsets0,
@@ -266,9 +267,7 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
     if groups:
         return _fit_with_chemsys(p, y, z, f, ls, k, edges, counts, groups, keys, float(chemsys_sd), a0, b0,
                                  prior_weight, min_slope, fit_g, g0, None if not fixed else offsets0, label)
-    e_fixed = (np.array([systems0.get(normalize_chemsys(c), 0.0)
-                         for c in np.asarray(chemsys, dtype=object).ravel()[keep]], dtype=float)
-               if systems0 and chemsys is not None else 0.0)
+    e_fixed = prior.chemsys_offset(kept) if prior is not None else 0.0  # the prior's system offsets, kept
 
     def loss(c: np.ndarray) -> float:
         d = np.asarray(c[2:2 + free]) if free else np.asarray(offsets0)
@@ -289,7 +288,7 @@ def fit_outcome_calibration(p_at_purchase: Sequence[float], stable: Sequence[boo
                                 survival_slope=float(res.x[-1]) if fit_g else g0,
                                 prior_weight=prior_weight, prior=label, chemsys_offsets=systems0, chemsys_sd=sd_c)
     fitted.mean_p_at_purchase = float(p.mean())
-    fitted.mean_p_calibrated = float(np.mean(ndtr(fitted.offset(f, ls) + e_fixed + fitted.b * z)))
+    fitted.mean_p_calibrated = float(fitted.calibrate_p(p, f, ls, kept).mean())
     return fitted
 
 
